@@ -1,0 +1,302 @@
+"""The gateway's configuration: one YAML file, `${ENV}` interpolation, validated at start.
+
+Every problem is reported with the key path it concerns, all at once, so
+`rerank-gateway check-config FILE` gives a reviewer the whole list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gateway.dataclass_reader import ConfigError, Reader, bounded, join
+from providers.registry import PROVIDER_TYPES
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+TIERS = ("pro", "fast")
+
+
+def _check_digest(value: str, what: str) -> str:
+    digest = value.strip().lower()
+    if not _HEX64.match(digest):
+        raise ValueError(
+            f"{what} must be a SHA-256 hex digest of 64 characters "
+            "(make one with `rerank-gateway hash-key KEY`)"
+        )
+    return digest
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = bounded(8080, min=0, max=65535)
+    workers: int = bounded(1, min=1, max=64)
+    request_timeout_s: float = bounded(30.0, min=0.01)  # default deadline of a request
+    max_body_bytes: int = bounded(16 * 1024 * 1024, min=1024)
+    v1_default_model: str | None = None  # used when a /v1/rerank body names no model
+
+
+@dataclass
+class AuthConfig:
+    mode: Literal["keys", "none"] = "keys"
+    admin_key_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.admin_key_sha256 is not None:
+            self.admin_key_sha256 = _check_digest(self.admin_key_sha256, "admin_key_sha256")
+
+
+@dataclass
+class TeamConfig:
+    key_sha256: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
+
+
+@dataclass
+class DeploymentConfig:
+    provider: str
+    model: str | None = None  # upstream model id; defaults to the gateway model's name
+    weight: float = bounded(1.0, min=0.0)
+    priority: int = 0
+
+
+@dataclass
+class ModelConfig:
+    deployments: list[DeploymentConfig] = field(default_factory=list)
+    tiers: dict[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.tiers is not None and self.deployments:
+            raise ValueError("a model has either deployments or tiers, not both")
+        if self.tiers is None and not self.deployments:
+            raise ValueError("needs deployments (a list of {provider, model}) or tiers")
+        for tier in self.tiers or {}:
+            if tier not in TIERS:
+                raise ValueError(f"unknown tier {tier!r} (tiers are: {', '.join(TIERS)})")
+
+
+@dataclass
+class CacheConfig:
+    backend: Literal["none", "memory", "redis"] = "memory"
+
+
+@dataclass
+class LimitsConfig:
+    max_documents: int = bounded(10_000, min=1, max=10_000)
+
+
+@dataclass
+class StateConfig:
+    redis_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+@dataclass
+class ProviderConfig:
+    name: str
+    type: str
+    options: Any  # the provider type's options dataclass
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    teams: dict[str, TeamConfig] = field(default_factory=dict)
+    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+_SECTIONS: dict[str, Any] = {
+    "server": ServerConfig,
+    "auth": AuthConfig,
+    "teams": dict[str, TeamConfig],
+    "models": dict[str, ModelConfig],
+    "cache": CacheConfig,
+    "limits": LimitsConfig,
+    "state": StateConfig,
+    "logging": LoggingConfig,
+}
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError naming each problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from exc
+    return parse_config(data, os.environ if env is None else env)
+
+
+def parse_config(data: Any, env: Mapping[str, str]) -> Config:
+    """Validate an already-parsed config mapping (also used for the embedded default)."""
+    reader = Reader()
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(["<top level>: the config must be a mapping of sections"])
+    data = _interpolate(data, "", env, reader)
+    sections: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "providers":
+            sections[key] = _read_providers(value, reader)
+        elif key in _SECTIONS:
+            sections[key] = reader.read(_SECTIONS[key], value, key)
+        else:
+            known = ", ".join(sorted([*_SECTIONS, "providers"]))
+            reader.problem(str(key), f"unknown section (known sections: {known})")
+    reader.check()
+    config = Config(**{k: v for k, v in sections.items() if v is not None})
+    _cross_check(config, reader)
+    reader.check()
+    return config
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str], reader: Reader) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in string values, naming unset variables."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            reader.problem(path, f"environment variable {name} is not set")
+            return ""
+
+        return _ENV_REF.sub(sub, value)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, join(path, str(k)), env, reader) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, join(path, i), env, reader) for i, v in enumerate(value)]
+    return value
+
+
+def _read_providers(data: Any, reader: Reader) -> dict[str, ProviderConfig]:
+    if not isinstance(data, Mapping):
+        reader.problem("providers", "must be a mapping of provider name to settings")
+        return {}
+    providers = {}
+    for name, entry in data.items():
+        path = join("providers", str(name))
+        if not isinstance(entry, Mapping):
+            reader.problem(path, "must be a mapping with a `type` and its settings")
+            continue
+        type_name = entry.get("type")
+        if type_name not in PROVIDER_TYPES:
+            known = ", ".join(PROVIDER_TYPES)
+            reader.problem(join(path, "type"), f"must be one of {known} (got {type_name!r})")
+            continue
+        settings = {k: v for k, v in entry.items() if k != "type"}
+        options = reader.read(PROVIDER_TYPES[type_name].options, settings, path)
+        providers[str(name)] = ProviderConfig(str(name), type_name, options)
+    return providers
+
+
+def _cross_check(config: Config, reader: Reader) -> None:
+    """Checks that span sections: references, key uniqueness, auth safety."""
+    for name, model in config.models.items():
+        for i, dep in enumerate(model.deployments):
+            if dep.provider not in config.providers:
+                known = ", ".join(config.providers) or "none"
+                reader.problem(
+                    f"models.{name}.deployments[{i}].provider",
+                    f"unknown provider {dep.provider!r} (configured providers: {known})",
+                )
+        for tier, target in (model.tiers or {}).items():
+            path = f"models.{name}.tiers.{tier}"
+            if target not in config.models:
+                reader.problem(path, f"unknown model {target!r}")
+            elif config.models[target].tiers is not None:
+                reader.problem(path, f"{target!r} is itself tiered; a tier must name a model with deployments")
+    default_model = config.server.v1_default_model
+    if default_model is not None and default_model not in config.models:
+        reader.problem("server.v1_default_model", f"unknown model {default_model!r}")
+    owners: dict[str, str] = {}
+    for team, team_config in config.teams.items():
+        for i, digest in enumerate(team_config.key_sha256):
+            if digest in owners:
+                reader.problem(
+                    f"teams.{team}.key_sha256[{i}]", f"the same key is already given to team {owners[digest]!r}"
+                )
+            owners[digest] = team
+    if config.auth.mode == "none" and not is_loopback(config.server.host):
+        reader.problem(
+            "auth.mode",
+            f"`none` is only allowed when server.host is a loopback address (got {config.server.host!r}); "
+            "use `keys` and give each team a key",
+        )
+    if config.auth.mode == "keys" and not owners:
+        reader.problem("teams", "auth.mode is `keys` but no team has a key_sha256; every request would be refused")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# Cohere's hosted rerank models, served by the embedded default when COHERE_API_KEY is set.
+COHERE_MODELS = (
+    "rerank-v4.0-pro",
+    "rerank-v4.0-fast",
+    "rerank-v3.5",
+    "rerank-english-v3.0",
+    "rerank-multilingual-v3.0",
+)
+LOCAL_MODEL = "local-bm25"
+
+
+def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
+    """The embedded default: loopback, no auth, the offline ranker, Cohere if a key is set."""
+    data: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 8080, "v1_default_model": LOCAL_MODEL},
+        "auth": {"mode": "none"},
+        "providers": {"local": {"type": "local"}},
+        "models": {LOCAL_MODEL: {"deployments": [{"provider": "local"}]}},
+        "cache": {"backend": "memory"},
+    }
+    if env.get("COHERE_API_KEY"):
+        data["providers"]["cohere"] = {"type": "cohere", "api_key": "${COHERE_API_KEY}"}
+        for model in COHERE_MODELS:
+            data["models"][model] = {"deployments": [{"provider": "cohere"}]}
+    return data
+
+
+def default_config(env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    return parse_config(default_config_data(env), env)

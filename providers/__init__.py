@@ -1,0 +1,1 @@
+"""Upstream adapters: each turns an `UpstreamCall` into scores behind one interface."""

@@ -1,0 +1,95 @@
+"""Cohere's rerank API, and any endpoint that speaks it (private deployments, proxies).
+
+Sends clean v2 bodies (`model`, `query`, `documents`, optional `max_tokens_per_doc`)
+with a Bearer key and maps Cohere's answer and errors onto the provider contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from providers.http import HttpResponse, HttpTransport, load_json, scores_from_ranks, status_error
+from providers.types import UpstreamCall, UpstreamResult
+
+
+@dataclass
+class CohereOptions:
+    base_url: str = "https://api.cohere.com"
+    api_key: str | None = None
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    path: str = "/v2/rerank"
+    max_connections: int = field(default=100, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+        if not self.path.startswith("/"):
+            raise ValueError(f"path must start with / (got {self.path!r})")
+
+
+class CohereProvider:
+    """The `cohere` provider type: Cohere's v2 rerank protocol over HTTP."""
+
+    type = "cohere"
+    batch_relative = False
+
+    def __init__(self, name: str, options: CohereOptions) -> None:
+        self.name = name
+        self.options = options
+        self.url = options.base_url.rstrip("/") + options.path
+        self.transport = HttpTransport(name, options.max_connections)
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if options.api_key:
+            self.headers["Authorization"] = f"Bearer {options.api_key}"
+
+    async def start(self) -> None:
+        await self.transport.start()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    def body(self, call: UpstreamCall) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": call.model,
+            "query": call.query,
+            "documents": list(call.documents),
+        }
+        if call.max_tokens_per_doc is not None:
+            body["max_tokens_per_doc"] = call.max_tokens_per_doc
+        return body
+
+    async def rerank(self, call: UpstreamCall) -> UpstreamResult:
+        timeout = min(self.options.timeout_s, call.timeout_s)
+        headers = self.headers
+        if call.request_id:
+            headers = {**headers, "X-Request-Id": call.request_id}
+        resp = await self.transport.post(self.url, orjson.dumps(self.body(call)), headers, timeout)
+        if resp.status >= 400:
+            raise status_error(self.name, resp)
+        return self.parse(resp, len(call.documents))
+
+    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
+        payload = load_json(self.name, resp)
+        results = payload.get("results") if isinstance(payload, dict) else None
+        scores = scores_from_ranks(self.name, results, count, resp=resp)
+        return UpstreamResult(
+            scores=scores,
+            search_units=_billed_search_units(payload),
+            upstream_request_id=resp.request_id or _str_or_none(payload.get("id")),
+        )
+
+
+def _billed_search_units(payload: dict[str, Any]) -> int | None:
+    meta = payload.get("meta")
+    billed = meta.get("billed_units") if isinstance(meta, dict) else None
+    units = billed.get("search_units") if isinstance(billed, dict) else None
+    if isinstance(units, (int, float)) and not isinstance(units, bool) and units >= 0:
+        return int(units)
+    return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,0 +1,232 @@
+"""The HTTP plumbing every remote provider shares: one pooled aiohttp session per
+upstream, exceptions mapped to `ProviderError`, error bodies and `Retry-After` parsed."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+
+from providers.types import (
+    AUTH,
+    CONNECT,
+    MALFORMED,
+    STATUS,
+    TIMEOUT,
+    ProviderError,
+    is_retryable_status,
+)
+
+# Headers upstreams use to name their request, in the order we look for them.
+REQUEST_ID_HEADERS = (
+    "x-debug-trace-id",  # Cohere
+    "x-amzn-requestid",  # AWS
+    "opc-request-id",  # OCI
+    "apim-request-id",  # Azure
+    "x-request-id",
+)
+_MAX_ERROR_BODY = 4096  # bytes of an upstream error body worth reading
+
+
+class HttpResponse:
+    """Status, headers and the whole body of one upstream answer."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def request_id(self) -> str | None:
+        for name in REQUEST_ID_HEADERS:
+            value = self.headers.get(name)
+            if value:
+                return value
+        return None
+
+
+class HttpTransport:
+    """A keep-alive connection pool to one upstream, opened on the running loop."""
+
+    def __init__(self, label: str, max_connections: int = 100) -> None:
+        self.label = label  # the provider's name, used in error messages
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=60
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post(
+        self, url: Any, body: bytes, headers: Mapping[str, str], timeout_s: float
+    ) -> HttpResponse:
+        """POST `body` as given (signed bytes stay the sent bytes) and read the answer."""
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        if timeout_s <= 0:
+            raise ProviderError(
+                f"{self.label}: no time left in the request deadline",
+                kind=TIMEOUT,
+                retryable=False,
+            )
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
+                data = await resp.read()
+                return HttpResponse(resp.status, resp.headers, data)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise ProviderError(
+                f"{self.label} did not answer within {timeout_s:.3g} s",
+                kind=TIMEOUT,
+                retryable=True,
+            ) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise ProviderError(
+                f"{self.label} sent an incomplete response ({exc.__class__.__name__})",
+                kind=MALFORMED,
+                retryable=True,
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderError(
+                f"cannot reach {self.label}: {exc.__class__.__name__}",
+                kind=CONNECT,
+                retryable=True,
+            ) from exc
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (delta seconds or HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def error_detail(body: bytes) -> tuple[str | None, str | None]:
+    """(code, message) from the error envelopes upstreams use.
+
+    Cohere `{"message"}`, Azure `{"error": {"code", "message"}}`, OCI `{"code", "message"}`,
+    AWS `{"message"}` or `{"Message"}`. Non-JSON bodies give their first line as message.
+    """
+    snippet = body[:_MAX_ERROR_BODY]
+    try:
+        data = orjson.loads(snippet)
+    except orjson.JSONDecodeError:
+        text = snippet.decode("utf-8", "replace").strip().splitlines()
+        return None, (text[0][:200] if text else None)
+    if not isinstance(data, dict):
+        return None, None
+    inner = data.get("error")
+    if isinstance(inner, dict):
+        data = inner
+    elif isinstance(inner, str) and "message" not in data:
+        data = {"message": inner}
+    code = data.get("code") or data.get("Code") or data.get("__type")
+    message = data.get("message") or data.get("Message")
+    return (str(code) if code else None), (str(message)[:500] if message else None)
+
+
+def status_error(label: str, resp: HttpResponse, code: str | None = None) -> ProviderError:
+    """The ProviderError for an upstream error status."""
+    body_code, message = error_detail(resp.body)
+    code = code or body_code
+    status = resp.status
+    kind = AUTH if status in (401, 403) else STATUS
+    detail = f": {message}" if message else ""
+    return ProviderError(
+        f"{label} answered {status}{f' {code}' if code else ''}{detail}",
+        kind=kind,
+        retryable=is_retryable_status(status),
+        status=status,
+        code=code,
+        retry_after_s=parse_retry_after(resp.headers),
+        upstream_request_id=resp.request_id,
+    )
+
+
+def load_json(label: str, resp: HttpResponse) -> Any:
+    """Decode a 2xx body, or raise a retryable MALFORMED error."""
+    try:
+        return orjson.loads(resp.body)
+    except orjson.JSONDecodeError as exc:
+        raise malformed(label, "a body that is not JSON", resp) from exc
+
+
+def malformed(label: str, what: str, resp: HttpResponse | None = None) -> ProviderError:
+    return ProviderError(
+        f"{label} sent {what}",
+        kind=MALFORMED,
+        retryable=True,
+        status=resp.status if resp else None,
+        upstream_request_id=resp.request_id if resp else None,
+    )
+
+
+def scores_from_ranks(
+    label: str,
+    ranks: Any,
+    count: int,
+    *,
+    score_key: str = "relevance_score",
+    resp: HttpResponse | None = None,
+) -> list[float]:
+    """Turn `[{index, <score_key>}]` into a list aligned with the documents sent.
+
+    Every document must be scored exactly once (we never ask upstream for a top_n).
+    """
+    if not isinstance(ranks, list):
+        raise malformed(label, "a response without a results list", resp)
+    scores: list[float | None] = [None] * count
+    for item in ranks:
+        if not isinstance(item, dict):
+            raise malformed(label, "a result that is not an object", resp)
+        index, score = item.get("index"), item.get(score_key)
+        if (
+            not isinstance(index, int)
+            or isinstance(index, bool)
+            or not 0 <= index < count
+            or scores[index] is not None
+        ):
+            raise malformed(label, f"a result with an invalid index {index!r}", resp)
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            raise malformed(label, f"a result with an invalid score {score!r}", resp)
+        scores[index] = float(score)
+    if any(s is None for s in scores):
+        missing = sum(1 for s in scores if s is None)
+        raise malformed(label, f"scores for only {count - missing} of {count} documents", resp)
+    return [s for s in scores if s is not None]

@@ -1,0 +1,31 @@
+"""Provider types by config name: the options dataclass each reads and how to build it.
+
+Adding a backend means one entry here; the gateway's config loader reads the options
+dataclass from the provider's YAML mapping (everything but `type`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from providers.cohere import CohereOptions, CohereProvider
+from providers.local import LocalOptions, LocalProvider
+from providers.types import Provider
+
+
+@dataclass(frozen=True)
+class ProviderType:
+    options: type
+    build: Callable[[str, Any], Provider]
+
+
+PROVIDER_TYPES: dict[str, ProviderType] = {
+    "cohere": ProviderType(CohereOptions, CohereProvider),
+    "local": ProviderType(LocalOptions, LocalProvider),
+}
+
+
+def build_provider(name: str, type_name: str, options: Any) -> Provider:
+    return PROVIDER_TYPES[type_name].build(name, options)

@@ -1,0 +1,107 @@
+"""Types shared by providers, policies and the gateway.
+
+This is the one module that both `providers` and `policies` may import; it holds
+only plain data and the provider contract, no behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """One scoring call to one deployment: score every document against the query.
+
+    The gateway always asks for the scores of all documents it sends (no top_n
+    upstream): billing does not depend on top_n and the cache needs every score.
+    """
+
+    model: str  # the upstream model id (deployment's `model`)
+    query: str
+    documents: Sequence[str]
+    timeout_s: float  # what is left of the request's deadline for this attempt
+    max_tokens_per_doc: int | None = None
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResult:
+    """Scores aligned with `UpstreamCall.documents` (scores[i] is documents[i])."""
+
+    scores: list[float]
+    search_units: int | None = None  # what the upstream billed, when it says
+    upstream_request_id: str | None = None
+
+
+# Why an upstream call failed; bounded, used as a metric label.
+ErrorKind = str
+TIMEOUT: ErrorKind = "timeout"
+CONNECT: ErrorKind = "connect"
+STATUS: ErrorKind = "status"  # the upstream answered with an error status
+MALFORMED: ErrorKind = "malformed"  # the upstream answered 2xx with an unusable body
+AUTH: ErrorKind = "auth"  # the gateway's credentials were refused or unavailable
+
+
+class ProviderError(Exception):
+    """The one error type every provider raises.
+
+    `retryable` tells the router whether trying again (here or elsewhere) can help;
+    the caller's mistakes (400, 422) are never retryable.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        retryable: bool,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after_s: float | None = None,
+        upstream_request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.kind = kind
+        self.retryable = retryable
+        self.status = status
+        self.code = code
+        self.retry_after_s = retry_after_s
+        self.upstream_request_id = upstream_request_id
+
+    def __repr__(self) -> str:
+        return (
+            f"ProviderError({self.message!r}, kind={self.kind!r}, status={self.status!r}, "
+            f"retryable={self.retryable!r})"
+        )
+
+
+def is_retryable_status(status: int) -> bool:
+    """Throttling, timeouts and server errors may pass; anything else will not."""
+    return status in (408, 409, 429) or status >= 500
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A backend that turns an `UpstreamCall` into scores.
+
+    `batch_relative` is True when a document's score depends on the other documents
+    in the call (the offline BM25 ranker): such scores must not be cached per document.
+    """
+
+    name: str
+    type: str
+    batch_relative: bool
+
+    async def start(self) -> None:
+        """Open pooled connections; called once on the running event loop."""
+
+    async def close(self) -> None:
+        """Release connections; called once at shutdown."""
+
+    async def rerank(self, call: UpstreamCall) -> UpstreamResult:
+        """Score every document or raise `ProviderError`."""
+        ...
