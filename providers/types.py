@@ -105,3 +105,14 @@ class Provider(Protocol):
     async def rerank(self, call: UpstreamCall) -> UpstreamResult:
         """Score every document or raise `ProviderError`."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One place a gateway model can be served: a provider and its upstream model id."""
+
+    name: str  # "<provider>/<upstream model>", stable, used in headers, metrics and logs
+    provider: Provider
+    model: str
+    weight: float = 1.0
+    priority: int = 0

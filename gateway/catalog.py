@@ -1,0 +1,62 @@
+"""The models the gateway serves: provider instances and each model's deployments."""
+
+from __future__ import annotations
+
+from gateway.config import Config
+from gateway.errors import ApiError
+from providers.registry import build_provider
+from providers.types import Deployment, Provider
+
+
+class Catalog:
+    def __init__(self, config: Config) -> None:
+        self.providers: dict[str, Provider] = {
+            name: build_provider(name, pc.type, pc.options) for name, pc in config.providers.items()
+        }
+        self.deployments: dict[str, list[Deployment]] = {}
+        self.tiers: dict[str, dict[str, str]] = {}
+        for name, model in config.models.items():
+            if model.tiers is not None:
+                self.tiers[name] = dict(model.tiers)
+                continue
+            self.deployments[name] = [
+                Deployment(
+                    name=f"{d.provider}/{d.model or name}",
+                    provider=self.providers[d.provider],
+                    model=d.model or name,
+                    weight=d.weight,
+                    priority=d.priority,
+                )
+                for d in model.deployments
+            ]
+        self.default_v1_model = config.server.v1_default_model
+
+    def knows(self, name: str) -> bool:
+        return name in self.deployments or name in self.tiers
+
+    def require(self, name: str | None) -> str:
+        """The configured model a request names, or Cohere's 404 / 400."""
+        if name is None:
+            name = self.default_v1_model
+            if name is None:
+                raise ApiError(400, "invalid request: a model parameter is required for this endpoint.")
+        if not self.knows(name):
+            available = ", ".join(sorted([*self.deployments, *self.tiers]))
+            raise ApiError(
+                404,
+                f"model '{name}' not found, make sure the correct model ID was used and that you "
+                f"have access to the model. Models served here: {available}",
+            )
+        return name
+
+    def batch_relative(self, model: str) -> bool:
+        """True when some deployment's scores depend on the whole batch (not cacheable)."""
+        return any(d.provider.batch_relative for d in self.deployments[model])
+
+    async def start(self) -> None:
+        for provider in self.providers.values():
+            await provider.start()
+
+    async def close(self) -> None:
+        for provider in self.providers.values():
+            await provider.close()

@@ -1,0 +1,96 @@
+"""`rerank-gateway`: serve, check-config, hash-key."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+from gateway.auth import hash_key, new_key
+from gateway.config import Config, ConfigError, default_config, is_loopback, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rerank-gateway", description="Cohere-compatible rerank gateway."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config file (default: the embedded default)")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("path")
+    hk = sub.add_parser("hash-key", help="print the SHA-256 digest of a key, for the config")
+    hk.add_argument("key", nargs="?", help="the key to hash")
+    hk.add_argument("--new", action="store_true", help="make a fresh random key and print both")
+    return parser
+
+
+def load(path: str | None) -> Config:
+    return load_config(path) if path else default_config()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "hash-key":
+        return _hash_key(args)
+    if args.command == "check-config":
+        return _check(args.path)
+    return _serve(args)
+
+
+def _hash_key(args: argparse.Namespace) -> int:
+    if args.new:
+        key = new_key()
+        print(f"key:        {key}\nkey_sha256: {hash_key(key)}")
+        return 0
+    if not args.key:
+        print("hash-key: give a KEY, or --new to make one", file=sys.stderr)
+        return 2
+    print(hash_key(args.key))
+    return 0
+
+
+def _check(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(
+        f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.teams)} teams)"
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print("rerank-gateway: the config is not valid:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    workers = args.workers or config.server.workers
+    if config.auth.mode == "none" and not is_loopback(host):
+        print(
+            f"rerank-gateway: auth.mode none is only allowed on a loopback address, not {host!r}",
+            file=sys.stderr,
+        )
+        return 1
+    from gateway.server import serve
+
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return serve(functools.partial(load, args.config), host, port, workers)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Errors as Cohere sends them: a status code and a JSON `{"id", "message"}` body.
+
+`ApiError` is raised anywhere in request handling; the app turns it into a response.
+`from_provider_error` decides what a caller sees when the upstream failed: a status
+that does not invite the wrong retry and a message that says what happened upstream.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+
+import orjson
+from aiohttp import web
+
+from providers.types import AUTH, MALFORMED, TIMEOUT, ProviderError
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, f"invalid request: {message}")
+
+
+def error_response(error: ApiError, request_id: str | None = None) -> web.Response:
+    body = orjson.dumps({"id": str(uuid.uuid4()), "message": error.message})
+    headers = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    return web.Response(
+        body=body, status=error.status, content_type="application/json", headers=headers
+    )
+
+
+def from_provider_error(model: str, error: ProviderError, attempts: int = 1) -> ApiError:
+    """What the caller sees when no deployment of `model` could answer."""
+    tried = f" after {attempts} attempts" if attempts > 1 else ""
+    prefix = f"model {model!r} is unavailable{tried}: {error.message}"
+    if error.kind == AUTH or error.status == 404:
+        # The gateway's credentials or upstream model id are wrong: our problem, not
+        # the caller's, and retrying will not fix it soon.
+        return ApiError(502, f"{prefix} (a gateway configuration problem; the operators are told)")
+    if error.kind == TIMEOUT:
+        return ApiError(504, prefix)
+    if error.kind == MALFORMED:
+        return ApiError(502, prefix)
+    if error.status is not None and not error.retryable:
+        # The upstream rejected the request itself (e.g. a document it will not take).
+        status = error.status if 400 <= error.status < 500 else 502
+        return ApiError(status, f"the upstream rejected the request: {error.message}")
+    retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0
+    return ApiError(503, prefix, retry_after_s=retry_after)

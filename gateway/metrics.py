@@ -1,0 +1,49 @@
+"""Prometheus metrics, one registry per app so tests and workers stay independent.
+
+Label values are bounded: teams and models come from config (unknown names are
+reported as "unknown"), deployments from config, kinds and statuses from small sets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rerank_requests", "Rerank requests answered.", ["team", "model", "status"], registry=r
+        )
+        self.request_duration = Histogram(
+            "rerank_request_duration_seconds",
+            "Time from request received to response ready.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "rerank_upstream_duration_seconds",
+            "Time of one upstream call, successful or not.",
+            ["deployment"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "rerank_upstream_errors",
+            "Failed upstream calls by kind (timeout, connect, status, malformed, auth).",
+            ["deployment", "kind"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "rerank_in_flight_requests", "Rerank requests being handled.", registry=r
+        )
+        self.documents = Histogram(
+            "rerank_documents_per_request",
+            "Documents in each rerank request.",
+            buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000, 10000),
+            registry=r,
+        )

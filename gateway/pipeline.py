@@ -1,0 +1,163 @@
+"""One rerank request, in order: parse, authenticate, resolve the model, score, answer.
+
+Each step is a small method with one job; scoring itself is the `Scorer` chain
+(see `gateway.scoring`). The pipeline owns the response headers, the metrics of the
+request and its one access-log line.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.auth import Authenticator
+from gateway.catalog import Catalog
+from gateway.config import Config
+from gateway.errors import ApiError, error_response
+from gateway.logs import access_log
+from gateway.metrics import Metrics
+from gateway.schema import RerankRequest, parse_body, render_response
+from gateway.scoring import RequestContext, ScoreJob, Scorer
+
+UNKNOWN = "unknown"
+_MAX_REQUEST_ID = 128
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What the access log and metrics record about one request."""
+
+    request_id: str
+    team: str = UNKNOWN
+    model: str = UNKNOWN
+    documents: int = 0
+    status: int = 200
+    error: str | None = None
+
+
+class Pipeline:
+    def __init__(
+        self, config: Config, catalog: Catalog, auth: Authenticator, scorer: Scorer, metrics: Metrics
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.auth = auth
+        self.scorer = scorer
+        self.metrics = metrics
+        self.timeout_s = config.server.request_timeout_s
+
+    async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
+        started = time.perf_counter()
+        outcome = Outcome(request_id=_request_id(request))
+        self.metrics.in_flight.inc()
+        try:
+            response = await self._serve(request, api_version, outcome, started)
+        except ApiError as exc:
+            outcome.status, outcome.error = exc.status, exc.message
+            response = error_response(exc, outcome.request_id)
+        finally:
+            self.metrics.in_flight.dec()
+        elapsed = time.perf_counter() - started
+        self._record(outcome, elapsed, response)
+        return response
+
+    async def _serve(
+        self, request: web.Request, api_version: int, outcome: Outcome, started: float
+    ) -> web.Response:
+        outcome.team = self.auth.team_for(request.headers.get("Authorization"))
+        body = await _read_body(request, self.config.server.max_body_bytes)
+        parsed = parse_body(body, api_version)
+        outcome.documents = len(parsed.texts)
+        outcome.model = self.catalog.require(parsed.model)
+        ctx = RequestContext(
+            request_id=outcome.request_id,
+            team=outcome.team,
+            model=self.resolve(outcome.model),
+            deadline=time.monotonic() + self.timeout_s,
+            warnings=parsed.warnings,
+            cache_control=_cache_control(request),
+        )
+        scored = await self.scorer.score(
+            ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
+        )
+        return self._answer(parsed, ctx, scored.scores, scored.search_units, started)
+
+    def resolve(self, model: str) -> str:
+        """The concrete model serving a request; a tiered alias takes its pro tier."""
+        tiers = self.catalog.tiers.get(model)
+        if tiers is None:
+            return model
+        return tiers.get("pro") or tiers["fast"]
+
+    def _answer(
+        self,
+        parsed: RerankRequest,
+        ctx: RequestContext,
+        scores: list[float],
+        search_units: int,
+        started: float,
+    ) -> web.Response:
+        body = render_response(parsed, ctx.request_id, scores, search_units, ctx.warnings)
+        total_ms = (time.perf_counter() - started) * 1000.0
+        upstream_ms = ctx.upstream_s * 1000.0
+        headers = {
+            "X-Request-Id": ctx.request_id,
+            "X-Rerank-Model": ctx.model,
+            "Server-Timing": (
+                f"gateway;dur={max(0.0, total_ms - upstream_ms):.2f}, upstream;dur={upstream_ms:.2f}"
+            ),
+        }
+        if ctx.deployment:
+            headers["X-Rerank-Deployment"] = ctx.deployment
+        if ctx.cache_status:
+            headers["X-Cache"] = ctx.cache_status
+        return web.Response(body=body, content_type="application/json", headers=headers)
+
+    def _record(self, outcome: Outcome, elapsed: float, response: web.StreamResponse) -> None:
+        model = outcome.model if self.catalog.knows(outcome.model) else UNKNOWN
+        self.metrics.requests.labels(outcome.team, model, str(outcome.status)).inc()
+        self.metrics.request_duration.labels(model).observe(elapsed)
+        if outcome.documents:
+            self.metrics.documents.observe(outcome.documents)
+        access_log.info(
+            "rerank",
+            request_id=outcome.request_id,
+            team=outcome.team,
+            model=model,
+            served_by=response.headers.get("X-Rerank-Model"),
+            deployment=response.headers.get("X-Rerank-Deployment"),
+            documents=outcome.documents,
+            status=outcome.status,
+            latency_ms=round(elapsed * 1000.0, 2),
+            error=outcome.error,
+        )
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id", "").strip()
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return str(uuid.uuid4())
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _too_large(limit) from None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body too large: the limit is {limit} bytes; send fewer or shorter documents")
+
+
+def _cache_control(request: web.Request) -> frozenset[str]:
+    value = request.headers.get("Cache-Control")
+    if not value:
+        return frozenset()
+    return frozenset(part.strip().lower() for part in value.split(",") if part.strip())

@@ -1,0 +1,222 @@
+"""Cohere's rerank request and response schemas, v1 and v2, mapped onto one internal type.
+
+JSON `null` means "not set" for every optional field (SDKs send explicit nulls).
+`/v2/rerank` also accepts the fields older SDKs sent there (object documents,
+`rank_fields`, `return_documents`, `max_chunks_per_doc`); unknown fields get Cohere's 422.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.errors import ApiError, bad_request
+
+MAX_DOCUMENTS = 10_000  # Cohere's hard limit on documents (x chunks) per request
+_V2_FIELDS = frozenset(
+    {
+        "model",
+        "query",
+        "documents",
+        "top_n",
+        "max_tokens_per_doc",
+        "priority",
+        "relevant_spans",
+        # sent to /v2 by SDKs up to 5.15
+        "return_documents",
+        "rank_fields",
+        "max_chunks_per_doc",
+    }
+)
+_V1_FIELDS = frozenset(
+    {"model", "query", "documents", "top_n", "rank_fields", "return_documents", "max_chunks_per_doc"}
+)
+_FIELDS = {1: _V1_FIELDS, 2: _V2_FIELDS}
+
+
+@dataclass(slots=True)
+class RerankRequest:
+    """One caller request, whatever the API version."""
+
+    api_version: int
+    model: str | None
+    query: str
+    texts: list[str]  # what is ranked, one per caller document
+    documents: list[Any]  # the caller's documents as sent (for return_documents)
+    top_n: int | None = None
+    max_tokens_per_doc: int | None = None
+    return_documents: bool = False
+    priority: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_body(raw: bytes, api_version: int) -> RerankRequest:
+    if not raw:
+        raise bad_request("the request body is empty; send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the body is not valid JSON ({exc.msg})") from None
+    if not isinstance(body, dict):
+        raise bad_request("the body must be a JSON object")
+    return parse_request(body, api_version)
+
+
+def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
+    for key in body:
+        if key not in _FIELDS[api_version]:
+            raise ApiError(
+                422,
+                f"unknown field: parameter '{key}' is not a valid field. For proper usage, "
+                "please refer to https://docs.cohere.com/reference/rerank",
+            )
+    model = _optional_str(body, "model")
+    if api_version == 2 and model is None:
+        raise bad_request("a model parameter is required for this endpoint.")
+    query = body.get("query")
+    if query is None:
+        raise bad_request("query is required")
+    if not isinstance(query, str):
+        raise bad_request("query must be a string")
+    if not query.strip():
+        raise bad_request("query must not be empty or be only whitespace")
+    raw_docs = body.get("documents")
+    if raw_docs is None:
+        raise bad_request("documents is required")
+    if not isinstance(raw_docs, list):
+        raise bad_request("documents must be a list")
+    if not raw_docs:
+        raise bad_request("list of documents must not be empty")
+    rank_fields = _rank_fields(body.get("rank_fields"))
+    texts = [_document_text(d, i, rank_fields) for i, d in enumerate(raw_docs)]
+    chunks = _optional_int(body, "max_chunks_per_doc", low=1)
+    if len(texts) * (chunks or 1) > MAX_DOCUMENTS:
+        if chunks:
+            raise bad_request(
+                "number of total max chunks (number of documents * max chunks per doc) "
+                f"must be less than {MAX_DOCUMENTS}"
+            )
+        raise bad_request(f"too many documents ({len(texts)}); the maximum is {MAX_DOCUMENTS}")
+    _check_relevant_spans(body.get("relevant_spans"))
+    return_documents = body.get("return_documents")
+    if return_documents is not None and not isinstance(return_documents, bool):
+        raise bad_request("return_documents must be true or false")
+    return RerankRequest(
+        api_version=api_version,
+        model=model,
+        query=query,
+        texts=texts,
+        documents=raw_docs,
+        top_n=_optional_int(body, "top_n", low=1),
+        max_tokens_per_doc=_optional_int(body, "max_tokens_per_doc", low=1),
+        return_documents=bool(return_documents),
+        priority=_optional_int(body, "priority", low=0, high=999),
+    )
+
+
+def _optional_str(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"{key} must be a non-empty string")
+    return value
+
+
+def _optional_int(
+    body: dict[str, Any], key: str, *, low: int, high: int | None = None
+) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise bad_request(f"{key} must be an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise bad_request(f"{key} must be {bounds} (got {value})")
+    return value
+
+
+def _rank_fields(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request("rank_fields must be a list of strings")
+    if not value:
+        raise bad_request("rank_fields cannot be empty; leave it out to rank on `text`")
+    return value
+
+
+def _document_text(doc: Any, index: int, rank_fields: list[str] | None) -> str:
+    if isinstance(doc, str):
+        return doc
+    if not isinstance(doc, dict):
+        raise bad_request(f"documents[{index}] must be a string or an object with a text field")
+    if rank_fields is None:
+        text = doc.get("text")
+        if not isinstance(text, str):
+            raise bad_request(
+                f"documents[{index}] has no string `text` field; add one or name the fields "
+                "to rank on with rank_fields"
+            )
+        return text
+    parts = [f"{key}: {_scalar_text(doc[key], index, key)}" for key in rank_fields if key in doc]
+    if not parts:
+        raise bad_request(f"documents[{index}] has none of the rank_fields {rank_fields}")
+    return "\n".join(parts)
+
+
+def _scalar_text(value: Any, index: int, key: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return orjson.dumps(value).decode()
+    raise bad_request(f"documents[{index}].{key} must be a string, number or boolean")
+
+
+def _check_relevant_spans(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise bad_request("relevant_spans must be an object")
+    if value.get("mode", "disabled") != "disabled":
+        raise bad_request(
+            "relevant_spans is not supported by this gateway; leave it out or set mode to disabled"
+        )
+
+
+def render_response(
+    request: RerankRequest,
+    response_id: str,
+    scores: Sequence[float],
+    search_units: int,
+    warnings: Sequence[str] = (),
+) -> bytes:
+    """Cohere's response: results by descending score (ties by index), top_n applied."""
+    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    if request.top_n is not None:
+        order = order[: request.top_n]
+    results: list[dict[str, Any]]
+    if request.return_documents:
+        results = [
+            {"index": i, "relevance_score": scores[i], "document": _returned(request.documents[i])}
+            for i in order
+        ]
+    else:
+        results = [{"index": i, "relevance_score": scores[i]} for i in order]
+    meta: dict[str, Any] = {
+        "api_version": {"version": str(request.api_version)},
+        "billed_units": {"search_units": search_units},
+    }
+    if warnings:
+        meta["warnings"] = list(warnings)
+    return orjson.dumps({"id": response_id, "results": results, "meta": meta})
+
+
+def _returned(doc: Any) -> dict[str, Any]:
+    return {"text": doc} if isinstance(doc, str) else doc

@@ -1,0 +1,32 @@
+"""The order in which a request tries a model's deployments.
+
+Lower `priority` first; within one priority, a weighted random order so traffic
+spreads by `weight` while every deployment stays available for failover.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from itertools import groupby
+
+from providers.types import Deployment
+
+
+def attempt_order(deployments: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
+    ordered: list[Deployment] = []
+    by_priority = sorted(deployments, key=lambda d: d.priority)
+    for _, group in groupby(by_priority, key=lambda d: d.priority):
+        ordered.extend(_weighted_shuffle(list(group), rng))
+    return ordered
+
+
+def _weighted_shuffle(group: list[Deployment], rng: random.Random) -> list[Deployment]:
+    if len(group) == 1:
+        return group
+    # Efraimidis-Spirakis: sort by u^(1/w) gives a weighted random permutation;
+    # a weight of 0 keeps a deployment for failover only.
+    def key(d: Deployment) -> float:
+        return rng.random() ** (1.0 / d.weight) if d.weight > 0 else -1.0
+
+    return sorted(group, key=key, reverse=True)
