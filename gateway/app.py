@@ -48,7 +48,9 @@ def build_app(config: Config) -> web.Application:
     gateway = Gateway(config, catalog, metrics, pipeline)
     if config.state.redis_url:
         gateway.redis = aioredis.from_url(
-            config.state.redis_url, socket_timeout=_READY_TIMEOUT_S, socket_connect_timeout=_READY_TIMEOUT_S
+            config.state.redis_url,
+            socket_timeout=_READY_TIMEOUT_S,
+            socket_connect_timeout=_READY_TIMEOUT_S,
         )
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
@@ -92,7 +94,8 @@ async def readyz(request: web.Request) -> web.Response:
             checks["redis"] = f"unreachable ({exc.__class__.__name__})"
     ready = all(v == "ok" for k, v in checks.items())
     return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
     )
 
 

@@ -32,9 +32,7 @@ def bearer_token(header: str | None) -> str | None:
 class Authenticator:
     def __init__(self, config: Config) -> None:
         self.required = config.auth.mode == "keys"
-        self.teams = {
-            digest: team for team, tc in config.teams.items() for digest in tc.key_sha256
-        }
+        self.teams = {digest: team for team, tc in config.teams.items() for digest in tc.key_sha256}
         self.admin_digest = config.auth.admin_key_sha256
 
     def team_for(self, authorization: str | None) -> str:

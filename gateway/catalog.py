@@ -39,7 +39,9 @@ class Catalog:
         if name is None:
             name = self.default_v1_model
             if name is None:
-                raise ApiError(400, "invalid request: a model parameter is required for this endpoint.")
+                raise ApiError(
+                    400, "invalid request: a model parameter is required for this endpoint."
+                )
         if not self.knows(name):
             available = ", ".join(sorted([*self.deployments, *self.tiers]))
             raise ApiError(

@@ -175,9 +175,14 @@ def parse_config(data: Any, env: Mapping[str, str]) -> Config:
         else:
             known = ", ".join(sorted([*_SECTIONS, "providers"]))
             reader.problem(str(key), f"unknown section (known sections: {known})")
-    reader.check()
+    # Cross-section checks run on whatever was read, so one pass reports everything;
+    # entries that failed to read are left out of them.
+    failed = {k for k, v in sections.items() if v is None}
+    for key in ("teams", "models"):
+        if sections.get(key):
+            sections[key] = {k: v for k, v in sections[key].items() if v is not None}
     config = Config(**{k: v for k, v in sections.items() if v is not None})
-    _cross_check(config, reader)
+    _cross_check(config, reader, failed)
     reader.check()
     return config
 
@@ -219,12 +224,12 @@ def _read_providers(data: Any, reader: Reader) -> dict[str, ProviderConfig]:
             reader.problem(join(path, "type"), f"must be one of {known} (got {type_name!r})")
             continue
         settings = {k: v for k, v in entry.items() if k != "type"}
-        options = reader.read(PROVIDER_TYPES[type_name].options, settings, path)
+        options: Any = reader.read(PROVIDER_TYPES[type_name].options, settings, path)
         providers[str(name)] = ProviderConfig(str(name), type_name, options)
     return providers
 
 
-def _cross_check(config: Config, reader: Reader) -> None:
+def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
     """Checks that span sections: references, key uniqueness, auth safety."""
     for name, model in config.models.items():
         for i, dep in enumerate(model.deployments):
@@ -239,7 +244,9 @@ def _cross_check(config: Config, reader: Reader) -> None:
             if target not in config.models:
                 reader.problem(path, f"unknown model {target!r}")
             elif config.models[target].tiers is not None:
-                reader.problem(path, f"{target!r} is itself tiered; a tier must name a model with deployments")
+                reader.problem(
+                    path, f"{target!r} is itself tiered; a tier must name a model with deployments"
+                )
     default_model = config.server.v1_default_model
     if default_model is not None and default_model not in config.models:
         reader.problem("server.v1_default_model", f"unknown model {default_model!r}")
@@ -248,17 +255,23 @@ def _cross_check(config: Config, reader: Reader) -> None:
         for i, digest in enumerate(team_config.key_sha256):
             if digest in owners:
                 reader.problem(
-                    f"teams.{team}.key_sha256[{i}]", f"the same key is already given to team {owners[digest]!r}"
+                    f"teams.{team}.key_sha256[{i}]",
+                    f"the same key is already given to team {owners[digest]!r}",
                 )
             owners[digest] = team
+    if failed & {"server", "auth", "teams"}:
+        return
     if config.auth.mode == "none" and not is_loopback(config.server.host):
         reader.problem(
             "auth.mode",
-            f"`none` is only allowed when server.host is a loopback address (got {config.server.host!r}); "
-            "use `keys` and give each team a key",
+            "`none` is only allowed when server.host is a loopback address "
+            f"(got {config.server.host!r}); use `keys` and give each team a key",
         )
     if config.auth.mode == "keys" and not owners:
-        reader.problem("teams", "auth.mode is `keys` but no team has a key_sha256; every request would be refused")
+        reader.problem(
+            "teams",
+            "auth.mode is `keys` but no team has a key_sha256; every request would be refused",
+        )
 
 
 def is_loopback(host: str) -> bool:

@@ -57,4 +57,7 @@ def from_provider_error(model: str, error: ProviderError, attempts: int = 1) -> 
         status = error.status if 400 <= error.status < 500 else 502
         return ApiError(status, f"the upstream rejected the request: {error.message}")
     retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0
+    if error.status == 429:
+        # Every deployment is throttling: the caller should slow down, as with Cohere.
+        return ApiError(429, prefix, retry_after_s=retry_after)
     return ApiError(503, prefix, retry_after_s=retry_after)

@@ -40,7 +40,12 @@ class Outcome:
 
 class Pipeline:
     def __init__(
-        self, config: Config, catalog: Catalog, auth: Authenticator, scorer: Scorer, metrics: Metrics
+        self,
+        config: Config,
+        catalog: Catalog,
+        auth: Authenticator,
+        scorer: Scorer,
+        metrics: Metrics,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -106,9 +111,8 @@ class Pipeline:
         headers = {
             "X-Request-Id": ctx.request_id,
             "X-Rerank-Model": ctx.model,
-            "Server-Timing": (
-                f"gateway;dur={max(0.0, total_ms - upstream_ms):.2f}, upstream;dur={upstream_ms:.2f}"
-            ),
+            "Server-Timing": f"gateway;dur={max(0.0, total_ms - upstream_ms):.2f}, "
+            f"upstream;dur={upstream_ms:.2f}",
         }
         if ctx.deployment:
             headers["X-Rerank-Deployment"] = ctx.deployment
@@ -153,7 +157,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 def _too_large(limit: int) -> ApiError:
-    return ApiError(413, f"request body too large: the limit is {limit} bytes; send fewer or shorter documents")
+    return ApiError(
+        413, f"request body too large: the limit is {limit} bytes; send fewer or shorter documents"
+    )
 
 
 def _cache_control(request: web.Request) -> frozenset[str]:

@@ -32,7 +32,15 @@ _V2_FIELDS = frozenset(
     }
 )
 _V1_FIELDS = frozenset(
-    {"model", "query", "documents", "top_n", "rank_fields", "return_documents", "max_chunks_per_doc"}
+    {
+        "model",
+        "query",
+        "documents",
+        "top_n",
+        "rank_fields",
+        "return_documents",
+        "max_chunks_per_doc",
+    }
 )
 _FIELDS = {1: _V1_FIELDS, 2: _V2_FIELDS}
 
@@ -93,12 +101,12 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
     rank_fields = _rank_fields(body.get("rank_fields"))
     texts = [_document_text(d, i, rank_fields) for i, d in enumerate(raw_docs)]
     chunks = _optional_int(body, "max_chunks_per_doc", low=1)
-    if len(texts) * (chunks or 1) > MAX_DOCUMENTS:
-        if chunks:
-            raise bad_request(
-                "number of total max chunks (number of documents * max chunks per doc) "
-                f"must be less than {MAX_DOCUMENTS}"
-            )
+    if chunks is not None and len(texts) * chunks >= MAX_DOCUMENTS:
+        raise bad_request(
+            "number of total max chunks (number of documents * max chunks per doc) "
+            f"must be less than {MAX_DOCUMENTS}"
+        )
+    if len(texts) > MAX_DOCUMENTS:
         raise bad_request(f"too many documents ({len(texts)}); the maximum is {MAX_DOCUMENTS}")
     _check_relevant_spans(body.get("relevant_spans"))
     return_documents = body.get("return_documents")

@@ -24,6 +24,7 @@ def attempt_order(deployments: Sequence[Deployment], rng: random.Random) -> list
 def _weighted_shuffle(group: list[Deployment], rng: random.Random) -> list[Deployment]:
     if len(group) == 1:
         return group
+
     # Efraimidis-Spirakis: sort by u^(1/w) gives a weighted random permutation;
     # a weight of 0 keeps a deployment for failover only.
     def key(d: Deployment) -> float:

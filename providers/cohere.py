@@ -25,7 +25,9 @@ class CohereOptions:
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https:// (got {self.base_url!r})")
+            raise ValueError(
+                f"base_url must start with http:// or https:// (got {self.base_url!r})"
+            )
         if not self.path.startswith("/"):
             raise ValueError(f"path must start with / (got {self.path!r})")
 

@@ -3,7 +3,6 @@ upstream, exceptions mapped to `ProviderError`, error bodies and `Retry-After` p
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from collections.abc import Mapping
@@ -95,7 +94,7 @@ class HttpTransport:
             ) as resp:
                 data = await resp.read()
                 return HttpResponse(resp.status, resp.headers, data)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise ProviderError(
                 f"{self.label} did not answer within {timeout_s:.3g} s",
                 kind=TIMEOUT,

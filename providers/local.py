@@ -37,7 +37,9 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def bm25_scores(query: str, documents: Sequence[str], k1: float = 1.2, b: float = 0.75) -> list[float]:
+def bm25_scores(
+    query: str, documents: Sequence[str], k1: float = 1.2, b: float = 0.75
+) -> list[float]:
     """BM25 score of each document for the query, normalised into [0, 1]."""
     terms = set(tokenize(query))
     docs = [Counter(tokenize(d)) for d in documents]

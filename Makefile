@@ -1,0 +1,34 @@
+# Every target bootstraps .venv by itself on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: serve test bench lint redis clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/rerank-gateway serve $(ARGS)
+
+test: $(STAMP) redis
+	$(BIN)/ruff check gateway providers policies tests bench
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway providers policies tests bench
+	$(BIN)/mypy gateway providers policies
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(ARGS)
+
+# Start a throwaway Redis on 127.0.0.1:6379 when none answers and redis-server exists.
+redis:
+	@bash .ci/ensure-redis
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache

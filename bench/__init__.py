@@ -1,0 +1,1 @@
+"""Load benchmark: fake upstream + gateway + load generator, all on loopback."""

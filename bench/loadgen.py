@@ -1,0 +1,70 @@
+"""Closed-loop load generator: C concurrent clients posting for a fixed time."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+
+@dataclass
+class LoadResult:
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def quantile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+
+async def run_load(
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    concurrency: int,
+    seconds: float,
+    warmup_s: float = 1.0,
+) -> LoadResult:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    latencies: list[float] = []
+    errors = 0
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.perf_counter()
+        measure_from = start + warmup_s
+        stop = measure_from + seconds
+
+        async def client(worker: int) -> None:
+            nonlocal errors
+            i = worker
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop:
+                    return
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+                t1 = time.perf_counter()
+                i += concurrency
+                if t0 >= measure_from:
+                    if ok:
+                        latencies.append((t1 - t0) * 1000.0)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client(w) for w in range(concurrency)))
+    return LoadResult(len(latencies), errors, seconds, latencies)

@@ -1,0 +1,92 @@
+"""Shared fixtures: a background server loop, the fake Cohere upstream, gateways built
+from config mappings, and real Redis (which must be running: tests fail loudly if not)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from gateway.app import build_app
+from gateway.auth import hash_key
+from gateway.config import parse_config
+from tests.fakes.cohere import FakeCohere
+from tests.servers import ServerLoop
+
+TEAM_KEY = "team-search-key"
+OTHER_TEAM_KEY = "team-ads-key"
+ADMIN_KEY = "admin-key"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def servers() -> Iterator[ServerLoop]:
+    loop = ServerLoop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def fake_cohere(servers: ServerLoop) -> tuple[FakeCohere, str]:
+    fake = FakeCohere()
+    return fake, servers.serve(fake.app())
+
+
+def gateway_config(upstream_urls: dict[str, str], **sections: Any) -> dict[str, Any]:
+    """A keyed config whose model `rerank-v3.5` is served by the given Cohere-compatible
+    upstreams (name -> base URL), in priority order, plus the offline `local-bm25`."""
+    providers: dict[str, Any] = {
+        name: {"type": "cohere", "base_url": url, "api_key": "upstream-key", "timeout_s": 5}
+        for name, url in upstream_urls.items()
+    }
+    providers["offline"] = {"type": "local"}
+    data: dict[str, Any] = {
+        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
+        "teams": {
+            "search": {"key_sha256": [hash_key(TEAM_KEY)]},
+            "ads": {"key_sha256": [hash_key(OTHER_TEAM_KEY)]},
+        },
+        "providers": providers,
+        "models": {
+            "rerank-v3.5": {
+                "deployments": [
+                    {"provider": name, "model": "rerank-v3.5", "priority": i}
+                    for i, name in enumerate(upstream_urls)
+                ]
+            },
+            "local-bm25": {"deployments": [{"provider": "offline"}]},
+        },
+    }
+    data.update(sections)
+    return data
+
+
+@pytest.fixture
+def start_gateway(servers: ServerLoop) -> Callable[[dict[str, Any]], str]:
+    """Build a gateway from a config mapping, serve it, return its base URL."""
+
+    def start(data: dict[str, Any]) -> str:
+        config = parse_config(data, {})
+        return servers.serve(build_app(config))
+
+    return start
+
+
+@pytest.fixture
+def gateway_url(fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]) -> str:
+    return start_gateway(gateway_config({"cohere-a": fake_cohere[1]}))
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # fail loudly: the suite needs real Redis
+        pytest.fail(
+            f"Redis must be running at {REDIS_URL} for these tests ({exc}); run `make test`"
+        )
+    yield client
+    client.close()

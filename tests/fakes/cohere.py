@@ -1,0 +1,159 @@
+"""A strict loopback fake of Cohere's rerank API (`/v2/rerank` and `/v1/rerank`).
+
+Like the real service it requires a Bearer key, rejects unknown fields with 422,
+validates the body, and answers `{"id","results","meta"}` with `{"id","message"}`
+errors. Scores are deterministic per (query, document), independent of the batch.
+Tests steer it with `faults` (delay, error status with Retry-After, malformed JSON,
+hang, connection reset) and read what it received from `calls`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+V2_FIELDS = {"model", "query", "documents", "top_n", "max_tokens_per_doc", "priority"}
+V1_FIELDS = {
+    "model",
+    "query",
+    "documents",
+    "top_n",
+    "rank_fields",
+    "return_documents",
+    "max_chunks_per_doc",
+}
+_WORD = re.compile(r"\w+")
+
+
+def fake_score(query: str, document: str) -> float:
+    """Word overlap with the query, plus a small stable hash so ties are rare."""
+    q = set(_WORD.findall(query.lower()))
+    d = set(_WORD.findall(document.lower()))
+    overlap = len(q & d) / len(q) if q else 0.0
+    digest = hashlib.blake2b(f"{query}\x00{document}".encode(), digest_size=4).digest()
+    jitter = int.from_bytes(digest, "big") / 2**32
+    return round(0.9 * overlap + 0.1 * jitter, 6)
+
+
+@dataclass
+class Faults:
+    delay_s: float = 0.0
+    status: int | None = None  # answer this status with a Cohere error body
+    retry_after: str | None = None
+    malformed: bool = False  # 200 with a body that is not JSON
+    hang: bool = False  # never answer
+    reset: bool = False  # close the connection without answering
+    times: int | None = None  # apply to this many calls, then behave (None: always)
+
+    def active(self) -> bool:
+        if self.times is None:
+            return True
+        if self.times <= 0:
+            return False
+        self.times -= 1
+        return True
+
+
+@dataclass
+class FakeCohere:
+    api_key: str = "upstream-key"
+    faults: Faults = field(default_factory=Faults)
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v2/rerank", self._handler(2))
+        app.router.add_post("/v1/rerank", self._handler(1))
+        return app
+
+    def _handler(self, version: int):  # type: ignore[no-untyped-def]
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await self.rerank(request, version)
+
+        return handle
+
+    async def rerank(self, request: web.Request, version: int) -> web.StreamResponse:
+        self.headers.append(dict(request.headers))
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return error(401, "invalid api token")
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return error(400, "invalid request: body is not valid JSON")
+        self.calls.append(body)
+        if self.faults.active():
+            injected = await self._inject(request)
+            if injected is not None:
+                return injected
+        return answer(body, version)
+
+    async def _inject(self, request: web.Request) -> web.StreamResponse | None:
+        f = self.faults
+        if f.delay_s:
+            await asyncio.sleep(f.delay_s)
+        if f.hang:
+            await asyncio.Event().wait()
+        if f.reset:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if f.malformed:
+            return web.Response(status=200, body=b"{not json", content_type="application/json")
+        if f.status is not None:
+            headers = {"Retry-After": f.retry_after} if f.retry_after else {}
+            return error(f.status, f"injected failure {f.status}", headers)
+        return None
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"id": str(uuid.uuid4()), "message": message})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def answer(body: Any, version: int) -> web.Response:
+    """Validate a body as Cohere does and rank it; errors as Cohere sends them."""
+    if not isinstance(body, dict):
+        return error(400, "invalid request: body must be an object")
+    allowed = V2_FIELDS if version == 2 else V1_FIELDS
+    for key in body:
+        if key not in allowed:
+            return error(
+                422,
+                f"unknown field: parameter '{key}' is not a valid field. For proper usage, "
+                "please refer to https://docs.cohere.com/reference/rerank",
+            )
+    if version == 2 and not body.get("model"):
+        return error(400, "invalid request: a model parameter is required for this endpoint.")
+    query, docs = body.get("query"), body.get("documents")
+    if not isinstance(query, str) or not query.strip():
+        return error(400, "invalid request: query must not be empty or be only whitespace")
+    if not isinstance(docs, list) or not docs:
+        return error(400, "invalid request: list of documents must not be empty")
+    if not all(isinstance(d, str) for d in docs):
+        return error(400, "invalid request: documents must be strings")
+    scored = sorted(
+        ((i, fake_score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0])
+    )
+    if body.get("top_n") is not None:
+        scored = scored[: body["top_n"]]
+    return web.json_response(
+        {
+            "id": str(uuid.uuid4()),
+            "results": [{"index": i, "relevance_score": s} for i, s in scored],
+            "meta": {
+                "api_version": {"version": str(version)},
+                "billed_units": {"search_units": math.ceil(len(docs) / 100)},
+            },
+        },
+        headers={"x-debug-trace-id": uuid.uuid4().hex},
+    )
