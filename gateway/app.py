@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -13,9 +14,13 @@ from gateway.auth import Authenticator
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
+from gateway.fallback import Fallback
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
-from gateway.scoring import Router, Scorer
+from gateway.router import Router
+from gateway.routing import Routing
+from gateway.scoring import Scorer
+from gateway.tier_race import TierRace
 
 _READY_TIMEOUT_S = 1.0
 
@@ -35,16 +40,21 @@ class Gateway:
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def build_scorer(catalog: Catalog, metrics: Metrics) -> Scorer:
-    """The scoring chain, outermost layer first (see gateway.scoring)."""
-    return Router(catalog.deployments, metrics)
+def build_scorer(catalog: Catalog, metrics: Metrics, routing: Routing) -> Scorer:
+    """The scoring chain, outermost layer first (see gateway.scoring). Layers that cache
+    or bill go between TierRace and Router."""
+    router = Router(routing, metrics)
+    return Fallback(TierRace(router, metrics), routing.fallback_modes(), metrics)
 
 
-def build_app(config: Config) -> web.Application:
+def build_app(config: Config, *, clock: Callable[[], float] | None = None) -> web.Application:
+    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
     metrics = Metrics()
     catalog = Catalog(config)
     auth = Authenticator(config)
-    pipeline = Pipeline(config, catalog, auth, build_scorer(catalog, metrics), metrics)
+    routing = Routing(config, catalog, metrics, clock)
+    scorer = build_scorer(catalog, metrics, routing)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing)
     gateway = Gateway(config, catalog, metrics, pipeline)
     if config.state.redis_url:
         gateway.redis = aioredis.from_url(
@@ -64,6 +74,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/admin/deployments", routing.admin_handler(auth))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)

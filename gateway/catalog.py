@@ -26,6 +26,7 @@ class Catalog:
                     model=d.model or name,
                     weight=d.weight,
                     priority=d.priority,
+                    max_in_flight=d.max_in_flight,
                 )
                 for d in model.deployments
             ]

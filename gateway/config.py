@@ -17,6 +17,10 @@ from typing import Any, Literal
 import yaml
 
 from gateway.dataclass_reader import ConfigError, Reader, bounded, join
+from policies.breaker import BreakerSettings
+from policies.failover import BackoffSettings, HedgeSettings
+from policies.latency import LatencyPrior, LatencySettings
+from policies.retry_budget import RetryBudgetSettings
 from providers.registry import PROVIDER_TYPES
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -57,6 +61,7 @@ class AuthConfig:
 @dataclass
 class TeamConfig:
     key_sha256: list[str] = field(default_factory=list)
+    latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -68,16 +73,29 @@ class DeploymentConfig:
     model: str | None = None  # upstream model id; defaults to the gateway model's name
     weight: float = bounded(1.0, min=0.0)
     priority: int = 0
+    max_in_flight: int | None = bounded(None, min=1)  # bulkhead: calls at once per process
+    latency_prior_ms: LatencyPrior | None = None  # overrides the model's prior
 
 
 @dataclass
 class ModelConfig:
     deployments: list[DeploymentConfig] = field(default_factory=list)
     tiers: dict[str, str] | None = None
+    # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
+    timeout_s: float | None = bounded(None, min=0.01)  # deadline; else server.request_timeout_s
+    max_attempts: int = bounded(3, min=1, max=10)
+    fallback: Literal["error", "passthrough", "local"] = "error"
+    hedge: HedgeSettings = field(default_factory=HedgeSettings)
+    latency_prior_ms: LatencyPrior | None = None
+    latency_budget_ms: int | None = bounded(None, min=1)  # tiered alias: default budget
 
     def __post_init__(self) -> None:
         if self.tiers is not None and self.deployments:
             raise ValueError("a model has either deployments or tiers, not both")
+        if self.tiers is None and self.latency_budget_ms is not None:
+            raise ValueError("latency_budget_ms is for tiered aliases; use timeout_s here")
+        if self.tiers is not None and self.latency_prior_ms is not None:
+            raise ValueError("latency_prior_ms belongs on the models an alias's tiers name")
         if self.tiers is None and not self.deployments:
             raise ValueError("needs deployments (a list of {provider, model}) or tiers")
         for tier in self.tiers or {}:
@@ -105,6 +123,15 @@ class StateConfig:
 
 
 @dataclass
+class RoutingConfig:
+    overhead_ms: float = bounded(5.0, min=0.0)  # the gateway's own time, for tier selection
+    retry_budget: RetryBudgetSettings = field(default_factory=RetryBudgetSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+
+
+@dataclass
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -128,6 +155,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
 
 _SECTIONS: dict[str, Any] = {
@@ -139,6 +167,7 @@ _SECTIONS: dict[str, Any] = {
     "limits": LimitsConfig,
     "state": StateConfig,
     "logging": LoggingConfig,
+    "routing": RoutingConfig,
 }
 
 

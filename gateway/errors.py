@@ -24,6 +24,11 @@ class ApiError(Exception):
         self.retry_after_s = retry_after_s
 
 
+class UpstreamUnavailable(ApiError):
+    """No deployment of the model could answer (not the caller's fault): the error a
+    model's `fallback` may replace with a degraded answer."""
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, f"invalid request: {message}")
 

@@ -41,6 +41,37 @@ class Metrics:
         self.in_flight = Gauge(
             "rerank_in_flight_requests", "Rerank requests being handled.", registry=r
         )
+        self.hedges = Counter(
+            "rerank_hedges",
+            "Hedged calls started (a second deployment, or the fast tier of an alias), by "
+            "outcome: won (its answer was used), lost (cancelled), failed.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.tier_selections = Counter(
+            "rerank_tier_selections",
+            "Tier chosen for requests to a tiered alias, and why.",
+            ["alias", "tier", "reason"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "rerank_fallbacks",
+            "Requests answered by the model's fallback because every deployment failed.",
+            ["model", "mode"],
+            registry=r,
+        )
+        self.deployment_skips = Counter(
+            "rerank_deployment_skips",
+            "Deployments passed over by a request (breaker_open, bulkhead_full, retry_after).",
+            ["deployment", "reason"],
+            registry=r,
+        )
+        self.retry_budget_exhausted = Counter(
+            "rerank_retry_budget_exhausted",
+            "Requests that could not retry because the retry budget was spent.",
+            ["model"],
+            registry=r,
+        )
         self.documents = Histogram(
             "rerank_documents_per_request",
             "Documents in each rerank request.",

@@ -19,6 +19,7 @@ from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.logs import access_log
 from gateway.metrics import Metrics
+from gateway.routing import BUDGET_HEADER, Resolution, Routing
 from gateway.schema import RerankRequest, parse_body, render_response
 from gateway.scoring import RequestContext, ScoreJob, Scorer
 
@@ -46,13 +47,14 @@ class Pipeline:
         auth: Authenticator,
         scorer: Scorer,
         metrics: Metrics,
+        routing: Routing,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.auth = auth
         self.scorer = scorer
         self.metrics = metrics
-        self.timeout_s = config.server.request_timeout_s
+        self.routing = routing
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
@@ -77,25 +79,33 @@ class Pipeline:
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model)
+        route = self.resolve(request, outcome, parsed, started)
         ctx = RequestContext(
             request_id=outcome.request_id,
             team=outcome.team,
-            model=self.resolve(outcome.model),
-            deadline=time.monotonic() + self.timeout_s,
-            warnings=parsed.warnings,
+            model=route.model,
+            deadline=route.deadline,
+            warnings=[*parsed.warnings, *route.warnings],
             cache_control=_cache_control(request),
+            backup=route.backup,
         )
         scored = await self.scorer.score(
             ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
         )
         return self._answer(parsed, ctx, scored.scores, scored.search_units, started)
 
-    def resolve(self, model: str) -> str:
-        """The concrete model serving a request; a tiered alias takes its pro tier."""
-        tiers = self.catalog.tiers.get(model)
-        if tiers is None:
-            return model
-        return tiers.get("pro") or tiers["fast"]
+    def resolve(
+        self, request: web.Request, outcome: Outcome, parsed: RerankRequest, started: float
+    ) -> Resolution:
+        """The concrete model and deadline; a tiered alias picks its tier from the budget."""
+        return self.routing.resolve(
+            outcome.model,
+            outcome.team,
+            request.headers.get(BUDGET_HEADER),
+            parsed.query,
+            parsed.texts,
+            time.perf_counter() - started,
+        )
 
     def _answer(
         self,

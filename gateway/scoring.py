@@ -2,9 +2,9 @@
 
 A `Scorer` takes a `ScoreJob` (a query and the documents that still need scores)
 and returns one score per document. Layers wrap one another, each with one job;
-the innermost is the `Router`, which calls the model's deployments:
+the innermost is the `Router` (gateway.router), which calls the model's deployments:
 
-    [cache] -> [coalescing] -> [limits and budget] -> Router -> provider
+    [fallback] -> [tier race] -> [cache] -> [coalescing] -> [limits and budget] -> Router
 
 A layer that answers some documents itself (the cache) passes only the rest inward,
 so `search_units` always counts what really went upstream.
@@ -12,17 +12,12 @@ so `search_units` always counts what really went upstream.
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from gateway.errors import ApiError, from_provider_error
-from gateway.metrics import Metrics
-from policies.billing import estimate_search_units
-from policies.routing import attempt_order
-from providers.types import Deployment, ProviderError, UpstreamCall
+from policies.tiers import TierBackup
 
 
 @dataclass(slots=True)
@@ -40,6 +35,7 @@ class RequestContext:
     upstream_s: float = 0.0
     attempts: int = 0
     cache_status: str | None = None
+    backup: TierBackup | None = None  # a tiered alias's fast tier, if pro runs late
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
@@ -64,67 +60,3 @@ class Scored:
 
 class Scorer(Protocol):
     async def score(self, job: ScoreJob) -> Scored: ...
-
-
-class Router:
-    """Tries a model's deployments in policy order until one answers within the deadline.
-
-    Retryable failures (connection, timeout, 429, 5xx) move on to the next deployment;
-    the caller's mistakes end the request at once.
-    """
-
-    def __init__(
-        self,
-        deployments: dict[str, list[Deployment]],
-        metrics: Metrics,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.deployments = deployments
-        self.metrics = metrics
-        self.rng = rng or random.Random()
-
-    async def score(self, job: ScoreJob) -> Scored:
-        ctx = job.ctx
-        last: ProviderError | None = None
-        for deployment in attempt_order(self.deployments[ctx.model], self.rng):
-            remaining = ctx.remaining_s()
-            if remaining <= 0:
-                break
-            try:
-                return await self._attempt(deployment, job, remaining)
-            except ProviderError as exc:
-                last = exc
-                if not exc.retryable:
-                    break
-        if last is None:
-            raise ApiError(
-                504, f"model {ctx.model!r}: the request deadline passed before any attempt"
-            )
-        raise from_provider_error(ctx.model, last, ctx.attempts)
-
-    async def _attempt(self, deployment: Deployment, job: ScoreJob, timeout_s: float) -> Scored:
-        ctx = job.ctx
-        ctx.attempts += 1
-        call = UpstreamCall(
-            model=deployment.model,
-            query=job.query,
-            documents=job.documents,
-            timeout_s=timeout_s,
-            max_tokens_per_doc=job.max_tokens_per_doc,
-            request_id=ctx.request_id,
-        )
-        started = time.perf_counter()
-        try:
-            result = await deployment.provider.rerank(call)
-        except ProviderError as exc:
-            self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
-            raise
-        finally:
-            elapsed = time.perf_counter() - started
-            ctx.upstream_s += elapsed
-            self.metrics.upstream_duration.labels(deployment.name).observe(elapsed)
-        ctx.deployment = deployment.name
-        units = result.search_units
-        if units is None:
-            units = estimate_search_units(len(job.documents))
-        return Scored(result.scores, units)

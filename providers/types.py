@@ -116,3 +116,4 @@ class Deployment:
     model: str
     weight: float = 1.0
     priority: int = 0
+    max_in_flight: int | None = None  # calls at once from this process; None: no limit

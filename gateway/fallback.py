@@ -1,0 +1,49 @@
+"""A model's `fallback` when none of its deployments can answer (`UpstreamUnavailable`).
+
+- `error` (the default): the error stands (503 with Retry-After, or 429/502/504).
+- `passthrough`: the caller's documents in their original order, scores 1 - i/n.
+- `local`: ranked by the offline BM25 ranker.
+Either way the answer is flagged in `meta.warnings`, billed 0 search units, and served
+with `X-Rerank-Deployment: fallback/<mode>`. The outermost layer, so a degraded answer
+is never cached.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.errors import UpstreamUnavailable
+from gateway.metrics import Metrics
+from gateway.scoring import Scored, ScoreJob, Scorer
+from providers.local import bm25_scores
+
+ERROR, PASSTHROUGH, LOCAL = "error", "passthrough", "local"
+_WHAT = {
+    PASSTHROUGH: "the documents are returned in their original order with placeholder scores",
+    LOCAL: "the documents were ranked by the gateway's offline BM25 ranker instead",
+}
+
+
+class Fallback:
+    def __init__(self, inner: Scorer, modes: Mapping[str, str], metrics: Metrics) -> None:
+        self.inner = inner
+        self.modes = modes
+        self.metrics = metrics
+
+    async def score(self, job: ScoreJob) -> Scored:
+        try:
+            return await self.inner.score(job)
+        except UpstreamUnavailable as exc:
+            ctx = job.ctx
+            mode = self.modes.get(ctx.model, ERROR)
+            if mode == ERROR:
+                raise
+            if mode == PASSTHROUGH:
+                n = len(job.documents)
+                scores = [1.0 - i / n for i in range(n)]
+            else:
+                scores = bm25_scores(job.query, job.documents)
+            ctx.deployment = f"fallback/{mode}"
+            ctx.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
+            self.metrics.fallbacks.labels(ctx.model, mode).inc()
+            return Scored(scores, 0)

@@ -1,0 +1,147 @@
+"""The innermost scorer: call the model's deployments through the failover policy.
+
+The policy (`policies.failover`) decides order, retries, hedges and breakers; this
+module builds the upstream call, records per-call metrics, and turns a failure into
+what the caller sees: the caller's own mistake as such, anything else as
+`UpstreamUnavailable` (which a model's `fallback` may answer instead).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from functools import partial
+
+from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
+from gateway.metrics import Metrics
+from gateway.routing import Routing
+from gateway.scoring import Scored, ScoreJob
+from policies.billing import estimate_search_units
+from policies.failover import (
+    BREAKER_OPEN,
+    BULKHEAD_FULL,
+    Exhausted,
+    FailoverPlan,
+    FailoverReport,
+)
+from policies.routing import attempt_order
+from providers.types import Deployment, ProviderError, UpstreamCall, UpstreamResult
+
+# Statuses that mean "the deployments could not answer", not "the request is wrong".
+_UNAVAILABLE = frozenset({429, 502, 503, 504})
+
+
+class Router:
+    def __init__(self, routing: Routing, metrics: Metrics, rng: random.Random | None = None):
+        self.routing = routing
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+
+    async def score(self, job: ScoreJob) -> Scored:
+        ctx = job.ctx
+        model = self.routing.models[ctx.model]
+        docs, chars = len(job.documents), len(job.query) + sum(map(len, job.documents))
+        order = attempt_order(model.deployments, self.rng, self.routing.usable)
+        plan = FailoverPlan(
+            deployments=order,
+            deadline=ctx.deadline,
+            docs=docs,
+            chars=chars,
+            max_attempts=model.max_attempts,
+            hedge_delay_s=self.routing.hedge_delay_s(model, order[0], docs, chars),
+            max_hedges=model.hedge.max_hedges,
+        )
+        report = FailoverReport()
+        started = time.monotonic()
+        try:
+            deployment, result = await self.routing.failover.run(
+                plan, partial(self._call, job), report
+            )
+        except Exhausted as exc:
+            raise _unavailable(ctx.model, exc) from None
+        except ProviderError as exc:
+            raise _mapped(ctx.model, exc, report) from None
+        finally:
+            ctx.attempts += report.attempts
+            ctx.upstream_s += max(0.0, time.monotonic() - started - report.waited_s)
+            self._record(ctx.model, report)
+        ctx.deployment = deployment.name
+        units = result.search_units
+        if units is None:
+            units = estimate_search_units(docs)
+        return Scored(result.scores, units)
+
+    async def _call(
+        self, job: ScoreJob, deployment: Deployment, timeout_s: float
+    ) -> UpstreamResult:
+        call = UpstreamCall(
+            model=deployment.model,
+            query=job.query,
+            documents=job.documents,
+            timeout_s=timeout_s,
+            max_tokens_per_doc=job.max_tokens_per_doc,
+            request_id=job.ctx.request_id,
+        )
+        started = time.perf_counter()
+        try:
+            result = await deployment.provider.rerank(call)
+        except ProviderError as exc:
+            self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
+            self._observe(deployment, started)
+            raise
+        self._observe(deployment, started)
+        return result
+
+    def _observe(self, deployment: Deployment, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.upstream_duration.labels(deployment.name).observe(elapsed)
+
+    def _record(self, model: str, report: FailoverReport) -> None:
+        for outcome in report.hedges:
+            self.metrics.hedges.labels(model, outcome).inc()
+        for name, reason in report.skipped.items():
+            self.metrics.deployment_skips.labels(name, reason).inc()
+        if report.budget_exhausted:
+            self.metrics.retry_budget_exhausted.labels(model).inc()
+
+
+def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiError:
+    """The caller's view of the last failure, with what the router skipped and why."""
+    mapped = from_provider_error(model, error, report.attempts)
+    if mapped.status not in _UNAVAILABLE:
+        return mapped
+    notes = []
+    passed_over = [name for name, why in report.skipped.items() if why == BREAKER_OPEN]
+    if passed_over:
+        notes.append(f"not tried, circuit open: {', '.join(passed_over)}")
+    if report.budget_exhausted:
+        notes.append("not retried: the gateway's retry budget is spent (too many failures)")
+    message = f"{mapped.message} ({'; '.join(notes)})" if notes else mapped.message
+    return UpstreamUnavailable(mapped.status, message, retry_after_s=mapped.retry_after_s)
+
+
+def _unavailable(model: str, exc: Exhausted) -> ApiError:
+    report = exc.report
+    if exc.last is not None:
+        return _mapped(model, exc.last, report)
+    reasons = set(report.skipped.values())
+    names = ", ".join(report.skipped)
+    if BREAKER_OPEN in reasons:
+        wait = max(1.0, report.breaker_wait_s or 0.0)
+        return UpstreamUnavailable(
+            503,
+            f"model {model!r} is unavailable: every deployment's circuit breaker is open after "
+            f"repeated failures ({names}); retry in {math.ceil(wait)} s",
+            retry_after_s=wait,
+        )
+    if BULKHEAD_FULL in reasons:
+        return UpstreamUnavailable(
+            503,
+            f"model {model!r} is unavailable: every deployment is at its max_in_flight limit "
+            f"({names}); retry shortly",
+            retry_after_s=1.0,
+        )
+    return UpstreamUnavailable(
+        504, f"model {model!r}: the request deadline passed before any attempt"
+    )

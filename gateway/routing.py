@@ -1,0 +1,220 @@
+"""The routing state of one gateway process, and the decisions taken before scoring.
+
+`Routing` is built once at startup from the config: per-deployment health (breaker,
+latency model, in-flight count), the retry budget, the failover executor and each
+model's routing settings. Per request it resolves the model (a tiered alias picks
+pro or fast from the latency budget) and the deadline. It also serves
+`GET /admin/deployments` and exports breaker states as a metric.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway.auth import Authenticator
+from gateway.catalog import Catalog
+from gateway.config import Config, ModelConfig
+from gateway.errors import ApiError, bad_request, error_response
+from gateway.metrics import Metrics
+from policies.breaker import OPEN, STATE_NAMES
+from policies.failover import Failover, HedgeSettings
+from policies.health import HealthBook
+from policies.retry_budget import RetryBudget
+from policies.tiers import TierBackup, TierSelector
+from providers.types import Deployment
+
+BUDGET_HEADER = "X-Latency-Budget-Ms"
+HEDGE_QUANTILE = 0.95  # hedge when the first call is slower than 95% of its peers
+TIER_QUANTILE = 0.9
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRouting:
+    """How one model with deployments is routed."""
+
+    deployments: list[Deployment]
+    max_attempts: int
+    hedge: HedgeSettings
+    fallback: str
+    timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    model: str  # the concrete model to serve
+    deadline: float  # time.monotonic()
+    warnings: list[str]
+    backup: TierBackup | None = None
+
+
+class Routing:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        metrics: Metrics,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """`clock` drives breakers, the retry budget and latency decay (tests inject one);
+        deadlines always use time.monotonic()."""
+        clock = clock or time.monotonic
+        settings = config.routing
+        self.metrics = metrics
+        self.health = HealthBook(settings.breaker, settings.latency, clock)
+        self.models: dict[str, ModelRouting] = {}
+        self.aliases: dict[str, ModelConfig] = {}
+        self.served_models: dict[str, list[str]] = {}  # deployment -> gateway models
+        for name, model in config.models.items():
+            if model.tiers is not None:
+                self.aliases[name] = model
+                continue
+            deployments = catalog.deployments[name]
+            for entry, deployment in zip(model.deployments, deployments, strict=True):
+                self.health.add(deployment.name, entry.latency_prior_ms or model.latency_prior_ms)
+                self.served_models.setdefault(deployment.name, []).append(name)
+            self.models[name] = ModelRouting(
+                deployments, model.max_attempts, model.hedge, model.fallback, model.timeout_s
+            )
+        self.team_budgets = {
+            team: tc.latency_budget_ms
+            for team, tc in config.teams.items()
+            if tc.latency_budget_ms is not None
+        }
+        self.server_timeout_s = config.server.request_timeout_s
+        self.retry_budget = RetryBudget(settings.retry_budget, clock)
+        self.failover = Failover(self.health, self.retry_budget, settings.backoff)
+        self.selector = TierSelector(settings.overhead_ms / 1000.0)
+        metrics.registry.register(BreakerStates(self.health))
+
+    def fallback_modes(self) -> dict[str, str]:
+        return {name: m.fallback for name, m in self.models.items()}
+
+    def resolve(
+        self,
+        model: str,
+        team: str,
+        budget_header: str | None,
+        query: str,
+        texts: Sequence[str],
+        elapsed_s: float,
+    ) -> Resolution:
+        """The concrete model and the deadline (`elapsed_s` already spent on the request)."""
+        header_ms = parse_budget(budget_header)
+        warnings: list[str] = []
+        backup = None
+        alias = self.aliases.get(model)
+        if alias is not None and alias.tiers is not None:
+            budget_ms = header_ms or self.team_budgets.get(team) or alias.latency_budget_ms
+            docs, chars = len(texts), len(query) + sum(map(len, texts))
+            choice = self.selector.choose(
+                model,
+                alias.tiers,
+                budget_ms / 1000.0 if budget_ms else None,
+                lambda m: self.estimate(m, docs, chars),
+            )
+            self.metrics.tier_selections.labels(model, choice.tier, choice.reason).inc()
+            if choice.warning:
+                warnings.append(choice.warning)
+            model, backup = choice.model, choice.backup
+        limit_s = self.models[model].timeout_s
+        if limit_s is None and alias is not None:
+            limit_s = alias.timeout_s
+        if limit_s is None:
+            limit_s = self.server_timeout_s
+        deadline_s = min(limit_s, header_ms / 1000.0) if header_ms else limit_s
+        return Resolution(model, time.monotonic() - elapsed_s + deadline_s, warnings, backup)
+
+    def estimate(self, model: str, docs: int, chars: int) -> tuple[bool, float | None]:
+        """(any deployment not open, best predicted p90 among them or None if unknown)."""
+        available = False
+        best: float | None = None
+        for deployment in self.models[model].deployments:
+            health = self.health[deployment.name]
+            if health.breaker.state == OPEN:
+                continue
+            available = True
+            p90 = health.latency.predict(docs, chars, TIER_QUANTILE)
+            if p90 is not None and (best is None or p90 < best):
+                best = p90
+        return available, best
+
+    def hedge_delay_s(
+        self, model: ModelRouting, first: Deployment, docs: int, chars: int
+    ) -> float | None:
+        if not model.hedge.enabled:
+            return None
+        if model.hedge.delay_ms is not None:
+            return model.hedge.delay_ms / 1000.0
+        return self.health[first.name].latency.predict(docs, chars, HEDGE_QUANTILE)
+
+    def usable(self, deployment: Deployment) -> bool:
+        return self.health[deployment.name].usable(deployment)
+
+    def snapshot(self) -> dict[str, object]:
+        """Per-deployment state for operators (GET /admin/deployments)."""
+        deployments: dict[str, object] = {}
+        for name, health in self.health.items():
+            calls, error_rate = health.breaker.recent()
+            deployments[name] = {
+                "models": self.served_models.get(name, []),
+                "state": STATE_NAMES[health.breaker.state],
+                "cooldown_remaining_s": round(health.breaker.cooldown_remaining(), 3),
+                "calls": calls,
+                "error_rate": round(error_rate, 4),
+                "in_flight": health.in_flight,
+                "latency_ms": health.latency.quantiles(),
+                "latency_samples": round(health.latency.samples(), 2),
+            }
+        return {"deployments": deployments, "retry_budget": self.retry_budget.snapshot()}
+
+    def admin_handler(self, auth: Authenticator):  # type: ignore[no-untyped-def]
+        async def deployments(request: web.Request) -> web.Response:
+            try:
+                auth.check_admin(request.headers.get("Authorization"))
+            except ApiError as exc:
+                return error_response(exc)
+            return web.json_response(self.snapshot())
+
+        return deployments
+
+
+def parse_budget(value: str | None) -> int | None:
+    """X-Latency-Budget-Ms: a positive whole number of milliseconds, or not given."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+        raise bad_request(
+            f"the {BUDGET_HEADER} header must be a positive whole number of milliseconds "
+            f"(got {value[:40]!r}); leave it out to use the default"
+        )
+    return int(text)
+
+
+class BreakerStates(Collector):
+    """`rerank_breaker_state{deployment}`, read from the breakers at scrape time."""
+
+    def __init__(self, health: HealthBook) -> None:
+        self.health = health
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "rerank_breaker_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            labels=["deployment"],
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = self._family()
+        for name, health in self.health.items():
+            family.add_metric([name], float(health.breaker.state))
+        yield family

@@ -1,0 +1,82 @@
+"""Deadline-aware tier fallback: when a tiered alias chose pro and pro runs late, start
+the fast tier too (at the point where fast can still finish within the budget) and
+answer with whichever is first. Also starts fast at once if pro fails outright.
+
+It sits outside the cache and limits layers: each tier runs the inner chain with its
+own copy of the request context, so caches and budgets see one consistent model; the
+winner's context is copied back. Counted in `rerank_hedges_total{model=<alias>}`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields, replace
+
+from gateway.errors import UpstreamUnavailable
+from gateway.metrics import Metrics
+from gateway.scoring import RequestContext, Scored, ScoreJob, Scorer
+from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
+from policies.race import Race
+
+PRIMARY, BACKUP = "primary", "backup"
+
+
+class TierRace:
+    def __init__(self, inner: Scorer, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def score(self, job: ScoreJob) -> Scored:
+        backup = job.ctx.backup
+        if backup is None:
+            return await self.inner.score(job)
+        race: Race[str, Scored] = Race()
+        forks: dict[str, ScoreJob] = {}
+
+        def start(which: str, model: str) -> None:
+            ctx = replace(job.ctx, model=model, backup=None, warnings=list(job.ctx.warnings))
+            forks[which] = replace(job, ctx=ctx)
+            race.start(which, self.inner.score(forks[which]))
+
+        start(PRIMARY, job.ctx.model)
+        switch_at = time.monotonic() + backup.after_s
+        may_switch = True
+        outcome = HEDGE_LOST
+        error: BaseException | None = None
+        try:
+            while race.running or may_switch:
+                if not may_switch:
+                    done = await race.next(None)
+                elif race.running:
+                    done = await race.next(switch_at - time.monotonic())
+                else:
+                    done = None  # pro failed: no reason to wait for the switch point
+                if done is None:
+                    may_switch = False
+                    if job.ctx.remaining_s() > 0:
+                        start(BACKUP, backup.model)
+                    continue
+                which, future = done
+                failure = future.exception()
+                if failure is None:
+                    outcome = HEDGE_WON if which == BACKUP else HEDGE_LOST
+                    _adopt(job.ctx, forks[which].ctx)
+                    return future.result()
+                error = failure
+                if which == BACKUP:
+                    outcome = HEDGE_FAILED
+                if not isinstance(failure, UpstreamUnavailable):
+                    raise failure  # the caller's mistake: the other tier would refuse it too
+        finally:
+            await race.cancel()
+            if BACKUP in forks:
+                self.metrics.hedges.labels(backup.alias, outcome).inc()
+        assert error is not None
+        raise error
+
+
+def _adopt(ctx: RequestContext, winner: RequestContext) -> None:
+    """Make the request's context say what the winning tier did."""
+    for f in fields(ctx):
+        if f.name != "backup":
+            setattr(ctx, f.name, getattr(winner, f.name))

@@ -1,0 +1,309 @@
+"""Failover: call a model's deployments until one answers, within the request's deadline.
+
+- Deployments are tried in the given order (see `routing.attempt_order`), skipping
+  those whose breaker is open or whose `max_in_flight` is reached. After the last one,
+  the order starts again, up to `max_attempts` calls in all.
+- A retryable failure (connection, timeout, 429, 5xx, garbled answer) moves on to the
+  next deployment at once; calling the same deployment again waits for an exponential
+  backoff with jitter, and for its `Retry-After` if it sent one. A deployment whose
+  wait would not end before the deadline, or whose Retry-After is longer than
+  `max_retry_after_ms`, is skipped for this request.
+- A deployment's own problem (the gateway's credentials or model id refused) moves on
+  to the next deployment but never back to that one. Anything else (the caller's
+  mistake, e.g. 400 or 422) ends the request at once.
+- Every call after the first needs a token from the `RetryBudget`.
+- Hedging: if the latest call has not answered after `hedge_delay_s`, another deployment
+  is called too; the first good answer wins and the others are cancelled.
+- Each call's outcome feeds the deployment's breaker, latency model and in-flight count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from policies.health import HealthBook
+from policies.race import Race
+from policies.retry_budget import RetryBudget
+from providers.types import AUTH, TIMEOUT, Deployment, ProviderError
+
+T = TypeVar("T")
+# Calls one deployment with a timeout in seconds; raises ProviderError on failure.
+Attempt = Callable[[Deployment, float], Awaitable[T]]
+MIN_ATTEMPT_S = 0.005  # no call is started with less time than this left
+
+# Why a deployment was passed over (bounded: used as a metric label).
+BREAKER_OPEN, BULKHEAD_FULL, RETRY_AFTER = "breaker_open", "bulkhead_full", "retry_after"
+# What became of a hedge (bounded: used as a metric label).
+HEDGE_WON, HEDGE_LOST, HEDGE_FAILED = "won", "lost", "failed"
+
+
+@dataclass
+class BackoffSettings:
+    base_ms: float = field(default=25.0, metadata={"min": 0.0})
+    max_ms: float = field(default=1000.0, metadata={"min": 0.0})
+    # A longer Retry-After is not waited out inside a request: the deployment is skipped
+    # (and if it was the last one, the caller gets the 429/503 with that Retry-After).
+    max_retry_after_ms: float = field(default=1000.0, metadata={"min": 0.0})
+
+
+@dataclass
+class HedgeSettings:
+    enabled: bool = False
+    delay_ms: float | None = field(default=None, metadata={"min": 1.0})  # None: observed p95
+    max_hedges: int = field(default=1, metadata={"min": 1, "max": 3})
+
+
+@dataclass(slots=True)
+class FailoverPlan:
+    deployments: Sequence[Deployment]  # in the order to try them
+    deadline: float  # on the executor's clock
+    docs: int  # the call's size, for the latency model
+    chars: int
+    max_attempts: int = 3
+    hedge_delay_s: float | None = None  # None: no hedging
+    max_hedges: int = 1
+
+
+@dataclass(slots=True)
+class FailoverReport:
+    """What happened, for the caller's error message, headers and metrics."""
+
+    attempts: int = 0
+    hedges: list[str] = field(default_factory=list)  # one outcome per hedge started
+    skipped: dict[str, str] = field(default_factory=dict)  # deployment -> why
+    breaker_wait_s: float | None = None  # shortest cooldown left among open breakers
+    budget_exhausted: bool = False
+    waited_s: float = 0.0  # spent in backoff, not upstream
+
+
+class Exhausted(Exception):
+    """No deployment answered; `last` is the last failure (None if nothing was called)."""
+
+    def __init__(self, last: ProviderError | None, report: FailoverReport) -> None:
+        super().__init__(last.message if last else "no deployment could be called")
+        self.last = last
+        self.report = report
+
+
+def deployment_problem(error: ProviderError) -> bool:
+    """The gateway's credentials or upstream model id were refused by this deployment."""
+    return error.kind == AUTH or error.status == 404
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    deployment: Deployment
+    hedge: bool
+
+
+@dataclass(slots=True)
+class _Run(Generic[T]):
+    """The state of one request's failover."""
+
+    plan: FailoverPlan
+    report: FailoverReport
+    race: Race[_Key, T] = field(default_factory=Race)
+    cursor: int = 0
+    tries: dict[str, int] = field(default_factory=dict)
+    not_before: dict[str, float] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    hedges_started: int = 0
+    stop: bool = False  # the retry budget is spent
+
+
+class Failover:
+    def __init__(
+        self,
+        health: HealthBook,
+        budget: RetryBudget,
+        backoff: BackoffSettings,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.health = health
+        self.budget = budget
+        self.backoff = backoff
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.sleep = sleep
+
+    async def run(
+        self, plan: FailoverPlan, attempt: Attempt[T], report: FailoverReport
+    ) -> tuple[Deployment, T]:
+        """The first good answer and who gave it, or raise Exhausted / the caller's error."""
+        self.budget.record_request()
+        run: _Run[T] = _Run(plan, report)
+        last: ProviderError | None = None
+        hedge_at: float | None = None
+        try:
+            while True:
+                if not run.race.running:
+                    if not await self._start_next(run, attempt):
+                        break
+                    hedge_at = self._hedge_time(run)
+                wake = plan.deadline if hedge_at is None else min(hedge_at, plan.deadline)
+                done = await run.race.next(wake - self.clock())
+                if done is None:
+                    if hedge_at is None or self.clock() >= plan.deadline:
+                        last = _deadline_error(run) or last
+                        break
+                    hedged = self._start_now(run, attempt, hedge=True)
+                    hedge_at = self._hedge_time(run) if hedged else None
+                    continue
+                key, future = done
+                error = future.exception()
+                if error is None:
+                    if key.hedge:
+                        report.hedges.append(HEDGE_WON)
+                    return key.deployment, future.result()
+                if not isinstance(error, ProviderError):
+                    raise error
+                last = error
+                if key.hedge:
+                    report.hedges.append(HEDGE_FAILED)
+                if not error.retryable and not deployment_problem(error):
+                    raise error
+                self._after_failure(run, key.deployment, error)
+        finally:
+            for key in await run.race.cancel():
+                if key.hedge:
+                    report.hedges.append(HEDGE_LOST)
+        raise Exhausted(last, report)
+
+    def _hedge_time(self, run: _Run[T]) -> float | None:
+        plan = run.plan
+        if plan.hedge_delay_s is None or run.hedges_started >= plan.max_hedges:
+            return None
+        return self.clock() + plan.hedge_delay_s
+
+    async def _start_next(self, run: _Run[T], attempt: Attempt[T]) -> bool:
+        """Start the next call, waiting for a backoff if that is all that is left."""
+        while not run.stop and run.report.attempts < run.plan.max_attempts:
+            if self._start_now(run, attempt, hedge=False):
+                return True
+            ready = self._earliest_ready(run)
+            if ready is None or ready + MIN_ATTEMPT_S >= run.plan.deadline:
+                return False
+            wait = max(0.0, ready - self.clock())
+            run.report.waited_s += wait
+            await self.sleep(wait)
+        return False
+
+    def _start_now(self, run: _Run[T], attempt: Attempt[T], hedge: bool) -> bool:
+        plan, report = run.plan, run.report
+        now = self.clock()
+        if report.attempts >= plan.max_attempts or plan.deadline - now < MIN_ATTEMPT_S:
+            return False
+        running = {key.deployment.name for key in run.race.running_keys()}
+        count = len(plan.deployments)
+        for offset in range(count):
+            index = (run.cursor + offset) % count
+            deployment = plan.deployments[index]
+            name = deployment.name
+            if name in run.banned or name in running or run.not_before.get(name, 0.0) > now:
+                continue
+            health = self.health[name]
+            if health.full(deployment):
+                report.skipped[name] = BULKHEAD_FULL
+                continue
+            permit = health.breaker.allow()
+            if permit is None:
+                self._skip_open(run, name)
+                continue
+            if report.attempts and not self.budget.try_acquire():
+                health.breaker.release(permit)
+                report.budget_exhausted = run.stop = True
+                return False
+            run.cursor = index + 1
+            report.attempts += 1
+            report.skipped.pop(name, None)
+            run.tries[name] = run.tries.get(name, 0) + 1
+            run.hedges_started += hedge
+            run.race.start(_Key(deployment, hedge), self._call(run, deployment, permit, attempt))
+            return True
+        return False
+
+    def _skip_open(self, run: _Run[T], name: str) -> None:
+        report = run.report
+        report.skipped[name] = BREAKER_OPEN
+        wait = self.health[name].breaker.cooldown_remaining()
+        if report.breaker_wait_s is None or wait < report.breaker_wait_s:
+            report.breaker_wait_s = wait
+
+    def _earliest_ready(self, run: _Run[T]) -> float | None:
+        """When the soonest deployment waiting out a backoff may be called again."""
+        now = self.clock()
+        times = [
+            ready
+            for name, ready in run.not_before.items()
+            if ready > now and name not in run.banned
+        ]
+        return min(times) if times else None
+
+    def _after_failure(self, run: _Run[T], deployment: Deployment, error: ProviderError) -> None:
+        name = deployment.name
+        if deployment_problem(error):
+            run.banned.add(name)
+            return
+        now = self.clock()
+        ready = now + self._backoff_s(run.tries.get(name, 1))
+        retry_after = error.retry_after_s
+        if retry_after is not None:
+            ready = max(ready, now + retry_after)
+        too_long = retry_after is not None and retry_after * 1000 > self.backoff.max_retry_after_ms
+        if too_long or ready + MIN_ATTEMPT_S >= run.plan.deadline:
+            run.banned.add(name)
+            if retry_after is not None:
+                run.report.skipped[name] = RETRY_AFTER
+            return
+        run.not_before[name] = ready
+
+    def _backoff_s(self, tries: int) -> float:
+        """Exponential backoff with "equal jitter": between half and all of the step."""
+        step = min(self.backoff.max_ms, self.backoff.base_ms * 2.0 ** (tries - 1)) / 1000.0
+        return step / 2 + self.rng.random() * step / 2
+
+    async def _call(
+        self, run: _Run[T], deployment: Deployment, permit: int, attempt: Attempt[T]
+    ) -> T:
+        health = self.health[deployment.name]
+        breaker = health.breaker
+        plan = run.plan
+        health.in_flight += 1
+        started = self.clock()
+        try:
+            result = await attempt(deployment, plan.deadline - started)
+        except ProviderError as error:
+            if error.retryable:
+                breaker.record_failure(permit)
+            else:
+                breaker.release(permit)
+            if error.kind == TIMEOUT:
+                # A lower bound, but it tells the latency model the call was slow.
+                health.latency.record(plan.docs, plan.chars, self.clock() - started)
+            raise
+        except BaseException:
+            breaker.release(permit)
+            raise
+        finally:
+            health.in_flight -= 1
+        breaker.record_success(permit)
+        health.latency.record(plan.docs, plan.chars, self.clock() - started)
+        return result
+
+
+def _deadline_error(run: _Run[T]) -> ProviderError | None:
+    running = [key.deployment.name for key in run.race.running_keys()]
+    if not running:
+        return None
+    return ProviderError(
+        f"{', '.join(running)} did not answer within the request's deadline",
+        kind=TIMEOUT,
+        retryable=True,
+    )
