@@ -169,7 +169,7 @@ class Routing:
                 "error_rate": round(error_rate, 4),
                 "in_flight": health.in_flight,
                 "latency_ms": health.latency.quantiles(),
-                "latency_samples": round(health.latency.samples(), 2),
+                "latency_samples": health.latency.samples(),
             }
         return {"deployments": deployments, "retry_budget": self.retry_budget.snapshot()}
 

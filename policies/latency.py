@@ -2,11 +2,12 @@
 
 Requests fall into a few size classes by documents count and total characters (the
 larger of the two decides). Each class keeps a histogram of observed latencies with
-exponentially decaying weights (half-life `half_life_s`), read at a high quantile
-(p90 for tier selection, p95 for hedging). Until a class has `min_samples` of
-(decayed) weight, the deployment's observations of all sizes pooled are used; until
-those are enough too, the configured prior `base_ms + per_doc_ms * docs +
-per_kchar_ms * kchars`, or nothing ("unknown") when no prior is configured.
+exponentially decaying weights (half-life `half_life_s`: an observation counts half
+as much as a new one after that long), read at a high quantile (p90 for tier
+selection, p95 for hedging). Until a class has `min_samples` observations, the
+deployment's observations of all sizes pooled are used; until those are enough too,
+the configured prior `base_ms + per_doc_ms * docs + per_kchar_ms * kchars`, or
+nothing ("unknown") when no prior is configured.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class LatencyPrior:
 @dataclass
 class LatencySettings:
     half_life_s: float = field(default=60.0, metadata={"min": 0.1})
-    min_samples: float = field(default=10.0, metadata={"min": 1.0})
+    min_samples: int = field(default=10, metadata={"min": 1})
 
 
 def size_class(docs: int, chars: int) -> int:
@@ -56,16 +57,18 @@ def size_class(docs: int, chars: int) -> int:
 class DecayedHistogram:
     """Latencies in log-spaced bins; weights are relative, so quantiles need no decay."""
 
-    __slots__ = ("bins", "total")
+    __slots__ = ("bins", "count", "total")
 
     def __init__(self) -> None:
         self.bins = [0.0] * _BINS
         self.total = 0.0
+        self.count = 0  # observations, undecayed
 
     def add(self, seconds: float, weight: float) -> None:
         i = 0 if seconds <= _LOW_S else min(_BINS - 1, int(math.log(seconds / _LOW_S, _RATIO)) + 1)
         self.bins[i] += weight
         self.total += weight
+        self.count += 1
 
     def scale(self, factor: float) -> None:
         self.bins = [w * factor for w in self.bins]
@@ -113,7 +116,7 @@ class LatencyModel:
     def predict(self, docs: int, chars: int, q: float = 0.9) -> float | None:
         """The q-quantile of a call's latency in seconds, or None when unknown."""
         for histogram in (self._classes[size_class(docs, chars)], self._pooled):
-            if self._samples(histogram) >= self.settings.min_samples:
+            if histogram.count >= self.settings.min_samples:
                 return histogram.quantile(q)
         return self.prior.predict_s(docs, chars) if self.prior is not None else None
 
@@ -124,12 +127,8 @@ class LatencyModel:
             for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
         }
 
-    def samples(self) -> float:
-        return self._samples(self._pooled)
-
-    def _samples(self, histogram: DecayedHistogram) -> float:
-        """The decayed number of observations: each counts 1 when new, 1/2 a half-life on."""
-        return histogram.total * 2.0 ** (-(self.clock() - self._t0) / self.settings.half_life_s)
+    def samples(self) -> int:
+        return self._pooled.count
 
     def _rescale(self, factor: float) -> None:
         for histogram in (*self._classes, self._pooled):

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import math
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,12 +69,19 @@ class FakeCohere:
     faults: Faults = field(default_factory=Faults)
     calls: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each call
+    # Set at shutdown, so hanging handlers end and the server stops without waiting.
+    _shutdown: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v2/rerank", self._handler(2))
         app.router.add_post("/v1/rerank", self._handler(1))
+        app.on_shutdown.append(self._release_hangs)
         return app
+
+    async def _release_hangs(self, app: web.Application) -> None:
+        self._shutdown.set()
 
     def _handler(self, version: int):  # type: ignore[no-untyped-def]
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -91,6 +99,7 @@ class FakeCohere:
         except orjson.JSONDecodeError:
             return error(400, "invalid request: body is not valid JSON")
         self.calls.append(body)
+        self.arrivals.append(time.monotonic())
         if self.faults.active():
             injected = await self._inject(request)
             if injected is not None:
@@ -102,7 +111,8 @@ class FakeCohere:
         if f.delay_s:
             await asyncio.sleep(f.delay_s)
         if f.hang:
-            await asyncio.Event().wait()
+            await self._shutdown.wait()
+            return error(503, "shutting down")
         if f.reset:
             assert request.transport is not None
             request.transport.close()
