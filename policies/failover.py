@@ -15,6 +15,8 @@
 - Hedging: if the latest call has not answered after `hedge_delay_s`, another deployment
   is called too; the first good answer wins and the others are cancelled.
 - Each call's outcome feeds the deployment's breaker, latency model and in-flight count.
+  A timeout counts against the breaker only if the call had at least the deployment's
+  usual (p90) time: a tight caller budget is not the deployment's fault.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class _Run(Generic[T]):
     banned: set[str] = field(default_factory=set)
     hedges_started: int = 0
     stop: bool = False  # the retry budget is spent
+    expired: bool = False  # the deadline passed with calls still running
 
 
 class Failover:
@@ -152,6 +155,7 @@ class Failover:
                 if done is None:
                     if hedge_at is None or self.clock() >= plan.deadline:
                         last = _deadline_error(run) or last
+                        run.expired = True
                         break
                     hedged = self._start_now(run, attempt, hedge=True)
                     hedge_at = self._hedge_time(run) if hedged else None
@@ -277,16 +281,22 @@ class Failover:
         plan = run.plan
         health.in_flight += 1
         started = self.clock()
+        given = plan.deadline - started
         try:
-            result = await attempt(deployment, plan.deadline - started)
+            result = await attempt(deployment, given)
         except ProviderError as error:
-            if error.retryable:
+            if error.kind == TIMEOUT and error.retryable:
+                self._too_slow(deployment, permit, plan, started, given)
+            elif error.retryable:
                 breaker.record_failure(permit)
             else:
                 breaker.release(permit)
-            if error.kind == TIMEOUT:
-                # A lower bound, but it tells the latency model the call was slow.
-                health.latency.record(plan.docs, plan.chars, self.clock() - started)
+            raise
+        except asyncio.CancelledError:
+            if run.expired:  # still running at the request's deadline
+                self._too_slow(deployment, permit, plan, started, given)
+            else:  # a hedge's loser, or the caller went away
+                breaker.release(permit)
             raise
         except BaseException:
             breaker.release(permit)
@@ -296,6 +306,21 @@ class Failover:
         breaker.record_success(permit)
         health.latency.record(plan.docs, plan.chars, self.clock() - started)
         return result
+
+    def _too_slow(
+        self, deployment: Deployment, permit: int, plan: FailoverPlan, started: float, given: float
+    ) -> None:
+        """A call that ran out of time. It counts against the deployment only if it had at
+        least the deployment's usual (p90) time for a call this size; a call cut short by a
+        tight latency budget says nothing about the deployment's health."""
+        health = self.health[deployment.name]
+        usual = health.latency.predict(plan.docs, plan.chars)
+        if usual is not None and given < usual:
+            health.breaker.release(permit)
+            return
+        health.breaker.record_failure(permit)
+        # A lower bound on its latency, but one above its usual p90: the model learns.
+        health.latency.record(plan.docs, plan.chars, self.clock() - started)
 
 
 def _deadline_error(run: _Run[T]) -> ProviderError | None:

@@ -355,3 +355,27 @@ def _real_offset_clock(clock: FakeClock) -> Callable[[], float]:
 
     start, base = time.monotonic(), clock()
     return lambda: base + time.monotonic() - start
+
+
+async def test_timeout_counts_against_the_breaker_only_with_the_usual_time_given() -> None:
+    s = Setup("a")
+    for _ in range(3):
+        s.health["a"].latency.record(3, 300, 0.5)  # a usually takes 0.5 s
+    timeout = ProviderError("did not answer", kind=TIMEOUT, retryable=True)
+
+    async def times_out() -> str:
+        s.clock.advance(0.2)
+        raise timeout
+
+    await s.exhaust(Upstreams(s.clock, a=[times_out]), timeout_s=0.2, max_attempts=1)
+    assert s.health["a"].breaker.recent() == (0, 0.0)  # a 0.2 s budget: not a's fault
+    await s.exhaust(Upstreams(s.clock, a=[times_out]), timeout_s=2.0, max_attempts=1)
+    assert s.health["a"].breaker.recent() == (1, 1.0)  # 2 s given, no answer: a's fault
+
+
+async def test_calls_running_at_the_deadline_count_as_too_slow() -> None:
+    s = Setup("a")
+    s.failover.clock = _real_offset_clock(s.clock)
+    await s.exhaust(Upstreams(s.clock, a=[hang]), timeout_s=0.05)
+    assert s.health["a"].breaker.recent() == (1, 1.0)  # no usual latency known: counted
+    assert s.health["a"].latency.samples() == 1
