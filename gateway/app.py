@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import Authenticator
 from gateway.catalog import Catalog
@@ -22,17 +22,38 @@ _READY_TIMEOUT_S = 1.0
 
 @dataclass
 class Gateway:
-    """Everything one app instance owns; stored on the app under `GATEWAY`."""
+    """Everything built from one config. A reload builds a new one and retires the old."""
 
     config: Config
     catalog: Catalog
     metrics: Metrics
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        await self.catalog.start()
+
+    async def close(self) -> None:
+        await self.catalog.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+@dataclass
+class Runtime:
+    """What lives as long as the process: metrics, the current gateway, the drain flag."""
+
+    metrics: Metrics
+    gateway: Gateway
     draining: bool = False
 
 
-GATEWAY = web.AppKey("gateway", Gateway)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def current(request: web.Request) -> Gateway:
+    """The gateway serving this request (the newest config)."""
+    return request.app[RUNTIME].gateway
 
 
 def build_scorer(catalog: Catalog, metrics: Metrics) -> Scorer:
@@ -40,8 +61,7 @@ def build_scorer(catalog: Catalog, metrics: Metrics) -> Scorer:
     return Router(catalog.deployments, metrics)
 
 
-def build_app(config: Config) -> web.Application:
-    metrics = Metrics()
+def build_gateway(config: Config, metrics: Metrics) -> Gateway:
     catalog = Catalog(config)
     auth = Authenticator(config)
     pipeline = Pipeline(config, catalog, auth, build_scorer(catalog, metrics), metrics)
@@ -52,10 +72,16 @@ def build_app(config: Config) -> web.Application:
             socket_timeout=_READY_TIMEOUT_S,
             socket_connect_timeout=_READY_TIMEOUT_S,
         )
+    return gateway
+
+
+def build_app(config: Config, metrics: Metrics | None = None) -> web.Application:
+    metrics = metrics or Metrics()
+    runtime = Runtime(metrics, build_gateway(config, metrics))
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    app[GATEWAY] = gateway
+    app[RUNTIME] = runtime
     app.router.add_post("/v2/rerank", _rerank(2))
     app.router.add_post("/v1/rerank", _rerank(1))
     # Clients that put /v1 in their base URL end up here (the SDK appends v2/rerank).
@@ -70,9 +96,30 @@ def build_app(config: Config) -> web.Application:
     return app
 
 
+async def reload(app: web.Application, config: Config) -> None:
+    """Serve `config` from now on; the old gateway finishes its requests, then closes.
+
+    The listen address, worker count and body limit are fixed at start; changing them
+    needs a restart.
+    """
+    runtime = app[RUNTIME]
+    fresh = build_gateway(config, runtime.metrics)
+    await fresh.start()
+    old, runtime.gateway = runtime.gateway, fresh
+    await retire(old, config.server.drain_timeout_s)
+
+
+async def retire(gateway: Gateway, timeout_s: float) -> None:
+    """Close `gateway` once its in-flight requests are done (or `timeout_s` passed)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while gateway.pipeline.in_flight and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await gateway.close()
+
+
 def _rerank(api_version: int):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await request.app[GATEWAY].pipeline.handle(request, api_version)
+        return await current(request).pipeline.handle(request, api_version)
 
     return handler
 
@@ -82,9 +129,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+    gateway = current(request)
     checks: dict[str, str] = {}
-    if gateway.draining:
+    if request.app[RUNTIME].draining:
         checks["server"] = "draining"
     if gateway.redis is not None:
         try:
@@ -100,7 +147,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
-    data = generate_latest(request.app[GATEWAY].metrics.registry)
+    data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -117,11 +164,8 @@ async def _json_errors(request: web.Request, handler):  # type: ignore[no-untype
 
 
 async def _start(app: web.Application) -> None:
-    await app[GATEWAY].catalog.start()
+    await app[RUNTIME].gateway.start()
 
 
 async def _stop(app: web.Application) -> None:
-    gateway = app[GATEWAY]
-    await gateway.catalog.close()
-    if gateway.redis is not None:
-        await gateway.redis.aclose()
+    await app[RUNTIME].gateway.close()

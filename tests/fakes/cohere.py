@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import math
 import re
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,9 @@ class Faults:
     hang: bool = False  # never answer
     reset: bool = False  # close the connection without answering
     times: int | None = None  # apply to this many calls, then behave (None: always)
+    # Hold each call until the test sets this event (`arrived` is set when one is held).
+    hold: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
 
     def active(self) -> bool:
         if self.times is None:
@@ -99,6 +103,9 @@ class FakeCohere:
 
     async def _inject(self, request: web.Request) -> web.StreamResponse | None:
         f = self.faults
+        if f.hold is not None:
+            f.arrived.set()
+            await asyncio.get_running_loop().run_in_executor(None, f.hold.wait)
         if f.delay_s:
             await asyncio.sleep(f.delay_s)
         if f.hang:
