@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+import orjson
 
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -14,10 +18,12 @@ from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.metrics import Metrics
+from gateway.openapi import admin_spec, public_spec
 from gateway.pipeline import Pipeline
 from gateway.scoring import Router, Scorer
 
 _READY_TIMEOUT_S = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -90,6 +96,8 @@ def build_app(config: Config, metrics: Metrics | None = None) -> web.Application
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/openapi.json", _static_json(public_spec()))
+    app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
@@ -122,6 +130,28 @@ def _rerank(api_version: int):  # type: ignore[no-untyped-def]
         return await current(request).pipeline.handle(request, api_version)
 
     return handler
+
+
+def _static_json(document: dict[str, Any]) -> Handler:
+    body = orjson.dumps(document)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return handler
+
+
+def admin_route(handler: Handler) -> Handler:
+    """Guard an /admin/ handler with the admin key; errors in Cohere's shape."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc)
+
+    return guarded
 
 
 async def healthz(request: web.Request) -> web.Response:
