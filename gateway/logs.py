@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -32,7 +33,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )
 
 
-def _add_pid(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     # Several workers share one stdout; the pid tells their lines apart.
     event["pid"] = _PID
     return event

@@ -32,7 +32,9 @@ def _rerank_request(version: int) -> dict[str, Any]:
         ]
     }
     props: dict[str, Any] = {
-        "model": {"type": "string", "minLength": 1} if version == 2 else {"type": ["string", "null"]},
+        "model": {"type": "string", "minLength": 1}
+        if version == 2
+        else {"type": ["string", "null"]},
         "query": {"type": "string", "minLength": 1, "pattern": r"\S"},
         "documents": {"type": "array", "minItems": 1, "maxItems": MAX_DOCUMENTS, "items": document},
         "top_n": _NULLABLE_INT,
@@ -111,7 +113,9 @@ _HEADERS = {
 
 
 def _rerank_operation(version: int) -> dict[str, Any]:
-    headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in _HEADERS.items()}
+    headers = {
+        name: {"description": text, "schema": {"type": "string"}} for name, text in _HEADERS.items()
+    }
     retry = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
     return {
         "summary": f"Rerank documents by relevance to a query (Cohere v{version} schema)",
@@ -120,7 +124,9 @@ def _rerank_operation(version: int) -> dict[str, Any]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/RerankRequestV{version}"}}
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/RerankRequestV{version}"}
+                }
             },
         },
         "responses": {
@@ -163,7 +169,10 @@ def public_spec() -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "summary": "Readiness: state stores reachable and not draining",
-                    "responses": {"200": _text("Ready."), "503": _text("Not ready; `checks` says why.")},
+                    "responses": {
+                        "200": _text("Ready."),
+                        "503": _text("Not ready; `checks` says why."),
+                    },
                 }
             },
             "/metrics": {
@@ -172,7 +181,9 @@ def public_spec() -> dict[str, Any]:
                     "responses": {"200": {"description": "Prometheus text format."}},
                 }
             },
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}},
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}
+            },
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

@@ -20,7 +20,10 @@ async def get_json(url: str, headers: dict | None = None) -> tuple[int, Any]:
 
 
 async def post(url: str, body: Any, headers: dict | None = None) -> tuple[int, Any]:
-    async with aiohttp.ClientSession() as s, s.post(url, json=body, headers=headers or AUTH) as resp:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(url, json=body, headers=headers or AUTH) as resp,
+    ):
         return resp.status, await resp.json()
 
 
@@ -38,7 +41,14 @@ async def spec(gateway_url: str) -> dict:
 
 async def test_spec_lists_the_public_routes(spec: dict) -> None:
     assert spec["openapi"] == "3.1.0"
-    assert set(spec["paths"]) == {"/v2/rerank", "/v1/rerank", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert set(spec["paths"]) == {
+        "/v2/rerank",
+        "/v1/rerank",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    }
     for name in ("RerankRequestV2", "RerankRequestV1", "RerankResponse", "Error"):
         jsonschema.Draft202012Validator.check_schema(spec["components"]["schemas"][name])
 
@@ -46,11 +56,34 @@ async def test_spec_lists_the_public_routes(spec: dict) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "schema"),
     [
-        ("/v2/rerank", {"model": "rerank-v3.5", "query": "q a", "documents": ["a", "b"], "top_n": 1}, "RerankRequestV2"),
-        ("/v2/rerank", {"model": "rerank-v3.5", "query": "q", "documents": ["a"], "top_n": None,
-                        "max_tokens_per_doc": None, "priority": 3}, "RerankRequestV2"),
-        ("/v1/rerank", {"model": "rerank-v3.5", "query": "q", "documents": [{"text": "a", "id": "x"}, "b"],
-                        "return_documents": True, "rank_fields": ["text"]}, "RerankRequestV1"),
+        (
+            "/v2/rerank",
+            {"model": "rerank-v3.5", "query": "q a", "documents": ["a", "b"], "top_n": 1},
+            "RerankRequestV2",
+        ),
+        (
+            "/v2/rerank",
+            {
+                "model": "rerank-v3.5",
+                "query": "q",
+                "documents": ["a"],
+                "top_n": None,
+                "max_tokens_per_doc": None,
+                "priority": 3,
+            },
+            "RerankRequestV2",
+        ),
+        (
+            "/v1/rerank",
+            {
+                "model": "rerank-v3.5",
+                "query": "q",
+                "documents": [{"text": "a", "id": "x"}, "b"],
+                "return_documents": True,
+                "rank_fields": ["text"],
+            },
+            "RerankRequestV1",
+        ),
     ],
 )
 async def test_accepted_requests_and_their_answers_match_the_schemas(
@@ -97,8 +130,12 @@ async def test_upstream_and_auth_errors_match_the_error_schema(
 async def test_admin_spec_needs_the_admin_key(gateway_url: str) -> None:
     status, body = await get_json(gateway_url + "/admin/openapi.json")
     assert status == 401 and "no admin key supplied" in body["message"]
-    status, body = await get_json(gateway_url + "/admin/openapi.json", {"Authorization": f"Bearer {TEAM_KEY}"})
+    status, body = await get_json(
+        gateway_url + "/admin/openapi.json", {"Authorization": f"Bearer {TEAM_KEY}"}
+    )
     assert status == 401
-    status, doc = await get_json(gateway_url + "/admin/openapi.json", {"Authorization": f"Bearer {ADMIN_KEY}"})
+    status, doc = await get_json(
+        gateway_url + "/admin/openapi.json", {"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
     assert status == 200
     assert all(path.startswith("/admin/") for path in doc["paths"])
