@@ -152,16 +152,6 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Rendered:
     return Rendered(chart.render(values or {}, name=RELEASE, namespace=NAMESPACE))
 
 
-def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merged(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def port_number(container: dict[str, Any], port: int | str) -> int:
     if isinstance(port, int):
         return port
@@ -515,7 +505,7 @@ def test_config_checksum_is_the_rendered_configmap_hash(chart: helm.Chart) -> No
 def test_config_checksum_changes_with_config_only(chart: helm.Chart) -> None:
     base = render(chart).checksum
     assert render(chart).checksum == base
-    unrelated = [
+    unrelated: list[dict[str, Any]] = [
         {"replicaCount": 5},
         {"resources": {"limits": {"cpu": "4", "memory": "2Gi"}}},
         {"image": {"tag": "0.2.0"}},
@@ -526,7 +516,7 @@ def test_config_checksum_changes_with_config_only(chart: helm.Chart) -> None:
     ]
     for override in unrelated:
         assert render(chart, override).checksum == base, override
-    related = [
+    related: list[dict[str, Any]] = [
         {"config": {"logging": {"level": "debug"}}},
         {"config": {"teams": {"extra": {"key_sha256": ["ab" * 32]}}}},
         {"config": {"server": {"drain_timeout_s": 30}}},
@@ -749,11 +739,25 @@ def test_network_policies(chart: helm.Chart) -> None:
         {
             "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
             "redis": {"url": "redis://redis.example:6380/0"},
-            "config": {"state": None},
         },
     )
     ports = {p["port"] for r in external.one("NetworkPolicy")["spec"]["egress"] for p in r["ports"]}
-    assert 6379 in ports  # networkPolicy.egress.redisPorts default
+    assert ports == {53, 6380, 443}  # the Redis port comes from redis.url
+    for url, port in [
+        ("rediss://:${REDIS_PASSWORD}@redis.example.internal:6381/0", 6381),
+        ("redis://redis.example", 6379),
+        ("redis://user:${P}@[fd00::1]:7000", 7000),
+    ]:
+        values = {
+            "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+            "redis": {"url": url},
+        }
+        egress = render(chart, values).one("NetworkPolicy")["spec"]["egress"]
+        assert {p["port"] for r in egress for p in r["ports"]} == {53, port, 443}, url
+    pinned = {"enabled": True, "egress": {"enabled": True, "redisPorts": [26379, 6379]}}
+    egress = render(chart, {"networkPolicy": pinned, "redis": {"url": "redis://sentinel"}})
+    ports = {p["port"] for r in egress.one("NetworkPolicy")["spec"]["egress"] for p in r["ports"]}
+    assert ports == {53, 26379, 6379, 443}
     ingress_only = render(chart, {"networkPolicy": {"enabled": True}}).one("NetworkPolicy")["spec"]
     assert ingress_only["policyTypes"] == ["Ingress"] and "from" not in ingress_only["ingress"][0]
 
