@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
+from bench import wrk
 from bench.loadgen import LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,20 @@ def start(cmd: list[str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def load(
+    tool: str,
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    concurrency: int,
+    seconds: float,
+) -> LoadResult:
+    if tool == "wrk":
+        return wrk.run_wrk(url, bodies, headers, concurrency, seconds)
+    uvloop.install()
+    return asyncio.run(run_load(url, bodies, headers, concurrency, seconds))
+
+
 def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | int | str]:
     return {
         "scenario": name,
@@ -97,7 +112,7 @@ def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | in
         "errors": result.errors,
         "rps": round(result.rps, 1),
         "p50_ms": round(result.p50, 3),
-        "p99_ms": round(result.quantile(0.99), 3),
+        "p99_ms": round(result.p99, 3),
     }
 
 
@@ -105,7 +120,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="bench")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured time per scenario")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
+    parser.add_argument(
+        "--tool", choices=("auto", "wrk", "python"), default="auto", help="load generator"
+    )
     args = parser.parse_args()
+    if args.tool == "auto":
+        args.tool = "wrk" if wrk.available() else "python"
+    print(f"load generator: {args.tool}")
 
     bodies = make_bodies(64)
     up_port, gw_port = free_port(), free_port()
@@ -124,10 +145,9 @@ def main() -> int:
         direct = f"http://127.0.0.1:{up_port}/v2/rerank"
         through = f"http://127.0.0.1:{gw_port}/v2/rerank"
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-        uvloop.install()
         for concurrency in (1, 32):
             for name, url in (("direct", direct), ("gateway", through)):
-                result = asyncio.run(run_load(url, bodies, headers, concurrency, args.seconds))
+                result = load(args.tool, url, bodies, headers, concurrency, args.seconds)
                 rows.append(row(name, concurrency, result))
     finally:
         for proc in procs:
@@ -135,11 +155,11 @@ def main() -> int:
         for proc in procs:
             proc.wait(10)
         os.unlink(f.name)
-    report(rows, args.out)
+    report(rows, args.out, args.tool)
     return 0
 
 
-def report(rows: list[dict], out: str) -> None:
+def report(rows: list[dict], out: str, tool: str) -> None:
     head = ("scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms")
     print("{:<10} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8}".format(*head))
     for r in rows:
@@ -160,6 +180,7 @@ def report(rows: list[dict], out: str) -> None:
         json.dumps(
             {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "load_generator": tool,
                 "request": {"documents": 50, "bytes": 40_000},
                 "rows": rows,
                 "summary": summary,

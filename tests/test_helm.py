@@ -11,14 +11,12 @@ the security context, selectors, Redis, the dashboard, and the image's entrypoin
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import hashlib
 import json
 import math
 import re
 import tomllib
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from gateway.config import ServerConfig, parse_config
+from gateway.config import parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "rerank-gateway"
@@ -168,27 +166,9 @@ def fake_env(config_text: str) -> dict[str, str]:
     return {name: f"FAKE-SECRET-{name}-7f3a9c" for name in set(ENV_REF.findall(config_text))}
 
 
-_SERVER_FIELDS = {f.name for f in dataclasses.fields(ServerConfig)}
-
-
 def gateway_parse(config: dict[str, Any], env: dict[str, str]) -> Any:
-    """Validate a rendered config with the gateway's own reader.
-
-    server.drain_timeout_s is part of the deployment contract and the chart always writes
-    it; until this branch's gateway/config.py reads it, it is checked here and dropped
-    before parsing, with a visible warning (it stops as soon as ServerConfig has the field).
-    """
-    data = copy.deepcopy(config)
-    if "drain_timeout_s" not in _SERVER_FIELDS:
-        drain = data["server"].pop("drain_timeout_s")
-        assert isinstance(drain, int | float) and not isinstance(drain, bool) and drain >= 0
-        warnings.warn(
-            "gateway.config.ServerConfig has no drain_timeout_s yet: the rendered "
-            "server.drain_timeout_s was checked by the test, not by parse_config",
-            UserWarning,
-            stacklevel=2,
-        )
-    return parse_config(data, env)
+    """Validate a rendered config with the gateway's own reader."""
+    return parse_config(copy.deepcopy(config), env)
 
 
 # --------------------------------------------------------------------------------------
