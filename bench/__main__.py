@@ -69,12 +69,12 @@ def make_bodies(count: int, docs: int = 50, doc_chars: int = 800, seed: int = 7)
     ]
 
 
-def gateway_config(upstream_port: int, extra: str = "") -> str:
+def gateway_config(upstream_port: int, workers: int = 1, extra: str = "") -> str:
     import hashlib
 
     digest = hashlib.sha256(KEY.encode()).hexdigest()
     return f"""
-server: {{host: 127.0.0.1, workers: 1}}
+server: {{host: 127.0.0.1, workers: {workers}}}
 auth: {{mode: keys}}
 teams: {{bench: {{key_sha256: ["{digest}"]}}}}
 providers:
@@ -129,24 +129,34 @@ def main() -> int:
     print(f"load generator: {args.tool}")
 
     bodies = make_bodies(64)
-    up_port, gw_port = free_port(), free_port()
+    up_port = free_port()
     procs = [start([sys.executable, "-m", "bench.upstream", str(up_port)])]
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        f.write(gateway_config(up_port))
-    procs.append(
-        start(
-            [sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", str(gw_port)]
-        )
-    )
+    targets = {"direct": f"http://127.0.0.1:{up_port}/v2/rerank"}
+    configs = []
     rows = []
     try:
-        wait_port(up_port)
-        wait_port(gw_port)
-        direct = f"http://127.0.0.1:{up_port}/v2/rerank"
-        through = f"http://127.0.0.1:{gw_port}/v2/rerank"
+        for name, workers in (("gateway", 1), ("gateway-2w", 2)):
+            port = free_port()
+            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+                f.write(gateway_config(up_port, workers))
+            configs.append(f.name)
+            cmd = [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                f.name,
+                "--port",
+                str(port),
+            ]
+            procs.append(start(cmd))
+            targets[name] = f"http://127.0.0.1:{port}/v2/rerank"
+        for url in targets.values():
+            wait_port(int(url.split(":")[2].split("/")[0]))
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         for concurrency in (1, 32):
-            for name, url in (("direct", direct), ("gateway", through)):
+            for name, url in targets.items():
                 result = load(args.tool, url, bodies, headers, concurrency, args.seconds)
                 rows.append(row(name, concurrency, result))
     finally:
@@ -154,7 +164,8 @@ def main() -> int:
             proc.terminate()
         for proc in procs:
             proc.wait(10)
-        os.unlink(f.name)
+        for path in configs:
+            os.unlink(path)
     report(rows, args.out, args.tool)
     return 0
 
@@ -171,10 +182,14 @@ def report(rows: list[dict], out: str, tool: str) -> None:
     summary = {
         "added_p50_ms_c1": round(by["gateway", 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3),
         "throughput_ratio_c32": round(by["gateway", 32]["rps"] / by["direct", 32]["rps"], 3),
+        "throughput_ratio_c32_2_workers": round(
+            by["gateway-2w", 32]["rps"] / by["direct", 32]["rps"], 3
+        ),
     }
     print(
         f"added p50 at concurrency 1: {summary['added_p50_ms_c1']} ms; "
-        f"gateway/direct throughput at concurrency 32: {summary['throughput_ratio_c32']}"
+        f"gateway/direct throughput at concurrency 32: {summary['throughput_ratio_c32']} "
+        f"(2 workers: {summary['throughput_ratio_c32_2_workers']})"
     )
     Path(out).write_text(
         json.dumps(

@@ -66,7 +66,9 @@ class HttpTransport:
                 limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=60
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # upstream APIs set no cookies we need
+                skip_auto_headers=("User-Agent",),
             )
 
     async def close(self) -> None:
