@@ -27,6 +27,7 @@ class FakeAzure(FakeCohere):
     api_key: str = AZURE_KEY
     envelope: Literal["cohere", "azure"] = "cohere"
     paths: list[str] = field(default_factory=list)
+    search_units: int | None = None  # bill this instead of Cohere's ceil(documents / 100)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -43,7 +44,17 @@ class FakeAzure(FakeCohere):
 
     async def rerank(self, request: web.Request, version: int) -> web.StreamResponse:
         self.paths.append(request.path)
-        return await super().rerank(request, version)
+        response = await super().rerank(request, version)
+        if (
+            self.search_units is not None
+            and isinstance(response, web.Response)
+            and response.status == 200
+        ):
+            assert isinstance(response.body, bytes)
+            payload = orjson.loads(response.body)
+            payload["meta"]["billed_units"]["search_units"] = self.search_units
+            response.body = orjson.dumps(payload)
+        return response
 
     def error(
         self, status: int, message: str, headers: dict[str, str] | None = None

@@ -138,16 +138,17 @@ class FakeOci:
 
     def authenticate(self, request: web.Request, raw: bytes) -> str | None:
         """Why the signature is not acceptable, or None."""
-        headers = dict(request.headers)
+        headers = {k.lower(): v for k, v in request.headers.items()}
         if "Authorization" not in request.headers:
             return "no authorization header"
         try:
             params = parse_authorization_header(request.headers["Authorization"])[1]
         except (ValueError, IndexError):
             return "unparsable authorization header"
-        public_key = self.keys.get(params.get("keyId", ""))
+        key_id = params.get("keyid", "")  # the parser lower-cases parameter names
+        public_key = self.keys.get(key_id)
         if public_key is None:
-            return f"unknown keyId {params.get('keyId')!r}"
+            return f"unknown keyId {key_id!r}"
         digest = base64.b64encode(hashlib.sha256(raw).digest()).decode()
         if request.headers.get("x-content-sha256") != digest:
             return "x-content-sha256 does not match the body"
@@ -172,7 +173,7 @@ class FakeOci:
             return f"signature does not cover the required headers ({exc})"
         if not valid:
             return "signature mismatch"
-        self.key_ids.append(params["keyId"])
+        self.key_ids.append(key_id)
         return None
 
     def validate(self, body: Any) -> web.Response | None:
