@@ -22,6 +22,8 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from cohere.core.api_error import ApiError as SdkApiError
 
+from gateway.config import parse_config
+from gateway.dataclass_reader import ConfigError
 from tests.clouds import (
     DOCS,
     QUERY,
@@ -541,3 +543,45 @@ def test_boto3_parses_the_fakes_throttling(bedrock: tuple[FakeBedrock, str]) -> 
         )
     assert info.value.response["Error"]["Code"] == "ModelNotReadyException"
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+
+
+def test_unknown_profile_is_an_auth_problem_named_by_class(
+    bedrock: tuple[FakeBedrock, str], start_gateway: Callable[..., str]
+) -> None:
+    fake, url = bedrock
+    with pytest.raises(SdkApiError) as info:
+        client(start_gateway(config(url, profile="nope"))).rerank(
+            model="rerank-v3.5", query=QUERY, documents=DOCS
+        )
+    assert info.value.status_code == 502
+    assert (
+        "bedrock-use1: loading AWS credentials failed (ProfileNotFound)"
+        in info.value.body["message"]
+    )
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"region": "US East"}, "region must be an AWS region like us-east-1"),
+        ({"api": "converse"}, "api: must be one of invoke, rerank"),
+        (
+            {"api": "rerank", "api_key": "k"},
+            "api_key (a Bedrock API key) works with api: invoke only",
+        ),
+        ({"api_key": "k", "profile": "p"}, "give either api_key or profile, not both"),
+        ({"endpoint_url": "bedrock.local"}, "endpoint_url must start with http:// or https://"),
+        ({"timeout_s": 0}, "timeout_s: must be at least 0.001"),
+        ({"region": None}, "providers.br.region: is required"),
+    ],
+)
+def test_bedrock_config_is_validated(settings: dict, problem: str) -> None:
+    entry = {
+        k: v
+        for k, v in {"type": "bedrock", "region": "us-east-1", **settings}.items()
+        if v is not None
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(one_model("br", entry, "m", "m"), {})
+    assert problem in str(info.value)

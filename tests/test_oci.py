@@ -487,3 +487,28 @@ def test_oci_config_is_validated(settings: dict, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(config(entry), {})
     assert problem in str(info.value)
+
+
+def test_config_file_session_token_profile(
+    fake_oci: tuple[FakeOci, str], key: Key, start_gateway: Callable[..., str], tmp_path: Path
+) -> None:
+    """A profile made by `oci session authenticate`: a security token file and its key."""
+    fake, url = fake_oci
+    (tmp_path / "token").write_text("session-token-from-oci-cli\n")
+    (tmp_path / "key.pem").write_text(key.private_pem)
+    config_file = tmp_path / "config"
+    config_file.write_text(
+        f"[SESSION]\nfingerprint={key.fingerprint}\ntenancy={TENANCY}\nregion=us-chicago-1\n"
+        f"key_file={tmp_path / 'key.pem'}\nsecurity_token_file={tmp_path / 'token'}\n"
+    )
+    fake.keys["ST$session-token-from-oci-cli"] = key.public_pem
+    settings = {
+        "type": "oci",
+        "region": "us-chicago-1",
+        "endpoint_url": url,
+        "compartment_id": COMPARTMENT,
+        "config_file": str(config_file),
+        "profile": "SESSION",
+    }
+    rerank(start_gateway(config(settings)))
+    assert fake.key_ids == ["ST$session-token-from-oci-cli"]
