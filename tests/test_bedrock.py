@@ -585,3 +585,18 @@ def test_bedrock_config_is_validated(settings: dict, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(one_model("br", entry, "m", "m"), {})
     assert problem in str(info.value)
+
+
+async def test_fake_takes_bearer_keys_on_invoke_only(bedrock: tuple[FakeBedrock, str]) -> None:
+    _, base = bedrock
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        invoke = yarl.URL(base + "/model/cohere.rerank-v3-5%3A0/invoke", encoded=True)
+        body = {"query": "q", "documents": ["d"], "api_version": 2}
+        async with session.post(invoke, json=body, headers=headers) as resp:
+            assert resp.status == 200
+        async with session.post(
+            base + "/rerank", json=rerank_request(["d"]), headers=headers
+        ) as resp:
+            assert resp.status == 403
+            assert resp.headers["x-amzn-ErrorType"].startswith("IncompleteSignatureException:")
