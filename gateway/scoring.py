@@ -19,10 +19,11 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gateway.errors import ApiError, from_provider_error
+from gateway.logs import log
 from gateway.metrics import Metrics
 from policies.billing import estimate_search_units
 from policies.routing import attempt_order
-from providers.types import Deployment, ProviderError, UpstreamCall
+from providers.types import AUTH, Deployment, ProviderError, UpstreamCall
 
 
 @dataclass(slots=True)
@@ -86,6 +87,7 @@ class Router:
     async def score(self, job: ScoreJob) -> Scored:
         ctx = job.ctx
         last: ProviderError | None = None
+        last_deployment = ""
         for deployment in attempt_order(self.deployments[ctx.model], self.rng):
             remaining = ctx.remaining_s()
             if remaining <= 0:
@@ -93,14 +95,14 @@ class Router:
             try:
                 return await self._attempt(deployment, job, remaining)
             except ProviderError as exc:
-                last = exc
+                last, last_deployment = exc, deployment.name
                 if not exc.retryable:
                     break
         if last is None:
             raise ApiError(
                 504, f"model {ctx.model!r}: the request deadline passed before any attempt"
             )
-        raise from_provider_error(ctx.model, last, ctx.attempts)
+        raise from_provider_error(ctx.model, last, ctx.attempts, deployment=last_deployment)
 
     async def _attempt(self, deployment: Deployment, job: ScoreJob, timeout_s: float) -> Scored:
         ctx = job.ctx
@@ -118,6 +120,7 @@ class Router:
             result = await deployment.provider.rerank(call)
         except ProviderError as exc:
             self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
+            _log_failure(deployment, exc, ctx.request_id)
             raise
         finally:
             elapsed = time.perf_counter() - started
@@ -128,3 +131,23 @@ class Router:
         if units is None:
             units = estimate_search_units(len(job.documents))
         return Scored(result.scores, units)
+
+
+def _log_failure(deployment: Deployment, exc: ProviderError, request_id: str) -> None:
+    """One line per failed attempt, with the upstream's request id for its support desk.
+
+    Refused credentials are a configuration problem, so they are a warning. Never the
+    message itself: it is the upstream's text, and nothing here may carry credentials.
+    """
+    fields = {
+        "deployment": deployment.name,
+        "request_id": request_id,
+        "kind": exc.kind,
+        "status": exc.status,
+        "code": exc.code,
+        "upstream_request_id": exc.upstream_request_id,
+    }
+    if exc.kind == AUTH:
+        log.warning("upstream_auth_failed", **fields)
+    else:
+        log.info("upstream_error", retryable=exc.retryable, **fields)

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from yarl import URL
 
 from providers.http import HttpResponse, HttpTransport, load_json, scores_from_ranks, status_error
 from providers.types import UpstreamCall, UpstreamResult
@@ -42,7 +41,7 @@ class CohereProvider:
     def __init__(self, name: str, options: CohereOptions) -> None:
         self.name = name
         self.options = options
-        self.url = URL(options.base_url.rstrip("/") + options.path)
+        self.url = options.base_url.rstrip("/") + options.path
         self.transport = HttpTransport(name, options.max_connections)
         self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if options.api_key:
