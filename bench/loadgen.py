@@ -16,19 +16,26 @@ class LoadResult:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    fixed_p50_ms: float | None = None  # when the load tool reports percentiles only
+    fixed_p99_ms: float | None = None
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
-    def quantile(self, q: float) -> float:
+    @property
+    def p99(self) -> float:
+        if self.fixed_p99_ms is not None:
+            return self.fixed_p99_ms
         if not self.latencies_ms:
             return float("nan")
         ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
     @property
     def p50(self) -> float:
+        if self.fixed_p50_ms is not None:
+            return self.fixed_p50_ms
         return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import Authenticator
 from gateway.catalog import Catalog
@@ -16,6 +18,7 @@ from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.fallback import Fallback
 from gateway.metrics import Metrics
+from gateway.openapi import admin_spec, public_spec
 from gateway.pipeline import Pipeline
 from gateway.router import Router
 from gateway.routing import Routing
@@ -23,21 +26,44 @@ from gateway.scoring import Scorer
 from gateway.tier_race import TierRace
 
 _READY_TIMEOUT_S = 1.0
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
 class Gateway:
-    """Everything one app instance owns; stored on the app under `GATEWAY`."""
+    """Everything built from one config. A reload builds a new one and retires the old."""
 
     config: Config
     catalog: Catalog
     metrics: Metrics
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
+
+    async def start(self) -> None:
+        await self.catalog.start()
+
+    async def close(self) -> None:
+        await self.catalog.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+@dataclass
+class Runtime:
+    """What lives as long as the process: metrics, the current gateway, the drain flag."""
+
+    metrics: Metrics
+    gateway: Gateway
     draining: bool = False
+    clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
 
 
-GATEWAY = web.AppKey("gateway", Gateway)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def current(request: web.Request) -> Gateway:
+    """The gateway serving this request (the newest config)."""
+    return request.app[RUNTIME].gateway
 
 
 def build_scorer(catalog: Catalog, metrics: Metrics, routing: Routing) -> Scorer:
@@ -47,9 +73,10 @@ def build_scorer(catalog: Catalog, metrics: Metrics, routing: Routing) -> Scorer
     return Fallback(TierRace(router, metrics), routing.fallback_modes(), metrics)
 
 
-def build_app(config: Config, *, clock: Callable[[], float] | None = None) -> web.Application:
+def build_gateway(
+    config: Config, metrics: Metrics, clock: Callable[[], float] | None = None
+) -> Gateway:
     """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
-    metrics = Metrics()
     catalog = Catalog(config)
     auth = Authenticator(config)
     routing = Routing(config, catalog, metrics, clock)
@@ -62,10 +89,21 @@ def build_app(config: Config, *, clock: Callable[[], float] | None = None) -> we
             socket_timeout=_READY_TIMEOUT_S,
             socket_connect_timeout=_READY_TIMEOUT_S,
         )
+    return gateway
+
+
+def build_app(
+    config: Config,
+    metrics: Metrics | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+) -> web.Application:
+    metrics = metrics or Metrics()
+    runtime = Runtime(metrics, build_gateway(config, metrics, clock), clock=clock)
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    app[GATEWAY] = gateway
+    app[RUNTIME] = runtime
     app.router.add_post("/v2/rerank", _rerank(2))
     app.router.add_post("/v1/rerank", _rerank(1))
     # Clients that put /v1 in their base URL end up here (the SDK appends v2/rerank).
@@ -74,18 +112,63 @@ def build_app(config: Config, *, clock: Callable[[], float] | None = None) -> we
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
-    app.router.add_get("/admin/deployments", routing.admin_handler(auth))
+    app.router.add_get("/openapi.json", _static_json(public_spec()))
+    app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
+    app.router.add_get("/admin/deployments", admin_route(deployments_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
     return app
 
 
+async def reload(app: web.Application, config: Config) -> None:
+    """Serve `config` from now on; the old gateway finishes its requests, then closes.
+
+    The listen address, worker count and body limit are fixed at start; changing them
+    needs a restart.
+    """
+    runtime = app[RUNTIME]
+    fresh = build_gateway(config, runtime.metrics, runtime.clock)
+    await fresh.start()
+    old, runtime.gateway = runtime.gateway, fresh
+    await retire(old, config.server.drain_timeout_s)
+
+
+async def retire(gateway: Gateway, timeout_s: float) -> None:
+    """Close `gateway` once its in-flight requests are done (or `timeout_s` passed)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while gateway.pipeline.in_flight and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    await gateway.close()
+
+
 def _rerank(api_version: int):  # type: ignore[no-untyped-def]
     async def handler(request: web.Request) -> web.StreamResponse:
-        return await request.app[GATEWAY].pipeline.handle(request, api_version)
+        return await current(request).pipeline.handle(request, api_version)
 
     return handler
+
+
+def _static_json(document: dict[str, Any]) -> Handler:
+    body = orjson.dumps(document)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return handler
+
+
+def admin_route(handler: Handler) -> Handler:
+    """Guard an /admin/ handler with the admin key; errors in Cohere's shape."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc)
+
+    return guarded
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -93,9 +176,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
+    gateway = current(request)
     checks: dict[str, str] = {}
-    if gateway.draining:
+    if request.app[RUNTIME].draining:
         checks["server"] = "draining"
     if gateway.redis is not None:
         try:
@@ -110,8 +193,13 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+async def deployments_route(request: web.Request) -> web.Response:
+    """Breaker state, recent error rate and latency per deployment (admin)."""
+    return web.json_response(current(request).pipeline.routing.snapshot())
+
+
 async def metrics_route(request: web.Request) -> web.Response:
-    data = generate_latest(request.app[GATEWAY].metrics.registry)
+    data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -128,11 +216,8 @@ async def _json_errors(request: web.Request, handler):  # type: ignore[no-untype
 
 
 async def _start(app: web.Application) -> None:
-    await app[GATEWAY].catalog.start()
+    await app[RUNTIME].gateway.start()
 
 
 async def _stop(app: web.Application) -> None:
-    gateway = app[GATEWAY]
-    await gateway.catalog.close()
-    if gateway.redis is not None:
-        await gateway.redis.aclose()
+    await app[RUNTIME].gateway.close()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 
 from gateway.auth import hash_key, new_key
-from gateway.config import Config, ConfigError, default_config, is_loopback, load_config
+from gateway.config import ConfigError, is_loopback, load_config, load_or_default
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,10 +26,6 @@ def _parser() -> argparse.ArgumentParser:
     hk.add_argument("key", nargs="?", help="the key to hash")
     hk.add_argument("--new", action="store_true", help="make a fresh random key and print both")
     return parser
-
-
-def load(path: str | None) -> Config:
-    return load_config(path) if path else default_config()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +66,7 @@ def _check(path: str) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        config = load(args.config)
+        config = load_or_default(args.config)
     except ConfigError as exc:
         print("rerank-gateway: the config is not valid:", file=sys.stderr)
         for problem in exc.problems:
@@ -89,7 +84,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    return serve(functools.partial(load, args.config), host, port, workers)
+    return serve(args.config, host, port, workers)
 
 
 if __name__ == "__main__":

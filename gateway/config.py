@@ -46,6 +46,7 @@ class ServerConfig:
     request_timeout_s: float = bounded(30.0, min=0.01)  # default deadline of a request
     max_body_bytes: int = bounded(16 * 1024 * 1024, min=1024)
     v1_default_model: str | None = None  # used when a /v1/rerank body names no model
+    drain_timeout_s: float = bounded(20.0, min=0.0)  # on SIGTERM: time to finish requests
 
 
 @dataclass
@@ -337,6 +338,11 @@ def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
         for model in COHERE_MODELS:
             data["models"][model] = {"deployments": [{"provider": "cohere"}]}
     return data
+
+
+def load_or_default(path: str | None) -> Config:
+    """The config file at `path`, or the embedded default when there is none."""
+    return load_config(path) if path else default_config()
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:

@@ -45,14 +45,20 @@ def error_response(error: ApiError, request_id: str | None = None) -> web.Respon
     )
 
 
-def from_provider_error(model: str, error: ProviderError, attempts: int = 1) -> ApiError:
-    """What the caller sees when no deployment of `model` could answer."""
+def from_provider_error(
+    model: str, error: ProviderError, attempts: int = 1, deployment: str | None = None
+) -> ApiError:
+    """What the caller sees when no deployment of `model` could answer (`deployment`
+    names the one that failed last)."""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     prefix = f"model {model!r} is unavailable{tried}: {error.message}"
     if error.kind == AUTH or error.status == 404:
         # The gateway's credentials or upstream model id are wrong: our problem, not
         # the caller's, and retrying will not fix it soon.
-        return ApiError(502, f"{prefix} (a gateway configuration problem; the operators are told)")
+        where = f"deployment {deployment!r}: " if deployment else ""
+        return ApiError(
+            502, f"{prefix} ({where}a gateway configuration problem; the operators are told)"
+        )
     if error.kind == TIMEOUT:
         return ApiError(504, prefix)
     if error.kind == MALFORMED:

@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from gateway.errors import UpstreamUnavailable
 from gateway.metrics import Metrics
 from gateway.scoring import Scored, ScoreJob, Scorer
-from providers.local import bm25_scores
+from providers.local import LocalOptions, LocalProvider
+from providers.types import UpstreamCall
 
 ERROR, PASSTHROUGH, LOCAL = "error", "passthrough", "local"
 _WHAT = {
@@ -29,6 +30,7 @@ class Fallback:
         self.inner = inner
         self.modes = modes
         self.metrics = metrics
+        self.local = LocalProvider("fallback", LocalOptions())
 
     async def score(self, job: ScoreJob) -> Scored:
         try:
@@ -42,7 +44,8 @@ class Fallback:
                 n = len(job.documents)
                 scores = [1.0 - i / n for i in range(n)]
             else:
-                scores = bm25_scores(job.query, job.documents)
+                call = UpstreamCall("bm25", job.query, job.documents, timeout_s=ctx.remaining_s())
+                scores = (await self.local.rerank(call)).scores
             ctx.deployment = f"fallback/{mode}"
             ctx.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
             self.metrics.fallbacks.labels(ctx.model, mode).inc()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
@@ -18,6 +21,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
@@ -29,5 +33,12 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     )
 
 
+def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    # Several workers share one stdout; the pid tells their lines apart.
+    event["pid"] = _PID
+    return event
+
+
+_PID = os.getpid()
 access_log = structlog.get_logger("rerank_gateway.access")
 log = structlog.get_logger("rerank_gateway")

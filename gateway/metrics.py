@@ -6,7 +6,19 @@ reported as "unknown"), deployments from config, kinds and statuses from small s
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# Set by the parent of several workers: each writes its samples to files there.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -39,7 +51,17 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            "rerank_in_flight_requests", "Rerank requests being handled.", registry=r
+            "rerank_in_flight_requests",
+            "Rerank requests being handled.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.breaker_state = Gauge(
+            "rerank_breaker_state",
+            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open (the worst worker).",
+            ["deployment"],
+            multiprocess_mode="livemax",
+            registry=r,
         )
         self.hedges = Counter(
             "rerank_hedges",
@@ -78,3 +100,11 @@ class Metrics:
             buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000, 10000),
             registry=r,
         )
+
+    def exposition(self) -> bytes:
+        """The text for /metrics: this process's registry, or all workers' files."""
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)

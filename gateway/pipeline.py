@@ -55,17 +55,20 @@ class Pipeline:
         self.scorer = scorer
         self.metrics = metrics
         self.routing = routing
+        self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
         outcome = Outcome(request_id=_request_id(request))
         self.metrics.in_flight.inc()
+        self.in_flight += 1
         try:
             response = await self._serve(request, api_version, outcome, started)
         except ApiError as exc:
             outcome.status, outcome.error = exc.status, exc.message
             response = error_response(exc, outcome.request_id)
         finally:
+            self.in_flight -= 1
             self.metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
         self._record(outcome, elapsed, response)

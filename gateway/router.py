@@ -14,6 +14,7 @@ import time
 from functools import partial
 
 from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
+from gateway.logs import log
 from gateway.metrics import Metrics
 from gateway.routing import Routing
 from gateway.scoring import Scored, ScoreJob
@@ -26,7 +27,7 @@ from policies.failover import (
     FailoverReport,
 )
 from policies.routing import attempt_order
-from providers.types import Deployment, ProviderError, UpstreamCall, UpstreamResult
+from providers.types import AUTH, Deployment, ProviderError, UpstreamCall, UpstreamResult
 
 # Statuses that mean "the deployments could not answer", not "the request is wrong".
 _UNAVAILABLE = frozenset({429, 502, 503, 504})
@@ -89,6 +90,7 @@ class Router:
         except ProviderError as exc:
             self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
             self._observe(deployment, started)
+            _log_failure(deployment, exc, job.ctx.request_id)
             raise
         self._observe(deployment, started)
         return result
@@ -108,7 +110,7 @@ class Router:
 
 def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiError:
     """The caller's view of the last failure, with what the router skipped and why."""
-    mapped = from_provider_error(model, error, report.attempts)
+    mapped = from_provider_error(model, error, report.attempts, deployment=report.last_failed)
     if mapped.status not in _UNAVAILABLE:
         return mapped
     notes = []
@@ -145,3 +147,23 @@ def _unavailable(model: str, exc: Exhausted) -> ApiError:
     return UpstreamUnavailable(
         504, f"model {model!r}: the request deadline passed before any attempt"
     )
+
+
+def _log_failure(deployment: Deployment, exc: ProviderError, request_id: str) -> None:
+    """One line per failed attempt, with the upstream's request id for its support desk.
+
+    Refused credentials are a configuration problem, so they are a warning. Never the
+    message itself: it is the upstream's text, and nothing here may carry credentials.
+    """
+    fields = {
+        "deployment": deployment.name,
+        "request_id": request_id,
+        "kind": exc.kind,
+        "status": exc.status,
+        "code": exc.code,
+        "upstream_request_id": exc.upstream_request_id,
+    }
+    if exc.kind == AUTH:
+        log.warning("upstream_auth_failed", **fields)
+    else:
+        log.info("upstream_error", retryable=exc.retryable, **fields)

@@ -3,24 +3,20 @@
 `Routing` is built once at startup from the config: per-deployment health (breaker,
 latency model, in-flight count), the retry budget, the failover executor and each
 model's routing settings. Per request it resolves the model (a tiered alias picks
-pro or fast from the latency budget) and the deadline. It also serves
-`GET /admin/deployments` and exports breaker states as a metric.
+pro or fast from the latency budget) and the deadline. `snapshot()` is what
+`GET /admin/deployments` shows. A config reload builds a new one (breakers and
+latency models start afresh).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from aiohttp import web
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-
-from gateway.auth import Authenticator
 from gateway.catalog import Catalog
 from gateway.config import Config, ModelConfig
-from gateway.errors import ApiError, bad_request, error_response
+from gateway.errors import bad_request
 from gateway.metrics import Metrics
 from policies.breaker import OPEN, STATE_NAMES
 from policies.failover import Failover, HedgeSettings
@@ -66,7 +62,12 @@ class Routing:
         clock = clock or time.monotonic
         settings = config.routing
         self.metrics = metrics
-        self.health = HealthBook(settings.breaker, settings.latency, clock)
+        self.health = HealthBook(
+            settings.breaker,
+            settings.latency,
+            clock,
+            on_state=lambda name, state: metrics.breaker_state.labels(name).set(state),
+        )
         self.models: dict[str, ModelRouting] = {}
         self.aliases: dict[str, ModelConfig] = {}
         self.served_models: dict[str, list[str]] = {}  # deployment -> gateway models
@@ -90,7 +91,6 @@ class Routing:
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
         self.failover = Failover(self.health, self.retry_budget, settings.backoff)
         self.selector = TierSelector(settings.overhead_ms / 1000.0)
-        metrics.registry.register(BreakerStates(self.health))
 
     def fallback_modes(self) -> dict[str, str]:
         return {name: m.fallback for name, m in self.models.items()}
@@ -173,16 +173,6 @@ class Routing:
             }
         return {"deployments": deployments, "retry_budget": self.retry_budget.snapshot()}
 
-    def admin_handler(self, auth: Authenticator):  # type: ignore[no-untyped-def]
-        async def deployments(request: web.Request) -> web.Response:
-            try:
-                auth.check_admin(request.headers.get("Authorization"))
-            except ApiError as exc:
-                return error_response(exc)
-            return web.json_response(self.snapshot())
-
-        return deployments
-
 
 def parse_budget(value: str | None) -> int | None:
     """X-Latency-Budget-Ms: a positive whole number of milliseconds, or not given."""
@@ -195,26 +185,3 @@ def parse_budget(value: str | None) -> int | None:
             f"(got {value[:40]!r}); leave it out to use the default"
         )
     return int(text)
-
-
-class BreakerStates(Collector):
-    """`rerank_breaker_state{deployment}`, read from the breakers at scrape time."""
-
-    def __init__(self, health: HealthBook) -> None:
-        self.health = health
-
-    def _family(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(
-            "rerank_breaker_state",
-            "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
-            labels=["deployment"],
-        )
-
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        yield self._family()
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = self._family()
-        for name, health in self.health.items():
-            family.add_metric([name], float(health.breaker.state))
-        yield family

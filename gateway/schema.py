@@ -99,7 +99,10 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
     if not raw_docs:
         raise bad_request("list of documents must not be empty")
     rank_fields = _rank_fields(body.get("rank_fields"))
-    texts = [_document_text(d, i, rank_fields) for i, d in enumerate(raw_docs)]
+    if rank_fields is None and all(type(d) is str for d in raw_docs):
+        texts = raw_docs  # the common case: plain strings, nothing to extract
+    else:
+        texts = [_document_text(d, i, rank_fields) for i, d in enumerate(raw_docs)]
     chunks = _optional_int(body, "max_chunks_per_doc", low=1)
     if chunks is not None and len(texts) * chunks >= MAX_DOCUMENTS:
         raise bad_request(
@@ -206,7 +209,8 @@ def render_response(
     warnings: Sequence[str] = (),
 ) -> bytes:
     """Cohere's response: results by descending score (ties by index), top_n applied."""
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    # A stable sort keeps equal scores in index order, also with reverse=True.
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     if request.top_n is not None:
         order = order[: request.top_n]
     results: list[dict[str, Any]]

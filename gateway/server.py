@@ -1,69 +1,139 @@
-"""Running the app: one process, or N worker processes sharing a port (SO_REUSEPORT)."""
+"""Running the app: its lifecycle signals, and N worker processes sharing a port.
+
+SIGTERM/SIGINT: report not-ready, stop accepting, finish in-flight requests for up to
+`server.drain_timeout_s`, close upstream sessions and Redis, exit 0.
+SIGHUP: reload the config file; a bad file is logged and the old config keeps serving.
+With `--workers N` a parent process starts N workers on one port (`SO_REUSEPORT`),
+forwards those signals to them, and has them share Prometheus metrics through files.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import shutil
 import signal
-import sys
+import tempfile
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
-from gateway.app import build_app
-from gateway.config import Config
+from gateway.app import RUNTIME, build_app, reload
+from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.logs import configure_logging, log
+from gateway.metrics import MULTIPROC_ENV
 
 
-def _event_loop_policy() -> None:
+def run_worker(config_path: str | None, host: str, port: int, reuse_port: bool) -> None:
+    config = load_or_default(config_path)
+    configure_logging(config.logging.level, config.logging.format)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        asyncio.run(_serve(config_path, config, host, port, reuse_port))
+    else:
+        uvloop.run(_serve(config_path, config, host, port, reuse_port))
 
 
-def run_worker(load: Callable[[], Config], host: str, port: int, reuse_port: bool) -> None:
-    config = load()
-    configure_logging(config.logging.level, config.logging.format)
-    _event_loop_policy()
+async def _serve(
+    config_path: str | None, config: Config, host: str, port: int, reuse_port: bool
+) -> None:
     app = build_app(config)
-    log.info("listening", host=host, port=port, models=sorted(config.models))
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        reuse_port=reuse_port,
-        access_log=None,
-        print=None,
-        handle_signals=True,
-        shutdown_timeout=config.server.request_timeout_s,
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=config.server.drain_timeout_s
     )
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+    log.info("listening", host=host, port=port, pid=os.getpid(), models=sorted(config.models))
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_hup() -> None:
+        task = loop.create_task(_reload(app, config_path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    await stop.wait()
+
+    app[RUNTIME].draining = True
+    in_flight = app[RUNTIME].gateway.pipeline.in_flight
+    log.info("draining", in_flight=in_flight, timeout_s=config.server.drain_timeout_s)
+    await runner.cleanup()  # stop accepting, wait for handlers, then close providers
+    log.info("stopped")
 
 
-def serve(load: Callable[[], Config], host: str, port: int, workers: int) -> int:
+async def _reload(app: web.Application, config_path: str | None) -> None:
+    if config_path is None:
+        log.info("reload_skipped", reason="serving the embedded default; there is no file")
+        return
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        log.error("reload_rejected", path=config_path, problems=exc.problems)
+        return
+    await reload(app, config)
+    log.info("reloaded", path=config_path, models=sorted(config.models))
+
+
+def serve(config_path: str | None, host: str, port: int, workers: int) -> int:
     if workers <= 1:
-        run_worker(load, host, port, reuse_port=False)
+        run_worker(config_path, host, port, reuse_port=False)
         return 0
+    return _supervise(config_path, host, port, workers)
+
+
+def _supervise(config_path: str | None, host: str, port: int, workers: int) -> int:
+    """Start the workers, forward signals, and stop all if one dies unexpectedly."""
+    metrics_dir = tempfile.mkdtemp(prefix="rerank-gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir  # read by each spawned worker at import
     ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(target=run_worker, args=(load, host, port, True), name=f"worker-{i}")
+    procs: list[BaseProcess] = [
+        ctx.Process(target=run_worker, args=(config_path, host, port, True), name=f"worker-{i}")
         for i in range(workers)
     ]
     for proc in procs:
         proc.start()
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = stopping or signum != signal.SIGHUP
         for proc in procs:
             if proc.is_alive() and proc.pid is not None:
-                proc.kill() if signum == signal.SIGKILL else proc.terminate()
+                os.kill(proc.pid, signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for proc in procs:
-        proc.join()
-    return max((abs(p.exitcode or 0) for p in procs), default=0)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        return _wait(procs, lambda: stopping)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use the rerank-gateway command")
+def _wait(procs: list[BaseProcess], stopping: Callable[[], bool]) -> int:
+    from multiprocessing.connection import wait
+
+    from prometheus_client import multiprocess
+
+    alive = {proc.sentinel: proc for proc in procs}
+    worst = 0
+    while alive:
+        for sentinel in wait(list(alive)):
+            proc = alive.pop(sentinel)  # type: ignore[arg-type]
+            proc.join()
+            if proc.pid is not None:
+                multiprocess.mark_process_dead(proc.pid)
+            code = proc.exitcode or 0
+            worst = max(worst, abs(code))
+            if not stopping() and alive:
+                log.error("worker_died", worker=proc.name, exitcode=code)
+                for other in alive.values():
+                    other.terminate()
+    return worst

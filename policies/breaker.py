@@ -33,9 +33,15 @@ class BreakerSettings:
 
 
 class CircuitBreaker:
-    def __init__(self, settings: BreakerSettings, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        settings: BreakerSettings,
+        clock: Callable[[], float],
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.on_change = on_change  # told every new state (e.g. to export it as a metric)
         self._state = CLOSED
         self._opened_at = 0.0
         self._consecutive = 0
@@ -104,16 +110,21 @@ class CircuitBreaker:
 
     def _refresh(self) -> None:
         if self._state == OPEN and self.clock() >= self._opened_at + self.settings.cooldown_s:
-            self._state = HALF_OPEN
             self._generation += 1
             self._probes_out = 0
             self._probe_successes = 0
+            self._enter(HALF_OPEN)
 
     def _open(self) -> None:
-        self._state = OPEN
         self._opened_at = self.clock()
+        self._enter(OPEN)
 
     def _close(self) -> None:
-        self._state = CLOSED
         self._consecutive = 0
         self._window.clear()  # failures from before the outage must not re-open it at once
+        self._enter(CLOSED)
+
+    def _enter(self, state: int) -> None:
+        self._state = state
+        if self.on_change is not None:
+            self.on_change(state)

@@ -8,9 +8,9 @@
   backoff with jitter, and for its `Retry-After` if it sent one. A deployment whose
   wait would not end before the deadline, or whose Retry-After is longer than
   `max_retry_after_ms`, is skipped for this request.
-- A deployment's own problem (the gateway's credentials or model id refused) moves on
-  to the next deployment but never back to that one. Anything else (the caller's
-  mistake, e.g. 400 or 422) ends the request at once.
+- Anything not retryable ends the request at once: the caller's mistake (400, 422),
+  and refused credentials or an unknown upstream model id (a configuration problem
+  that failing over would hide).
 - Every call after the first needs a token from the `RetryBudget`.
 - Hedging: if the latest call has not answered after `hedge_delay_s`, another deployment
   is called too; the first good answer wins and the others are cancelled.
@@ -31,7 +31,7 @@ from typing import Generic, TypeVar
 from policies.health import HealthBook
 from policies.race import Race
 from policies.retry_budget import RetryBudget
-from providers.types import AUTH, TIMEOUT, Deployment, ProviderError
+from providers.types import TIMEOUT, Deployment, ProviderError
 
 T = TypeVar("T")
 # Calls one deployment with a timeout in seconds; raises ProviderError on failure.
@@ -81,6 +81,7 @@ class FailoverReport:
     breaker_wait_s: float | None = None  # shortest cooldown left among open breakers
     budget_exhausted: bool = False
     waited_s: float = 0.0  # spent in backoff, not upstream
+    last_failed: str | None = None  # the deployment that failed last
 
 
 class Exhausted(Exception):
@@ -90,11 +91,6 @@ class Exhausted(Exception):
         super().__init__(last.message if last else "no deployment could be called")
         self.last = last
         self.report = report
-
-
-def deployment_problem(error: ProviderError) -> bool:
-    """The gateway's credentials or upstream model id were refused by this deployment."""
-    return error.kind == AUTH or error.status == 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +164,10 @@ class Failover:
                     return key.deployment, future.result()
                 if not isinstance(error, ProviderError):
                     raise error
-                last = error
+                last, report.last_failed = error, key.deployment.name
                 if key.hedge:
                     report.hedges.append(HEDGE_FAILED)
-                if not error.retryable and not deployment_problem(error):
+                if not error.retryable:
                     raise error
                 self._after_failure(run, key.deployment, error)
         finally:
@@ -252,9 +248,6 @@ class Failover:
 
     def _after_failure(self, run: _Run[T], deployment: Deployment, error: ProviderError) -> None:
         name = deployment.name
-        if deployment_problem(error):
-            run.banned.add(name)
-            return
         now = self.clock()
         ready = now + self._backoff_s(run.tries.get(name, 1))
         retry_after = error.retry_after_s

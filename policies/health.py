@@ -7,10 +7,11 @@ the same provider share one breaker and one latency model.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from policies.breaker import OPEN, BreakerSettings, CircuitBreaker
+from policies.breaker import CLOSED, OPEN, BreakerSettings, CircuitBreaker
 from policies.latency import LatencyModel, LatencyPrior, LatencySettings
 from providers.types import Deployment
 
@@ -36,18 +37,24 @@ class HealthBook:
         breaker: BreakerSettings,
         latency: LatencySettings,
         clock: Callable[[], float],
+        on_state: Callable[[str, int], None] | None = None,
     ) -> None:
         self.breaker_settings = breaker
         self.latency_settings = latency
         self.clock = clock
+        self.on_state = on_state  # (deployment, new breaker state)
         self._entries: dict[str, DeploymentHealth] = {}
 
     def add(self, name: str, prior: LatencyPrior | None = None) -> DeploymentHealth:
         """Register a deployment (the first prior given for a name is kept)."""
         entry = self._entries.get(name)
         if entry is None:
+            on_change = None
+            if self.on_state is not None:
+                on_change = functools.partial(self.on_state, name)
+                on_change(CLOSED)
             entry = DeploymentHealth(
-                CircuitBreaker(self.breaker_settings, self.clock),
+                CircuitBreaker(self.breaker_settings, self.clock, on_change),
                 LatencyModel(self.latency_settings, prior, self.clock),
             )
             self._entries[name] = entry

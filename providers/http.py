@@ -18,6 +18,7 @@ from providers.types import (
     MALFORMED,
     STATUS,
     TIMEOUT,
+    ErrorKind,
     ProviderError,
     is_retryable_status,
 )
@@ -66,7 +67,9 @@ class HttpTransport:
                 limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=60
             )
             self._session = aiohttp.ClientSession(
-                connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # upstream APIs set no cookies we need
+                skip_auto_headers=("User-Agent",),
             )
 
     async def close(self) -> None:
@@ -157,20 +160,37 @@ def error_detail(body: bytes) -> tuple[str | None, str | None]:
         data = {"message": inner}
     code = data.get("code") or data.get("Code") or data.get("__type")
     message = data.get("message") or data.get("Message")
-    return (str(code) if code else None), (str(message)[:500] if message else None)
+    return (str(code) if code else None), (_first_line(str(message)) if message else None)
 
 
-def status_error(label: str, resp: HttpResponse, code: str | None = None) -> ProviderError:
-    """The ProviderError for an upstream error status."""
+def _first_line(message: str) -> str | None:
+    # Later lines can hold what must not reach a caller: AWS signature errors append the
+    # canonical request, security token header included.
+    lines = message.strip().splitlines()
+    return lines[0][:500] if lines else None
+
+
+def status_error(
+    label: str,
+    resp: HttpResponse,
+    code: str | None = None,
+    *,
+    kind: ErrorKind | None = None,
+    retryable: bool | None = None,
+) -> ProviderError:
+    """The ProviderError for an upstream error status.
+
+    By default 401/403 are AUTH and `is_retryable_status` decides retries; providers whose
+    error codes say more (quota, model errors) pass `kind` / `retryable`.
+    """
     body_code, message = error_detail(resp.body)
     code = code or body_code
     status = resp.status
-    kind = AUTH if status in (401, 403) else STATUS
     detail = f": {message}" if message else ""
     return ProviderError(
         f"{label} answered {status}{f' {code}' if code else ''}{detail}",
-        kind=kind,
-        retryable=is_retryable_status(status),
+        kind=kind or (AUTH if status in (401, 403) else STATUS),
+        retryable=is_retryable_status(status) if retryable is None else retryable,
         status=status,
         code=code,
         retry_after_s=parse_retry_after(resp.headers),
@@ -229,3 +249,9 @@ def scores_from_ranks(
         missing = sum(1 for s in scores if s is None)
         raise malformed(label, f"scores for only {count - missing} of {count} documents", resp)
     return [s for s in scores if s is not None]
+
+
+def check_http_url(name: str, value: str | None) -> None:
+    """Config validation: `value`, when set, is an http(s) URL (ValueError naming `name`)."""
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must start with http:// or https:// (got {value!r})")

@@ -8,6 +8,7 @@ comes from the call's own documents, scores are relative to the batch.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections import Counter
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from providers.types import UpstreamCall, UpstreamResult
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+_INLINE_CHARS = 100_000  # above this much text, score in a worker thread
 
 
 @dataclass
@@ -83,6 +85,11 @@ class LocalProvider:
         return None
 
     async def rerank(self, call: UpstreamCall) -> UpstreamResult:
-        scores = bm25_scores(call.query, call.documents, self.options.k1, self.options.b)
+        args = (call.query, call.documents, self.options.k1, self.options.b)
+        if sum(map(len, call.documents)) > _INLINE_CHARS:
+            # Big inputs take tens of milliseconds: keep the event loop answering others.
+            scores = await asyncio.to_thread(bm25_scores, *args)
+        else:
+            scores = bm25_scores(*args)
         # Nothing is billed for offline ranking.
         return UpstreamResult(scores=scores, search_units=0)

@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from providers.azure import AzureOptions, AzureProvider
+from providers.bedrock import BedrockOptions, BedrockProvider
 from providers.cohere import CohereOptions, CohereProvider
 from providers.local import LocalOptions, LocalProvider
+from providers.oci import OciOptions, OciProvider
 from providers.types import Provider
 
 
@@ -23,6 +26,9 @@ class ProviderType:
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
     "cohere": ProviderType(CohereOptions, CohereProvider),
+    "azure": ProviderType(AzureOptions, AzureProvider),
+    "bedrock": ProviderType(BedrockOptions, BedrockProvider),
+    "oci": ProviderType(OciOptions, OciProvider),
     "local": ProviderType(LocalOptions, LocalProvider),
 }
 

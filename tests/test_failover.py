@@ -151,12 +151,13 @@ async def test_callers_mistake_is_not_retried() -> None:
     assert s.health["a"].breaker.recent() == (0, 0.0)  # not the deployment's fault
 
 
-async def test_refused_credentials_move_on_but_never_back() -> None:
+async def test_refused_credentials_end_the_request() -> None:
     s = Setup()
-    up = Upstreams(s.clock, a=[REFUSED_KEY], b=[RESET, RESET])
-    error = await s.exhaust(up)
-    assert up.called() == ["a", "b", "b"]
-    assert error.last is RESET
+    up = Upstreams(s.clock, a=[REFUSED_KEY], b=[0.01])
+    with pytest.raises(ProviderError) as info:
+        await s.run(up)
+    assert info.value is REFUSED_KEY and up.called() == ["a"]  # a config problem: not hidden
+    assert s.health["a"].breaker.recent() == (0, 0.0)
 
 
 async def test_retry_after_is_waited_out_when_it_fits() -> None:

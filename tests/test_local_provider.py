@@ -30,6 +30,13 @@ def test_query_without_words_scores_zero() -> None:
     assert bm25_scores("?!", DOCS) == [0.0] * len(DOCS)
 
 
+async def test_large_inputs_score_the_same_off_the_event_loop() -> None:
+    provider = LocalProvider("offline", LocalOptions())
+    docs = [d * 400 for d in DOCS]  # well above the inline threshold
+    result = await provider.rerank(UpstreamCall("local-bm25", "capital of France", docs, 5.0))
+    assert result.scores == bm25_scores("capital of France", docs)
+
+
 async def test_provider_reports_no_billed_units() -> None:
     provider = LocalProvider("offline", LocalOptions())
     result = await provider.rerank(UpstreamCall("local-bm25", "banana potassium", DOCS, 1.0))

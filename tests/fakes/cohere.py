@@ -13,8 +13,10 @@ import asyncio
 import hashlib
 import math
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +55,9 @@ class Faults:
     hang: bool = False  # never answer
     reset: bool = False  # close the connection without answering
     times: int | None = None  # apply to this many calls, then behave (None: always)
+    # Hold each call until the test sets this event (`arrived` is set when one is held).
+    hold: threading.Event | None = None
+    arrived: threading.Event = field(default_factory=threading.Event)
 
     def active(self) -> bool:
         if self.times is None:
@@ -89,40 +94,63 @@ class FakeCohere:
 
         return handle
 
+    def authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        """An error in this service's envelope (subclasses change it)."""
+        return error(status, message, headers)
+
     async def rerank(self, request: web.Request, version: int) -> web.StreamResponse:
         self.headers.append(dict(request.headers))
-        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return error(401, "invalid api token")
+        if not self.authorized(request):
+            return self.error(401, "invalid api token")
         raw = await request.read()
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return error(400, "invalid request: body is not valid JSON")
+            return self.error(400, "invalid request: body is not valid JSON")
         self.calls.append(body)
         self.arrivals.append(time.monotonic())
         if self.faults.active():
-            injected = await self._inject(request)
+            injected = await inject(self.faults, request, self.error, self._shutdown)
             if injected is not None:
                 return injected
-        return answer(body, version)
+        return answer(body, version, self.error)
 
-    async def _inject(self, request: web.Request) -> web.StreamResponse | None:
-        f = self.faults
-        if f.delay_s:
-            await asyncio.sleep(f.delay_s)
-        if f.hang:
-            await self._shutdown.wait()
-            return error(503, "shutting down")
-        if f.reset:
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response(status=500)
-        if f.malformed:
-            return web.Response(status=200, body=b"{not json", content_type="application/json")
-        if f.status is not None:
-            headers = {"Retry-After": f.retry_after} if f.retry_after else {}
-            return error(f.status, f"injected failure {f.status}", headers)
-        return None
+
+ErrorFactory = Callable[..., web.Response]  # (status, message, headers=None)
+
+
+async def inject(
+    f: Faults,
+    request: web.Request,
+    make_error: ErrorFactory,
+    shutdown: asyncio.Event | None = None,
+) -> web.StreamResponse | None:
+    """Apply `f` to a request: hold, wait, hang, reset, answer garbage or an error, or None.
+
+    A hang lasts until `shutdown` is set (if given), so the server can stop at once."""
+    if f.hold is not None:
+        f.arrived.set()
+        await asyncio.get_running_loop().run_in_executor(None, f.hold.wait)
+    if f.delay_s:
+        await asyncio.sleep(f.delay_s)
+    if f.hang:
+        await (shutdown or asyncio.Event()).wait()
+        return make_error(503, "shutting down")
+    if f.reset:
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response(status=500)
+    if f.malformed:
+        return web.Response(status=200, body=b"{not json", content_type="application/json")
+    if f.status is not None:
+        headers = {"Retry-After": f.retry_after} if f.retry_after else {}
+        return make_error(f.status, f"injected failure {f.status}", headers)
+    return None
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -130,8 +158,8 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-def answer(body: Any, version: int) -> web.Response:
-    """Validate a body as Cohere does and rank it; errors as Cohere sends them."""
+def answer(body: Any, version: int, error: ErrorFactory = error) -> web.Response:
+    """Validate a body as Cohere does and rank it; errors from `error` (Cohere's shape)."""
     if not isinstance(body, dict):
         return error(400, "invalid request: body must be an object")
     allowed = V2_FIELDS if version == 2 else V1_FIELDS

@@ -1,0 +1,215 @@
+"""OpenAPI 3.1 descriptions of the public routes and, separately, the admin routes.
+
+The schemas say what the gateway really accepts and returns; tests validate real
+responses against them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.schema import MAX_DOCUMENTS
+
+_NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _rerank_request(version: int) -> dict[str, Any]:
+    document = {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "description": "Fields to rank on; `text` unless rank_fields names others.",
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+            },
+        ]
+    }
+    props: dict[str, Any] = {
+        "model": {"type": "string", "minLength": 1}
+        if version == 2
+        else {"type": ["string", "null"]},
+        "query": {"type": "string", "minLength": 1, "pattern": r"\S"},
+        "documents": {"type": "array", "minItems": 1, "maxItems": MAX_DOCUMENTS, "items": document},
+        "top_n": _NULLABLE_INT,
+        "rank_fields": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
+        "return_documents": {"type": ["boolean", "null"]},
+        "max_chunks_per_doc": _NULLABLE_INT,
+    }
+    if version == 2:
+        props["max_tokens_per_doc"] = _NULLABLE_INT
+        props["priority"] = {"type": ["integer", "null"], "minimum": 0, "maximum": 999}
+        props["relevant_spans"] = {
+            "type": ["object", "null"],
+            "description": "Accepted only as null or {mode: disabled}.",
+            "properties": {"mode": {"const": "disabled"}},
+        }
+    return {
+        "type": "object",
+        "required": ["model", "query", "documents"] if version == 2 else ["query", "documents"],
+        "properties": props,
+        "additionalProperties": False,
+    }
+
+
+_RESPONSE = {
+    "type": "object",
+    "required": ["id", "results", "meta"],
+    "properties": {
+        "id": {"type": "string"},
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["index", "relevance_score"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0},
+                    "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
+                    "document": {"type": "object", "description": "With return_documents."},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "meta": {
+            "type": "object",
+            "required": ["api_version", "billed_units"],
+            "properties": {
+                "api_version": {
+                    "type": "object",
+                    "required": ["version"],
+                    "properties": {"version": {"enum": ["1", "2"]}},
+                },
+                "billed_units": {
+                    "type": "object",
+                    "required": ["search_units"],
+                    "properties": {"search_units": {"type": "integer", "minimum": 0}},
+                },
+                "warnings": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+}
+
+_ERROR = {
+    "type": "object",
+    "required": ["id", "message"],
+    "properties": {"id": {"type": "string"}, "message": {"type": "string"}},
+    "additionalProperties": False,
+}
+
+_HEADERS = {
+    "X-Request-Id": "The caller's X-Request-Id, else a generated UUID (also the body `id`).",
+    "X-Rerank-Model": "The concrete model that answered.",
+    "X-Rerank-Deployment": "The deployment (`provider/upstream-model`) that answered.",
+    "X-Cache": "hit, partial, miss or bypass.",
+    "Server-Timing": "`gateway;dur=<ms>, upstream;dur=<ms>`.",
+}
+
+
+def _rerank_operation(version: int) -> dict[str, Any]:
+    headers = {
+        name: {"description": text, "schema": {"type": "string"}} for name, text in _HEADERS.items()
+    }
+    retry = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+    return {
+        "summary": f"Rerank documents by relevance to a query (Cohere v{version} schema)",
+        "operationId": f"rerankV{version}",
+        "security": [{"bearer": []}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/RerankRequestV{version}"}
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Results sorted by relevance_score, top_n applied.",
+                "headers": headers,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/RerankResponse"}}
+                },
+            },
+            "400": _error("Invalid body, or an upstream rejected the request's content."),
+            "401": _error("Missing or unknown team key."),
+            "404": _error("Unknown model."),
+            "413": _error("Body larger than the configured limit."),
+            "422": _error("Unknown field."),
+            "429": {**_error("Throttled; see Retry-After."), "headers": retry},
+            "502": _error("An upstream answered badly or refused the gateway's credentials."),
+            "503": {**_error("No deployment could answer; see Retry-After."), "headers": retry},
+            "504": _error("The request's deadline passed."),
+        },
+    }
+
+
+def _text(description: str, media: str = "application/json") -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": {"type": "object"}}}}
+
+
+def public_spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Rerank Gateway",
+            "version": "1",
+            "description": "Cohere-compatible rerank endpoint. Admin routes: /admin/openapi.json.",
+        },
+        "paths": {
+            "/v2/rerank": {"post": _rerank_operation(2)},
+            "/v1/rerank": {"post": _rerank_operation(1)},
+            "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _text("Alive.")}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: state stores reachable and not draining",
+                    "responses": {
+                        "200": _text("Ready."),
+                        "503": _text("Not ready; `checks` says why."),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "Prometheus text format."}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}
+            },
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "RerankRequestV2": _rerank_request(2),
+                "RerankRequestV1": _rerank_request(1),
+                "RerankResponse": _RESPONSE,
+                "Error": _ERROR,
+            },
+        },
+    }
+
+
+def admin_spec() -> dict[str, Any]:
+    """The admin routes (admin key required)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Rerank Gateway admin", "version": "1"},
+        "security": [{"admin": []}],
+        "paths": {
+            "/admin/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}
+            },
+        },
+        "components": {
+            "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": _ERROR},
+        },
+    }

@@ -1,0 +1,194 @@
+{{/*
+Names.
+*/}}
+{{- define "rerank-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rerank-gateway.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rerank-gateway.redisName" -}}
+{{- printf "%s-redis" (include "rerank-gateway.fullname" . | trunc 57 | trimSuffix "-") }}
+{{- end }}
+
+{{- define "rerank-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "rerank-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rerank-gateway.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels. Selector labels include the component so the gateway and the bundled Redis never
+select each other's pods.
+*/}}
+{{- define "rerank-gateway.labels" -}}
+app.kubernetes.io/name: {{ include "rerank-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "rerank-gateway.commonLabels" . }}
+{{- end }}
+
+{{/* Labels without the name/instance pair (for pod templates, which add selector labels). */}}
+{{- define "rerank-gateway.commonLabels" -}}
+helm.sh/chart: {{ include "rerank-gateway.chart" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: rerank-gateway
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "rerank-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rerank-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "rerank-gateway.redisSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "rerank-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: redis
+{{- end }}
+
+{{- define "rerank-gateway.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* Where the ConfigMap is mounted and the file the gateway is told to read. */}}
+{{- define "rerank-gateway.configDir" -}}/etc/rerank-gateway{{- end }}
+{{- define "rerank-gateway.configPath" -}}{{ include "rerank-gateway.configDir" . }}/config.yaml{{- end }}
+
+{{/*
+The Redis URL the gateway uses: config.state.redis_url if given, else redis.url, else the
+bundled Redis Service. Empty when there is no Redis.
+*/}}
+{{- define "rerank-gateway.redisUrl" -}}
+{{- $state := (.Values.config | default dict).state | default dict }}
+{{- if and .Values.redis.enabled .Values.redis.url }}
+{{- fail "redis: set either redis.url (external Redis) or redis.enabled (bundled Redis), not both" }}
+{{- end }}
+{{- if and $state.redis_url (or .Values.redis.enabled .Values.redis.url) }}
+{{- fail "config.state.redis_url is set: leave redis.url empty and redis.enabled false, or drop config.state.redis_url" }}
+{{- end }}
+{{- if $state.redis_url }}
+{{- $state.redis_url }}
+{{- else if .Values.redis.url }}
+{{- .Values.redis.url }}
+{{- else if .Values.redis.enabled }}
+{{- printf "redis://%s.%s.svc:%d/0" (include "rerank-gateway.redisName" .) .Release.Namespace (int .Values.redis.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The drain time the gateway will use (config.server.drain_timeout_s, default 20 as in the
+gateway), rounded up to whole seconds.
+*/}}
+{{- define "rerank-gateway.drainSeconds" -}}
+{{- $server := ((.Values.config | default dict).server | default dict) }}
+{{- $drain := 20 }}
+{{- if hasKey $server "drain_timeout_s" }}{{ $drain = $server.drain_timeout_s }}{{ end }}
+{{- if lt (float64 $drain) 0.0 }}{{ fail "config.server.drain_timeout_s must not be negative" }}{{ end }}
+{{- int (ceil $drain) }}
+{{- end }}
+
+{{/* terminationGracePeriodSeconds: preStop sleep + drain + margin, or an explicit value >= that. */}}
+{{- define "rerank-gateway.terminationGracePeriodSeconds" -}}
+{{- $min := add (int .Values.shutdown.preStopSleepSeconds) (int (include "rerank-gateway.drainSeconds" .)) (int .Values.shutdown.graceMarginSeconds) }}
+{{- $explicit := .Values.shutdown.terminationGracePeriodSeconds }}
+{{- if not (kindIs "invalid" $explicit) }}
+{{- if lt (int $explicit) (int $min) }}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds=%d is shorter than preStopSleepSeconds + config.server.drain_timeout_s + graceMarginSeconds = %d" (int $explicit) (int $min)) }}
+{{- end }}
+{{- int $explicit }}
+{{- else }}
+{{- $min }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse literal secrets in the config: a key that looks like it holds a credential must be a
+${VAR} reference (or empty). Called with (list $value $path).
+*/}}
+{{- define "rerank-gateway.checkNoLiteralSecrets" -}}
+{{- $value := index . 0 }}
+{{- $path := index . 1 }}
+{{- if kindIs "map" $value }}
+{{- range $k, $v := $value }}
+{{- $p := printf "%s.%s" $path $k }}
+{{- if and (kindIs "string" $v) (regexMatch "(?i)(^|_)(key|api_?key|secret|secret_?key|password|passwd|token|access_?key|private_?key|credentials?|connection_?string|pass_?phrase)$" $k) }}
+{{- if and $v (not (regexMatch "^\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}$" $v)) }}
+{{- fail (printf "%s looks like a secret: write \"${SOME_VAR}\" and put SOME_VAR in the Secret named by secrets.existingSecret; the chart never puts secret values in the ConfigMap" $p) }}
+{{- end }}
+{{- end }}
+{{- include "rerank-gateway.checkNoLiteralSecrets" (list $v $p) }}
+{{- end }}
+{{- else if kindIs "slice" $value }}
+{{- range $i, $v := $value }}
+{{- include "rerank-gateway.checkNoLiteralSecrets" (list $v (printf "%s[%d]" $path $i)) }}
+{{- end }}
+{{- else if kindIs "string" $value }}
+{{- if and (regexMatch "^rediss?://[^/@:]*:[^/@]+@" $value) (not (regexMatch "^rediss?://[^/@:]*:\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}@" $value)) }}
+{{- fail (printf "%s has a literal password in a Redis URL: write it as ${REDIS_PASSWORD} and put REDIS_PASSWORD in the Secret named by secrets.existingSecret" $path) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The gateway config as a dict: .Values.config with the chart's wiring applied.
+*/}}
+{{- define "rerank-gateway.configDict" -}}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $server := get $cfg "server" | default dict }}
+{{- $port := int .Values.containerPort }}
+{{- if and (hasKey $server "port") (ne (int $server.port) $port) }}
+{{- fail (printf "config.server.port (%v) differs from containerPort (%d): set containerPort only; the chart writes it into the config" $server.port $port) }}
+{{- end }}
+{{- if and (hasKey $server "host") (not (has $server.host (list "0.0.0.0" "::"))) }}
+{{- fail (printf "config.server.host is %q: in a pod the gateway must listen on all addresses (0.0.0.0, or :: for IPv6)" $server.host) }}
+{{- end }}
+{{- $_ := set $server "host" (get $server "host" | default "0.0.0.0") }}
+{{- $_ = set $server "port" $port }}
+{{- if not (hasKey $server "drain_timeout_s") }}
+{{- $_ = set $server "drain_timeout_s" 20 }}
+{{- end }}
+{{- $_ = set $cfg "server" $server }}
+{{- $auth := get $cfg "auth" | default dict }}
+{{- if eq (toString (get $auth "mode")) "none" }}
+{{- fail "config.auth.mode none is not allowed: the gateway listens on 0.0.0.0 in a pod and requires keys" }}
+{{- end }}
+{{- $redisUrl := include "rerank-gateway.redisUrl" . }}
+{{- if $redisUrl }}
+{{- $state := get $cfg "state" | default dict }}
+{{- $_ = set $state "redis_url" $redisUrl }}
+{{- $_ = set $cfg "state" $state }}
+{{- $cache := get $cfg "cache" | default dict }}
+{{- if not (hasKey $cache "backend") }}
+{{- $_ = set $cache "backend" "redis" }}
+{{- end }}
+{{- $_ = set $cfg "cache" $cache }}
+{{- end }}
+{{- include "rerank-gateway.checkNoLiteralSecrets" (list $cfg "config") }}
+{{- toYaml $cfg }}
+{{- end }}

@@ -1,0 +1,941 @@
+"""The Helm chart and the Dockerfile.
+
+The chart is rendered and linted with Helm's own Go SDK through `helm-python-sdk` (no helm
+binary), every rendered object is validated against the Kubernetes OpenAPI schemas bundled
+in `kubernetes-validate` (offline), and the rendered config.yaml is read by the gateway's
+own validator. The rest checks the wiring a broken chart would get wrong: probe ports vs the
+configured port, secrets only by reference, the config checksum, the drain/grace budget,
+the security context, selectors, Redis, the dashboard, and the image's entrypoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.config import parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "rerank-gateway"
+VALUES_FILES = {
+    p.name.removesuffix("-values.yaml"): p for p in sorted(CHART.glob("ci/*-values.yaml"))
+}
+RELEASE = "rg"
+NAMESPACE = "rerank"
+# Oldest Kubernetes the full example needs (the native preStop sleep action) and the newest
+# schema set that kubernetes-validate ships.
+KUBE_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+FULLNAME = f"{RELEASE}-rerank-gateway"
+PLACEHOLDER_DIGEST = "0" * 64
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+# --------------------------------------------------------------------------------------
+# Rendering helpers
+
+
+class _StrictLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe loader that refuses duplicate mapping keys (kubectl and the API server do too)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates
+)
+
+
+def load_yaml_docs(text: str) -> list[Any]:
+    return [doc for doc in yaml.load_all(text, Loader=_StrictLoader) if doc is not None]
+
+
+@dataclass
+class Rendered:
+    files: dict[str, str]
+
+    @functools.cached_property
+    def docs(self) -> list[dict[str, Any]]:
+        out = []
+        for name, text in self.files.items():
+            if name.endswith("NOTES.txt"):
+                continue
+            out.extend(load_yaml_docs(text))
+        return out
+
+    @property
+    def notes(self) -> str:
+        return self.files["rerank-gateway/templates/NOTES.txt"]
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind: str, component: str = "gateway") -> dict[str, Any]:
+        found = [
+            d
+            for d in self.all(kind)
+            if d["metadata"]["labels"].get("app.kubernetes.io/component", component) == component
+        ]
+        assert len(found) == 1, f"expected one {kind} for {component}, got {len(found)}"
+        return found[0]
+
+    def maybe(self, kind: str) -> dict[str, Any] | None:
+        found = self.all(kind)
+        return found[0] if found else None
+
+    @property
+    def config_map(self) -> dict[str, Any]:
+        return next(d for d in self.all("ConfigMap") if d["metadata"]["name"] == FULLNAME)
+
+    @property
+    def config_text(self) -> str:
+        return self.config_map["data"]["config.yaml"]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_text)
+
+    @property
+    def deployment(self) -> dict[str, Any]:
+        return self.one("Deployment", "gateway")
+
+    @property
+    def pod_spec(self) -> dict[str, Any]:
+        return self.deployment["spec"]["template"]["spec"]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        (container,) = self.pod_spec["containers"]
+        return container
+
+    @property
+    def checksum(self) -> str:
+        return self.deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def values_of(name: str) -> dict[str, Any]:
+    return yaml.safe_load(VALUES_FILES[name].read_text()) or {}
+
+
+def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Rendered:
+    return Rendered(chart.render(values or {}, name=RELEASE, namespace=NAMESPACE))
+
+
+def port_number(container: dict[str, Any], port: int | str) -> int:
+    if isinstance(port, int):
+        return port
+    (match,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return match
+
+
+def subset(small: dict[str, str], big: dict[str, str]) -> bool:
+    return all(big.get(k) == v for k, v in small.items())
+
+
+def fake_env(config_text: str) -> dict[str, str]:
+    """What the existing Secret would hold: one unmistakable fake value per ${VAR}."""
+    return {name: f"FAKE-SECRET-{name}-7f3a9c" for name in set(ENV_REF.findall(config_text))}
+
+
+def gateway_parse(config: dict[str, Any], env: dict[str, str]) -> Any:
+    """Validate a rendered config with the gateway's own reader."""
+    return parse_config(copy.deepcopy(config), env)
+
+
+# --------------------------------------------------------------------------------------
+# Render, lint, schemas
+
+
+def test_values_files_present() -> None:
+    assert set(VALUES_FILES) == {"default", "full", "providers"}
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_lint_is_clean(name: str) -> None:
+    for kube in KUBE_VERSIONS:
+        report = helm.lint(CHART, values_of(name), strict=True, kube_version=f"v{kube}.0")
+        assert report["total_charts_linted"] == 1
+        assert report["errors"] == [], report
+        serious = [m for m in report["messages"] if m["severity"] >= 2]
+        assert serious == [], serious
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_manifests_match_kubernetes_schemas(chart: helm.Chart, name: str) -> None:
+    docs = render(chart, values_of(name)).docs
+    assert docs
+    for doc in docs:
+        if doc["apiVersion"] == "monitoring.coreos.com/v1":
+            check_service_monitor_shape(doc)
+            continue
+        for kube in KUBE_VERSIONS:
+            try:
+                kubernetes_validate.validate(doc, kube, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                where = ".".join(str(p) for p in exc.path)
+                what = f"{doc['kind']}/{doc['metadata']['name']}"
+                pytest.fail(f"{what} (k8s {kube}) at {where}: {exc.message}")
+
+
+def check_service_monitor_shape(doc: dict[str, Any]) -> None:
+    """The ServiceMonitor CRD has no bundled schema: check the fields the operator needs."""
+    assert doc["kind"] == "ServiceMonitor"
+    assert set(doc) == {"apiVersion", "kind", "metadata", "spec"}
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+    assert isinstance(doc["metadata"]["namespace"], str)
+    assert all(isinstance(v, str) for v in doc["metadata"]["labels"].values())
+    spec = doc["spec"]
+    assert set(spec) <= {"selector", "namespaceSelector", "endpoints", "jobLabel"}
+    labels = spec["selector"]["matchLabels"]
+    assert labels and all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
+    assert all(isinstance(n, str) for n in spec["namespaceSelector"]["matchNames"])
+    assert isinstance(spec["endpoints"], list) and spec["endpoints"]
+    allowed = {
+        "port",
+        "path",
+        "scheme",
+        "interval",
+        "scrapeTimeout",
+        "relabelings",
+        "metricRelabelings",
+        "honorLabels",
+    }
+    for endpoint in spec["endpoints"]:
+        assert set(endpoint) <= allowed, set(endpoint) - allowed
+        assert isinstance(endpoint["port"], str)
+        assert endpoint["path"].startswith("/")
+        assert endpoint["scheme"] in ("http", "https")
+        for key in ("interval", "scrapeTimeout"):
+            assert re.fullmatch(r"[0-9]+(ms|s|m|h)", endpoint[key]), endpoint[key]
+
+
+@pytest.mark.parametrize(
+    ("name", "kinds"),
+    [
+        (
+            "default",
+            [
+                "ConfigMap",
+                "ConfigMap",
+                "Deployment",
+                "PodDisruptionBudget",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
+        (
+            "full",
+            [
+                "ConfigMap",
+                "ConfigMap",
+                "Deployment",
+                "Deployment",
+                "HorizontalPodAutoscaler",
+                "NetworkPolicy",
+                "NetworkPolicy",
+                "PodDisruptionBudget",
+                "Service",
+                "Service",
+                "ServiceAccount",
+                "ServiceMonitor",
+            ],
+        ),
+        (
+            "providers",
+            [
+                "ConfigMap",
+                "ConfigMap",
+                "Deployment",
+                "PodDisruptionBudget",
+                "Service",
+                "ServiceAccount",
+            ],
+        ),
+    ],
+)
+def test_rendered_objects(chart: helm.Chart, name: str, kinds: list[str]) -> None:
+    rendered = render(chart, values_of(name))
+    assert sorted(d["kind"] for d in rendered.docs) == kinds
+    assert all(d["metadata"]["namespace"] == NAMESPACE for d in rendered.docs)
+    assert "Secret" not in kinds
+
+
+def test_unknown_values_key_is_refused(chart: helm.Chart) -> None:
+    with pytest.raises(helm.HelmValuesError, match="replicas"):
+        render(chart, {"replicas": 3})
+
+
+# --------------------------------------------------------------------------------------
+# The gateway config
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_rendered_config_is_accepted_by_the_gateway(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, values_of(name))
+    config = gateway_parse(rendered.config, fake_env(rendered.config_text))
+    assert config.server.host == "0.0.0.0"
+    assert config.server.port == rendered.container["ports"][0]["containerPort"] == 8080
+    assert config.auth.mode == "keys"
+    assert any(team.key_sha256 for team in config.teams.values())
+
+
+def test_default_config(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    assert rendered.config["server"] == {
+        "host": "0.0.0.0",
+        "port": 8080,
+        "drain_timeout_s": 20,
+        "workers": 1,
+        "request_timeout_s": 30,
+    }
+    assert rendered.config["teams"] == {"example-team": {"key_sha256": [PLACEHOLDER_DIGEST]}}
+    assert "state" not in rendered.config
+    assert "placeholder key digest" in rendered.notes
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_probes_and_service_use_the_configured_port(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, values_of(name))
+    check_ports(rendered, expected=8080)
+
+
+def test_container_port_drives_config_probes_and_service(chart: helm.Chart) -> None:
+    rendered = render(chart, {"containerPort": 9090, "service": {"port": 80}})
+    check_ports(rendered, expected=9090)
+    assert rendered.one("Service")["spec"]["ports"][0]["port"] == 80
+
+
+def check_ports(rendered: Rendered, expected: int) -> None:
+    config_port = rendered.config["server"]["port"]
+    assert config_port == expected
+    container = rendered.container
+    probes = {
+        kind: container[kind]["httpGet"]
+        for kind in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert probes["livenessProbe"]["path"] == "/healthz"
+    assert probes["startupProbe"]["path"] == "/healthz"
+    assert probes["readinessProbe"]["path"] == "/readyz"
+    for probe in probes.values():
+        assert port_number(container, probe["port"]) == config_port
+    service_port = rendered.one("Service")["spec"]["ports"][0]
+    assert port_number(container, service_port["targetPort"]) == config_port
+    assert container["args"] == ["serve", "--config", "/etc/rerank-gateway/config.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"config": {"server": {"port": 9000}}}, "differs from containerPort"),
+        ({"config": {"server": {"host": "127.0.0.1"}}}, "must listen on all addresses"),
+        ({"config": {"auth": {"mode": "none"}}}, "auth.mode none is not allowed"),
+    ],
+)
+def test_config_conflicts_with_the_pod_are_refused(
+    chart: helm.Chart, override: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(chart, override)
+
+
+def test_ipv6_any_address_is_kept(chart: helm.Chart) -> None:
+    assert render(chart, {"config": {"server": {"host": "::"}}}).config["server"]["host"] == "::"
+
+
+# --------------------------------------------------------------------------------------
+# Secrets by reference only
+
+
+def test_secrets_are_referenced_never_inlined(chart: helm.Chart) -> None:
+    rendered = render(chart, values_of("providers"))
+    text = rendered.config_text
+    assert {"COHERE_API_KEY", "PRIVATE_RERANK_API_KEY", "REDIS_PASSWORD"} <= set(
+        ENV_REF.findall(text)
+    )
+    config = rendered.config
+    assert config["providers"]["cohere"]["api_key"] == "${COHERE_API_KEY}"
+    assert (
+        config["state"]["redis_url"] == "rediss://:${REDIS_PASSWORD}@redis.example.internal:6380/0"
+    )
+    # The Secret's content reaches only the gateway's environment, never a manifest.
+    env = fake_env(text)
+    parsed = gateway_parse(config, env)
+    assert parsed.providers["cohere"].options.api_key == env["COHERE_API_KEY"]
+    everything = "\n".join(rendered.files.values())
+    for value in env.values():
+        assert value not in everything
+    assert not rendered.all("Secret")
+    env_from = rendered.container["envFrom"]
+    assert env_from == [{"secretRef": {"name": "rerank-provider-keys", "optional": False}}]
+    assert "rerank-provider-keys" in rendered.notes
+    assert "COHERE_API_KEY, PRIVATE_RERANK_API_KEY, REDIS_PASSWORD" in rendered.notes
+
+
+def test_no_secret_configured_means_no_env_from(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    assert "envFrom" not in rendered.container
+    warned = render(
+        chart,
+        {"config": {"providers": {"cohere": {"type": "cohere", "api_key": "${COHERE_API_KEY}"}}}},
+    )
+    assert "secrets.existingSecret is not set" in warned.notes
+
+
+FAKE_LIVE_KEY = "sk-live-THIS-MUST-NOT-BE-RENDERED-42"
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            {"config": {"providers": {"cohere": {"type": "cohere", "api_key": FAKE_LIVE_KEY}}}},
+            r"config\.providers\.cohere\.api_key looks like a secret",
+        ),
+        (
+            {
+                "config": {
+                    "providers": {
+                        "cohere": {
+                            "type": "cohere",
+                            "api_key": "${COHERE_API_KEY:-" + FAKE_LIVE_KEY + "}",
+                        }
+                    }
+                }
+            },
+            r"config\.providers\.cohere\.api_key looks like a secret",
+        ),
+        (
+            {
+                "config": {
+                    "providers": {
+                        "bedrock": {"type": "bedrock", "aws_secret_access_key": FAKE_LIVE_KEY}
+                    }
+                }
+            },
+            r"aws_secret_access_key looks like a secret",
+        ),
+        (
+            {"redis": {"url": f"redis://:{FAKE_LIVE_KEY}@redis:6379/0"}},
+            "literal password in a Redis URL",
+        ),
+        (
+            {"config": {"state": {"redis_url": f"rediss://default:{FAKE_LIVE_KEY}@redis:6379"}}},
+            "literal password in a Redis URL",
+        ),
+    ],
+)
+def test_literal_secrets_are_refused(
+    chart: helm.Chart, override: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message) as caught:
+        render(chart, override)
+    assert FAKE_LIVE_KEY not in str(caught.value)
+
+
+def test_secret_values_have_no_place_in_the_values(chart: helm.Chart) -> None:
+    """Where a careless chart would take the key itself, this one's schema refuses it."""
+    for override in (
+        {"secrets": {"existingSecret": "keys", "COHERE_API_KEY": FAKE_LIVE_KEY}},
+        {"secrets": {"existingSecret": "keys", "data": {"COHERE_API_KEY": FAKE_LIVE_KEY}}},
+        {"cohere": {"apiKey": FAKE_LIVE_KEY}},
+    ):
+        with pytest.raises(helm.HelmValuesError, match="additional properties"):
+            render(chart, override)
+
+
+# --------------------------------------------------------------------------------------
+# Config checksum
+
+
+def test_config_checksum_is_the_rendered_configmap_hash(chart: helm.Chart) -> None:
+    rendered = render(chart)
+    configmap = rendered.files["rerank-gateway/templates/configmap.yaml"]
+    assert rendered.checksum == hashlib.sha256(configmap.encode()).hexdigest()
+
+
+def test_config_checksum_changes_with_config_only(chart: helm.Chart) -> None:
+    base = render(chart).checksum
+    assert render(chart).checksum == base
+    unrelated: list[dict[str, Any]] = [
+        {"replicaCount": 5},
+        {"resources": {"limits": {"cpu": "4", "memory": "2Gi"}}},
+        {"image": {"tag": "0.2.0"}},
+        {"podAnnotations": {"team": "platform"}},
+        {"autoscaling": {"enabled": True}},
+        {"shutdown": {"preStopSleepSeconds": 15}},
+        {"secrets": {"existingSecret": "other-keys"}},
+    ]
+    for override in unrelated:
+        assert render(chart, override).checksum == base, override
+    related: list[dict[str, Any]] = [
+        {"config": {"logging": {"level": "debug"}}},
+        {"config": {"teams": {"extra": {"key_sha256": ["ab" * 32]}}}},
+        {"config": {"server": {"drain_timeout_s": 30}}},
+        {"redis": {"url": "redis://redis.example:6379/0"}},
+        {"containerPort": 9090},
+    ]
+    seen = {base}
+    for override in related:
+        checksum = render(chart, override).checksum
+        assert checksum not in seen, override
+        seen.add(checksum)
+
+
+# --------------------------------------------------------------------------------------
+# Shutdown: preStop sleep + drain must fit the grace period
+
+
+def pre_stop_seconds(container: dict[str, Any]) -> int:
+    pre_stop = container["lifecycle"]["preStop"]
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"]["seconds"])
+    command = pre_stop["exec"]["command"]
+    assert command[0] == "sleep"
+    return int(command[1])
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_grace_period_covers_pre_stop_and_drain(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, values_of(name))
+    drain = rendered.config["server"]["drain_timeout_s"]
+    grace = rendered.pod_spec["terminationGracePeriodSeconds"]
+    assert grace >= pre_stop_seconds(rendered.container) + drain
+    assert str(grace) in rendered.notes
+
+
+@pytest.mark.parametrize(
+    ("pre_stop", "drain", "margin", "action"),
+    [(5, 20, 10, "exec"), (0, 0, 0, "exec"), (10, 45, 5, "sleep"), (3, 12.5, 2, "exec")],
+)
+def test_grace_period_is_derived_from_values(
+    chart: helm.Chart, pre_stop: int, drain: float, margin: int, action: str
+) -> None:
+    rendered = render(
+        chart,
+        {
+            "shutdown": {
+                "preStopSleepSeconds": pre_stop,
+                "graceMarginSeconds": margin,
+                "preStopAction": action,
+            },
+            "config": {"server": {"drain_timeout_s": drain}},
+        },
+    )
+    assert rendered.config["server"]["drain_timeout_s"] == drain
+    assert pre_stop_seconds(rendered.container) == pre_stop
+    assert (
+        rendered.pod_spec["terminationGracePeriodSeconds"] == pre_stop + math.ceil(drain) + margin
+    )
+
+
+def test_explicit_grace_period(chart: helm.Chart) -> None:
+    rendered = render(chart, {"shutdown": {"terminationGracePeriodSeconds": 120}})
+    assert rendered.pod_spec["terminationGracePeriodSeconds"] == 120
+    with pytest.raises(helm.HelmRenderError, match="shorter than"):
+        render(chart, {"shutdown": {"terminationGracePeriodSeconds": 20}})
+
+
+def test_drain_timeout_without_value_uses_gateway_default(chart: helm.Chart) -> None:
+    rendered = render(chart, {"config": {"server": {"drain_timeout_s": None}}})
+    assert rendered.config["server"]["drain_timeout_s"] == 20
+    assert rendered.pod_spec["terminationGracePeriodSeconds"] == 5 + 20 + 10
+
+
+# --------------------------------------------------------------------------------------
+# Security and resources
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_every_container_is_locked_down(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, values_of(name))
+    workloads = rendered.all("Deployment")
+    assert workloads
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["runAsNonRoot"] is True
+            assert sc["runAsUser"] != 0
+            assert sc["readOnlyRootFilesystem"] is True
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+            for part in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][part]), part
+    gateway = rendered.container
+    assert gateway["securityContext"]["runAsUser"] == 10001
+    tmp = next(m for m in gateway["volumeMounts"] if m["mountPath"] == "/tmp")
+    volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == tmp["name"])
+    assert "emptyDir" in volume
+
+
+def test_workload_identity_annotations(chart: helm.Chart) -> None:
+    full = render(chart, values_of("full"))
+    account = full.one("ServiceAccount")
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/rerank-gateway"
+    }
+    assert full.pod_spec["serviceAccountName"] == account["metadata"]["name"]
+    azure = render(chart, values_of("providers"))
+    assert azure.one("ServiceAccount")["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000000"
+    }
+    labels = azure.deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+    oci = render(chart, {"serviceAccount": {"automountServiceAccountToken": True}})
+    assert oci.pod_spec["automountServiceAccountToken"] is True
+    assert oci.one("ServiceAccount")["automountServiceAccountToken"] is True
+    existing = render(chart, {"serviceAccount": {"create": False, "name": "shared-identity"}})
+    assert not existing.all("ServiceAccount")
+    assert existing.pod_spec["serviceAccountName"] == "shared-identity"
+
+
+# --------------------------------------------------------------------------------------
+# Selectors, scaling, disruption, monitoring, network
+
+
+@pytest.mark.parametrize("name", sorted(VALUES_FILES))
+def test_selectors_pick_the_right_pods(chart: helm.Chart, name: str) -> None:
+    rendered = render(chart, values_of(name))
+    gateway_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    redis = [d for d in rendered.all("Deployment") if d["metadata"]["name"].endswith("-redis")]
+    redis_labels = redis[0]["spec"]["template"]["metadata"]["labels"] if redis else None
+    selectors = [
+        rendered.deployment["spec"]["selector"]["matchLabels"],
+        rendered.one("Service")["spec"]["selector"],
+        rendered.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
+        *(
+            c["labelSelector"]["matchLabels"]
+            for c in rendered.pod_spec["topologySpreadConstraints"]
+        ),
+    ]
+    if policy := rendered.maybe("NetworkPolicy"):
+        selectors.append(rendered.one("NetworkPolicy")["spec"]["podSelector"]["matchLabels"])
+        assert policy
+    for selector in selectors:
+        assert selector and subset(selector, gateway_labels)
+        if redis_labels:
+            assert not subset(selector, redis_labels)
+    zones = [c["topologyKey"] for c in rendered.pod_spec["topologySpreadConstraints"]]
+    assert zones == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+
+
+def test_replicas_or_autoscaler(chart: helm.Chart) -> None:
+    assert render(chart).deployment["spec"]["replicas"] == 2
+    full = render(chart, values_of("full"))
+    assert "replicas" not in full.deployment["spec"]
+    hpa = full.one("HorizontalPodAutoscaler")["spec"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": FULLNAME,
+    }
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (3, 12)
+    cpu, rate = hpa["metrics"]
+    assert cpu["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 65},
+    }
+    assert rate["pods"]["metric"]["name"] == "rerank_requests_per_second"
+    assert rate["pods"]["target"] == {"type": "AverageValue", "averageValue": "40"}
+    cpu_only = render(chart, {"autoscaling": {"enabled": True}}).one("HorizontalPodAutoscaler")
+    assert [m["type"] for m in cpu_only["spec"]["metrics"]] == ["Resource"]
+    with pytest.raises(helm.HelmRenderError, match="minReplicas"):
+        render(chart, {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}})
+
+
+def test_disruption_budget(chart: helm.Chart) -> None:
+    assert render(chart).one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    full = render(chart, values_of("full")).one("PodDisruptionBudget")["spec"]
+    assert full["minAvailable"] == 2 and "maxUnavailable" not in full
+    assert not render(chart, {"podDisruptionBudget": {"enabled": False}}).all("PodDisruptionBudget")
+
+
+def test_service_monitor_scrapes_the_gateway_service(chart: helm.Chart) -> None:
+    rendered = render(chart, values_of("full"))
+    monitor = rendered.one("ServiceMonitor")
+    service = rendered.one("Service")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert subset(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["interval"] == "15s"
+    assert not render(chart).all("ServiceMonitor")
+
+
+def test_network_policies(chart: helm.Chart) -> None:
+    rendered = render(chart, values_of("full"))
+    gateway_policy = rendered.one("NetworkPolicy", "gateway")["spec"]
+    assert gateway_policy["policyTypes"] == ["Ingress", "Egress"]
+    (ingress,) = gateway_policy["ingress"]
+    assert [port_number(rendered.container, p["port"]) for p in ingress["ports"]] == [8080]
+    assert len(ingress["from"]) == 2
+    egress_ports = {
+        (p["port"], p.get("protocol")) for rule in gateway_policy["egress"] for p in rule["ports"]
+    }
+    assert {(53, "UDP"), (53, "TCP"), (6379, "TCP"), (443, "TCP")} <= egress_ports
+    redis_policy = rendered.one("NetworkPolicy", "redis")["spec"]
+    (allowed,) = redis_policy["ingress"][0]["from"]
+    assert subset(
+        allowed["podSelector"]["matchLabels"],
+        rendered.deployment["spec"]["template"]["metadata"]["labels"],
+    )
+    external = render(
+        chart,
+        {
+            "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+            "redis": {"url": "redis://redis.example:6380/0"},
+        },
+    )
+    ports = {p["port"] for r in external.one("NetworkPolicy")["spec"]["egress"] for p in r["ports"]}
+    assert ports == {53, 6380, 443}  # the Redis port comes from redis.url
+    for url, port in [
+        ("rediss://:${REDIS_PASSWORD}@redis.example.internal:6381/0", 6381),
+        ("redis://redis.example", 6379),
+        ("redis://user:${P}@[fd00::1]:7000", 7000),
+    ]:
+        values = {
+            "networkPolicy": {"enabled": True, "egress": {"enabled": True}},
+            "redis": {"url": url},
+        }
+        egress = render(chart, values).one("NetworkPolicy")["spec"]["egress"]
+        assert {p["port"] for r in egress for p in r["ports"]} == {53, port, 443}, url
+    pinned = {"enabled": True, "egress": {"enabled": True, "redisPorts": [26379, 6379]}}
+    egress = render(chart, {"networkPolicy": pinned, "redis": {"url": "redis://sentinel"}})
+    ports = {p["port"] for r in egress.one("NetworkPolicy")["spec"]["egress"] for p in r["ports"]}
+    assert ports == {53, 26379, 6379, 443}
+    ingress_only = render(chart, {"networkPolicy": {"enabled": True}}).one("NetworkPolicy")["spec"]
+    assert ingress_only["policyTypes"] == ["Ingress"] and "from" not in ingress_only["ingress"][0]
+
+
+# --------------------------------------------------------------------------------------
+# Redis
+
+
+def test_bundled_redis_is_wired_into_the_config(chart: helm.Chart) -> None:
+    rendered = render(chart, values_of("full"))
+    service = rendered.one("Service", "redis")
+    port = service["spec"]["ports"][0]["port"]
+    url = f"redis://{service['metadata']['name']}.{NAMESPACE}.svc:{port}/0"
+    assert rendered.config["state"] == {"redis_url": url}
+    assert rendered.config["cache"] == {"backend": "redis"}
+    redis = rendered.one("Deployment", "redis")
+    assert subset(service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])
+    config = gateway_parse(rendered.config, {})
+    assert config.state.redis_url == url
+    assert "bundled Redis has no persistence" in rendered.notes
+
+
+def test_external_redis(chart: helm.Chart) -> None:
+    rendered = render(
+        chart,
+        {
+            "redis": {"url": "rediss://redis.example:6380/1"},
+            "config": {"cache": {"backend": "memory"}},
+        },
+    )
+    assert rendered.config["state"] == {"redis_url": "rediss://redis.example:6380/1"}
+    assert rendered.config["cache"] == {"backend": "memory"}  # an explicit choice is kept
+    assert len(rendered.all("Deployment")) == 1
+    with pytest.raises(helm.HelmRenderError, match="not both"):
+        render(chart, {"redis": {"url": "redis://x:6379", "enabled": True}})
+    with pytest.raises(helm.HelmRenderError, match=r"config\.state\.redis_url is set"):
+        render(chart, {"redis": {"enabled": True}, "config": {"state": {"redis_url": "redis://x"}}})
+    warned = render(chart)
+    assert "without Redis" in warned.notes
+
+
+# --------------------------------------------------------------------------------------
+# Grafana dashboard
+
+METRIC_LABELS = {
+    "rerank_requests_total": {"team", "model", "status"},
+    "rerank_request_duration_seconds": {"model"},
+    "rerank_upstream_duration_seconds": {"deployment"},
+    "rerank_upstream_errors_total": {"deployment", "kind"},
+    "rerank_in_flight_requests": set(),
+    "rerank_cache_lookups_total": {"result"},
+    "rerank_search_units_total": {"team", "model", "deployment"},
+    "rerank_cost_usd_total": {"team", "model", "deployment"},
+    "rerank_breaker_state": {"deployment"},
+    "rerank_ratelimit_rejections_total": {"team", "limit"},
+}
+HISTOGRAMS = {"rerank_request_duration_seconds", "rerank_upstream_duration_seconds"}
+
+
+def dashboard_panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in dashboard["panels"] if p["type"] != "row"]
+
+
+def test_dashboard_configmap(chart: helm.Chart) -> None:
+    files = sorted(CHART.glob("dashboards/*.json"))
+    assert [f.name for f in files] == ["rerank-gateway.json"]
+    rendered = render(chart)
+    maps = [
+        d
+        for d in rendered.all("ConfigMap")
+        if d["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
+    (dashboard_map,) = maps
+    assert json.loads(dashboard_map["data"]["rerank-gateway.json"]) == json.loads(
+        files[0].read_text()
+    )
+    elsewhere = render(chart, {"dashboards": {"namespace": "monitoring"}})
+    assert any(d["metadata"]["namespace"] == "monitoring" for d in elsewhere.all("ConfigMap"))
+    assert len(render(chart, {"dashboards": {"enabled": False}}).all("ConfigMap")) == 1
+
+
+def test_dashboard_queries_use_the_gateway_metrics() -> None:
+    text = (CHART / "dashboards" / "rerank-gateway.json").read_text()
+    assert not re.search(r"(?i)todo|placeholder|xxx|changeme|lorem", text)
+    dashboard = json.loads(text)
+    panels = dashboard_panels(dashboard)
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    used: set[str] = set()
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            names = set(re.findall(r"\brerank_[a-z_]+", expr))
+            assert names, expr
+            labels_available = {"le"}
+            for name in names:
+                base = name.removesuffix("_bucket") if name.endswith("_bucket") else name
+                assert base in METRIC_LABELS, f"unknown metric {name} in {panel['title']!r}"
+                assert (name != base) == (base in HISTOGRAMS), name
+                used.add(base)
+                labels_available |= METRIC_LABELS[base]
+            for name, matchers in re.findall(r"\b(rerank_[a-z_]+)\{([^}]*)\}", expr):
+                for label in re.findall(r"([a-z_]+)\s*(?:=~|!=|!~|=)", matchers):
+                    assert label in METRIC_LABELS[name.removesuffix("_bucket")] | {"le"}, (
+                        label,
+                        expr,
+                    )
+            for group in re.findall(r"\bby \(([^)]*)\)", expr):
+                for label in (g.strip() for g in group.split(",")):
+                    assert label in labels_available, (label, expr)
+    assert used == set(METRIC_LABELS)
+    titles = " | ".join(p["title"] for p in panels)
+    for needed in (
+        "by status",
+        "p50 / p99",
+        "Upstream errors",
+        "breaker",
+        "In-flight",
+        "Cost per team per day",
+        "Search units",
+        "Cache hit ratio",
+    ):
+        assert needed in titles, needed
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert {"datasource", "team", "model"} <= variables
+    for panel in panels:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24
+
+
+# --------------------------------------------------------------------------------------
+# NOTES, Dockerfile, packaging
+
+
+def test_notes_render(chart: helm.Chart) -> None:
+    notes = render(chart).notes
+    assert f"http://{FULLNAME}.{NAMESPACE}.svc:8080/v2/rerank" in notes
+    assert "terminationGracePeriodSeconds is 35" in notes
+    clean = render(chart, values_of("providers")).notes
+    assert "placeholder key digest" not in clean
+    assert "without Redis" not in clean
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text()
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_matches_the_package_and_the_chart(chart: helm.Chart) -> None:
+    instructions = dockerfile_instructions()
+    stages = [rest for word, rest in instructions if word == "FROM"]
+    assert len(stages) >= 2
+    assert stages[-1].split()[0] == "python:3.11-slim"
+    runs = " ".join(rest for word, rest in instructions if word == "RUN")
+    assert "pip wheel" in runs and "--prefix" in runs
+    assert "[dev]" not in runs and ".[" not in runs
+    last = {word: rest for word, rest in instructions}
+    entrypoint = json.loads(last["ENTRYPOINT"])
+    cmd = json.loads(last["CMD"])
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert entrypoint == ["rerank-gateway"] and "rerank-gateway" in scripts
+    assert last["EXPOSE"] == "8080"
+    user = last["USER"].split(":")[0]
+    rendered = render(chart)
+    container = rendered.container
+    assert container["command"] == entrypoint
+    assert container["args"] == cmd
+    assert cmd[:2] == ["serve", "--config"]
+    # The CMD's config path is the file the chart mounts from its ConfigMap.
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == "config")
+    (item,) = volume["configMap"]["items"]
+    assert volume["configMap"]["name"] == rendered.config_map["metadata"]["name"]
+    assert f"{mount['mountPath']}/{item['path']}" == cmd[2] == "/etc/rerank-gateway/config.yaml"
+    assert item["key"] in rendered.config_map["data"]
+    assert int(user) == container["securityContext"]["runAsUser"] == 10001
+    assert int(last["EXPOSE"]) == container["ports"][0]["containerPort"]
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()]
+    assert lines[lines.index("*")] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "README.md", "gateway", "providers", "policies"}
+
+
+def test_test_dependencies_are_in_the_dev_extra() -> None:
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "dev"
+    ]
+    names = {re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0].lower() for spec in dev}
+    assert {"helm-python-sdk", "kubernetes-validate"} <= names
