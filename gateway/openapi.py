@@ -105,10 +105,71 @@ _ERROR = {
 
 _HEADERS = {
     "X-Request-Id": "The caller's X-Request-Id, else a generated UUID (also the body `id`).",
-    "X-Rerank-Model": "The concrete model that answered.",
-    "X-Rerank-Deployment": "The deployment (`provider/upstream-model`) that answered.",
+    "X-Rerank-Model": "The concrete model that answered (for a tiered alias, the tier's).",
+    "X-Rerank-Deployment": "The deployment (`provider/upstream-model`) that answered, or "
+    "`fallback/passthrough` / `fallback/local` when the model's fallback did.",
     "X-Cache": "hit, partial, miss or bypass.",
     "Server-Timing": "`gateway;dur=<ms>, upstream;dur=<ms>`.",
+}
+
+
+_BUDGET = {
+    "name": "X-Latency-Budget-Ms",
+    "in": "header",
+    "required": False,
+    "description": "The request's deadline in milliseconds; a tiered alias picks its tier by it.",
+    "schema": {"type": "integer", "minimum": 1},
+}
+
+_LATENCY_MS = {"type": ["number", "null"], "minimum": 0}
+_DEPLOYMENTS = {
+    "type": "object",
+    "required": ["deployments", "retry_budget"],
+    "properties": {
+        "deployments": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": [
+                    "models",
+                    "state",
+                    "cooldown_remaining_s",
+                    "calls",
+                    "error_rate",
+                    "in_flight",
+                    "latency_ms",
+                    "latency_samples",
+                ],
+                "properties": {
+                    "models": {"type": "array", "items": {"type": "string"}},
+                    "state": {"enum": ["closed", "half_open", "open"]},
+                    "cooldown_remaining_s": {"type": "number", "minimum": 0},
+                    "calls": {"type": "integer", "minimum": 0},
+                    "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                    "in_flight": {"type": "integer", "minimum": 0},
+                    "latency_ms": {
+                        "type": "object",
+                        "required": ["p50", "p90", "p99"],
+                        "properties": {"p50": _LATENCY_MS, "p90": _LATENCY_MS, "p99": _LATENCY_MS},
+                        "additionalProperties": False,
+                    },
+                    "latency_samples": {"type": "integer", "minimum": 0},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "retry_budget": {
+            "type": "object",
+            "required": ["requests", "retries", "available"],
+            "properties": {
+                "requests": {"type": "number", "minimum": 0},
+                "retries": {"type": "number", "minimum": 0},
+                "available": {"type": "number", "minimum": 0},
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
 }
 
 
@@ -121,6 +182,7 @@ def _rerank_operation(version: int) -> dict[str, Any]:
         "summary": f"Rerank documents by relevance to a query (Cohere v{version} schema)",
         "operationId": f"rerankV{version}",
         "security": [{"bearer": []}],
+        "parameters": [_BUDGET],
         "requestBody": {
             "required": True,
             "content": {
@@ -137,14 +199,20 @@ def _rerank_operation(version: int) -> dict[str, Any]:
                     "application/json": {"schema": {"$ref": "#/components/schemas/RerankResponse"}}
                 },
             },
-            "400": _error("Invalid body, or an upstream rejected the request's content."),
+            "400": _error(
+                "Invalid body or X-Latency-Budget-Ms, "
+                "or an upstream rejected the request's content."
+            ),
             "401": _error("Missing or unknown team key."),
             "404": _error("Unknown model."),
             "413": _error("Body larger than the configured limit."),
             "422": _error("Unknown field."),
             "429": {**_error("Throttled; see Retry-After."), "headers": retry},
             "502": _error("An upstream answered badly or refused the gateway's credentials."),
-            "503": {**_error("No deployment could answer; see Retry-After."), "headers": retry},
+            "503": {
+                **_error("No deployment could answer, or every circuit breaker is open."),
+                "headers": retry,
+            },
             "504": _error("The request's deadline passed."),
         },
     }
@@ -207,9 +275,26 @@ def admin_spec() -> dict[str, Any]:
             "/admin/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}
             },
+            "/admin/deployments": {
+                "get": {
+                    "summary": "Breaker state, recent error rate and latency per deployment",
+                    "responses": {
+                        "200": {
+                            "description": "One entry per deployment, and the retry budget.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/Deployments"}
+                                }
+                            },
+                        },
+                        "401": _error("Missing or wrong admin key."),
+                        "403": _error("Admin routes are disabled."),
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": _ERROR},
+            "schemas": {"Error": _ERROR, "Deployments": _DEPLOYMENTS},
         },
     }

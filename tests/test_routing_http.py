@@ -10,6 +10,7 @@ import asyncio
 import time
 from typing import Any
 
+import jsonschema
 import pytest
 
 from gateway.auth import hash_key
@@ -364,3 +365,16 @@ async def test_admin_deployments_needs_the_admin_key(servers: ServerLoop) -> Non
     data["teams"] = {"search": {"key_sha256": [hash_key(TEAM_KEY)]}}
     no_admin = start(servers, data)
     assert (await get(no_admin, "/admin/deployments", ADMIN))[0] == 403
+
+
+async def test_admin_deployments_matches_the_admin_spec(servers: ServerLoop) -> None:
+    fakes, urls = serve_fakes(servers, "a", "b")
+    fakes["a"].faults = Faults(status=503)
+    url = start(servers, config(urls, breaker={"failures": 1}))
+    await post(url)
+    status, spec = await get(url, "/admin/openapi.json", ADMIN)
+    assert status == 200 and "/admin/deployments" in spec["paths"]
+    status, body = await get(url, "/admin/deployments", ADMIN)
+    assert status == 200 and body["deployments"][A]["state"] == "open"
+    schema = {**spec, "$ref": "#/components/schemas/Deployments"}
+    jsonschema.Draft202012Validator(schema).validate(body)
