@@ -138,22 +138,42 @@ class Failover:
         """The first good answer and who gave it, or raise Exhausted / the caller's error."""
         self.budget.record_request()
         run: _Run[T] = _Run(plan, report)
+        if plan.hedge_delay_s is None:
+            return await self._sequential(run, attempt)
+        return await self._hedged(run, attempt)
+
+    async def _sequential(self, run: _Run[T], attempt: Attempt[T]) -> tuple[Deployment, T]:
+        """One call at a time, awaited inline (the common case: no task or timer per call;
+        each call is given what is left of the deadline, and providers keep to it)."""
+        last: ProviderError | None = None
+        while (picked := await self._next(run)) is not None:
+            deployment, permit = picked
+            try:
+                return deployment, await self._call(run, deployment, permit, attempt)
+            except ProviderError as error:
+                last = self._failed(run, deployment, error)
+        raise Exhausted(last, run.report)
+
+    async def _hedged(self, run: _Run[T], attempt: Attempt[T]) -> tuple[Deployment, T]:
+        """Calls in a race: another deployment joins when the latest is slow."""
+        plan, report, race = run.plan, run.report, run.race
         last: ProviderError | None = None
         hedge_at: float | None = None
         try:
             while True:
-                if not run.race.running:
-                    if not await self._start_next(run, attempt):
+                if not race.running:
+                    if not await self._start(run, attempt, hedge=False, wait=True):
                         break
                     hedge_at = self._hedge_time(run)
                 wake = plan.deadline if hedge_at is None else min(hedge_at, plan.deadline)
-                done = await run.race.next(wake - self.clock())
+                done = await race.next(wake - self.clock())
                 if done is None:
                     if hedge_at is None or self.clock() >= plan.deadline:
-                        last = _deadline_error(run) or last
+                        running = [key.deployment.name for key in race.running_keys()]
+                        last = _deadline_error(running) or last
                         run.expired = True
                         break
-                    hedged = self._start_now(run, attempt, hedge=True)
+                    hedged = await self._start(run, attempt, hedge=True, wait=False)
                     hedge_at = self._hedge_time(run) if hedged else None
                     continue
                 key, future = done
@@ -164,17 +184,31 @@ class Failover:
                     return key.deployment, future.result()
                 if not isinstance(error, ProviderError):
                     raise error
-                last, report.last_failed = error, key.deployment.name
                 if key.hedge:
                     report.hedges.append(HEDGE_FAILED)
-                if not error.retryable:
-                    raise error
-                self._after_failure(run, key.deployment, error)
+                last = self._failed(run, key.deployment, error)
         finally:
-            for key in await run.race.cancel():
+            for key in await race.cancel():
                 if key.hedge:
                     report.hedges.append(HEDGE_LOST)
         raise Exhausted(last, report)
+
+    def _failed(self, run: _Run[T], deployment: Deployment, error: ProviderError) -> ProviderError:
+        """Note a failed call; re-raise it if trying again cannot help."""
+        run.report.last_failed = deployment.name
+        if not error.retryable:
+            raise error
+        self._after_failure(run, deployment, error)
+        return error
+
+    async def _start(self, run: _Run[T], attempt: Attempt[T], hedge: bool, wait: bool) -> bool:
+        picked = await self._next(run) if wait else self._pick(run, hedge=True)
+        if picked is None:
+            return False
+        deployment, permit = picked
+        run.hedges_started += hedge
+        run.race.start(_Key(deployment, hedge), self._call(run, deployment, permit, attempt))
+        return True
 
     def _hedge_time(self, run: _Run[T]) -> float | None:
         plan = run.plan
@@ -182,25 +216,27 @@ class Failover:
             return None
         return self.clock() + plan.hedge_delay_s
 
-    async def _start_next(self, run: _Run[T], attempt: Attempt[T]) -> bool:
-        """Start the next call, waiting for a backoff if that is all that is left."""
+    async def _next(self, run: _Run[T]) -> tuple[Deployment, int] | None:
+        """The next deployment to call, waiting out a backoff if that is all that is left."""
         while not run.stop and run.report.attempts < run.plan.max_attempts:
-            if self._start_now(run, attempt, hedge=False):
-                return True
+            picked = self._pick(run, hedge=False)
+            if picked is not None:
+                return picked
             ready = self._earliest_ready(run)
             if ready is None or ready + MIN_ATTEMPT_S >= run.plan.deadline:
-                return False
+                return None
             wait = max(0.0, ready - self.clock())
             run.report.waited_s += wait
             await self.sleep(wait)
-        return False
+        return None
 
-    def _start_now(self, run: _Run[T], attempt: Attempt[T], hedge: bool) -> bool:
+    def _pick(self, run: _Run[T], hedge: bool) -> tuple[Deployment, int] | None:
+        """A deployment that may be called now and its breaker permit; counts the attempt."""
         plan, report = run.plan, run.report
         now = self.clock()
         if report.attempts >= plan.max_attempts or plan.deadline - now < MIN_ATTEMPT_S:
-            return False
-        running = {key.deployment.name for key in run.race.running_keys()}
+            return None
+        running = {key.deployment.name for key in run.race.running_keys()} if hedge else ()
         count = len(plan.deployments)
         for offset in range(count):
             index = (run.cursor + offset) % count
@@ -219,15 +255,13 @@ class Failover:
             if report.attempts and not self.budget.try_acquire():
                 health.breaker.release(permit)
                 report.budget_exhausted = run.stop = True
-                return False
+                return None
             run.cursor = index + 1
             report.attempts += 1
             report.skipped.pop(name, None)
             run.tries[name] = run.tries.get(name, 0) + 1
-            run.hedges_started += hedge
-            run.race.start(_Key(deployment, hedge), self._call(run, deployment, permit, attempt))
-            return True
-        return False
+            return deployment, permit
+        return None
 
     def _skip_open(self, run: _Run[T], name: str) -> None:
         report = run.report
@@ -316,8 +350,7 @@ class Failover:
         health.latency.record(plan.docs, plan.chars, self.clock() - started)
 
 
-def _deadline_error(run: _Run[T]) -> ProviderError | None:
-    running = [key.deployment.name for key in run.race.running_keys()]
+def _deadline_error(running: list[str]) -> ProviderError | None:
     if not running:
         return None
     return ProviderError(

@@ -26,7 +26,8 @@ CLASSES = len(_DOC_BOUNDS) + 1
 # Log-spaced histogram bins from 1 ms to ~100 s, each 15% wider than the one before.
 _LOW_S = 0.001
 _RATIO = 1.15
-_BINS = math.ceil(math.log(100_000) / math.log(_RATIO)) + 1
+_LOG_RATIO = math.log(_RATIO)
+_BINS = math.ceil(math.log(100_000) / _LOG_RATIO) + 1
 # Forward decay: weights grow as 2^(age/half-life) instead of old ones shrinking;
 # rescale before the exponent gets large.
 _RESCALE_AT = 64.0
@@ -65,7 +66,11 @@ class DecayedHistogram:
         self.count = 0  # observations, undecayed
 
     def add(self, seconds: float, weight: float) -> None:
-        i = 0 if seconds <= _LOW_S else min(_BINS - 1, int(math.log(seconds / _LOW_S, _RATIO)) + 1)
+        i = (
+            0
+            if seconds <= _LOW_S
+            else min(_BINS - 1, int(math.log(seconds / _LOW_S) / _LOG_RATIO) + 1)
+        )
         self.bins[i] += weight
         self.total += weight
         self.count += 1

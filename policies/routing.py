@@ -20,6 +20,8 @@ def attempt_order(
     rng: random.Random,
     usable: Callable[[Deployment], bool] | None = None,
 ) -> list[Deployment]:
+    if len(deployments) == 1:
+        return list(deployments)
     ordered: list[Deployment] = []
     by_priority = sorted(deployments, key=lambda d: d.priority)
     for _, group in groupby(by_priority, key=lambda d: d.priority):

@@ -340,11 +340,12 @@ async def test_no_hedge_on_the_same_deployment() -> None:
     assert answer == "only" and report.hedges == [] and up.called() == ["a"]
 
 
-async def test_deadline_cancels_what_still_runs() -> None:
+async def test_with_hedging_on_the_deadline_cancels_what_still_runs() -> None:
+    # (Without hedging, calls are awaited inline and keep to their timeout themselves.)
     s = Setup("a")
     s.failover.clock = _real_offset_clock(s.clock)
     up = Upstreams(s.clock, a=[hang])
-    error = await s.exhaust(up, timeout_s=0.05)
+    error = await s.exhaust(up, timeout_s=0.05, hedge_delay_s=10.0)
     assert error.last is not None and error.last.kind == TIMEOUT
     assert "within the request's deadline" in error.last.message
     assert s.health["a"].in_flight == 0
@@ -377,6 +378,6 @@ async def test_timeout_counts_against_the_breaker_only_with_the_usual_time_given
 async def test_calls_running_at_the_deadline_count_as_too_slow() -> None:
     s = Setup("a")
     s.failover.clock = _real_offset_clock(s.clock)
-    await s.exhaust(Upstreams(s.clock, a=[hang]), timeout_s=0.05)
+    await s.exhaust(Upstreams(s.clock, a=[hang]), timeout_s=0.05, hedge_delay_s=10.0)
     assert s.health["a"].breaker.recent() == (1, 1.0)  # no usual latency known: counted
     assert s.health["a"].latency.samples() == 1
