@@ -10,12 +10,14 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.auth import Authenticator
+from gateway.cache_layer import CacheLayer, CacheSettings, build_store
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.scoring import Router, Scorer
+from policies.cache import ScoreStore
 
 _READY_TIMEOUT_S = 1.0
 
@@ -29,23 +31,29 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
+    cache_store: ScoreStore | None = None
     draining: bool = False
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def build_scorer(catalog: Catalog, metrics: Metrics) -> Scorer:
+def build_scorer(
+    config: Config, catalog: Catalog, metrics: Metrics, cache_store: ScoreStore | None
+) -> Scorer:
     """The scoring chain, outermost layer first (see gateway.scoring)."""
-    return Router(catalog.deployments, metrics)
+    router = Router(catalog.deployments, metrics)
+    return CacheLayer(router, cache_store, CacheSettings.from_config(config, catalog), metrics)
 
 
 def build_app(config: Config) -> web.Application:
     metrics = Metrics()
     catalog = Catalog(config)
     auth = Authenticator(config)
-    pipeline = Pipeline(config, catalog, auth, build_scorer(catalog, metrics), metrics)
-    gateway = Gateway(config, catalog, metrics, pipeline)
+    cache_store = build_store(config, metrics)
+    scorer = build_scorer(config, catalog, metrics, cache_store)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics)
+    gateway = Gateway(config, catalog, metrics, pipeline, cache_store=cache_store)
     if config.state.redis_url:
         gateway.redis = aioredis.from_url(
             config.state.redis_url,
@@ -123,5 +131,7 @@ async def _start(app: web.Application) -> None:
 async def _stop(app: web.Application) -> None:
     gateway = app[GATEWAY]
     await gateway.catalog.close()
+    if gateway.cache_store is not None:
+        await gateway.cache_store.close()
     if gateway.redis is not None:
         await gateway.redis.aclose()
