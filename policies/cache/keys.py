@@ -12,8 +12,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-DIGEST_BYTES = 16  # 128 bits: collisions are out of reach for any cache size
-_PERSON = b"rg-score-v1"  # change when the key layout changes, so old entries are ignored
+DIGEST_BYTES = 16  # SHA-256 cut to 128 bits: collisions are out of reach for any cache size
+_VERSION = b"rg-score-v1"  # change when the key layout changes, so old entries are ignored
 
 
 def _field(data: bytes) -> bytes:
@@ -31,7 +31,8 @@ class KeySpace:
     def __init__(self, families: Mapping[str, str]) -> None:
         self._bases = {}
         for model, family in families.items():
-            base = hashlib.blake2b(digest_size=DIGEST_BYTES, person=_PERSON)
+            # SHA-256 (hardware-accelerated on most CPUs) measured faster than BLAKE2b here.
+            base = hashlib.sha256(_field(_VERSION))
             base.update(_field(_encode(family)))
             self._bases[model] = base
 
@@ -52,5 +53,5 @@ class KeySpace:
         for doc in documents:
             h = prefix.copy()
             h.update(_encode(doc))
-            keys.append(h.digest())
+            keys.append(h.digest()[:DIGEST_BYTES])
         return keys
