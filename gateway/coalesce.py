@@ -88,7 +88,7 @@ class Flights:
             self._fly(job.subset(list(docs.values())), list(docs), slots, write)
         )
         self._tasks.add(task)
-        task.add_done_callback(self._landed)
+        task.add_done_callback(lambda done: self._landed(done, slots))
         return task
 
     async def _fly(
@@ -118,9 +118,11 @@ class Flights:
             if self._in_flight.get(key) is slot:
                 del self._in_flight[key]
 
-    def _landed(self, task: asyncio.Task[Scored]) -> None:
+    def _landed(self, task: asyncio.Task[Scored], slots: dict[bytes, Slot]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled():
+        if task.cancelled():
+            self._release(slots)  # it may have been cancelled before it ran: free its waiters
+        else:
             task.exception()  # mark retrieved: its caller may have gone away
 
 

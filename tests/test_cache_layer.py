@@ -267,3 +267,18 @@ def test_any_cached_fresh_split_ranks_like_scoring_everything(
         assert scored.search_units == estimate_search_units(len(fresh))
 
     asyncio.run(run())
+
+
+async def test_flight_cancelled_before_it_runs_releases_its_followers() -> None:
+    # At shutdown a flight's task can be cancelled before its first step; whoever waits
+    # on its documents must not hang.
+    upstream = Upstream()
+    layer = make_layer(upstream)
+    leader = asyncio.create_task(layer.score(job(docs(3))))
+    await asyncio.sleep(0)  # the leader registered its flight; the flight has not run
+    (flight,) = layer.flights._tasks
+    flight.cancel()
+    follower = asyncio.create_task(layer.score(job(docs(3))))  # joins the doomed flight
+    assert (await asyncio.wait_for(follower, 2)).scores == expected(docs(3))
+    await asyncio.gather(leader, return_exceptions=True)
+    assert upstream.calls == [docs(3)]  # only the follower's own retry reached upstream
