@@ -62,6 +62,13 @@ class CacheLayer:
         self.metrics = metrics
         self.keys = KeySpace(settings.families)
         self.flights = Flights(inner)
+        # Metric children bound once, not looked up per request.
+        self._lookups = {
+            r: metrics.cache_lookups.labels(r) for r in ("hit", "partial", "miss", "bypass")
+        }
+        self._documents = {
+            s: metrics.cache_documents.labels(s) for s in ("cache", "coalesced", "upstream")
+        }
 
     async def score(self, job: ScoreJob) -> Scored:
         ctx = job.ctx
@@ -100,8 +107,8 @@ class CacheLayer:
     async def _bypass(self, job: ScoreJob) -> Scored:
         scored = await self.inner.score(job)
         job.ctx.cache_status = "bypass"
-        self.metrics.cache_lookups.labels("bypass").inc()
-        self.metrics.cache_documents.labels("upstream").inc(len(job.documents))
+        self._lookups["bypass"].inc()
+        self._documents["upstream"].inc(len(job.documents))
         return scored
 
     def _record(self, job: ScoreJob, cached: int, upstream: int, sent: int) -> None:
@@ -109,18 +116,17 @@ class CacheLayer:
         total = len(job.documents)
         status = "hit" if upstream == 0 else "miss" if upstream == total else "partial"
         job.ctx.cache_status = status
-        m = self.metrics
-        m.cache_lookups.labels(status).inc()
+        self._lookups[status].inc()
         for source, count in (
             ("cache", cached),
             ("coalesced", total - cached - upstream),
             ("upstream", upstream),
         ):
             if count:
-                m.cache_documents.labels(source).inc(count)
+                self._documents[source].inc(count)
         saved = estimate_search_units(total) - estimate_search_units(sent)
         if saved > 0:
-            record_savings(m, job.ctx.model, saved)
+            record_savings(self.metrics, job.ctx.model, saved)
 
 
 def record_savings(metrics: Metrics, model: str, search_units: int) -> None:
