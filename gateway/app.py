@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import Authenticator
+from gateway.cache_layer import CacheLayer, CacheSettings, build_store
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
@@ -20,6 +21,7 @@ from gateway.metrics import Metrics
 from gateway.openapi import admin_spec, public_spec
 from gateway.pipeline import Pipeline
 from gateway.scoring import Router, Scorer
+from policies.cache import ScoreStore
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,12 +36,15 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
+    cache_store: ScoreStore | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
 
     async def close(self) -> None:
         await self.catalog.close()
+        if self.cache_store is not None:
+            await self.cache_store.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -61,16 +66,21 @@ def current(request: web.Request) -> Gateway:
     return request.app[RUNTIME].gateway
 
 
-def build_scorer(catalog: Catalog, metrics: Metrics) -> Scorer:
+def build_scorer(
+    config: Config, catalog: Catalog, metrics: Metrics, cache_store: ScoreStore | None
+) -> Scorer:
     """The scoring chain, outermost layer first (see gateway.scoring)."""
-    return Router(catalog.deployments, metrics)
+    router = Router(catalog.deployments, metrics)
+    return CacheLayer(router, cache_store, CacheSettings.from_config(config, catalog), metrics)
 
 
 def build_gateway(config: Config, metrics: Metrics) -> Gateway:
     catalog = Catalog(config)
     auth = Authenticator(config)
-    pipeline = Pipeline(config, catalog, auth, build_scorer(catalog, metrics), metrics)
-    gateway = Gateway(config, catalog, metrics, pipeline)
+    cache_store = build_store(config, metrics)
+    scorer = build_scorer(config, catalog, metrics, cache_store)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics)
+    gateway = Gateway(config, catalog, metrics, pipeline, cache_store=cache_store)
     if config.state.redis_url:
         gateway.redis = aioredis.from_url(
             config.state.redis_url,
