@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -41,7 +42,7 @@ class LoadResult:
 
 async def run_load(
     url: str,
-    bodies: list[bytes],
+    bodies: Sequence[bytes],
     headers: dict[str, str],
     concurrency: int,
     seconds: float,

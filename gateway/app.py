@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.auth import Authenticator
+from gateway.cache_layer import CacheLayer, CacheSettings, build_store
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
@@ -24,6 +25,7 @@ from gateway.router import Router
 from gateway.routing import Routing
 from gateway.scoring import Scorer
 from gateway.tier_race import TierRace
+from policies.cache import ScoreStore
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -38,12 +40,15 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
+    cache_store: ScoreStore | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
 
     async def close(self) -> None:
         await self.catalog.close()
+        if self.cache_store is not None:
+            await self.cache_store.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -66,11 +71,19 @@ def current(request: web.Request) -> Gateway:
     return request.app[RUNTIME].gateway
 
 
-def build_scorer(catalog: Catalog, metrics: Metrics, routing: Routing) -> Scorer:
-    """The scoring chain, outermost layer first (see gateway.scoring). Layers that cache
-    or bill go between TierRace and Router."""
+def build_scorer(
+    config: Config,
+    catalog: Catalog,
+    metrics: Metrics,
+    cache_store: ScoreStore | None,
+    routing: Routing,
+) -> Scorer:
+    """The scoring chain, outermost layer first (see gateway.scoring). The fallback and
+    the tier race sit outside the cache: a degraded answer is never cached, and each
+    tier caches under its own model."""
     router = Router(routing, metrics)
-    return Fallback(TierRace(router, metrics), routing.fallback_modes(), metrics)
+    cache = CacheLayer(router, cache_store, CacheSettings.from_config(config, catalog), metrics)
+    return Fallback(TierRace(cache, metrics), routing.fallback_modes(), metrics)
 
 
 def build_gateway(
@@ -79,10 +92,11 @@ def build_gateway(
     """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
     catalog = Catalog(config)
     auth = Authenticator(config)
+    cache_store = build_store(config, metrics)
     routing = Routing(config, catalog, metrics, clock)
-    scorer = build_scorer(catalog, metrics, routing)
+    scorer = build_scorer(config, catalog, metrics, cache_store, routing)
     pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing)
-    gateway = Gateway(config, catalog, metrics, pipeline)
+    gateway = Gateway(config, catalog, metrics, pipeline, cache_store=cache_store)
     if config.state.redis_url:
         gateway.redis = aioredis.from_url(
             config.state.redis_url,

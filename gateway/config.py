@@ -62,6 +62,7 @@ class AuthConfig:
 @dataclass
 class TeamConfig:
     key_sha256: list[str] = field(default_factory=list)
+    cache: Literal["shared", "isolated"] = "shared"  # isolated: cache entries of its own
     latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
 
     def __post_init__(self) -> None:
@@ -82,6 +83,8 @@ class DeploymentConfig:
 class ModelConfig:
     deployments: list[DeploymentConfig] = field(default_factory=list)
     tiers: dict[str, str] | None = None
+    cache_family: str | None = None  # models naming the same family share cache entries
+    cache_ttl_s: float | None = bounded(None, min=1.0)  # overrides cache.ttl_s
     # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
     timeout_s: float | None = bounded(None, min=0.01)  # deadline; else server.request_timeout_s
     max_attempts: int = bounded(3, min=1, max=10)
@@ -93,6 +96,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.tiers is not None and self.deployments:
             raise ValueError("a model has either deployments or tiers, not both")
+        if self.tiers is not None and (self.cache_family or self.cache_ttl_s):
+            raise ValueError(
+                "cache_family and cache_ttl_s belong on the models a tier names, not on the alias"
+            )
         if self.tiers is None and self.latency_budget_ms is not None:
             raise ValueError("latency_budget_ms is for tiered aliases; use timeout_s here")
         if self.tiers is not None and self.latency_prior_ms is not None:
@@ -106,7 +113,17 @@ class ModelConfig:
 
 @dataclass
 class CacheConfig:
-    backend: Literal["none", "memory", "redis"] = "memory"
+    backend: Literal["none", "memory", "redis", "tiered"] = "memory"
+    ttl_s: float = bounded(86_400.0, min=1.0)
+    max_entries: int | None = bounded(100_000, min=1)  # memory level
+    max_bytes: int | None = bounded(None, min=1024)  # memory level, approximate
+    key_prefix: str = "rg:s:"
+    redis_timeout_s: float = bounded(0.08, min=0.001, max=5.0)
+    redis_backoff_s: float = bounded(1.0, min=0.0, max=300.0)  # skip Redis after a failure
+
+    def __post_init__(self) -> None:
+        if self.backend in ("memory", "tiered") and not (self.max_entries or self.max_bytes):
+            raise ValueError(f"backend {self.backend} needs max_entries or max_bytes as a bound")
 
 
 @dataclass
@@ -277,6 +294,13 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
                 reader.problem(
                     path, f"{target!r} is itself tiered; a tier must name a model with deployments"
                 )
+    redis_cache = config.cache.backend in ("redis", "tiered")
+    if redis_cache and not config.state.redis_url and not failed & {"cache", "state"}:
+        reader.problem(
+            "cache.backend",
+            f"`{config.cache.backend}` keeps scores in Redis but state.redis_url is not set; "
+            "set it or use backend memory",
+        )
     default_model = config.server.v1_default_model
     if default_model is not None and default_model not in config.models:
         reader.problem("server.v1_default_model", f"unknown model {default_model!r}")

@@ -100,6 +100,30 @@ class Metrics:
             buckets=(1, 5, 10, 25, 50, 100, 200, 500, 1000, 10000),
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "rerank_cache_lookups",
+            "Requests by what the score cache did (hit, partial, miss, bypass).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_documents = Counter(
+            "rerank_cache_documents",
+            "Documents by where their score came from (cache, coalesced, upstream).",
+            ["source"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "rerank_cache_errors",
+            "Cache store operations that failed and were treated as misses.",
+            ["backend"],
+            registry=r,
+        )
+        self.cache_units_saved = Counter(
+            "rerank_cache_search_units_saved",
+            "Search units the documents answered without an upstream call would have cost.",
+            ["model"],
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         """The text for /metrics: this process's registry, or all workers' files."""

@@ -146,6 +146,7 @@ class Pipeline:
             model=model,
             served_by=response.headers.get("X-Rerank-Model"),
             deployment=response.headers.get("X-Rerank-Deployment"),
+            cache=response.headers.get("X-Cache"),
             documents=outcome.documents,
             status=outcome.status,
             latency_ms=round(elapsed * 1000.0, 2),

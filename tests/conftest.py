@@ -3,6 +3,7 @@ from config mappings, and real Redis (which must be running: tests fail loudly i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -90,3 +91,13 @@ def redis_client() -> Iterator[redis.Redis]:
         )
     yield client
     client.close()
+
+
+@pytest.fixture
+def cache_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
+    prefix = f"rg-test:{uuid.uuid4().hex}:"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        redis_client.delete(*keys)

@@ -376,8 +376,8 @@ def test_expiring_credentials_are_refreshed(
         tokens={f"AKIDROTATING00000{n:03d}": f"token-{n}" for n in range(1, 6)},
     )
     gateway = start_gateway(config(servers.serve(fake.app()), profile="rotating"))
-    for _ in range(2):
-        client(gateway).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
+    for i in range(2):  # different queries, so the score cache cannot answer the second
+        client(gateway).rerank(model="rerank-v3.5", query=f"{QUERY} {i}", documents=DOCS)
     # 001 was resolved at start; each request then refreshed.
     assert fake.access_keys == ["AKIDROTATING00000002", "AKIDROTATING00000003"]
 

@@ -38,8 +38,9 @@ DEADLINE_MARGIN_S = 0.5  # what a request may outlive its deadline by, on a busy
 def config(
     urls: dict[str, str], *, model: dict[str, Any] | None = None, **routing: Any
 ) -> dict[str, Any]:
-    """rerank-v3.5 served by the given fakes in priority order, with routing settings."""
-    data = gateway_config(urls)
+    """rerank-v3.5 served by the given fakes in priority order, with routing settings
+    (no score cache: repeated requests must reach the upstreams)."""
+    data = gateway_config(urls, cache={"backend": "none"})
     data["models"]["rerank-v3.5"].update(model or {})
     breaker = {"failures": 1000, "min_calls": 1000, **routing.pop("breaker", {})}
     data["routing"] = {"breaker": breaker, **routing}
@@ -207,7 +208,7 @@ async def test_no_request_outlives_its_deadline(
     began = time.monotonic()
     status, _, body = await post(url, headers=headers)
     elapsed = time.monotonic() - began
-    assert status == 504 and "did not answer within" in body["message"]
+    assert status == 504 and "rerank-v3.5" in body["message"]
     assert deadline_s * 0.9 <= elapsed < deadline_s + DEADLINE_MARGIN_S
     assert len(fakes["a"].calls) == 1  # no time was left for a retry
 
@@ -378,3 +379,22 @@ async def test_admin_deployments_matches_the_admin_spec(servers: ServerLoop) -> 
     assert status == 200 and body["deployments"][A]["state"] == "open"
     schema = {**spec, "$ref": "#/components/schemas/Deployments"}
     jsonschema.Draft202012Validator(schema).validate(body)
+
+
+async def test_with_the_cache_on_a_deadline_falls_back_and_the_fallback_is_not_cached(
+    servers: ServerLoop,
+) -> None:
+    fakes, urls = serve_fakes(servers, "a")
+    fakes["a"].faults = Faults(hang=True, times=1)
+    data = gateway_config(urls)  # the default memory cache, with coalescing
+    data["models"]["rerank-v3.5"]["fallback"] = "passthrough"
+    url = start(servers, data)
+    status, headers, body = await post(url, headers={"X-Latency-Budget-Ms": "300"})
+    assert status == 200 and headers["X-Rerank-Deployment"] == "fallback/passthrough"
+    assert [r["index"] for r in body["results"]] == [0, 1, 2]
+    status, headers, body = await post(url)  # a answers now: real scores, not cached ones
+    assert status == 200 and headers["X-Rerank-Deployment"] == A
+    assert headers["X-Cache"] == "miss"
+    assert body["results"][0]["relevance_score"] == fake_score(
+        "capital", DOCS[body["results"][0]["index"]]
+    )

@@ -55,6 +55,7 @@ def tiered(
             "rerank-auto": {"tiers": {"pro": PRO, "fast": FAST}, **(alias or {})},
         },
         "routing": routing,
+        "cache": {"backend": "none"},  # repeated requests must reach the upstreams
     }
 
 
@@ -163,13 +164,16 @@ async def test_latency_model_adapts_when_a_deployment_slows_down(
     assert await selections(url, "pro", "none_fit_fastest") == 2
 
 
+@pytest.mark.parametrize("cache", ["none", "memory"])
 async def test_fast_starts_when_pro_runs_late_and_answers_within_the_budget(
-    servers: ServerLoop, fakes: Fakes
+    servers: ServerLoop, fakes: Fakes, cache: str
 ) -> None:
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(hang=True)
     # pro is predicted to fit (100 ms); fast (200 ms) must start by 1000 - 5 - 200 ms.
-    url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
+    data = tiered(urls, pro_ms=100, fast_ms=200)
+    data["cache"] = {"backend": cache}
+    url = start(servers, data)
     status, headers, _ = await post(url, AUTO, budget(1000))
     assert status == 200
     assert headers["X-Rerank-Model"] == FAST and headers["X-Rerank-Deployment"] == f"fast/{FAST}"

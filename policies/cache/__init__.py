@@ -1,0 +1,13 @@
+"""The score cache's state: digest keys and the stores that hold one score per key.
+
+Stores are plain objects (no HTTP); the gateway's cache layer decides when to read
+and write them. Only digests and packed floats are stored, never query or document text.
+"""
+
+from policies.cache.keys import KeySpace
+from policies.cache.memory import MemoryStore
+from policies.cache.redis_store import RedisStore
+from policies.cache.store import ErrorHook, ScoreStore
+from policies.cache.tiered import TieredStore
+
+__all__ = ["ErrorHook", "KeySpace", "MemoryStore", "RedisStore", "ScoreStore", "TieredStore"]

@@ -1,0 +1,69 @@
+"""An in-process score store: LRU order, a TTL per entry, bounded by entries and bytes."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+# What one entry costs in CPython (a 16-byte digest key, a (score, expiry) tuple and the
+# OrderedDict slot), measured with tracemalloc; `max_bytes` is converted with it.
+ENTRY_BYTES = 260
+
+
+class MemoryStore:
+    backend = "memory"
+
+    def __init__(
+        self,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        limits = []
+        if max_entries is not None:
+            limits.append(max_entries)
+        if max_bytes is not None:
+            limits.append(max_bytes // ENTRY_BYTES)
+        if not limits:
+            raise ValueError("a memory cache needs max_entries or max_bytes")
+        self.capacity = max(1, min(limits))
+        self.clock = clock
+        self._entries: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_now(self, keys: Sequence[bytes]) -> list[float | None]:
+        now = self.clock()
+        entries = self._entries
+        found: list[float | None] = []
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None:
+                found.append(None)
+            elif entry[1] <= now:
+                del entries[key]
+                found.append(None)
+            else:
+                entries.move_to_end(key)
+                found.append(entry[0])
+        return found
+
+    def put_now(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
+        expires = self.clock() + ttl_s
+        entries = self._entries
+        for key, score in zip(keys, scores, strict=True):
+            entries[key] = (score, expires)
+            entries.move_to_end(key)
+        while len(entries) > self.capacity:
+            entries.popitem(last=False)
+
+    async def get_many(self, keys: Sequence[bytes], ttl_s: float) -> list[float | None]:
+        return self.get_now(keys)
+
+    async def set_many(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
+        self.put_now(keys, scores, ttl_s)
+
+    async def close(self) -> None:
+        self._entries.clear()
