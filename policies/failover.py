@@ -162,7 +162,7 @@ class Failover:
         try:
             while True:
                 if not race.running:
-                    if not await self._start(run, attempt, hedge=False, wait=True):
+                    if not await self._start(run, attempt, hedge=False):
                         break
                     hedge_at = self._hedge_time(run)
                 wake = plan.deadline if hedge_at is None else min(hedge_at, plan.deadline)
@@ -173,7 +173,7 @@ class Failover:
                         last = _deadline_error(running) or last
                         run.expired = True
                         break
-                    hedged = await self._start(run, attempt, hedge=True, wait=False)
+                    hedged = await self._start(run, attempt, hedge=True)
                     hedge_at = self._hedge_time(run) if hedged else None
                     continue
                 key, future = done
@@ -201,8 +201,10 @@ class Failover:
         self._after_failure(run, deployment, error)
         return error
 
-    async def _start(self, run: _Run[T], attempt: Attempt[T], hedge: bool, wait: bool) -> bool:
-        picked = await self._next(run) if wait else self._pick(run, hedge=True)
+    async def _start(self, run: _Run[T], attempt: Attempt[T], hedge: bool) -> bool:
+        """Start a call in the race: a hedge only if one can start now; otherwise the next
+        call, after a backoff if need be."""
+        picked = self._pick(run, hedge=True) if hedge else await self._next(run)
         if picked is None:
             return False
         deployment, permit = picked
