@@ -9,10 +9,13 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.admin import usage_handler
 from gateway.auth import Authenticator
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
+from gateway.governance import Governance
+from gateway.governor import Governor
 from gateway.metrics import Metrics
 from gateway.pipeline import Pipeline
 from gateway.scoring import Router, Scorer
@@ -29,29 +32,38 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
+    governance: Governance | None = None
     draining: bool = False
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
 
 
-def build_scorer(catalog: Catalog, metrics: Metrics) -> Scorer:
+def build_scorer(
+    catalog: Catalog, metrics: Metrics, governance: Governance | None = None
+) -> Scorer:
     """The scoring chain, outermost layer first (see gateway.scoring)."""
-    return Router(catalog.deployments, metrics)
+    if governance is None:
+        return Router(catalog.deployments, metrics)
+    router = Router(catalog.deployments, metrics, billing=governance.rules)
+    return Governor(router, governance)
 
 
 def build_app(config: Config) -> web.Application:
     metrics = Metrics()
     catalog = Catalog(config)
     auth = Authenticator(config)
-    pipeline = Pipeline(config, catalog, auth, build_scorer(catalog, metrics), metrics)
-    gateway = Gateway(config, catalog, metrics, pipeline)
+    redis = None
     if config.state.redis_url:
-        gateway.redis = aioredis.from_url(
+        redis = aioredis.from_url(
             config.state.redis_url,
             socket_timeout=_READY_TIMEOUT_S,
             socket_connect_timeout=_READY_TIMEOUT_S,
         )
+    governance = Governance(config, catalog, metrics, redis)
+    scorer = build_scorer(catalog, metrics, governance)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, governance)
+    gateway = Gateway(config, catalog, metrics, pipeline, redis, governance=governance)
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
@@ -64,6 +76,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    app.router.add_get("/admin/usage", usage_handler(auth, governance))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
