@@ -21,6 +21,7 @@ from gateway.pipeline import Pipeline
 from gateway.scoring import Router, Scorer
 
 _READY_TIMEOUT_S = 1.0
+_REDIS_CONNECTIONS = 128  # per process
 
 
 @dataclass
@@ -55,11 +56,16 @@ def build_app(config: Config) -> web.Application:
     auth = Authenticator(config)
     redis = None
     if config.state.redis_url:
-        redis = aioredis.from_url(
+        # A blocking pool: under a burst, requests queue briefly for a connection instead of
+        # failing with "too many connections" (the default pool's behaviour past 100).
+        pool = aioredis.BlockingConnectionPool.from_url(
             config.state.redis_url,
+            max_connections=_REDIS_CONNECTIONS,
+            timeout=_READY_TIMEOUT_S,
             socket_timeout=_READY_TIMEOUT_S,
             socket_connect_timeout=_READY_TIMEOUT_S,
         )
+        redis = aioredis.Redis(connection_pool=pool)
     governance = Governance(config, catalog, metrics, redis)
     scorer = build_scorer(catalog, metrics, governance)
     pipeline = Pipeline(config, catalog, auth, scorer, metrics, governance)

@@ -120,8 +120,7 @@ class Governance:
         self.quota_store, usage_store = _stores(config, redis)
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
-        # Whose usage a report lists: the configured teams, or everyone when auth is off.
-        self.report_teams = sorted(config.teams) if config.auth.mode == "keys" else [ANONYMOUS]
+        self.report_teams = report_teams(config)
 
     def body_limit(self, team: str) -> int:
         return self.limits.body_limit(team)
@@ -162,6 +161,11 @@ class Governance:
 
 
 STORE_RETRY_S = 5.0
+
+
+def report_teams(config: Config) -> list[str]:
+    """Whose usage a report lists: the configured teams, or everyone when auth is off."""
+    return sorted(config.teams) if config.auth.mode == "keys" else [ANONYMOUS]
 
 
 def _stores(config: Config, redis: aioredis.Redis | None) -> tuple[QuotaStore, UsageStore]:
