@@ -144,12 +144,19 @@ def _budget_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiErro
     resets = datetime.fromtimestamp(window.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return ApiError(
         429,
-        f"budget exhausted: team '{team}' has spent ${usd(refusal.spent_micros):.4f} of its "
-        f"{_period(refusal)} budget of ${usd(window.limit_micros):.2f} (budget.{refusal.limit}) "
-        f"and this request needs about ${usd(request.cost_micros):.4f}; the budget resets at "
+        f"budget exhausted: team '{team}' has spent {dollars(refusal.spent_micros)} of its "
+        f"{_period(refusal)} budget of {dollars(window.limit_micros)} (budget.{refusal.limit}) "
+        f"and this request needs about {dollars(request.cost_micros)}; the budget resets at "
         f"{resets} (in {_duration(refusal.retry_after_s)})",
         retry_after_s=refusal.retry_after_s,
     )
+
+
+def dollars(micros: int) -> str:
+    """$0.0025, $2.50, $20.00: cents always, smaller digits when there are any."""
+    text = f"{usd(micros):.6f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"${whole}.{frac.ljust(2, '0')}"
 
 
 def _duration(seconds: float) -> str:

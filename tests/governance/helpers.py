@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, gateway_config
 
 
 class FakeClock:
@@ -41,3 +41,25 @@ def async_redis(url: str = REDIS_URL, connections: int = 32) -> aioredis.Redis:
     """An async client whose concurrent callers queue for a connection, as the gateway's do."""
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=connections)
     return aioredis.Redis(connection_pool=pool)
+
+
+def governed(
+    upstreams: dict[str, str],
+    *,
+    backend: str = "memory",
+    prefix: str = "",
+    search: dict[str, Any] | None = None,
+    ads: dict[str, Any] | None = None,
+    limits: dict[str, Any] | None = None,
+    **sections: Any,
+) -> dict[str, Any]:
+    """`gateway_config` with team settings for `search` and `ads`, on the given backend."""
+    data = gateway_config(upstreams, **sections)
+    data["teams"]["search"].update(search or {})
+    data["teams"]["ads"].update(ads or {})
+    data["limits"] = dict(limits or {})
+    if backend == "redis":
+        data.setdefault("state", {})
+        data["state"].setdefault("redis_url", REDIS_URL)
+        data["limits"].update(limits_backend="redis", redis_prefix=prefix)
+    return data
