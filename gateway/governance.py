@@ -170,7 +170,7 @@ def report_teams(config: Config) -> list[str]:
 
 def _stores(config: Config, redis: aioredis.Redis | None) -> tuple[QuotaStore, UsageStore]:
     if config.limits.limits_backend == "memory":
-        return MemoryQuotaStore(), MemoryUsageStore()
+        return MemoryQuotaStore(), MemoryUsageStore(config.limits.usage_retention_days)
     if redis is None:  # config validation requires state.redis_url for this backend
         raise ValueError("limits.limits_backend is redis but no Redis client was given")
     prefix = config.limits.redis_prefix

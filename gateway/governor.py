@@ -38,9 +38,8 @@ class Governor:
 
     async def score(self, job: ScoreJob) -> Scored:
         ctx = job.ctx
-        units = self.gov.rules.estimate(job.query, job.documents, job.max_tokens_per_doc)
         quota = self.gov.quotas.get(ctx.team)
-        reserved = await self._admit(quota, ctx, units) if quota is not None else None
+        reserved = await self._admit(quota, job) if quota is not None else None
         try:
             scored = await self.inner.score(job)
         except BaseException:
@@ -58,12 +57,13 @@ class Governor:
         )
         return scored
 
-    async def _admit(
-        self, quota: TeamQuota, ctx: RequestContext, units: int
-    ) -> QuotaRequest | None:
+    async def _admit(self, quota: TeamQuota, job: ScoreJob) -> QuotaRequest | None:
         """Reserve or raise 429/400; None when the store is down and the limits fail open."""
+        ctx = job.ctx
+        units = self.gov.rules.estimate(job.query, job.documents, job.max_tokens_per_doc)
         if quota.unit_rate is not None and not quota.unit_rate.fits_ever(units):
             self.gov.metrics.ratelimit_rejections.labels(ctx.team, quota.unit_rate.name).inc()
+            await self.gov.usage.event(ctx.team, ctx.model, REJECTED_RATE)
             raise bad_request(
                 f"this request needs about {units} search units, more than team '{ctx.team}' may "
                 f"use in a minute (rate_limit.search_units_per_minute="

@@ -57,13 +57,19 @@ class UsageStore(Protocol):
 
 
 class MemoryUsageStore:
-    def __init__(self) -> None:
+    def __init__(self, retention_days: int = MAX_REPORT_DAYS) -> None:
+        self.retention = timedelta(days=retention_days)
         self._buckets: dict[tuple[str, str], dict[Slot, Counter[str]]] = {}
 
     async def add(
         self, team: str, day: str, model: str, deployment: str, counts: Mapping[str, int]
     ) -> None:
-        bucket = self._buckets.setdefault((team, day), {})
+        bucket = self._buckets.get((team, day))
+        if bucket is None:  # a new day: drop the buckets past retention, as Redis expires them
+            cutoff = (date.fromisoformat(day) - self.retention).isoformat()
+            for old in [k for k in self._buckets if k[1] <= cutoff]:
+                del self._buckets[old]
+            bucket = self._buckets[team, day] = {}
         bucket.setdefault((model, deployment), Counter()).update(counts)
 
     async def read(self, team: str, days: Sequence[str]) -> dict[Slot, Counter[str]]:

@@ -94,3 +94,17 @@ def test_problems_name_their_keys() -> None:
     assert problems(data) == ["limits.limits_backend: `redis` needs state.redis_url"]
     data["teams"]["search"]["budget"] = {}
     assert "teams.search.budget: set usd_per_day and/or usd_per_month" in problems(data)
+
+
+def test_readme_governance_example_is_valid() -> None:
+    import yaml
+
+    from tests.governance.test_replicas import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```yaml", readme.index("## Cost governance")) + len("```yaml")
+    data = yaml.safe_load(readme[start : readme.index("```", start)].replace("<64 hex>", "a" * 64))
+    data["providers"] = {"cohere-prod": {"type": "cohere", "api_key": "k"}}
+    config = parse_config(data, {})
+    assert config.teams["search"].budget is not None
+    assert config.limits.limits_backend == "redis"

@@ -92,3 +92,13 @@ def test_report_range_defaults_and_errors() -> None:
         report_range("2026-11-06", "2026-11-05", noon)
     with pytest.raises(ValueError, match="at most 400 days"):
         report_range("2020-01-01", "2026-01-01", noon)
+
+
+async def test_memory_buckets_past_retention_are_dropped() -> None:
+    store = MemoryUsageStore(retention_days=2)
+    await store.add("search", "2026-11-01", "m", "d", {"requests": 1})
+    await store.add("search", "2026-11-02", "m", "d", {"requests": 1})
+    await store.add("search", "2026-11-03", "m", "d", {"requests": 1})  # drops the 1st
+    assert await store.read("search", ["2026-11-01"]) == {}
+    kept = await store.read("search", ["2026-11-02", "2026-11-03"])
+    assert kept["m", "d"]["requests"] == 2
