@@ -18,7 +18,7 @@ from gateway.errors import ApiError, bad_request
 from gateway.governance import Governance
 from gateway.logs import log
 from gateway.scoring import RequestContext, Scored, ScoreJob, Scorer
-from policies.budget import DAY, usd
+from policies.budget import usd
 from policies.quota import (
     BUDGET,
     QuotaRequest,
@@ -123,7 +123,7 @@ class Governor:
 
 
 def _period(refusal: Refusal) -> str:
-    return "daily" if refusal.limit == DAY else "monthly"
+    return refusal.window.describe() if refusal.window else refusal.limit
 
 
 def _rate_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiError:

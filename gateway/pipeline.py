@@ -1,4 +1,5 @@
-"""One rerank request, in order: parse, authenticate, resolve the model, score, answer.
+"""One rerank request, in order: authenticate, parse, over-fetch limits, resolve the model,
+score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
 (see `gateway.scoring`). The pipeline owns the response headers, the metrics of the

@@ -1,8 +1,8 @@
 """Usage counters in Redis: one hash per team and UTC day, shared by every replica.
 
 Key `<prefix>{team}:usage:<YYYY-MM-DD>`, fields `<model>|<deployment>|<counter>`.
-One record is a MULTI/EXEC pipeline of HINCRBY (integers: micro-dollars for money),
-so it is counted whole or not at all, and exactly once. Buckets expire after
+One record is one Lua script run of HINCRBYs (integers: micro-dollars for money), so it
+is counted whole or not at all, and exactly once, in one round trip. Buckets expire after
 `limits.usage_retention_days`.
 """
 
@@ -17,6 +17,15 @@ from policies.redis_quota import guarded, team_key
 from policies.usage import Slot
 
 _SEP = "|"
+# KEYS: the bucket. ARGV: ttl_s, then field, increment pairs. One script run: one round
+# trip, and the record is applied whole or not at all.
+ADD_LUA = """
+for i = 2, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 class RedisUsageStore:
@@ -24,6 +33,7 @@ class RedisUsageStore:
         self.client = client
         self.prefix = prefix
         self.retention_s = retention_days * 86_400
+        self._add = client.register_script(ADD_LUA)
 
     def key(self, team: str, day: str) -> str:
         return team_key(self.prefix, team, f"usage:{day}")
@@ -31,13 +41,12 @@ class RedisUsageStore:
     async def add(
         self, team: str, day: str, model: str, deployment: str, counts: Mapping[str, int]
     ) -> None:
-        key = self.key(team, day)
-        pipe = self.client.pipeline(transaction=True)
+        args: list[str | int] = [self.retention_s]
         for name, value in counts.items():
             if value:
-                pipe.hincrby(key, _SEP.join((model, deployment, name)), value)
-        pipe.expire(key, self.retention_s)
-        await guarded(pipe.execute)
+                args += [_SEP.join((model, deployment, name)), value]
+        key = self.key(team, day)
+        await guarded(lambda: self._add(keys=[key], args=args))
 
     async def read(self, team: str, days: Sequence[str]) -> dict[Slot, Counter[str]]:
         pipe = self.client.pipeline(transaction=False)
