@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 
 from tests.conftest import REDIS_URL, gateway_config
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: cwd for gateway subprocesses
 
 
 class FakeClock:

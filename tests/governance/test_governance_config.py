@@ -99,7 +99,7 @@ def test_problems_name_their_keys() -> None:
 def test_readme_governance_example_is_valid() -> None:
     import yaml
 
-    from tests.governance.test_replicas import ROOT
+    from tests.governance.helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
     start = readme.index("```yaml", readme.index("## Cost governance")) + len("```yaml")

@@ -19,10 +19,9 @@ import yaml
 
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.governance.helpers import get, governed, post
+from tests.governance.helpers import ROOT, get, governed, post
 from tests.servers import ServerLoop, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 UNIT_MICROS = 2_000  # rerank-v3.5 at $2.00 per 1,000 search units
 SMALL = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "x"]}
 LARGE = {**SMALL, "documents": [f"document {i}" for i in range(150)]}  # 2 search units
