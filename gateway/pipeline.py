@@ -1,4 +1,5 @@
-"""One rerank request, in order: parse, authenticate, resolve the model, score, answer.
+"""One rerank request, in order: authenticate, parse, over-fetch limits, resolve the model,
+score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
 (see `gateway.scoring`). The pipeline owns the response headers, the metrics of the
@@ -17,6 +18,7 @@ from gateway.auth import Authenticator
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
+from gateway.governance import Governance
 from gateway.logs import access_log
 from gateway.metrics import Metrics
 from gateway.schema import RerankRequest, parse_body, render_response
@@ -46,12 +48,14 @@ class Pipeline:
         auth: Authenticator,
         scorer: Scorer,
         metrics: Metrics,
+        governance: Governance | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.auth = auth
         self.scorer = scorer
         self.metrics = metrics
+        self.governance = governance
         self.timeout_s = config.server.request_timeout_s
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
@@ -76,10 +80,12 @@ class Pipeline:
         self, request: web.Request, api_version: int, outcome: Outcome, started: float
     ) -> web.Response:
         outcome.team = self.auth.team_for(request.headers.get("Authorization"))
-        body = await _read_body(request, self.config.server.max_body_bytes)
+        body = await self._read(request, outcome.team)
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model)
+        if self.governance is not None:
+            await self.governance.apply_limits(parsed, outcome.team, outcome.model)
         ctx = RequestContext(
             request_id=outcome.request_id,
             team=outcome.team,
@@ -87,11 +93,22 @@ class Pipeline:
             deadline=time.monotonic() + self.timeout_s,
             warnings=parsed.warnings,
             cache_control=_cache_control(request),
+            alias=outcome.model if outcome.model in self.catalog.tiers else None,
         )
         scored = await self.scorer.score(
             ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
         )
         return self._answer(parsed, ctx, scored.scores, scored.search_units, started)
+
+    async def _read(self, request: web.Request, team: str) -> bytes:
+        """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
+        if self.governance is None:
+            return await _read_body(request, self.config.server.max_body_bytes, team)
+        try:
+            return await _read_body(request, self.governance.body_limit(team), team)
+        except ApiError:
+            self.governance.body_rejected(team)
+            raise
 
     def resolve(self, model: str) -> str:
         """The concrete model serving a request; a tiered alias takes its pro tier."""
@@ -151,18 +168,23 @@ def _request_id(request: web.Request) -> str:
     return str(uuid.uuid4())
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, team)
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limit) from None
+        raise _too_large(limit, team) from None
+    if len(body) > limit:  # a team limit below the server's, on a body without Content-Length
+        raise _too_large(limit, team)
+    return body
 
 
-def _too_large(limit: int) -> ApiError:
+def _too_large(limit: int, team: str) -> ApiError:
     return ApiError(
-        413, f"request body too large: the limit is {limit} bytes; send fewer or shorter documents"
+        413,
+        f"request body too large: the limit is {limit} bytes (max_body_bytes for team "
+        f"'{team}'); send fewer or shorter documents",
     )
 
 

@@ -21,7 +21,7 @@ from typing import Protocol
 from gateway.errors import ApiError, from_provider_error
 from gateway.logs import log
 from gateway.metrics import Metrics
-from policies.billing import estimate_search_units
+from policies.billing import DEFAULT_RULES, BillingRules
 from policies.routing import attempt_order
 from providers.types import AUTH, Deployment, ProviderError, UpstreamCall
 
@@ -36,6 +36,7 @@ class RequestContext:
     deadline: float  # time.monotonic() by which the answer must be ready
     warnings: list[str] = field(default_factory=list)
     cache_control: frozenset[str] = frozenset()
+    alias: str | None = None  # the tiered alias the caller named, if any
     # Filled in by the layers:
     deployment: str | None = None  # what served the upstream part, if any
     upstream_s: float = 0.0
@@ -79,10 +80,12 @@ class Router:
         deployments: dict[str, list[Deployment]],
         metrics: Metrics,
         rng: random.Random | None = None,
+        billing: BillingRules = DEFAULT_RULES,
     ) -> None:
         self.deployments = deployments
         self.metrics = metrics
         self.rng = rng or random.Random()
+        self.billing = billing  # estimates units for upstreams that do not report them
 
     async def score(self, job: ScoreJob) -> Scored:
         ctx = job.ctx
@@ -129,7 +132,7 @@ class Router:
         ctx.deployment = deployment.name
         units = result.search_units
         if units is None:
-            units = estimate_search_units(len(job.documents))
+            units = self.billing.estimate(job.query, job.documents, job.max_tokens_per_doc)
         return Scored(result.scores, units)
 
 
