@@ -8,6 +8,7 @@ the buckets of a date range. `MemoryUsageStore` is per process; the Redis one
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -81,7 +82,14 @@ class MemoryUsageStore:
 
 
 def day_of(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    """The UTC day of a Unix time, as YYYY-MM-DD (Unix days are exactly 86,400 s)."""
+    return _day_name(int(now // 86_400))
+
+
+@functools.lru_cache(maxsize=8)
+def _day_name(day: int) -> str:
+    # Called on every answered request: formatting once per day keeps it off the hot path.
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 def parse_day(value: str, name: str) -> date:

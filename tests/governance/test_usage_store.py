@@ -102,3 +102,13 @@ async def test_memory_buckets_past_retention_are_dropped() -> None:
     assert await store.read("search", ["2026-11-01"]) == {}
     kept = await store.read("search", ["2026-11-02", "2026-11-03"])
     assert kept["m", "d"]["requests"] == 2
+
+
+def test_day_of_is_the_utc_calendar_day_at_the_boundaries() -> None:
+    from datetime import UTC, datetime
+
+    from policies.usage import day_of
+
+    for t in (0.0, 86_399.999, 86_400.0, 1_798_761_599.5, 1_798_761_600.0):
+        assert day_of(t) == datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+    assert day_of(1_798_761_599.5) == "2026-12-31" and day_of(1_798_761_600.0) == "2027-01-01"
