@@ -12,12 +12,15 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.admin import usage_report
 from gateway.auth import Authenticator
 from gateway.cache_layer import CacheLayer, CacheSettings, build_store
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.fallback import Fallback
+from gateway.governance import Governance
+from gateway.governor import Governor
 from gateway.metrics import Metrics
 from gateway.openapi import admin_spec, public_spec
 from gateway.pipeline import Pipeline
@@ -29,6 +32,7 @@ from policies.cache import ScoreStore
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REDIS_CONNECTIONS = 128  # per process
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Gateway:
     pipeline: Pipeline
     redis: aioredis.Redis | None = None
     cache_store: ScoreStore | None = None
+    governance: Governance | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
@@ -76,13 +81,17 @@ def build_scorer(
     catalog: Catalog,
     metrics: Metrics,
     cache_store: ScoreStore | None,
+    governance: Governance,
     routing: Routing,
 ) -> Scorer:
-    """The scoring chain, outermost layer first (see gateway.scoring). The fallback and
-    the tier race sit outside the cache: a degraded answer is never cached, and each
-    tier caches under its own model."""
-    router = Router(routing, metrics)
-    cache = CacheLayer(router, cache_store, CacheSettings.from_config(config, catalog), metrics)
+    """The scoring chain, outermost layer first (see gateway.scoring): the fallback answers
+    when no deployment can (outside the cache, so a degraded answer is never cached); the
+    tier race starts an alias's fast tier when pro runs late (each tier caches under its
+    own model); the cache answers what it knows; the governor reserves and settles what
+    goes upstream; the router calls the deployments."""
+    router = Router(routing, metrics, billing=governance.rules)
+    settings = CacheSettings.from_config(config, catalog)
+    cache = CacheLayer(Governor(router, governance), cache_store, settings, metrics, governance)
     return Fallback(TierRace(cache, metrics), routing.fallback_modes(), metrics)
 
 
@@ -92,18 +101,26 @@ def build_gateway(
     """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
     catalog = Catalog(config)
     auth = Authenticator(config)
-    cache_store = build_store(config, metrics)
-    routing = Routing(config, catalog, metrics, clock)
-    scorer = build_scorer(config, catalog, metrics, cache_store, routing)
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing)
-    gateway = Gateway(config, catalog, metrics, pipeline, cache_store=cache_store)
+    redis = None
     if config.state.redis_url:
-        gateway.redis = aioredis.from_url(
+        # A blocking pool: under a burst, requests queue briefly for a connection instead of
+        # failing with "too many connections" (the default pool's behaviour past 100).
+        pool = aioredis.BlockingConnectionPool.from_url(
             config.state.redis_url,
+            max_connections=_REDIS_CONNECTIONS,
+            timeout=_READY_TIMEOUT_S,
             socket_timeout=_READY_TIMEOUT_S,
             socket_connect_timeout=_READY_TIMEOUT_S,
         )
-    return gateway
+        redis = aioredis.Redis(connection_pool=pool)
+    governance = Governance(config, catalog, metrics, redis)
+    cache_store = build_store(config, metrics)
+    routing = Routing(config, catalog, metrics, clock)
+    scorer = build_scorer(config, catalog, metrics, cache_store, governance, routing)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing, governance)
+    return Gateway(
+        config, catalog, metrics, pipeline, redis, cache_store=cache_store, governance=governance
+    )
 
 
 def build_app(
@@ -128,6 +145,7 @@ def build_app(
     app.router.add_get("/metrics", metrics_route)
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
+    app.router.add_get("/admin/usage", admin_route(admin_usage))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
@@ -183,6 +201,14 @@ def admin_route(handler: Handler) -> Handler:
             return error_response(exc)
 
     return guarded
+
+
+async def admin_usage(request: web.Request) -> web.Response:
+    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON."""
+    governance = current(request).governance
+    assert governance is not None
+    report = await usage_report(governance, request.query)
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

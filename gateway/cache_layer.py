@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from gateway.catalog import Catalog
 from gateway.coalesce import Flights
 from gateway.config import Config
+from gateway.governance import Governance
 from gateway.logs import log
 from gateway.metrics import Metrics
 from gateway.scoring import Scored, ScoreJob, Scorer
@@ -54,9 +55,15 @@ class CacheSettings:
 
 class CacheLayer:
     def __init__(
-        self, inner: Scorer, store: ScoreStore | None, settings: CacheSettings, metrics: Metrics
+        self,
+        inner: Scorer,
+        store: ScoreStore | None,
+        settings: CacheSettings,
+        metrics: Metrics,
+        governance: Governance | None = None,
     ) -> None:
         self.inner = inner
+        self.governance = governance
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -90,7 +97,7 @@ class CacheLayer:
         )
         missing = [i for i, score in enumerate(found) if score is None]
         if not missing:
-            self._record(job, cached=len(keys), upstream=0, sent=0)
+            await self._record(job, cached=len(keys), upstream=0, sent=0)
             return Scored([s for s in found if s is not None], 0)
 
         async def write(written: Sequence[bytes], scores: Sequence[float]) -> None:
@@ -101,7 +108,7 @@ class CacheLayer:
         fetched = await self.flights.fetch(job, wanted, join=not fresh, write=write)
         scores = [fetched.scores[keys[i]] if s is None else s for i, s in enumerate(found)]
         upstream = sum(1 for i in missing if keys[i] in fetched.sent)
-        self._record(job, len(keys) - len(missing), upstream, len(fetched.sent))
+        await self._record(job, len(keys) - len(missing), upstream, len(fetched.sent))
         return Scored(scores, fetched.search_units)
 
     async def _bypass(self, job: ScoreJob) -> Scored:
@@ -111,7 +118,7 @@ class CacheLayer:
         self._documents["upstream"].inc(len(job.documents))
         return scored
 
-    def _record(self, job: ScoreJob, cached: int, upstream: int, sent: int) -> None:
+    async def _record(self, job: ScoreJob, cached: int, upstream: int, sent: int) -> None:
         """Count one answered lookup; `upstream` counts positions, `sent` unique documents."""
         total = len(job.documents)
         status = "hit" if upstream == 0 else "miss" if upstream == total else "partial"
@@ -125,17 +132,9 @@ class CacheLayer:
             if count:
                 self._documents[source].inc(count)
         saved = estimate_search_units(total) - estimate_search_units(sent)
-        if saved > 0:
-            record_savings(self.metrics, job.ctx.model, saved)
-
-
-def record_savings(metrics: Metrics, model: str, search_units: int) -> None:
-    """What the cache saved on one request, in search units.
-
-    Hook for the pricing table: once it lands, convert units to dollars here (the
-    model's price per search unit) and count them next to the units.
-    """
-    metrics.cache_units_saved.labels(model).inc(search_units)
+        if saved > 0 and self.governance is not None:
+            # Counted in metrics and usage reports, in units and at the model's price.
+            await self.governance.usage.record_saved(job.ctx.team, job.ctx.model, saved)
 
 
 class ErrorReporter:

@@ -1,4 +1,4 @@
-"""`rerank-gateway`: serve, check-config, hash-key."""
+"""`rerank-gateway`: serve, check-config, hash-key, usage."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ def _parser() -> argparse.ArgumentParser:
     hk = sub.add_parser("hash-key", help="print the SHA-256 digest of a key, for the config")
     hk.add_argument("key", nargs="?", help="the key to hash")
     hk.add_argument("--new", action="store_true", help="make a fresh random key and print both")
+    usage = sub.add_parser(
+        "usage", help="print usage and cost per team, model and deployment (needs Redis)"
+    )
+    usage.add_argument("--config", required=True, help="the gateway's YAML config file")
+    usage.add_argument("--team", help="only this team")
+    usage.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: the 1st)")
+    usage.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: today, UTC)")
+    usage.add_argument("--json", action="store_true", help="print the JSON report instead")
     return parser
 
 
@@ -34,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         return _hash_key(args)
     if args.command == "check-config":
         return _check(args.path)
+    if args.command == "usage":
+        from gateway.usage_report import run_usage
+
+        return run_usage(args.config, args.team, args.start, args.end, as_json=args.json)
     return _serve(args)
 
 

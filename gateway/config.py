@@ -18,8 +18,12 @@ import yaml
 
 from gateway.dataclass_reader import ConfigError, Reader, bounded, join
 from policies.breaker import BreakerSettings
+from policies.budget import BudgetConfig
 from policies.failover import BackoffSettings, HedgeSettings
 from policies.latency import LatencyPrior, LatencySettings
+from policies.limits import RequestLimits
+from policies.pricing import PricingConfig
+from policies.ratelimit import RateLimitConfig
 from policies.retry_budget import RetryBudgetSettings
 from providers.registry import PROVIDER_TYPES
 
@@ -63,6 +67,9 @@ class AuthConfig:
 class TeamConfig:
     key_sha256: list[str] = field(default_factory=list)
     cache: Literal["shared", "isolated"] = "shared"  # isolated: cache entries of its own
+    limits: RequestLimits | None = None  # over-fetch limits, overriding the model's and global
+    rate_limit: RateLimitConfig | None = None
+    budget: BudgetConfig | None = None
     latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
 
     def __post_init__(self) -> None:
@@ -85,6 +92,7 @@ class ModelConfig:
     tiers: dict[str, str] | None = None
     cache_family: str | None = None  # models naming the same family share cache entries
     cache_ttl_s: float | None = bounded(None, min=1.0)  # overrides cache.ttl_s
+    limits: RequestLimits | None = None  # over-fetch limits, overriding the global ones
     # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
     timeout_s: float | None = bounded(None, min=0.01)  # deadline; else server.request_timeout_s
     max_attempts: int = bounded(3, min=1, max=10)
@@ -94,6 +102,11 @@ class ModelConfig:
     latency_budget_ms: int | None = bounded(None, min=1)  # tiered alias: default budget
 
     def __post_init__(self) -> None:
+        if self.limits is not None and self.limits.max_body_bytes is not None:
+            raise ValueError(
+                "limits.max_body_bytes cannot be set per model (the model is known only after "
+                "the body is read); set it globally or per team"
+            )
         if self.tiers is not None and self.deployments:
             raise ValueError("a model has either deployments or tiers, not both")
         if self.tiers is not None and (self.cache_family or self.cache_ttl_s):
@@ -127,8 +140,22 @@ class CacheConfig:
 
 
 @dataclass
-class LimitsConfig:
-    max_documents: int = bounded(10_000, min=1, max=10_000)
+class RedisErrorPolicy:
+    """What limits do when Redis cannot be reached: admit (open) or refuse with 503 (closed)."""
+
+    rate_limit: Literal["open", "closed"] = "open"
+    budget: Literal["open", "closed"] = "closed"
+
+
+@dataclass
+class LimitsConfig(RequestLimits):
+    """Global over-fetch limits (models and teams override them) and where counters live."""
+
+    max_documents: int = bounded(100, min=1, max=10_000)
+    limits_backend: Literal["memory", "redis"] = "memory"  # usage reports follow it
+    on_redis_error: RedisErrorPolicy = field(default_factory=RedisErrorPolicy)
+    redis_prefix: str = "rerank:"
+    usage_retention_days: int = bounded(400, min=1)
 
 
 @dataclass
@@ -171,6 +198,7 @@ class Config:
     models: dict[str, ModelConfig] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
@@ -183,6 +211,7 @@ _SECTIONS: dict[str, Any] = {
     "models": dict[str, ModelConfig],
     "cache": CacheConfig,
     "limits": LimitsConfig,
+    "pricing": PricingConfig,
     "state": StateConfig,
     "logging": LoggingConfig,
     "routing": RoutingConfig,
@@ -301,6 +330,7 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
             f"`{config.cache.backend}` keeps scores in Redis but state.redis_url is not set; "
             "set it or use backend memory",
         )
+    _check_governance(config, reader, failed)
     default_model = config.server.v1_default_model
     if default_model is not None and default_model not in config.models:
         reader.problem("server.v1_default_model", f"unknown model {default_model!r}")
@@ -326,6 +356,30 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
             "teams",
             "auth.mode is `keys` but no team has a key_sha256; every request would be refused",
         )
+
+
+def _check_governance(config: Config, reader: Reader, failed: set[str]) -> None:
+    """Limits backend needs Redis; prices name configured models and providers."""
+    if (
+        config.limits.limits_backend == "redis"
+        and not config.state.redis_url
+        and "state" not in failed
+    ):
+        reader.problem("limits.limits_backend", "`redis` needs state.redis_url")
+    if "models" in failed or "providers" in failed:
+        return
+    for model, price in config.pricing.models.items():
+        path = f"pricing.models.{model}"
+        if model not in config.models:
+            reader.problem(path, f"unknown model {model!r}")
+            continue
+        used = {d.provider for d in config.models[model].deployments}
+        for provider in price.providers:
+            if provider not in used:
+                reader.problem(
+                    f"{path}.providers.{provider}",
+                    f"model {model!r} has no deployment on provider {provider!r}",
+                )
 
 
 def is_loopback(host: str) -> bool:

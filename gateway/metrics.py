@@ -118,10 +118,60 @@ class Metrics:
             ["backend"],
             registry=r,
         )
-        self.cache_units_saved = Counter(
-            "rerank_cache_search_units_saved",
+
+        # Cost governance (gateway.governance): team labels come from configured teams.
+        self.overfetch = Counter(
+            "rerank_overfetch",
+            "Over-fetch limits enforced, by limit and action (reject, truncate).",
+            ["team", "limit", "action"],
+            registry=r,
+        )
+        self.search_units = Counter(
+            "rerank_search_units",
+            "Search units billed (or estimated when the upstream does not say).",
+            ["team", "model", "deployment"],
+            registry=r,
+        )
+        self.cost_usd = Counter(
+            "rerank_cost_usd",
+            "Cost of upstream calls in USD, from the price table.",
+            ["team", "model", "deployment"],
+            registry=r,
+        )
+        self.saved_search_units = Counter(
+            "rerank_cache_saved_search_units",
             "Search units the documents answered without an upstream call would have cost.",
-            ["model"],
+            ["team", "model"],
+            registry=r,
+        )
+        self.saved_usd = Counter(
+            "rerank_cache_saved_usd",
+            "What those saved search units would have cost, from the price table.",
+            ["team", "model"],
+            registry=r,
+        )
+        self.ratelimit_rejections = Counter(
+            "rerank_ratelimit_rejections",
+            "Requests refused by a team rate limit.",
+            ["team", "limit"],
+            registry=r,
+        )
+        self.budget_rejections = Counter(
+            "rerank_budget_rejections",
+            "Requests refused because a team budget was used up.",
+            ["team", "budget"],
+            registry=r,
+        )
+        self.budget_downgrades = Counter(
+            "rerank_budget_downgrades",
+            "Requests served by the fast tier because a team budget was used up.",
+            ["team", "budget"],
+            registry=r,
+        )
+        self.governance_store_errors = Counter(
+            "rerank_governance_store_errors",
+            "Failed reads or writes of the limits and usage store (Redis).",
+            ["store", "operation"],
             registry=r,
         )
 

@@ -178,11 +178,19 @@ def _rerank_operation(version: int) -> dict[str, Any]:
         name: {"description": text, "schema": {"type": "string"}} for name, text in _HEADERS.items()
     }
     retry = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+    cache_control = {
+        "name": "Cache-Control",
+        "in": "header",
+        "required": False,
+        "description": "`no-cache`: do not read the score cache (still store); "
+        "`no-store`: neither read nor store.",
+        "schema": {"type": "string"},
+    }
     return {
+        "parameters": [cache_control, _BUDGET],
         "summary": f"Rerank documents by relevance to a query (Cohere v{version} schema)",
         "operationId": f"rerankV{version}",
         "security": [{"bearer": []}],
-        "parameters": [_BUDGET],
         "requestBody": {
             "required": True,
             "content": {
@@ -265,6 +273,67 @@ def public_spec() -> dict[str, Any]:
     }
 
 
+_USAGE_FIGURES = {
+    name: {"type": "number" if name.endswith("_usd") else "integer", "minimum": 0}
+    for name in (
+        "requests",
+        "documents",
+        "search_units",
+        "cost_usd",
+        "saved_search_units",
+        "saved_cost_usd",
+        "rejected_limits",
+        "rejected_rate_limit",
+        "rejected_budget",
+        "truncated",
+        "downgraded",
+    )
+}
+
+_USAGE_REPORT = {
+    "type": "object",
+    "required": ["from", "to", "currency", "rows", "totals", "scope"],
+    "properties": {
+        "from": {"type": "string", "format": "date"},
+        "to": {"type": "string", "format": "date"},
+        "currency": {"const": "USD"},
+        "scope": {"enum": ["all replicas", "this process"]},
+        "rows": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["team", "model", "deployment", *_USAGE_FIGURES],
+                "properties": {
+                    "team": {"type": "string"},
+                    "model": {"type": "string"},
+                    "deployment": {"type": ["string", "null"]},
+                    **_USAGE_FIGURES,
+                },
+                "additionalProperties": False,
+            },
+        },
+        "totals": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": _USAGE_FIGURES,
+                "additionalProperties": False,
+            },
+        },
+    },
+}
+
+
+def _query(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
 def admin_spec() -> dict[str, Any]:
     """The admin routes (admin key required)."""
     return {
@@ -274,6 +343,31 @@ def admin_spec() -> dict[str, Any]:
         "paths": {
             "/admin/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}
+            },
+            "/admin/usage": {
+                "get": {
+                    "summary": "Usage and cost per team, model and deployment, by UTC day range",
+                    "parameters": [
+                        _query("team", "One configured team (default: all)."),
+                        _query("from", "First day, YYYY-MM-DD (default: the 1st of the month)."),
+                        _query("to", "Last day, YYYY-MM-DD (default: today)."),
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The report.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/UsageReport"}
+                                }
+                            },
+                        },
+                        "400": _error("Bad date or range."),
+                        "401": _error("Missing or wrong admin key."),
+                        "403": _error("Admin routes are disabled (no admin key configured)."),
+                        "404": _error("Unknown team."),
+                        "503": _error("The usage store (Redis) is unreachable."),
+                    },
+                }
             },
             "/admin/deployments": {
                 "get": {
@@ -295,6 +389,10 @@ def admin_spec() -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": _ERROR, "Deployments": _DEPLOYMENTS},
+            "schemas": {
+                "Error": _ERROR,
+                "UsageReport": _USAGE_REPORT,
+                "Deployments": _DEPLOYMENTS,
+            },
         },
     }

@@ -1,4 +1,5 @@
-"""One rerank request, in order: parse, authenticate, resolve the model, score, answer.
+"""One rerank request, in order: authenticate, parse, over-fetch limits, resolve the model,
+score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
 (see `gateway.scoring`). The pipeline owns the response headers, the metrics of the
@@ -17,6 +18,7 @@ from gateway.auth import Authenticator
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
+from gateway.governance import Governance
 from gateway.logs import access_log
 from gateway.metrics import Metrics
 from gateway.routing import BUDGET_HEADER, Resolution, Routing
@@ -48,6 +50,7 @@ class Pipeline:
         scorer: Scorer,
         metrics: Metrics,
         routing: Routing,
+        governance: Governance | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -55,6 +58,7 @@ class Pipeline:
         self.scorer = scorer
         self.metrics = metrics
         self.routing = routing
+        self.governance = governance
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
@@ -78,10 +82,12 @@ class Pipeline:
         self, request: web.Request, api_version: int, outcome: Outcome, started: float
     ) -> web.Response:
         outcome.team = self.auth.team_for(request.headers.get("Authorization"))
-        body = await _read_body(request, self.config.server.max_body_bytes)
+        body = await self._read(request, outcome.team)
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model)
+        if self.governance is not None:
+            await self.governance.apply_limits(parsed, outcome.team, outcome.model)
         route = self.resolve(request, outcome, parsed, started)
         ctx = RequestContext(
             request_id=outcome.request_id,
@@ -90,12 +96,23 @@ class Pipeline:
             deadline=route.deadline,
             warnings=[*parsed.warnings, *route.warnings],
             cache_control=_cache_control(request),
+            alias=outcome.model if outcome.model in self.catalog.tiers else None,
             backup=route.backup,
         )
         scored = await self.scorer.score(
             ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
         )
         return self._answer(parsed, ctx, scored.scores, scored.search_units, started)
+
+    async def _read(self, request: web.Request, team: str) -> bytes:
+        """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
+        if self.governance is None:
+            return await _read_body(request, self.config.server.max_body_bytes, team)
+        try:
+            return await _read_body(request, self.governance.body_limit(team), team)
+        except ApiError:
+            self.governance.body_rejected(team)
+            raise
 
     def resolve(
         self, request: web.Request, outcome: Outcome, parsed: RerankRequest, started: float
@@ -161,18 +178,23 @@ def _request_id(request: web.Request) -> str:
     return str(uuid.uuid4())
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(limit)
+        raise _too_large(limit, team)
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise _too_large(limit) from None
+        raise _too_large(limit, team) from None
+    if len(body) > limit:  # a team limit below the server's, on a body without Content-Length
+        raise _too_large(limit, team)
+    return body
 
 
-def _too_large(limit: int) -> ApiError:
+def _too_large(limit: int, team: str) -> ApiError:
     return ApiError(
-        413, f"request body too large: the limit is {limit} bytes; send fewer or shorter documents"
+        413,
+        f"request body too large: the limit is {limit} bytes (max_body_bytes for team "
+        f"'{team}'); send fewer or shorter documents",
     )
 
 

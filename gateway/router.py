@@ -18,7 +18,7 @@ from gateway.logs import log
 from gateway.metrics import Metrics
 from gateway.routing import Routing
 from gateway.scoring import Scored, ScoreJob
-from policies.billing import estimate_search_units
+from policies.billing import DEFAULT_RULES, BillingRules
 from policies.failover import (
     BREAKER_OPEN,
     BULKHEAD_FULL,
@@ -34,10 +34,17 @@ _UNAVAILABLE = frozenset({429, 502, 503, 504})
 
 
 class Router:
-    def __init__(self, routing: Routing, metrics: Metrics, rng: random.Random | None = None):
+    def __init__(
+        self,
+        routing: Routing,
+        metrics: Metrics,
+        rng: random.Random | None = None,
+        billing: BillingRules = DEFAULT_RULES,
+    ) -> None:
         self.routing = routing
         self.metrics = metrics
         self.rng = rng or random.Random()
+        self.billing = billing  # estimates units for upstreams that do not report them
 
     async def score(self, job: ScoreJob) -> Scored:
         ctx = job.ctx
@@ -70,7 +77,7 @@ class Router:
         ctx.deployment = deployment.name
         units = result.search_units
         if units is None:
-            units = estimate_search_units(docs)
+            units = self.billing.estimate(job.query, job.documents, job.max_tokens_per_doc)
         return Scored(result.scores, units)
 
     async def _call(

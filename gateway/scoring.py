@@ -30,6 +30,7 @@ class RequestContext:
     deadline: float  # time.monotonic() by which the answer must be ready
     warnings: list[str] = field(default_factory=list)
     cache_control: frozenset[str] = frozenset()
+    alias: str | None = None  # the tiered alias the caller named, if any
     # Filled in by the layers:
     deployment: str | None = None  # what served the upstream part, if any
     upstream_s: float = 0.0

@@ -1,17 +1,72 @@
 """Search units: what Cohere-style rerank bills for one upstream call.
 
-One search unit is one query with up to 100 documents. Used when an upstream does not
-report what it billed (Bedrock, OCI, the offline ranker reports 0).
+Billing rules (Cohere, Azure, Bedrock; see the shared reference, cohere-api.md §2):
+one search unit is one query with up to 100 documents, and a document longer than
+the chunk size (about 500 tokens, the query included) is split into chunks that each
+count as a document. Upstreams that report `billed_units` are believed; for the
+others (Bedrock, OCI) and before any call (to reserve budget) we estimate.
+Tokens are approximated from characters: no tokenizer runs on the hot path.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 DOCUMENTS_PER_UNIT = 100
+CHUNK_TOKENS = 500  # a chunk holds the query and a slice of the document
+TOKENS_PER_CHAR = 0.25  # about 4 characters per token for English text
+UPSTREAM_MAX_TOKENS_PER_DOC = 4096  # Cohere's default truncation before chunking
 
 
 def estimate_search_units(document_count: int) -> int:
+    """Units for `document_count` short documents (each fits one chunk)."""
     if document_count <= 0:
         return 0
     return math.ceil(document_count / DOCUMENTS_PER_UNIT)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRules:
+    """The configurable parts of the estimate (config `pricing.chunk_tokens`, ...)."""
+
+    chunk_tokens: int = CHUNK_TOKENS
+    tokens_per_char: float = TOKENS_PER_CHAR
+
+    def tokens(self, chars: int) -> int:
+        return math.ceil(chars * self.tokens_per_char)
+
+    def chunks(self, query_tokens: int, document: str, max_tokens_per_doc: int | None) -> int:
+        """How many billed "documents" one document counts as."""
+        doc_tokens = min(
+            self.tokens(len(document)), max_tokens_per_doc or UPSTREAM_MAX_TOKENS_PER_DOC
+        )
+        if doc_tokens + query_tokens <= self.chunk_tokens:
+            return 1
+        # Every chunk repeats the query; a query as long as a chunk still leaves one token.
+        room = max(1, self.chunk_tokens - query_tokens)
+        return math.ceil(doc_tokens / room)
+
+    def estimate(
+        self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None
+    ) -> int:
+        """Search units one upstream call with these texts is expected to bill."""
+        if not documents:
+            return 0
+        query_tokens = self.tokens(len(query))
+        total = sum(self.chunks(query_tokens, doc, max_tokens_per_doc) for doc in documents)
+        return math.ceil(total / DOCUMENTS_PER_UNIT)
+
+
+DEFAULT_RULES = BillingRules()
+
+
+def estimate_search_units_for(
+    query: str,
+    documents: Sequence[str],
+    max_tokens_per_doc: int | None = None,
+    rules: BillingRules = DEFAULT_RULES,
+) -> int:
+    """Texts-based estimate: counts chunks of long documents (see `BillingRules`)."""
+    return rules.estimate(query, documents, max_tokens_per_doc)

@@ -232,23 +232,22 @@ def scores_from_ranks(
         raise malformed(label, "a response without a results list", resp)
     scores: list[float | None] = [None] * count
     for item in ranks:
-        if not isinstance(item, dict):
+        if type(item) is not dict:
             raise malformed(label, "a result that is not an object", resp)
         index, score = item.get("index"), item.get(score_key)
-        if (
-            not isinstance(index, int)
-            or isinstance(index, bool)
-            or not 0 <= index < count
-            or scores[index] is not None
-        ):
+        # type() rather than isinstance(): JSON gives exact types, and bool is not an index.
+        if type(index) is not int or not 0 <= index < count or scores[index] is not None:
             raise malformed(label, f"a result with an invalid index {index!r}", resp)
-        if not isinstance(score, (int, float)) or isinstance(score, bool):
+        if type(score) is float:
+            scores[index] = score
+        elif type(score) is int:
+            scores[index] = float(score)
+        else:
             raise malformed(label, f"a result with an invalid score {score!r}", resp)
-        scores[index] = float(score)
-    if any(s is None for s in scores):
-        missing = sum(1 for s in scores if s is None)
+    if None in scores:
+        missing = scores.count(None)
         raise malformed(label, f"scores for only {count - missing} of {count} documents", resp)
-    return [s for s in scores if s is not None]
+    return scores  # type: ignore[return-value]  # no None left
 
 
 def check_http_url(name: str, value: str | None) -> None:

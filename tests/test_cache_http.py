@@ -259,7 +259,8 @@ async def test_redis_holds_only_digests_and_scores(
 async def test_metrics_count_lookups_documents_and_units_saved(
     fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
 ) -> None:
-    url = start_gateway(gateway_config({"cohere-a": fake_cohere[1]}))
+    # Large requests on purpose (several search units each), above the default limit of 100.
+    url = start_gateway(gateway_config({"cohere-a": fake_cohere[1]}, limits={"max_documents": 500}))
     await post(url, body(documents(250)))  # 3 units
     await post(url, body(documents(250)))  # hit: 3 units saved
     await post(url, body(documents(210) + documents(5, start=1000)))  # sends 5: 3 - 1 saved
@@ -268,8 +269,10 @@ async def test_metrics_count_lookups_documents_and_units_saved(
     assert await metric(url, "rerank_cache_lookups_total", {"result": "partial"}) == 1
     assert await metric(url, "rerank_cache_documents_total", {"source": "cache"}) == 460
     assert await metric(url, "rerank_cache_documents_total", {"source": "upstream"}) == 255
-    saved = await metric(url, "rerank_cache_search_units_saved_total", {"model": "rerank-v3.5"})
-    assert saved == 5
+    labels = {"model": "rerank-v3.5", "team": "search"}
+    assert await metric(url, "rerank_cache_saved_search_units_total", labels) == 5
+    # rerank-v3.5 is priced at $2.00 per 1,000 search units by default.
+    assert await metric(url, "rerank_cache_saved_usd_total", labels) == pytest.approx(0.01)
 
 
 async def test_redis_outage_serves_misses_and_recovers(

@@ -139,3 +139,13 @@ async def test_admin_spec_needs_the_admin_key(gateway_url: str) -> None:
     )
     assert status == 200
     assert all(path.startswith("/admin/") for path in doc["paths"])
+
+
+async def test_usage_report_matches_the_admin_schema(gateway_url: str) -> None:
+    body = {"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"]}
+    assert (await post(gateway_url + "/v2/rerank", body))[0] == 200
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    _, doc = await get_json(gateway_url + "/admin/openapi.json", admin)
+    status, report = await get_json(gateway_url + "/admin/usage?team=search", admin)
+    assert status == 200 and report["rows"][0]["requests"] == 1
+    validator(doc, "UsageReport").validate(report)

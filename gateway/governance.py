@@ -1,0 +1,181 @@
+"""Cost governance wiring: over-fetch limits, prices, quota and usage stores, built once.
+
+The decisions live in `policies` (limits, billing, pricing, ratelimit, budget, quota,
+usage); this module builds them from config, picks the memory or Redis stores, and
+translates outcomes into API errors, Prometheus counters and usage records. The
+per-request parts are `apply_limits` (a pipeline step after parsing) and the
+`Governor` scorer layer (gateway.governor) around the Router.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from gateway.auth import ANONYMOUS
+from gateway.catalog import Catalog
+from gateway.config import Config
+from gateway.errors import ApiError, bad_request
+from gateway.logs import log
+from gateway.metrics import Metrics
+from gateway.schema import RerankRequest
+from policies.limits import LimitExceeded, LimitPolicy
+from policies.pricing import MICROS_PER_USD, PriceTable
+from policies.quota import MemoryQuotaStore, QuotaStore, StoreUnavailable, TeamQuota
+from policies.redis_quota import RedisQuotaStore
+from policies.redis_usage import RedisUsageStore
+from policies.usage import (
+    COST,
+    DOCUMENTS,
+    REJECTED_LIMITS,
+    REQUESTS,
+    SAVED_COST,
+    SAVED_UNITS,
+    SEARCH_UNITS,
+    TRUNCATED,
+    MemoryUsageStore,
+    UsageStore,
+    day_of,
+)
+
+Clock = Callable[[], float]
+
+
+class UsageRecorder:
+    """Writes usage records and the matching Prometheus counters.
+
+    A store failure never fails the request it describes: it is logged and counted.
+    """
+
+    def __init__(self, store: UsageStore, prices: PriceTable, metrics: Metrics, clock: Clock):
+        self.store = store
+        self.prices = prices
+        self.metrics = metrics
+        self.clock = clock
+
+    async def served(
+        self, team: str, model: str, deployment: str, documents: int, units: int, cost: int
+    ) -> None:
+        """One answered request that went upstream (called once, on settle)."""
+        self.metrics.search_units.labels(team, model, deployment).inc(units)
+        self.metrics.cost_usd.labels(team, model, deployment).inc(cost / MICROS_PER_USD)
+        counts = {REQUESTS: 1, DOCUMENTS: documents, SEARCH_UNITS: units, COST: cost}
+        await self._add(team, model, deployment, counts)
+
+    async def record_saved(self, team: str, model: str, units: int) -> None:
+        """Hook for the cache layer: `units` that did not go upstream thanks to the cache.
+
+        Valued at the model's dearest deployment price (the one a reservation uses).
+        """
+        if units <= 0:
+            return
+        saved = self.prices.cost_micros(model, None, units)
+        self.metrics.saved_search_units.labels(team, model).inc(units)
+        self.metrics.saved_usd.labels(team, model).inc(saved / MICROS_PER_USD)
+        await self._add(team, model, "", {SAVED_UNITS: units, SAVED_COST: saved})
+
+    async def event(self, team: str, model: str, name: str) -> None:
+        """Count a rejection, truncation or downgrade (no deployment involved)."""
+        await self._add(team, model, "", {name: 1})
+
+    async def _add(self, team: str, model: str, deployment: str, counts: dict[str, int]) -> None:
+        try:
+            await self.store.add(team, day_of(self.clock()), model, deployment, counts)
+        except StoreUnavailable as exc:
+            self.metrics.governance_store_errors.labels("usage", "record").inc()
+            log.warning("usage not recorded", team=team, model=model, error=str(exc))
+
+
+class Governance:
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        metrics: Metrics,
+        redis: aioredis.Redis | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.tiers = catalog.tiers
+        self.rules = config.pricing.rules()
+        self.limits = LimitPolicy(
+            config.limits,
+            {name: m.limits for name, m in config.models.items()},
+            {name: t.limits for name, t in config.teams.items()},
+            self.rules.tokens_per_char,
+            config.server.max_body_bytes,
+        )
+        self.prices = PriceTable(config.pricing, catalog.deployments)
+        self.quotas: dict[str, TeamQuota] = {}
+        for name, team in config.teams.items():
+            quota = TeamQuota.of(name, team.rate_limit, team.budget)
+            if quota is not None:
+                self.quotas[name] = quota
+        self.fail_closed = {
+            "rate_limit": config.limits.on_redis_error.rate_limit == "closed",
+            "budget": config.limits.on_redis_error.budget == "closed",
+        }
+        self.quota_store, usage_store = _stores(config, redis)
+        self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
+        self.shared = config.limits.limits_backend == "redis"
+        self.report_teams = report_teams(config)
+
+    def body_limit(self, team: str) -> int:
+        return self.limits.body_limit(team)
+
+    def body_rejected(self, team: str) -> None:
+        self.metrics.overfetch.labels(team, "max_body_bytes", "reject").inc()
+
+    async def apply_limits(self, parsed: RerankRequest, team: str, model: str) -> None:
+        """Over-fetch limits of (team, model): reject with 400, or truncate `parsed`."""
+        try:
+            enforced = self.limits.enforce(team, model, parsed.query, parsed.texts)
+        except LimitExceeded as exc:
+            self.metrics.overfetch.labels(team, exc.limit, "reject").inc()
+            await self.usage.event(team, model, REJECTED_LIMITS)
+            raise bad_request(exc.message) from None
+        if not enforced.applied:
+            return
+        parsed.texts = enforced.texts
+        parsed.documents = parsed.documents[: enforced.kept]
+        parsed.warnings.extend(enforced.warnings)
+        for applied in enforced.applied:
+            self.metrics.overfetch.labels(team, applied.limit, applied.action).inc()
+        await self.usage.event(team, model, TRUNCATED)
+
+    def store_down(self, quota: TeamQuota) -> None:
+        """The quota store failed: raise 503 if any of the team's limits fails closed."""
+        self.metrics.governance_store_errors.labels("limits", "reserve").inc()
+        closed = [kind.replace("_", " ") + "s" for kind in quota.kinds if self.fail_closed[kind]]
+        if closed:
+            raise ApiError(
+                503,
+                f"cannot check the {' and '.join(closed)} of team '{quota.team}' right now: the "
+                "limits store (Redis) is unreachable and they are configured to fail closed "
+                "(limits.on_redis_error); retry shortly",
+                retry_after_s=STORE_RETRY_S,
+            )
+        log.warning("limits store unreachable; admitting uncounted", team=quota.team)
+
+
+STORE_RETRY_S = 5.0
+
+
+def report_teams(config: Config) -> list[str]:
+    """Whose usage a report lists: the configured teams, or everyone when auth is off."""
+    return sorted(config.teams) if config.auth.mode == "keys" else [ANONYMOUS]
+
+
+def _stores(config: Config, redis: aioredis.Redis | None) -> tuple[QuotaStore, UsageStore]:
+    if config.limits.limits_backend == "memory":
+        return MemoryQuotaStore(), MemoryUsageStore(config.limits.usage_retention_days)
+    if redis is None:  # config validation requires state.redis_url for this backend
+        raise ValueError("limits.limits_backend is redis but no Redis client was given")
+    prefix = config.limits.redis_prefix
+    return (
+        RedisQuotaStore(redis, prefix),
+        RedisUsageStore(redis, prefix, config.limits.usage_retention_days),
+    )

@@ -1,0 +1,139 @@
+"""Reserving a request's share of a team's rate limits and budgets, and settling it.
+
+`TeamQuota` turns a team's config into a `QuotaRequest` (the units and cost of one
+request, the limiters and budget windows that apply now). A `QuotaStore` admits or
+refuses it in one atomic step: every limit has room, and then all are charged, or
+nothing is charged. `adjust` later moves the charge to the real figure (or back to
+zero: a refund). Two stores implement this: `MemoryQuotaStore` for one process and
+`policies.redis_quota.RedisQuotaStore` for replicas sharing Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from policies.budget import BudgetConfig, Window, fits, windows
+from policies.ratelimit import Gcra, RateLimitConfig, limiters
+
+RATE_LIMIT = "rate_limit"
+BUDGET = "budget"
+
+
+class StoreUnavailable(Exception):
+    """The shared store (Redis) could not be reached or answered an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRequest:
+    team: str
+    now: float  # epoch seconds
+    units: int
+    cost_micros: int
+    requests: Gcra | None
+    unit_rate: Gcra | None
+    windows: tuple[Window, ...]
+    enforce_budget: bool = True  # False: charge the budget but admit past it
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    kind: str  # rate_limit | budget
+    limit: str  # requests_per_minute | search_units_per_minute | usd_per_day | usd_per_month
+    retry_after_s: float
+    spent_micros: int = 0  # budgets: what the window has used
+    window: Window | None = None
+
+
+class QuotaStore(Protocol):
+    async def reserve(self, request: QuotaRequest) -> Refusal | None:
+        """Charge every limit of `request` and return None, or charge nothing and refuse."""
+        ...
+
+    async def adjust(self, request: QuotaRequest, units_delta: int, cost_delta_micros: int) -> None:
+        """Move a reservation's search units and cost by the deltas (negative: refund)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TeamQuota:
+    team: str
+    requests: Gcra | None
+    unit_rate: Gcra | None
+    budget: BudgetConfig | None
+
+    @classmethod
+    def of(
+        cls, team: str, rate: RateLimitConfig | None, budget: BudgetConfig | None
+    ) -> TeamQuota | None:
+        if rate is None and budget is None:
+            return None
+        requests, units = limiters(rate)
+        return cls(team, requests, units, budget)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """Which kinds of limit the team has, for the store-down policy."""
+        rate = (RATE_LIMIT,) if self.requests or self.unit_rate else ()
+        return rate + ((BUDGET,) if self.budget else ())
+
+    @property
+    def downgrades(self) -> bool:
+        return self.budget is not None and self.budget.on_exhausted == "downgrade"
+
+    def request(
+        self, units: int, cost_micros: int, now: float, *, enforce_budget: bool = True
+    ) -> QuotaRequest:
+        return QuotaRequest(
+            team=self.team,
+            now=now,
+            units=units,
+            cost_micros=cost_micros,
+            requests=self.requests,
+            unit_rate=self.unit_rate,
+            windows=windows(self.budget, now),
+            enforce_budget=enforce_budget,
+        )
+
+
+class MemoryQuotaStore:
+    """Counters in this process. Atomic because nothing in a method awaits."""
+
+    def __init__(self) -> None:
+        self._tats: dict[tuple[str, str], float] = {}  # (team, limit) -> GCRA TAT
+        self._spent: dict[
+            tuple[str, str], tuple[str, int]
+        ] = {}  # (team, budget) -> (period, micros)
+
+    async def reserve(self, request: QuotaRequest) -> Refusal | None:
+        team, now = request.team, request.now
+        for window in request.windows:
+            spent = self._spent_in(team, window)
+            if request.enforce_budget and not fits(spent, request.cost_micros, window):
+                return Refusal(BUDGET, window.name, window.resets_at - now, spent, window)
+        new_tats: list[tuple[tuple[str, str], float]] = []
+        for gcra, cost in ((request.requests, 1), (request.unit_rate, request.units)):
+            if gcra is None or cost <= 0:
+                continue
+            verdict = gcra.check(self._tats.get((team, gcra.name)), now, cost)
+            if not verdict.allowed:
+                return Refusal(RATE_LIMIT, gcra.name, verdict.retry_after_s)
+            new_tats.append(((team, gcra.name), verdict.tat))
+        self._tats.update(new_tats)
+        for window in request.windows:
+            spent = self._spent_in(team, window)
+            self._spent[team, window.name] = (window.period, spent + request.cost_micros)
+        return None
+
+    async def adjust(self, request: QuotaRequest, units_delta: int, cost_delta_micros: int) -> None:
+        gcra = request.unit_rate
+        if gcra is not None and units_delta and (request.team, gcra.name) in self._tats:
+            self._tats[request.team, gcra.name] += units_delta * gcra.interval_s
+        for window in request.windows:
+            period, spent = self._spent.get((request.team, window.name), ("", 0))
+            if period == window.period:  # a period that has ended is not touched
+                self._spent[request.team, window.name] = (period, spent + cost_delta_micros)
+
+    def _spent_in(self, team: str, window: Window) -> int:
+        period, spent = self._spent.get((team, window.name), ("", 0))
+        return spent if period == window.period else 0
