@@ -8,9 +8,12 @@
   backoff with jitter, and for its `Retry-After` if it sent one. A deployment whose
   wait would not end before the deadline, or whose Retry-After is longer than
   `max_retry_after_ms`, is skipped for this request.
-- Anything not retryable ends the request at once: the caller's mistake (400, 422),
-  and refused credentials or an unknown upstream model id (a configuration problem
-  that failing over would hide).
+- A deployment refusing the gateway's credentials or not knowing the upstream model id
+  (401/403/404) is misconfigured: it is not called again in this request and its
+  breaker counts the failure, but the next deployment is tried (the gateway logs the
+  problem for operators; the caller keeps being served).
+- Anything else that is not retryable, the caller's mistake (400, 422), ends the
+  request at once.
 - Every call after the first needs a token from the `RetryBudget`.
 - Hedging: if the latest call has not answered after `hedge_delay_s`, another deployment
   is called too; the first good answer wins and the others are cancelled.
@@ -196,9 +199,12 @@ class Failover:
     def _failed(self, run: _Run[T], deployment: Deployment, error: ProviderError) -> ProviderError:
         """Note a failed call; re-raise it if trying again cannot help."""
         run.report.last_failed = deployment.name
-        if not error.retryable:
+        if not error.deployment_fault:
             raise error
-        self._after_failure(run, deployment, error)
+        if error.retryable:
+            self._after_failure(run, deployment, error)
+        else:  # misconfigured: calling it again cannot help
+            run.banned.add(deployment.name)
         return error
 
     async def _start(self, run: _Run[T], attempt: Attempt[T], hedge: bool) -> bool:
@@ -316,7 +322,7 @@ class Failover:
         except ProviderError as error:
             if error.kind == TIMEOUT and error.retryable:
                 self._too_slow(deployment, permit, plan, started, given)
-            elif error.retryable:
+            elif error.deployment_fault:
                 breaker.record_failure(permit)
             else:
                 breaker.release(permit)

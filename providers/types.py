@@ -72,6 +72,12 @@ class ProviderError(Exception):
         self.retry_after_s = retry_after_s
         self.upstream_request_id = upstream_request_id
 
+    @property
+    def deployment_fault(self) -> bool:
+        """True when another deployment may well succeed: everything retryable, plus this
+        deployment's own misconfiguration (refused credentials, unknown upstream model)."""
+        return self.retryable or self.kind == AUTH or self.status == 404
+
     def __repr__(self) -> str:
         return (
             f"ProviderError({self.message!r}, kind={self.kind!r}, status={self.status!r}, "

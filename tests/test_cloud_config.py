@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import structlog
 from cohere.core.api_error import ApiError as SdkApiError
 
 from gateway.config import load_config
@@ -116,13 +117,15 @@ def test_bedrock_trouble_fails_over_to_azure(
     assert (len(bedrock.calls), len(azure.calls)) == (1, 1)
 
 
-def test_refused_credentials_do_not_fail_over(
+def test_refused_credentials_fail_over_to_a_healthy_deployment(
     servers: ServerLoop,
     start_gateway: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """An auth failure is a configuration problem that retrying elsewhere would hide."""
+    """A deployment refusing the gateway's credentials is misconfigured: operators are told
+    (a warning), the caller is served by the next deployment, and the broken one is not
+    called again within the request."""
     isolate_aws(
         monkeypatch,
         tmp_path,
@@ -151,7 +154,49 @@ def test_refused_credentials_do_not_fail_over(
             }
         },
     )
-    with pytest.raises(SdkApiError) as info:
+    with structlog.testing.capture_logs() as logs:
+        raw = client(start_gateway(data)).with_raw_response.rerank(
+            model="rerank-v3.5", query=QUERY, documents=DOCS
+        )
+    assert raw.headers["x-rerank-deployment"] == "azure-swc/Cohere-rerank-v3.5"
+    assert len(azure.calls) == 1
+    # The fake answers a bad signature before recording a call: the log shows the attempt.
+    warned = [e for e in logs if e["event"] == "upstream_auth_failed"]
+    assert [(e["deployment"], e["status"]) for e in warned] == [
+        ("bedrock-use1/cohere.rerank-v3-5:0", 403)
+    ]
+    assert "wrong" not in repr(logs)
+
+
+def test_refused_credentials_everywhere_is_502_naming_the_deployment(
+    servers: ServerLoop,
+    start_gateway: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    isolate_aws(
+        monkeypatch,
+        tmp_path,
+        f"[default]\naws_access_key_id={ACCESS_KEY}\naws_secret_access_key=wrong\n",
+    )
+    bedrock = FakeBedrock()
+    data = keyed_config(
+        {
+            "bedrock-use1": {
+                "type": "bedrock",
+                "region": "us-east-1",
+                "endpoint_url": servers.serve(bedrock.app()),
+            }
+        },
+        {
+            "rerank-v3.5": {
+                "deployments": [{"provider": "bedrock-use1", "model": "cohere.rerank-v3-5:0"}]
+            }
+        },
+    )
+    with structlog.testing.capture_logs() as logs, pytest.raises(SdkApiError) as info:
         client(start_gateway(data)).rerank(model="rerank-v3.5", query=QUERY, documents=DOCS)
     assert info.value.status_code == 502
-    assert azure.calls == []
+    assert "bedrock-use1" in info.value.body["message"]
+    # A refused deployment is not called again within the request.
+    assert [e["event"] for e in logs].count("upstream_auth_failed") == 1

@@ -151,13 +151,20 @@ async def test_callers_mistake_is_not_retried() -> None:
     assert s.health["a"].breaker.recent() == (0, 0.0)  # not the deployment's fault
 
 
-async def test_refused_credentials_end_the_request() -> None:
+async def test_refused_credentials_fail_over_and_count_against_the_breaker() -> None:
     s = Setup()
     up = Upstreams(s.clock, a=[REFUSED_KEY], b=[0.01])
-    with pytest.raises(ProviderError) as info:
-        await s.run(up)
-    assert info.value is REFUSED_KEY and up.called() == ["a"]  # a config problem: not hidden
-    assert s.health["a"].breaker.recent() == (0, 0.0)
+    answer, report = await s.run(up)
+    assert answer == "answer from b" and up.called() == ["a", "b"]
+    assert s.health["a"].breaker.recent() == (1, 1.0)  # the misconfigured one is marked
+    assert s.clock.slept == []
+
+
+async def test_a_misconfigured_deployment_is_not_called_again_in_the_request() -> None:
+    s = Setup("a")
+    up = Upstreams(s.clock, a=[REFUSED_KEY, 0.01])
+    error = await s.exhaust(up, max_attempts=3)
+    assert error.last is REFUSED_KEY and up.called() == ["a"]
 
 
 async def test_retry_after_is_waited_out_when_it_fits() -> None:
