@@ -8,29 +8,37 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    renderer: structlog.typing.Processor
+    renderers: list[structlog.typing.Processor]
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer()
+        renderers = [structlog.processors.JSONRenderer(serializer=orjson.dumps)]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=False)
+        renderers = [structlog.dev.ConsoleRenderer(colors=False), _encode]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             _add_pid,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # Each line goes out in one write of bytes, so workers sharing stdout (a pipe)
+        # never interleave parts of their lines.
+        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
+
+
+def _encode(_logger: Any, _name: str, line: Any) -> bytes:
+    # The console renderer hands over a str; the bytes logger writes bytes.
+    return str(line).encode("utf-8", "replace")
 
 
 def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

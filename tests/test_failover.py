@@ -155,7 +155,7 @@ async def test_refused_credentials_fail_over_and_count_against_the_breaker() -> 
     s = Setup()
     up = Upstreams(s.clock, a=[REFUSED_KEY], b=[0.01])
     answer, report = await s.run(up)
-    assert answer == "answer from b" and up.called() == ["a", "b"]
+    assert answer == "answer from b" and up.called() == ["a", "b"] and report.attempts == 2
     assert s.health["a"].breaker.recent() == (1, 1.0)  # the misconfigured one is marked
     assert s.clock.slept == []
 
