@@ -939,3 +939,13 @@ def test_test_dependencies_are_in_the_dev_extra() -> None:
     ]
     names = {re.split(r"[<>=!~ \[;]", spec, maxsplit=1)[0].lower() for spec in dev}
     assert {"helm-python-sdk", "kubernetes-validate"} <= names
+
+
+def test_dashboard_metrics_exist_in_the_gateway_with_those_labels() -> None:
+    """The dashboard's metric names and labels are the ones the gateway really exports."""
+    from gateway.metrics import Metrics
+
+    exported = Metrics().registry._names_to_collectors  # sample name -> its collector
+    for name, labels in METRIC_LABELS.items():
+        assert name in exported, f"the gateway exports no {name}"
+        assert set(exported[name]._labelnames) == labels, name
