@@ -7,7 +7,7 @@ import os
 import sys
 
 from gateway.auth import hash_key, new_key
-from gateway.config import ConfigError, is_loopback, load_config, load_or_default
+from gateway.config import Config, ConfigError, is_loopback, load_or_default
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +45,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "usage":
         from gateway.usage_report import run_usage
 
-        return run_usage(args.config, args.team, args.start, args.end, as_json=args.json)
+        config = _load(args.config)
+        if config is None:
+            return 1
+        return run_usage(config, args.team, args.start, args.end, as_json=args.json)
     return _serve(args)
+
+
+def _load(path: str | None) -> Config | None:
+    """The config at `path` (or the embedded default), or None after printing its problems."""
+    try:
+        return load_or_default(path)
+    except ConfigError as exc:
+        print(f"{path or 'the embedded default'}: {len(exc.problems)} problem(s)", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
 
 
 def _hash_key(args: argparse.Namespace) -> int:
@@ -62,12 +76,8 @@ def _hash_key(args: argparse.Namespace) -> int:
 
 
 def _check(path: str) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 1
     print(
         f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
@@ -77,12 +87,8 @@ def _check(path: str) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    try:
-        config = load_or_default(args.config)
-    except ConfigError as exc:
-        print("rerank-gateway: the config is not valid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config
 from gateway.governance import report_teams
 from policies.quota import StoreUnavailable
 from policies.redis_usage import RedisUsageStore
@@ -36,15 +36,8 @@ _TIMEOUT_S = 5.0
 
 
 def run_usage(
-    path: str, team: str | None, start: str | None, end: str | None, *, as_json: bool = False
+    config: Config, team: str | None, start: str | None, end: str | None, *, as_json: bool = False
 ) -> int:
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: the config is not valid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
     if config.limits.limits_backend != "redis" or not config.state.redis_url:
         print(
             "usage: this needs Redis: with limits.limits_backend `memory` each gateway process "
