@@ -49,6 +49,8 @@ class Catalog:
                 404,
                 f"model '{name}' not found, make sure the correct model ID was used and that you "
                 f"have access to the model. Models served here: {available}",
+                # The name is the caller's free text, so it is not logged (nor counted).
+                log_message="model not found (the name is not logged)",
             )
         return name
 

@@ -17,11 +17,22 @@ from providers.types import AUTH, MALFORMED, TIMEOUT, ProviderError
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, retry_after_s: float | None = None) -> None:
+    """`message` goes to the caller; `log_message` (default: the same) to the access log,
+    for messages that quote text the gateway does not control."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        log_message: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+        self.log_message = message if log_message is None else log_message
 
 
 class UpstreamUnavailable(ApiError):
@@ -52,23 +63,30 @@ def from_provider_error(
     names the one that failed last)."""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     prefix = f"model {model!r} is unavailable{tried}: {error.message}"
+    # The upstream's message can echo the caller's query or documents: the caller sees
+    # it, the access log gets only its bounded facts.
+    upstream = f"upstream {error.kind}, status {error.status}, code {error.code}"
+    logged = f"model {model!r} is unavailable{tried}: {upstream}"
     if error.kind == AUTH or error.status == 404:
         # The gateway's credentials or upstream model id are wrong: our problem, not
         # the caller's, and retrying will not fix it soon.
         where = f"deployment {deployment!r}: " if deployment else ""
-        return ApiError(
-            502, f"{prefix} ({where}a gateway configuration problem; the operators are told)"
-        )
+        note = f" ({where}a gateway configuration problem; the operators are told)"
+        return ApiError(502, prefix + note, log_message=logged + note)
     if error.kind == TIMEOUT:
-        return ApiError(504, prefix)
+        return ApiError(504, prefix, log_message=logged)
     if error.kind == MALFORMED:
-        return ApiError(502, prefix)
+        return ApiError(502, prefix, log_message=logged)
     if error.status is not None and not error.retryable:
         # The upstream rejected the request itself (e.g. a document it will not take).
         status = error.status if 400 <= error.status < 500 else 502
-        return ApiError(status, f"the upstream rejected the request: {error.message}")
+        return ApiError(
+            status,
+            f"the upstream rejected the request: {error.message}",
+            log_message=f"the upstream rejected the request: {upstream}",
+        )
     retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0
     if error.status == 429:
         # Every deployment is throttling: the caller should slow down, as with Cohere.
-        return ApiError(429, prefix, retry_after_s=retry_after)
-    return ApiError(503, prefix, retry_after_s=retry_after)
+        return ApiError(429, prefix, retry_after_s=retry_after, log_message=logged)
+    return ApiError(503, prefix, retry_after_s=retry_after, log_message=logged)

@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.auth import Authenticator
 from gateway.catalog import Catalog
 from gateway.config import Config
-from gateway.errors import ApiError, error_response
+from gateway.errors import ApiError, bad_request, error_response
 from gateway.governance import Governance
 from gateway.logs import access_log
 from gateway.metrics import Metrics
@@ -69,7 +69,7 @@ class Pipeline:
         try:
             response = await self._serve(request, api_version, outcome, started)
         except ApiError as exc:
-            outcome.status, outcome.error = exc.status, exc.message
+            outcome.status, outcome.error = exc.status, exc.log_message
             response = error_response(exc, outcome.request_id)
         finally:
             self.in_flight -= 1
@@ -185,6 +185,8 @@ async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit, team) from None
+    except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (encoding, framing)
+        raise _unreadable(exc) from None
     if len(body) > limit:  # a team limit below the server's, on a body without Content-Length
         raise _too_large(limit, team)
     return body
@@ -195,6 +197,15 @@ def _too_large(limit: int, team: str) -> ApiError:
         413,
         f"request body too large: the limit is {limit} bytes (max_body_bytes for team "
         f"'{team}'); send fewer or shorter documents",
+    )
+
+
+def _unreadable(exc: web.RequestPayloadError) -> ApiError:
+    # The cause is aiohttp's parser error; its `message` names the problem, never the body.
+    reason = getattr(exc.__cause__, "message", None) or "malformed body"
+    return bad_request(
+        f"the request body could not be read ({reason}); send JSON, uncompressed or with "
+        "a valid Content-Encoding"
     )
 
 

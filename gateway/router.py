@@ -126,8 +126,13 @@ def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiErro
         notes.append(f"not tried, circuit open: {', '.join(passed_over)}")
     if report.budget_exhausted:
         notes.append("not retried: the gateway's retry budget is spent (too many failures)")
-    message = f"{mapped.message} ({'; '.join(notes)})" if notes else mapped.message
-    return UpstreamUnavailable(mapped.status, message, retry_after_s=mapped.retry_after_s)
+    suffix = f" ({'; '.join(notes)})" if notes else ""
+    return UpstreamUnavailable(
+        mapped.status,
+        mapped.message + suffix,
+        retry_after_s=mapped.retry_after_s,
+        log_message=mapped.log_message + suffix,
+    )
 
 
 def _unavailable(model: str, exc: Exhausted) -> ApiError:

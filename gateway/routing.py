@@ -179,9 +179,10 @@ def parse_budget(value: str | None) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
+    # The length check comes first: int() refuses strings of thousands of digits.
+    if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) <= 0:
         raise bad_request(
-            f"the {BUDGET_HEADER} header must be a positive whole number of milliseconds "
-            f"(got {value[:40]!r}); leave it out to use the default"
+            f"the {BUDGET_HEADER} header must be a positive whole number of milliseconds, "
+            f"at most 9 digits (got {value[:40]!r}); leave it out to use the default"
         )
     return int(text)

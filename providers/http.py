@@ -160,7 +160,8 @@ def error_detail(body: bytes) -> tuple[str | None, str | None]:
         data = {"message": inner}
     code = data.get("code") or data.get("Code") or data.get("__type")
     message = data.get("message") or data.get("Message")
-    return (str(code) if code else None), (_first_line(str(message)) if message else None)
+    # The code is logged: bounded, as an upstream could put anything there.
+    return (str(code)[:64] if code else None), (_first_line(str(message)) if message else None)
 
 
 def _first_line(message: str) -> str | None:
