@@ -9,6 +9,7 @@ request and its one access-log line.
 from __future__ import annotations
 
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 
@@ -19,7 +20,7 @@ from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
 from gateway.governance import Governance
-from gateway.logs import access_log
+from gateway.logs import access_log, log
 from gateway.metrics import Metrics
 from gateway.routing import BUDGET_HEADER, Resolution, Routing
 from gateway.schema import RerankRequest, parse_body, render_response
@@ -71,6 +72,23 @@ class Pipeline:
         except ApiError as exc:
             outcome.status, outcome.error = exc.status, exc.log_message
             response = error_response(exc, outcome.request_id)
+        except Exception as exc:  # a gateway bug: still answer in Cohere's shape
+            # Where it failed, not what it said: an exception's text may hold caller data.
+            log.error(
+                "internal_error",
+                request_id=outcome.request_id,
+                error=exc.__class__.__name__,
+                traceback="".join(traceback.format_tb(exc.__traceback__)),
+            )
+            outcome.status, outcome.error = 500, f"internal error ({exc.__class__.__name__})"
+            response = error_response(
+                ApiError(
+                    500,
+                    f"internal error in the gateway; the operators can find it by request id "
+                    f"{outcome.request_id}",
+                ),
+                outcome.request_id,
+            )
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
