@@ -10,6 +10,7 @@ forwards those signals to them, and has them share Prometheus metrics through fi
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import shutil
@@ -46,6 +47,10 @@ async def _serve(
     )
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+    # The SDKs imported at start (boto3, oci) leave a large heap that never changes;
+    # freezing it keeps the garbage collector from walking it again and again.
+    gc.collect()
+    gc.freeze()
     log.info("listening", host=host, port=port, pid=os.getpid(), models=sorted(config.models))
 
     loop = asyncio.get_running_loop()
