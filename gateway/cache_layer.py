@@ -25,7 +25,6 @@ from gateway.governance import Governance
 from gateway.logs import log
 from gateway.metrics import Metrics
 from gateway.scoring import Scored, ScoreJob, Scorer
-from policies.billing import estimate_search_units
 from policies.cache import KeySpace, MemoryStore, RedisStore, ScoreStore, TieredStore
 
 _LOG_INTERVAL_S = 30.0
@@ -97,7 +96,7 @@ class CacheLayer:
         )
         missing = [i for i, score in enumerate(found) if score is None]
         if not missing:
-            await self._record(job, cached=len(keys), upstream=0, sent=0)
+            await self._record(job, cached=len(keys), upstream=0, sent=())
             return Scored([s for s in found if s is not None], 0)
 
         async def write(written: Sequence[bytes], scores: Sequence[float]) -> None:
@@ -108,7 +107,8 @@ class CacheLayer:
         fetched = await self.flights.fetch(job, wanted, join=not fresh, write=write)
         scores = [fetched.scores[keys[i]] if s is None else s for i, s in enumerate(found)]
         upstream = sum(1 for i in missing if keys[i] in fetched.sent)
-        await self._record(job, len(keys) - len(missing), upstream, len(fetched.sent))
+        sent = [wanted[key] for key in fetched.sent]
+        await self._record(job, len(keys) - len(missing), upstream, sent)
         return Scored(scores, fetched.search_units)
 
     async def _bypass(self, job: ScoreJob) -> Scored:
@@ -118,8 +118,9 @@ class CacheLayer:
         self._documents["upstream"].inc(len(job.documents))
         return scored
 
-    async def _record(self, job: ScoreJob, cached: int, upstream: int, sent: int) -> None:
-        """Count one answered lookup; `upstream` counts positions, `sent` unique documents."""
+    async def _record(self, job: ScoreJob, cached: int, upstream: int, sent: Sequence[str]) -> None:
+        """Count one answered lookup; `upstream` counts positions, `sent` holds the unique
+        documents this request itself sent upstream."""
         total = len(job.documents)
         status = "hit" if upstream == 0 else "miss" if upstream == total else "partial"
         job.ctx.cache_status = status
@@ -131,9 +132,14 @@ class CacheLayer:
         ):
             if count:
                 self._documents[source].inc(count)
-        saved = estimate_search_units(total) - estimate_search_units(sent)
-        if saved > 0 and self.governance is not None:
-            # Counted in metrics and usage reports, in units and at the model's price.
+        if self.governance is None:
+            return
+        # The same estimate the governor reserves with, so savings and spend add up.
+        rules = self.governance.rules
+        saved = rules.estimate(job.query, job.documents, job.max_tokens_per_doc) - rules.estimate(
+            job.query, sent, job.max_tokens_per_doc
+        )
+        if saved > 0:  # counted in metrics and usage reports, in units and dollars
             await self.governance.usage.record_saved(job.ctx.team, job.ctx.model, saved)
 
 

@@ -367,3 +367,17 @@ async def test_two_gateway_processes_share_the_redis_cache(
     _, headers, _ = await post(first, body(documents(10, start=40)))
     assert headers["X-Cache"] == "hit"
     assert [len(c["documents"]) for c in fake.calls] == [40, 10]
+
+
+async def test_savings_of_long_documents_count_their_chunks(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    # 60 documents of ~1,200 tokens (4,800 chars at 0.25 tokens/char): 3 chunks of 500
+    # tokens each, so 180 chunks = 2 search units, as the governor would estimate them.
+    url = start_gateway(gateway_config({"cohere-a": fake_cohere[1]}))
+    long_docs = [f"doc {i} " + "word " * 960 for i in range(60)]
+    await post(url, body(long_docs))
+    status, headers, _ = await post(url, body(long_docs))
+    assert status == 200 and headers["X-Cache"] == "hit"
+    labels = {"model": "rerank-v3.5", "team": "search"}
+    assert await metric(url, "rerank_cache_saved_search_units_total", labels) == 2
