@@ -119,6 +119,8 @@ class Governance:
             "budget": config.limits.on_redis_error.budget == "closed",
         }
         self.quota_store, usage_store = _stores(config, redis)
+        # Stands in for Redis while it is unreachable, for limits that fail open.
+        self.local_quota = MemoryQuotaStore()
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
@@ -158,7 +160,7 @@ class Governance:
                 "(limits.on_redis_error); retry shortly",
                 retry_after_s=STORE_RETRY_S,
             )
-        log.warning("limits store unreachable; admitting uncounted", team=quota.team)
+        log.warning("limits store unreachable; counting on this replica only", team=quota.team)
 
 
 STORE_RETRY_S = 5.0

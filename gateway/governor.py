@@ -22,6 +22,7 @@ from policies.budget import usd
 from policies.quota import (
     BUDGET,
     QuotaRequest,
+    QuotaStore,
     Refusal,
     StoreUnavailable,
     TeamQuota,
@@ -39,26 +40,34 @@ class Governor:
     async def score(self, job: ScoreJob) -> Scored:
         ctx = job.ctx
         quota = self.gov.quotas.get(ctx.team)
-        reserved = await self._admit(quota, job) if quota is not None else None
+        admitted = await self._admit(quota, job) if quota is not None else None
         try:
             scored = await self.inner.score(job)
         except BaseException:
-            if reserved is not None:
-                await asyncio.shield(self._adjust(reserved, -reserved.units, -reserved.cost_micros))
+            if admitted is not None:
+                reserved, store = admitted
+                refund = self._adjust(store, reserved, -reserved.units, -reserved.cost_micros)
+                await asyncio.shield(refund)
             raise
         deployment = ctx.deployment or ""
         cost = self.gov.prices.cost_micros(ctx.model, ctx.deployment, scored.search_units)
-        if reserved is not None:
+        if admitted is not None:
+            reserved, store = admitted
             await self._adjust(
-                reserved, scored.search_units - reserved.units, cost - reserved.cost_micros
+                store, reserved, scored.search_units - reserved.units, cost - reserved.cost_micros
             )
         await self.gov.usage.served(
             ctx.team, ctx.model, deployment, len(job.documents), scored.search_units, cost
         )
         return scored
 
-    async def _admit(self, quota: TeamQuota, job: ScoreJob) -> QuotaRequest | None:
-        """Reserve or raise 429/400; None when the store is down and the limits fail open."""
+    async def _admit(
+        self, quota: TeamQuota, job: ScoreJob
+    ) -> tuple[QuotaRequest, QuotaStore] | None:
+        """Reserve or raise 429/400; the reservation and the store that holds it.
+
+        When the shared store is down and the team's limits fail open, this replica's
+        own counters stand in (each replica then enforces the limits on its own)."""
         ctx = job.ctx
         units = self.gov.rules.estimate(job.query, job.documents, job.max_tokens_per_doc)
         if quota.unit_rate is not None and not quota.unit_rate.fits_ever(units):
@@ -72,19 +81,33 @@ class Governor:
         now = self.gov.clock()
         cost = self.gov.prices.cost_micros(ctx.model, None, units)
         request = quota.request(units, cost, now)
+        store = self.gov.quota_store
         try:
-            refusal = await self.gov.quota_store.reserve(request)
-            if refusal is not None and refusal.kind == BUDGET and quota.downgrades:
-                request, refusal = await self._downgrade(quota, ctx, request, refusal)
+            request, refusal = await self._reserve(store, quota, ctx, request)
         except StoreUnavailable:
-            self.gov.store_down(quota)
-            return None
+            self.gov.store_down(quota)  # raises 503 when the limits fail closed
+            store = self.gov.local_quota
+            request, refusal = await self._reserve(store, quota, ctx, request)
         if refusal is not None:
             await self._refuse(ctx, request, refusal)
-        return request
+        return request, store
+
+    async def _reserve(
+        self, store: QuotaStore, quota: TeamQuota, ctx: RequestContext, request: QuotaRequest
+    ) -> tuple[QuotaRequest, Refusal | None]:
+        """Reserve `request` in `store`; over budget, a tiered alias may downgrade."""
+        refusal = await store.reserve(request)
+        if refusal is not None and refusal.kind == BUDGET and quota.downgrades:
+            return await self._downgrade(store, quota, ctx, request, refusal)
+        return request, refusal
 
     async def _downgrade(
-        self, quota: TeamQuota, ctx: RequestContext, request: QuotaRequest, refusal: Refusal
+        self,
+        store: QuotaStore,
+        quota: TeamQuota,
+        ctx: RequestContext,
+        request: QuotaRequest,
+        refusal: Refusal,
     ) -> tuple[QuotaRequest, Refusal | None]:
         """Serve a tiered alias by its fast tier, charged past the budget, instead of refusing."""
         tiers = self.tiers.get(ctx.alias) if ctx.alias else None
@@ -93,7 +116,7 @@ class Governor:
             return request, refusal
         cost = self.gov.prices.cost_micros(fast, None, request.units)
         cheaper = quota.request(request.units, cost, request.now, enforce_budget=False)
-        again = await self.gov.quota_store.reserve(cheaper)
+        again = await store.reserve(cheaper)
         if again is not None:  # a rate limit: report that one
             return cheaper, again
         self.gov.metrics.budget_downgrades.labels(ctx.team, refusal.limit).inc()
@@ -114,9 +137,11 @@ class Governor:
         await self.gov.usage.event(ctx.team, ctx.model, REJECTED_RATE)
         raise _rate_error(ctx.team, request, refusal)
 
-    async def _adjust(self, request: QuotaRequest, units: int, cost: int) -> None:
+    async def _adjust(
+        self, store: QuotaStore, request: QuotaRequest, units: int, cost: int
+    ) -> None:
         try:
-            await self.gov.quota_store.adjust(request, units, cost)
+            await store.adjust(request, units, cost)
         except StoreUnavailable as exc:
             self.gov.metrics.governance_store_errors.labels("limits", "settle").inc()
             log.warning("reservation not settled", team=request.team, error=str(exc))

@@ -4,16 +4,13 @@ Helpers (fake clock, HTTP calls) are in tests/governance/helpers.py."""
 
 from __future__ import annotations
 
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import redis
 
-from tests.servers import free_port
+from tests.redis_server import OwnRedis
 
 
 @pytest.fixture
@@ -25,48 +22,10 @@ def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(*keys)
 
 
-@dataclass
-class OwnRedis:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
     """A redis-server of this test's own, on a free port, that the test may stop."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise
-            time.sleep(0.02)
-    client.close()
-    server = OwnRedis(f"redis://127.0.0.1:{port}/0", proc)
+    server = OwnRedis()
+    server.start()
     yield server
     server.stop()

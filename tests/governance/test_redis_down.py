@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.governance.conftest import OwnRedis
 from tests.governance.helpers import get, governed, post
+from tests.redis_server import OwnRedis
 
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}
 
@@ -68,3 +68,27 @@ async def test_store_down_fails_open_or_closed_as_configured(
     status, headers, answer = await get(url + "/admin/usage", ADMIN_KEY)
     assert status == 503 and headers["Retry-After"] == "5"
     assert "usage store (Redis) is unreachable" in answer["message"]
+
+
+async def test_fail_open_counts_on_this_replica_while_redis_is_down(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str], own_redis: OwnRedis
+) -> None:
+    _, upstream = fake_cohere
+    data = governed(
+        {"cohere-a": upstream},
+        backend="redis",
+        prefix="rg-down-local:",
+        state={"redis_url": own_redis.url},
+        ads={"rate_limit": {"requests_per_minute": 3}},
+    )
+    url = start_gateway(data)
+    assert (await post(url, BODY, OTHER_TEAM_KEY))[0] == 200  # counted in Redis
+    own_redis.stop()
+    # Redis is down, the rate limit fails open: this replica's counters take over, so the
+    # limit still holds (per replica) instead of admitting everything uncounted.
+    statuses = [(await post(url, BODY, OTHER_TEAM_KEY))[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    own_redis.start()  # an empty Redis (it keeps nothing on disk)
+    # Redis is back and decides again: its fresh counter admits a full allowance.
+    statuses = [(await post(url, BODY, OTHER_TEAM_KEY))[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
