@@ -22,7 +22,7 @@ from gateway.catalog import Catalog
 from gateway.coalesce import Flights
 from gateway.config import Config
 from gateway.governance import Governance
-from gateway.logs import log
+from gateway.logs import ThrottledWarning
 from gateway.metrics import Metrics
 from gateway.scoring import Scored, ScoreJob, Scorer
 from policies.cache import KeySpace, MemoryStore, RedisStore, ScoreStore, TieredStore
@@ -153,27 +153,16 @@ class ErrorReporter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
-        self.interval_s = interval_s
-        self.clock = clock
-        self._next_log = float("-inf")
-        self._unlogged = 0
+        self.warn = ThrottledWarning("cache_unavailable", interval_s, clock)
 
     def __call__(self, backend: str, exc: BaseException) -> None:
         self.metrics.cache_errors.labels(backend).inc()
-        self._unlogged += 1
-        now = self.clock()
-        if now < self._next_log:
-            return
-        log.warning(
-            "cache_unavailable",
+        self.warn(
             backend=backend,
             error=exc.__class__.__name__,
             detail=str(exc)[:200],
-            failures=self._unlogged,
             effect="treated as misses; retried after cache.redis_backoff_s",
         )
-        self._unlogged = 0
-        self._next_log = now + self.interval_s
 
 
 def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:

@@ -18,7 +18,7 @@ from gateway.auth import ANONYMOUS
 from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
-from gateway.logs import log
+from gateway.logs import ThrottledWarning
 from gateway.metrics import Metrics
 from gateway.schema import RerankRequest
 from policies.limits import LimitExceeded, LimitPolicy
@@ -54,6 +54,7 @@ class UsageRecorder:
         self.prices = prices
         self.metrics = metrics
         self.clock = clock
+        self._warn = ThrottledWarning("usage_not_recorded")
 
     async def served(
         self, team: str, model: str, deployment: str, documents: int, units: int, cost: int
@@ -85,7 +86,7 @@ class UsageRecorder:
             await self.store.add(team, day_of(self.clock()), model, deployment, counts)
         except StoreUnavailable as exc:
             self.metrics.governance_store_errors.labels("usage", "record").inc()
-            log.warning("usage not recorded", team=team, model=model, error=str(exc))
+            self._warn(team=team, model=model, error=str(exc)[:200])
 
 
 class Governance:
@@ -121,6 +122,8 @@ class Governance:
         self.quota_store, usage_store = _stores(config, redis)
         # Stands in for Redis while it is unreachable, for limits that fail open.
         self.local_quota = MemoryQuotaStore()
+        self.warn_store_down = ThrottledWarning("limits_store_unreachable")
+        self.warn_not_settled = ThrottledWarning("reservation_not_settled")
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
@@ -160,7 +163,7 @@ class Governance:
                 "(limits.on_redis_error); retry shortly",
                 retry_after_s=STORE_RETRY_S,
             )
-        log.warning("limits store unreachable; counting on this replica only", team=quota.team)
+        self.warn_store_down(team=quota.team, effect="counting on this replica only")
 
 
 STORE_RETRY_S = 5.0

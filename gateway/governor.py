@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 
 from gateway.errors import ApiError, bad_request
 from gateway.governance import Governance
-from gateway.logs import log
 from gateway.scoring import RequestContext, Scored, ScoreJob, Scorer
 from policies.budget import usd
 from policies.quota import (
@@ -144,7 +143,7 @@ class Governor:
             await store.adjust(request, units, cost)
         except StoreUnavailable as exc:
             self.gov.metrics.governance_store_errors.labels("limits", "settle").inc()
-            log.warning("reservation not settled", team=request.team, error=str(exc))
+            self.gov.warn_not_settled(team=request.team, error=str(exc)[:200])
 
 
 def _period(refusal: Refusal) -> str:

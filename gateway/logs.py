@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -50,3 +51,29 @@ def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutab
 _PID = os.getpid()
 access_log = structlog.get_logger("rerank_gateway.access")
 log = structlog.get_logger("rerank_gateway")
+
+
+class ThrottledWarning:
+    """A warning logged at most once per interval, saying how many times it happened.
+
+    For failures that repeat on every request during an outage (Redis down): one line
+    every `interval_s` instead of thousands per second.
+    """
+
+    def __init__(
+        self, event: str, interval_s: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.event = event
+        self.interval_s = interval_s
+        self.clock = clock
+        self._next = float("-inf")
+        self._unlogged = 0
+
+    def __call__(self, **fields: Any) -> None:
+        self._unlogged += 1
+        now = self.clock()
+        if now < self._next:
+            return
+        log.warning(self.event, failures=self._unlogged, **fields)
+        self._unlogged = 0
+        self._next = now + self.interval_s

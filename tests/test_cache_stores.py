@@ -251,3 +251,18 @@ def test_store_errors_are_all_counted_but_logged_once_per_interval() -> None:
     assert warnings[0]["log_level"] == "warning" and warnings[0]["backend"] == "redis"
     value = metrics.registry.get_sample_value("rerank_cache_errors_total", {"backend": "redis"})
     assert value == 6
+
+
+def test_throttled_warning_logs_once_per_interval_with_the_count() -> None:
+    import structlog
+
+    from gateway.logs import ThrottledWarning
+
+    now = [100.0]
+    warn = ThrottledWarning("store_down", interval_s=30.0, clock=lambda: now[0])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            warn(team="search")
+        now[0] += 30.0
+        warn(team="search")
+    assert [(e["event"], e["failures"]) for e in logs] == [("store_down", 1), ("store_down", 5)]
