@@ -20,13 +20,6 @@ TOKENS_PER_CHAR = 0.25  # about 4 characters per token for English text
 UPSTREAM_MAX_TOKENS_PER_DOC = 4096  # Cohere's default truncation before chunking
 
 
-def estimate_search_units(document_count: int) -> int:
-    """Units for `document_count` short documents (each fits one chunk)."""
-    if document_count <= 0:
-        return 0
-    return math.ceil(document_count / DOCUMENTS_PER_UNIT)
-
-
 @dataclass(frozen=True, slots=True)
 class BillingRules:
     """The configurable parts of the estimate (config `pricing.chunk_tokens`, ...)."""
@@ -61,12 +54,3 @@ class BillingRules:
 
 DEFAULT_RULES = BillingRules()
 
-
-def estimate_search_units_for(
-    query: str,
-    documents: Sequence[str],
-    max_tokens_per_doc: int | None = None,
-    rules: BillingRules = DEFAULT_RULES,
-) -> int:
-    """Texts-based estimate: counts chunks of long documents (see `BillingRules`)."""
-    return rules.estimate(query, documents, max_tokens_per_doc)

@@ -14,7 +14,7 @@ from gateway.cache_layer import CacheLayer, CacheSettings
 from gateway.errors import ApiError
 from gateway.metrics import Metrics
 from gateway.scoring import RequestContext, Scored, ScoreJob
-from policies.billing import estimate_search_units
+from policies.billing import DEFAULT_RULES
 from policies.cache import MemoryStore
 from tests.fakes.cohere import fake_score
 
@@ -47,7 +47,7 @@ class Upstream:
             raise ApiError(429, "this caller's team is over its budget")
         return Scored(
             [fake_score(job.query, d) for d in job.documents],
-            estimate_search_units(len(job.documents)),
+            DEFAULT_RULES.estimate(job.query, job.documents),
         )
 
     async def wait_calls(self, n: int) -> None:
@@ -264,7 +264,7 @@ def test_any_cached_fresh_split_ranks_like_scoring_everything(
         fresh = set(texts) - set(warm)
         sent = upstream.calls[calls_before:]
         assert sorted(d for call in sent for d in call) == sorted(fresh)
-        assert scored.search_units == estimate_search_units(len(fresh))
+        assert scored.search_units == DEFAULT_RULES.estimate(QUERY, sorted(fresh))
 
     asyncio.run(run())
 

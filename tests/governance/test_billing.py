@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.billing import BillingRules, estimate_search_units, estimate_search_units_for
+from policies.billing import BillingRules
 from policies.pricing import ModelPrice, PriceTable, PricingConfig, cost_micros
 from providers.cohere import CohereOptions, CohereProvider
 from providers.local import LocalOptions, LocalProvider
@@ -18,8 +18,8 @@ def chars_for_tokens(tokens: int) -> str:
 
 
 @pytest.mark.parametrize(("count", "units"), [(0, 0), (1, 1), (100, 1), (101, 2), (250, 3)])
-def test_count_based_estimate_is_kept_for_existing_callers(count: int, units: int) -> None:
-    assert estimate_search_units(count) == units
+def test_short_documents_bill_100_per_unit(count: int, units: int) -> None:
+    assert RULES.estimate("q", ["short document"] * count) == units
 
 
 @pytest.mark.parametrize(
@@ -40,7 +40,6 @@ def test_texts_estimate_counts_chunks_of_long_documents(
     query = chars_for_tokens(10)
     docs = [chars_for_tokens(doc_tokens)] * count
     assert RULES.estimate(query, docs) == units
-    assert estimate_search_units_for(query, docs) == units
 
 
 def test_chunks_of_one_document() -> None:
