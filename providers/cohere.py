@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from providers.http import HttpResponse, HttpTransport, load_json, scores_from_ranks, status_error
+from providers.http import (
+    HttpResponse,
+    HttpTransport,
+    check_http_url,
+    load_json,
+    scores_from_ranks,
+    status_error,
+)
 from providers.types import UpstreamCall, UpstreamResult
 
 
@@ -24,10 +31,7 @@ class CohereOptions:
     max_connections: int = field(default=100, metadata={"min": 1})
 
     def __post_init__(self) -> None:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"base_url must start with http:// or https:// (got {self.base_url!r})"
-            )
+        check_http_url("base_url", self.base_url)
         if not self.path.startswith("/"):
             raise ValueError(f"path must start with / (got {self.path!r})")
 
