@@ -12,22 +12,22 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.admin import usage_report
-from gateway.auth import Authenticator
-from gateway.cache_layer import CacheLayer, CacheSettings, build_store
-from gateway.catalog import Catalog
+from gateway.chain.budget import Governor
+from gateway.chain.cache import CacheLayer, CacheSettings, build_store
+from gateway.chain.dispatch import Router
+from gateway.chain.fallback import Fallback
+from gateway.chain.job import Scorer
+from gateway.chain.tier_race import TierRace
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
-from gateway.fallback import Fallback
-from gateway.governance import Governance
-from gateway.governor import Governor
-from gateway.metrics import Metrics
-from gateway.openapi import admin_spec, public_spec
-from gateway.pipeline import Pipeline
-from gateway.router import Router
-from gateway.routing import Routing
-from gateway.scoring import Scorer
-from gateway.tier_race import TierRace
+from gateway.http.admin import usage_report
+from gateway.http.auth import Authenticator
+from gateway.http.openapi import admin_spec, public_spec
+from gateway.http.pipeline import Pipeline
+from gateway.observe.metrics import Metrics
+from gateway.state.catalog import Catalog
+from gateway.state.deployments import Routing
+from gateway.state.governance import Governance
 from policies.cache import ScoreStore
 
 _READY_TIMEOUT_S = 1.0
@@ -84,7 +84,7 @@ def build_scorer(
     governance: Governance,
     routing: Routing,
 ) -> Scorer:
-    """The scoring chain, outermost layer first (see gateway.scoring): the fallback answers
+    """The scoring chain, outermost layer first (see gateway.chain.job): the fallback answers
     when no deployment can (outside the cache, so a degraded answer is never cached); the
     tier race starts an alias's fast tier when pro runs late (each tier caches under its
     own model); the cache answers what it knows; the governor reserves and settles what

@@ -6,8 +6,8 @@ import argparse
 import os
 import sys
 
-from gateway.auth import hash_key, new_key
 from gateway.config import Config, ConfigError, is_loopback, load_or_default
+from gateway.http.auth import hash_key, new_key
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _check(args.path)
     if args.command == "usage":
-        from gateway.usage_report import run_usage
+        from gateway.usage_cli import run_usage
 
         config = _load(args.config)
         if config is None:

@@ -23,8 +23,8 @@ from aiohttp import web
 
 from gateway.app import RUNTIME, build_app, reload
 from gateway.config import Config, ConfigError, load_config, load_or_default
-from gateway.logs import configure_logging, log
-from gateway.metrics import MULTIPROC_ENV
+from gateway.observe.logs import configure_logging, log
+from gateway.observe.metrics import MULTIPROC_ENV
 
 
 def run_worker(config_path: str | None, host: str, port: int, reuse_port: bool) -> None:

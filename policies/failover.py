@@ -31,8 +31,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from policies.first_wins import Race
 from policies.health import HealthBook
-from policies.race import Race
 from policies.retry_budget import RetryBudget
 from providers.types import TIMEOUT, Deployment, ProviderError
 

@@ -8,7 +8,7 @@ from typing import Any
 import cohere
 import pytest
 
-from gateway.auth import hash_key
+from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, TEAM_KEY
 from tests.fakes.cohere import fake_score
 

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from gateway.app import build_app
-from gateway.auth import hash_key
 from gateway.config import parse_config
+from gateway.http.auth import hash_key
 from tests.fakes.cohere import FakeCohere
 from tests.servers import ServerLoop
 

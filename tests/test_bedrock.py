@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from cohere.core.api_error import ApiError as SdkApiError
 
 from gateway.config import parse_config
-from gateway.dataclass_reader import ConfigError
+from gateway.config.reader import ConfigError
 from tests.clouds import (
     DOCS,
     QUERY,

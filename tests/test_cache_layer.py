@@ -10,10 +10,10 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.cache_layer import CacheLayer, CacheSettings
+from gateway.chain.cache import CacheLayer, CacheSettings
+from gateway.chain.job import RequestContext, Scored, ScoreJob
 from gateway.errors import ApiError
-from gateway.metrics import Metrics
-from gateway.scoring import RequestContext, Scored, ScoreJob
+from gateway.observe.metrics import Metrics
 from policies.billing import DEFAULT_RULES
 from policies.cache import MemoryStore
 from tests.fakes.cohere import fake_score

@@ -14,8 +14,8 @@ import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from gateway.cache_layer import ErrorReporter
-from gateway.metrics import Metrics
+from gateway.chain.cache import ErrorReporter
+from gateway.observe.metrics import Metrics
 from policies.cache import KeySpace, MemoryStore, RedisStore, TieredStore
 from policies.cache.memory import ENTRY_BYTES
 from tests.conftest import REDIS_URL
@@ -256,7 +256,7 @@ def test_store_errors_are_all_counted_but_logged_once_per_interval() -> None:
 def test_throttled_warning_logs_once_per_interval_with_the_count() -> None:
     import structlog
 
-    from gateway.logs import ThrottledWarning
+    from gateway.observe.logs import ThrottledWarning
 
     now = [100.0]
     warn = ThrottledWarning("store_down", interval_s=30.0, clock=lambda: now[0])

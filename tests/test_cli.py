@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.auth import hash_key
+from gateway.http.auth import hash_key
 from tests.servers import free_port
 from tests.test_config import EXAMPLE
 

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.openapi import public_spec
+from gateway.http.openapi import public_spec
 from tests.conftest import ADMIN_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
 

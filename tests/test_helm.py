@@ -943,7 +943,7 @@ def test_test_dependencies_are_in_the_dev_extra() -> None:
 
 def test_dashboard_metrics_exist_in_the_gateway_with_those_labels() -> None:
     """The dashboard's metric names and labels are the ones the gateway really exports."""
-    from gateway.metrics import Metrics
+    from gateway.observe.metrics import Metrics
 
     exported = Metrics().registry._names_to_collectors  # sample name -> its collector
     for name, labels in METRIC_LABELS.items():

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import structlog
 
-from gateway.auth import hash_key
+from gateway.http.auth import hash_key
 from tests.conftest import OTHER_TEAM_KEY, REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
 from tests.servers import free_port

@@ -14,7 +14,7 @@ import orjson
 import redis
 import structlog
 
-from gateway.auth import hash_key
+from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.azure import FakeAzure
 from tests.fakes.cohere import FakeCohere, Faults

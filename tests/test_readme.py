@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from gateway.config import Config, LimitsConfig, parse_config
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
 from providers.registry import PROVIDER_TYPES
 from tests.test_helm import CHART, fake_env, gateway_parse, render
 
@@ -265,7 +265,7 @@ def test_readme_key_exists_with_its_default(row: Row) -> None:
 
 
 # --------------------------------------------------------------------------------------
-# Metrics table against gateway/metrics.py
+# Metrics table against gateway/observe/metrics.py
 
 
 def test_readme_metrics_and_labels_match_the_registry() -> None:

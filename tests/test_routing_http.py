@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from gateway.auth import hash_key
+from gateway.http.auth import hash_key
 from tests.conftest import TEAM_KEY, gateway_config
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import Faults, fake_score

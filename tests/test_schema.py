@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from gateway.errors import ApiError
-from gateway.schema import parse_body, parse_request, render_response
+from gateway.http.wire import parse_body, parse_request, render_response
 
 
 def parse(body: dict, version: int = 2):

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.auth import hash_key
+from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.routing_helpers import DOCS, metric, post, serve_fakes, start

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from policies.tiers import FITS, NO_BUDGET, NONE_FIT_FASTEST, Estimate, TierBackup, TierSelector
+from policies.tier_choice import (
+    FITS,
+    NO_BUDGET,
+    NONE_FIT_FASTEST,
+    Estimate,
+    TierBackup,
+    TierSelector,
+)
 
 TIERS = {"pro": "m-pro", "fast": "m-fast"}
 

@@ -14,9 +14,9 @@ import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import ApiError, bad_request
-from gateway.governance import Governance
-from gateway.scoring import RequestContext, Scored, ScoreJob, Scorer
+from gateway.state.governance import Governance
 from policies.budget import usd
 from policies.quota import (
     BUDGET,

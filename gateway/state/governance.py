@@ -4,7 +4,7 @@ The decisions live in `policies` (limits, billing, pricing, ratelimit, budget, q
 usage); this module builds them from config, picks the memory or Redis stores, and
 translates outcomes into API errors, Prometheus counters and usage records. The
 per-request parts are `apply_limits` (a pipeline step after parsing) and the
-`Governor` scorer layer (gateway.governor) around the Router.
+`Governor` scorer layer (gateway.chain.budget) around the Router.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
-from gateway.auth import ANONYMOUS
-from gateway.catalog import Catalog
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
-from gateway.logs import ThrottledWarning
-from gateway.metrics import Metrics
-from gateway.schema import RerankRequest
+from gateway.http.auth import ANONYMOUS
+from gateway.http.wire import RerankRequest
+from gateway.observe.logs import ThrottledWarning
+from gateway.observe.metrics import Metrics
+from gateway.state.catalog import Catalog
 from policies.limits import LimitExceeded, LimitPolicy
 from policies.pricing import MICROS_PER_USD, PriceTable
 from policies.quota import MemoryQuotaStore, QuotaStore, StoreUnavailable, TeamQuota

@@ -18,8 +18,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
-from gateway.scoring import RequestContext, Scored, ScoreJob, Scorer
 
 # Stores the scores of a flight before it is released (the cache fill).
 Writer = Callable[[Sequence[bytes], Sequence[float]], Awaitable[None]]

@@ -16,7 +16,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from gateway.config import Config
-from gateway.governance import report_teams
+from gateway.state.governance import report_teams
 from policies.quota import StoreUnavailable
 from policies.redis_usage import RedisUsageStore
 from policies.usage import REJECTED_BUDGET, REJECTED_LIMITS, REJECTED_RATE, collect, report_range

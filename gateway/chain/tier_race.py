@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from dataclasses import fields, replace
 
+from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
-from gateway.metrics import Metrics
-from gateway.scoring import RequestContext, Scored, ScoreJob, Scorer
+from gateway.observe.metrics import Metrics
 from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
-from policies.race import Race
+from policies.first_wins import Race
 
 PRIMARY, BACKUP = "primary", "backup"
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gateway.dataclass_reader import ConfigError, Reader, bounded, join
+from gateway.config.reader import ConfigError, Reader, bounded, join
 from policies.breaker import BreakerSettings
 from policies.budget import BudgetConfig
 from policies.failover import BackoffSettings, HedgeSettings

@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.catalog import Catalog
 from gateway.config import Config, ModelConfig
 from gateway.errors import bad_request
-from gateway.metrics import Metrics
+from gateway.observe.metrics import Metrics
+from gateway.state.catalog import Catalog
 from policies.breaker import OPEN, STATE_NAMES
 from policies.failover import Failover, HedgeSettings
 from policies.health import HealthBook
 from policies.retry_budget import RetryBudget
-from policies.tiers import TierBackup, TierSelector
+from policies.tier_choice import TierBackup, TierSelector
 from providers.types import Deployment
 
 BUDGET_HEADER = "X-Latency-Budget-Ms"

@@ -2,7 +2,7 @@
 
 A `Scorer` takes a `ScoreJob` (a query and the documents that still need scores)
 and returns one score per document. Layers wrap one another, each with one job;
-the innermost is the `Router` (gateway.router), which calls the model's deployments:
+the innermost is the `Router` (gateway.chain.dispatch), which calls the model's deployments:
 
     [fallback] -> [tier race] -> [cache] -> [coalescing] -> [limits and budget] -> Router
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from policies.tiers import TierBackup
+from policies.tier_choice import TierBackup
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
-(see `gateway.scoring`). The pipeline owns the response headers, the metrics of the
+(see `gateway.chain.job`). The pipeline owns the response headers, the metrics of the
 request and its one access-log line.
 """
 
@@ -15,16 +15,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.auth import Authenticator
-from gateway.catalog import Catalog
+from gateway.chain.job import RequestContext, ScoreJob, Scorer
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
-from gateway.governance import Governance
-from gateway.logs import access_log, log
-from gateway.metrics import Metrics
-from gateway.routing import BUDGET_HEADER, Resolution, Routing
-from gateway.schema import RerankRequest, parse_body, render_response
-from gateway.scoring import RequestContext, ScoreJob, Scorer
+from gateway.http.auth import Authenticator
+from gateway.http.wire import RerankRequest, parse_body, render_response
+from gateway.observe.logs import access_log, log
+from gateway.observe.metrics import Metrics
+from gateway.state.catalog import Catalog
+from gateway.state.deployments import BUDGET_HEADER, Resolution, Routing
+from gateway.state.governance import Governance
 
 UNKNOWN = "unknown"
 _MAX_REQUEST_ID = 128

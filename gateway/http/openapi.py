@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.schema import MAX_DOCUMENTS
+from gateway.http.wire import MAX_DOCUMENTS
 
 _NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
 

@@ -18,13 +18,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from gateway.catalog import Catalog
-from gateway.coalesce import Flights
+from gateway.chain.coalesce import Flights
+from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.config import Config
-from gateway.governance import Governance
-from gateway.logs import ThrottledWarning
-from gateway.metrics import Metrics
-from gateway.scoring import Scored, ScoreJob, Scorer
+from gateway.observe.logs import ThrottledWarning
+from gateway.observe.metrics import Metrics
+from gateway.state.catalog import Catalog
+from gateway.state.governance import Governance
 from policies.cache import KeySpace, MemoryStore, RedisStore, ScoreStore, TieredStore
 
 _LOG_INTERVAL_S = 30.0

@@ -119,7 +119,7 @@ class Metrics:
             registry=r,
         )
 
-        # Cost governance (gateway.governance): team labels come from configured teams.
+        # Cost governance (gateway.state.governance): team labels come from configured teams.
         self.overfetch = Counter(
             "rerank_overfetch",
             "Over-fetch limits enforced, by limit and action (reject, truncate).",

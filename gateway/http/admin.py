@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import ApiError, bad_request
-from gateway.governance import STORE_RETRY_S, Governance
+from gateway.state.governance import STORE_RETRY_S, Governance
 from policies.quota import StoreUnavailable
 from policies.usage import collect, report_range
 

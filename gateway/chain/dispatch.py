@@ -13,11 +13,12 @@ import random
 import time
 from functools import partial
 
+from gateway.chain.job import Scored, ScoreJob
 from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
-from gateway.logs import log
-from gateway.metrics import Metrics
-from gateway.routing import Routing
-from gateway.scoring import Scored, ScoreJob
+from gateway.observe.logs import log
+from gateway.observe.metrics import Metrics
+from gateway.state.deployments import Routing
+from policies.attempt_order import attempt_order
 from policies.billing import DEFAULT_RULES, BillingRules
 from policies.failover import (
     BREAKER_OPEN,
@@ -26,7 +27,6 @@ from policies.failover import (
     FailoverPlan,
     FailoverReport,
 )
-from policies.routing import attempt_order
 from providers.types import AUTH, Deployment, ProviderError, UpstreamCall, UpstreamResult
 
 # Statuses that mean "the deployments could not answer", not "the request is wrong".

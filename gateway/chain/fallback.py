@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
-from gateway.metrics import Metrics
-from gateway.scoring import Scored, ScoreJob, Scorer
+from gateway.observe.metrics import Metrics
 from providers.local import LocalOptions, LocalProvider
 from providers.types import UpstreamCall
 

@@ -1,0 +1,1 @@
+"""The scoring chain: the layers that turn a request's documents into scores (see `order`)."""
