@@ -90,4 +90,3 @@ def usage_tokens(usage: Any, *names: str) -> int | None:
         if tokens is not None:
             return tokens
     return None
-

@@ -43,5 +43,7 @@ async def in_batches(
     return UpstreamResult(
         scores=scores,
         tokens=sum(reported) if reported else None,
-        upstream_request_id=next((p.upstream_request_id for p in parts if p.upstream_request_id), None),
+        upstream_request_id=next(
+            (p.upstream_request_id for p in parts if p.upstream_request_id), None
+        ),
     )

@@ -19,9 +19,9 @@ from providers.local import LocalOptions, LocalProvider
 from providers.nim import NimOptions, NimProvider
 from providers.oci import OciOptions, OciProvider
 from providers.tei import TeiOptions, TeiProvider
+from providers.types import Provider
 from providers.vllm import VllmOptions, VllmProvider
 from providers.voyage import VoyageOptions, VoyageProvider
-from providers.types import Provider
 
 
 @dataclass(frozen=True)

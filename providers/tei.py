@@ -62,7 +62,9 @@ class TeiProvider(RerankHttpProvider):
         return body
 
     def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
-        scores = scores_from_ranks(self.name, load_json(self.name, resp), count, score_key="score", resp=resp)
+        scores = scores_from_ranks(
+            self.name, load_json(self.name, resp), count, score_key="score", resp=resp
+        )
         return UpstreamResult(
             scores=scores,
             tokens=count_or_none(resp.headers.get("x-compute-tokens")),

@@ -46,7 +46,11 @@ class VllmProvider(RerankHttpProvider):
     type = "vllm"
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": call.model, "query": call.query, "documents": list(documents)}
+        body: dict[str, Any] = {
+            "model": call.model,
+            "query": call.query,
+            "documents": list(documents),
+        }
         if call.max_tokens_per_doc is not None:
             body["max_tokens_per_doc"] = call.max_tokens_per_doc
         return body

@@ -17,7 +17,8 @@ from tests.servers import ServerLoop
 QUERY = "capital of France"
 # 100 documents; every seventh names the capital, so the order is far from the input's.
 MANY_DOCS = [
-    f"Document {i}: " + ("Paris is the capital of France." if i % 7 == 3 else f"Notes on topic {i}.")
+    f"Document {i}: "
+    + ("Paris is the capital of France." if i % 7 == 3 else f"Notes on topic {i}.")
     for i in range(100)
 ]
 
@@ -27,15 +28,21 @@ def provider_config(
 ) -> dict[str, Any]:
     """One gateway model served by `providers` (name -> settings) in priority order."""
     deployments = [
-        {"provider": name, "model": upstream_model, "priority": i} for i, name in enumerate(providers)
+        {"provider": name, "model": upstream_model, "priority": i}
+        for i, name in enumerate(providers)
     ]
     return keyed_config(dict(providers), {model: {"deployments": deployments, **model_settings}})
 
 
-def post(url: str, body: dict[str, Any], path: str = "/v2/rerank", **headers: str) -> httpx.Response:
+def post(
+    url: str, body: dict[str, Any], path: str = "/v2/rerank", **headers: str
+) -> httpx.Response:
     """A raw call to the gateway (bodies the SDK cannot send, headers to read)."""
     return httpx.post(
-        url + path, json=body, headers={"Authorization": f"Bearer {TEAM_KEY}", **headers}, timeout=15
+        url + path,
+        json=body,
+        headers={"Authorization": f"Bearer {TEAM_KEY}", **headers},
+        timeout=15,
     )
 
 

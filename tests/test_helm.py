@@ -969,9 +969,7 @@ def test_offline_example_renders_a_gateway_with_no_cloud_and_no_internet(
     config = gateway_parse(rendered.config, {})
     assert {p.type for p in config.providers.values()} == {"tei", "local"}
     assert config.models["bge-reranker-v2-m3"].fallback == "local"
-    (policy,) = [
-        p for p in rendered.all("NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]
-    ]
+    (policy,) = [p for p in rendered.all("NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]]
     ports = [
         (port["port"], bool(rule.get("to")))
         for rule in policy["spec"]["egress"]

@@ -45,7 +45,9 @@ def voyage_settings(url: str, **more: object) -> dict[str, object]:
 # ---------------------------------------------------------------------------------- Jina
 
 
-def test_jina_scores_only_with_the_key(jina: tuple[FakeJina, str], start_gateway: Callable[..., str]) -> None:
+def test_jina_scores_only_with_the_key(
+    jina: tuple[FakeJina, str], start_gateway: Callable[..., str]
+) -> None:
     fake, url = jina
     data = provider_config({"jina": jina_settings(url)}, "jina-v3", "jina-reranker-v3")
     raw = client(start_gateway(data)).with_raw_response.rerank(
@@ -62,18 +64,23 @@ def test_jina_scores_only_with_the_key(jina: tuple[FakeJina, str], start_gateway
 
 def test_jina_reports_total_tokens(jina: tuple[FakeJina, str], servers: ServerLoop) -> None:
     _, url = jina
-    result = direct(servers, "jina", {"base_url": url, "api_key": JINA_KEY}, DOCS, model="jina-reranker-v3")
+    result = direct(
+        servers, "jina", {"base_url": url, "api_key": JINA_KEY}, DOCS, model="jina-reranker-v3"
+    )
     assert result.tokens == token_count(QUERY, *DOCS)
 
 
 def test_jina_wrong_key_fails_over_and_alone_is_a_502(
     jina: tuple[FakeJina, str], servers: ServerLoop, start_gateway: Callable[..., str]
 ) -> None:
-    fake, url = jina
+    _, url = jina
     other = FakeJina()
     other_url = servers.serve(other.app())
     providers = {"jina-a": jina_settings(url, "revoked"), "jina-b": jina_settings(other_url)}
-    resp = post(start_gateway(provider_config(providers, "j", "jina-reranker-v3")), {"model": "j", "query": QUERY, "documents": DOCS})
+    resp = post(
+        start_gateway(provider_config(providers, "j", "jina-reranker-v3")),
+        {"model": "j", "query": QUERY, "documents": DOCS},
+    )
     assert resp.status_code == 200
     assert resp.headers["x-rerank-deployment"] == "jina-b/jina-reranker-v3"
     alone = provider_config({"jina-a": jina_settings(url, "revoked")}, "j", "jina-reranker-v3")
@@ -83,7 +90,9 @@ def test_jina_wrong_key_fails_over_and_alone_is_a_502(
     assert "revoked" not in resp.text
 
 
-def test_jina_422_detail_reaches_the_caller(jina: tuple[FakeJina, str], start_gateway: Callable[..., str]) -> None:
+def test_jina_422_detail_reaches_the_caller(
+    jina: tuple[FakeJina, str], start_gateway: Callable[..., str]
+) -> None:
     _, url = jina
     data = provider_config({"jina": jina_settings(url)}, "j", "jina-reranker-v9")
     resp = post(start_gateway(data), {"model": "j", "query": QUERY, "documents": DOCS})
@@ -111,7 +120,13 @@ def test_voyage_gets_neither_top_n_nor_top_k(
 ) -> None:
     fake, url = voyage
     data = provider_config({"voyage": voyage_settings(url)}, "voyage-2.5", "rerank-2.5")
-    body = {"model": "voyage-2.5", "query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": True}
+    body = {
+        "model": "voyage-2.5",
+        "query": QUERY,
+        "documents": DOCS,
+        "top_n": 2,
+        "return_documents": True,
+    }
     resp = post(start_gateway(data), body, "/v1/rerank")
     assert resp.status_code == 200, resp.text
     results = resp.json()["results"]
@@ -153,7 +168,8 @@ def test_voyage_empty_documents_score_zero_and_are_not_sent(
     by_index = {r.index: r.relevance_score for r in res.results}
     assert by_index[0] == by_index[2] == 0.0
     assert [r.index for r in res.results][:2] == [
-        [1, 3][i] for i in expected_order(QUERY, [DOCS[3], DOCS[1]])  # positions in `docs`
+        [1, 3][i]
+        for i in expected_order(QUERY, [DOCS[3], DOCS[1]])  # positions in `docs`
     ]
     only_empty = client(gateway).rerank(model="v", query=QUERY, documents=["", ""])
     assert [r.relevance_score for r in only_empty.results] == [0.0, 0.0]
@@ -174,8 +190,14 @@ def test_voyage_throttling_fails_over_then_is_a_429(
     fake, url = voyage
     fake.faults = Faults(status=429, retry_after="7")
     other = FakeVoyage()
-    providers = {"voyage-a": voyage_settings(url), "voyage-b": voyage_settings(servers.serve(other.app()))}
-    resp = post(start_gateway(provider_config(providers, "v", "rerank-2.5")), {"model": "v", "query": QUERY, "documents": DOCS})
+    providers = {
+        "voyage-a": voyage_settings(url),
+        "voyage-b": voyage_settings(servers.serve(other.app())),
+    }
+    resp = post(
+        start_gateway(provider_config(providers, "v", "rerank-2.5")),
+        {"model": "v", "query": QUERY, "documents": DOCS},
+    )
     assert resp.status_code == 200
     assert resp.headers["x-rerank-deployment"] == "voyage-b/rerank-2.5"
     alone = provider_config({"voyage-a": voyage_settings(url)}, "v", "rerank-2.5")
@@ -186,7 +208,9 @@ def test_voyage_throttling_fails_over_then_is_a_429(
 
 
 def test_voyage_batch_size_is_capped_at_its_limit() -> None:
-    data = provider_config({"v": {"type": "voyage", "api_key": "k", "max_batch_size": 2000}}, "m", "m")
+    data = provider_config(
+        {"v": {"type": "voyage", "api_key": "k", "max_batch_size": 2000}}, "m", "m"
+    )
     with pytest.raises(ConfigError) as info:
         parse_config(data, {})
     assert "providers.v.max_batch_size: must be at most 1000" in str(info.value)

@@ -74,7 +74,9 @@ def test_usage_tokens_are_summed_over_sub_batches(
     assert result.tokens == sum(token_count(QUERY, *s) for s in slices)
 
 
-def test_missing_key_is_refused(infinity: tuple[FakeInfinity, str], start_gateway: Callable[..., str]) -> None:
+def test_missing_key_is_refused(
+    infinity: tuple[FakeInfinity, str], start_gateway: Callable[..., str]
+) -> None:
     _, url = infinity
     data = provider_config({"inf": {"type": "infinity", "base_url": url}}, "mxbai", SERVED_MODEL)
     resp = post(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:3]})

@@ -28,7 +28,9 @@ def settings(url: str, **more: object) -> dict[str, object]:
     return {"type": "nim", "base_url": url, "timeout_s": 5, **more}
 
 
-def test_sigmoid_scores_by_default(nim: tuple[FakeNim, str], start_gateway: Callable[..., str]) -> None:
+def test_sigmoid_scores_by_default(
+    nim: tuple[FakeNim, str], start_gateway: Callable[..., str]
+) -> None:
     fake, url = nim
     gateway = start_gateway(provider_config({"nim": settings(url)}, "nv", SERVED_MODEL))
     res = client(gateway).rerank(model="nv", query=QUERY, documents=DOCS, top_n=4)
@@ -48,7 +50,9 @@ def test_sigmoid_scores_by_default(nim: tuple[FakeNim, str], start_gateway: Call
 
 def test_raw_logits_on_request(nim: tuple[FakeNim, str], start_gateway: Callable[..., str]) -> None:
     fake, url = nim
-    data = provider_config({"nim": settings(url, score="logit", truncate="NONE")}, "nv", SERVED_MODEL)
+    data = provider_config(
+        {"nim": settings(url, score="logit", truncate="NONE")}, "nv", SERVED_MODEL
+    )
     body = {"model": "nv", "query": QUERY, "documents": DOCS}
     results = post(start_gateway(data), body).json()["results"]
     assert [r["index"] for r in results] == expected_order(QUERY, DOCS)
@@ -59,10 +63,14 @@ def test_raw_logits_on_request(nim: tuple[FakeNim, str], start_gateway: Callable
     assert fake.calls[0]["truncate"] == "NONE"
 
 
-def test_passages_split_at_max_batch_size(nim: tuple[FakeNim, str], start_gateway: Callable[..., str]) -> None:
+def test_passages_split_at_max_batch_size(
+    nim: tuple[FakeNim, str], start_gateway: Callable[..., str]
+) -> None:
     fake, url = nim
     fake.max_passages = 4
-    data = provider_config({"nim": settings(url, max_batch_size=4, api_key="nvapi-x")}, "nv", SERVED_MODEL)
+    data = provider_config(
+        {"nim": settings(url, max_batch_size=4, api_key="nvapi-x")}, "nv", SERVED_MODEL
+    )
     res = client(start_gateway(data)).rerank(model="nv", query=QUERY, documents=DOCS)
     assert [r.index for r in res.results] == expected_order(QUERY, DOCS)
     assert sorted(len(c["passages"]) for c in fake.calls) == [1, 4, 4]
@@ -85,7 +93,9 @@ def test_sigmoid_is_stable_at_the_extremes() -> None:
     assert sigmoid(2.0) == pytest.approx(1 - sigmoid(-2.0))
 
 
-def test_wrong_model_is_a_gateway_problem(nim: tuple[FakeNim, str], start_gateway: Callable[..., str]) -> None:
+def test_wrong_model_is_a_gateway_problem(
+    nim: tuple[FakeNim, str], start_gateway: Callable[..., str]
+) -> None:
     _, url = nim
     data = provider_config({"nim": settings(url)}, "nv", "nvidia/other")
     resp = post(start_gateway(data), {"model": "nv", "query": QUERY, "documents": DOCS})

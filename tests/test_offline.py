@@ -26,7 +26,12 @@ DOC_FILE = Path(__file__).resolve().parent.parent / "docs" / "providers.md"
 
 def tiered(cohere_url: str, tei_url: str, **team: Any) -> dict[str, Any]:
     providers = {
-        "cohere": {"type": "cohere", "base_url": cohere_url, "api_key": "upstream-key", "timeout_s": 5},
+        "cohere": {
+            "type": "cohere",
+            "base_url": cohere_url,
+            "api_key": "upstream-key",
+            "timeout_s": 5,
+        },
         "tei": {"type": "tei", "base_url": tei_url, "max_batch_size": 32, "timeout_s": 5},
         "offline": {"type": "local"},
     }
@@ -136,3 +141,18 @@ def test_the_documented_offline_config_works_against_the_fakes(
     assert (down.status_code, down.headers["x-rerank-deployment"]) == (200, "fallback/local")
     bm25 = post(gateway, {**body, "model": "local-bm25"})
     assert bm25.status_code == 200
+
+
+def test_the_documented_tier_snippet_extends_the_offline_config() -> None:
+    text = DOC_FILE.read_text()
+    match = re.search(r"<!-- offline-tiers -->\s*```yaml\n(.*?)```", text, re.S)
+    assert match, "docs/providers.md lost its tiered example"
+    extra = yaml.safe_load(match.group(1))
+    data = offline_example()
+    for section, entries in extra.items():
+        data[section].update(entries)
+    config = parse_config(data, {"ADMIN_KEY_SHA256": "0" * 64, "COHERE_API_KEY": "k"})
+    assert config.models["rerank-auto"].tiers == {
+        "pro": "rerank-v4.0-pro",
+        "fast": "bge-reranker-v2-m3",
+    }

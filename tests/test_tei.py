@@ -69,7 +69,9 @@ def test_tokens_are_summed_from_every_sub_batch(servers: ServerLoop) -> None:
     assert result.search_units is None  # TEI bills nothing: the gateway estimates
 
 
-def test_return_documents_and_top_n_on_v1(servers: ServerLoop, start_gateway: Callable[..., str]) -> None:
+def test_return_documents_and_top_n_on_v1(
+    servers: ServerLoop, start_gateway: Callable[..., str]
+) -> None:
     ((_, url),) = serve(servers)
     gateway = start_gateway(provider_config({"tei": tei(url)}, "bge", MODEL))
     docs = MANY_DOCS[:40]

@@ -36,7 +36,9 @@ def settings(url: str, **more: object) -> dict[str, object]:
     return {"type": "vllm", "base_url": url, "api_key": KEY, "timeout_s": 5, **more}
 
 
-def test_rerank_on_v1_with_the_key(vllm: tuple[FakeVllm, str], start_gateway: Callable[..., str]) -> None:
+def test_rerank_on_v1_with_the_key(
+    vllm: tuple[FakeVllm, str], start_gateway: Callable[..., str]
+) -> None:
     fake, url = vllm
     gateway = start_gateway(provider_config({"vllm": settings(url)}, "bge", SERVED_MODEL))
     raw = client(gateway).with_raw_response.rerank(
@@ -88,7 +90,9 @@ def test_the_fake_leaves_plain_rerank_unguarded_as_vllm_does(
 
 
 def test_plain_rerank_path_is_refused_in_the_config() -> None:
-    data = provider_config({"v": {"type": "vllm", "base_url": "http://vllm:8000", "path": "/rerank"}}, "bge", "m")
+    data = provider_config(
+        {"v": {"type": "vllm", "base_url": "http://vllm:8000", "path": "/rerank"}}, "bge", "m"
+    )
     with pytest.raises(ConfigError) as info:
         parse_config(data, {})
     assert "path must end in /v1/rerank or /v2/rerank" in str(info.value)
@@ -109,7 +113,9 @@ def test_unknown_model_is_a_gateway_problem_and_fails_over_to_tei(
     assert resp.headers["x-rerank-deployment"] == "tei/BAAI/bge-reranker-large"
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, DOCS)
     assert len(fake.calls) == 1 and len(tei.calls) == 1
-    alone = start_gateway(provider_config({"vllm": settings(url)}, "bge", "BAAI/bge-reranker-large"))
+    alone = start_gateway(
+        provider_config({"vllm": settings(url)}, "bge", "BAAI/bge-reranker-large")
+    )
     with pytest.raises(SdkApiError) as info:
         client(alone).rerank(model="bge", query=QUERY, documents=DOCS)
     assert info.value.status_code == 502

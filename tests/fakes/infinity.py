@@ -32,8 +32,17 @@ class FakeInfinity(StrictFake):
     served_model: str = SERVED_MODEL
     max_client_batch_size: int = 2048
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-        body = {"error": {"message": message, "type": "InternalServerError" if status >= 500 else "BadRequestError", "param": None, "code": status}}
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        body = {
+            "error": {
+                "message": message,
+                "type": "InternalServerError" if status >= 500 else "BadRequestError",
+                "param": None,
+                "code": status,
+            }
+        }
         return json_response(body, status, headers)
 
     def unauthorized(self) -> web.Response:
@@ -60,7 +69,9 @@ class FakeInfinity(StrictFake):
             return detail(422, "top_n", "Input should be greater than 0", "greater_than")
         model = body.get("model", "default/not-specified")
         if model not in (self.served_model, "default/not-specified"):
-            return self.error(400, f"Model {model} not deployed. Deployed models: {self.served_model}")
+            return self.error(
+                400, f"Model {model} not deployed. Deployed models: {self.served_model}"
+            )
         return None
 
     def answer(self, body: dict[str, Any]) -> web.Response:

@@ -13,11 +13,23 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.strict import StrictFake, json_response, ranked, strings, token_count, unknown_fields
+from tests.fakes.strict import (
+    StrictFake,
+    json_response,
+    ranked,
+    strings,
+    token_count,
+    unknown_fields,
+)
 
 JINA_KEY = "jina_test_key"
 FIELDS = {"model", "query", "documents", "top_n", "return_documents"}
-MODELS = ("jina-reranker-v3", "jina-reranker-v2-base-multilingual", "jina-reranker-m0", "jina-colbert-v2")
+MODELS = (
+    "jina-reranker-v3",
+    "jina-reranker-v2-base-multilingual",
+    "jina-reranker-m0",
+    "jina-colbert-v2",
+)
 
 
 @dataclass
@@ -25,7 +37,9 @@ class FakeJina(StrictFake):
     api_key: str | None = JINA_KEY
     paths: tuple[str, ...] = ("/v1/rerank",)
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return json_response({"detail": message}, status, headers)
 
     def validate(self, body: dict[str, Any]) -> web.Response | None:
@@ -51,4 +65,6 @@ class FakeJina(StrictFake):
             for i, s in scored
         ]
         tokens = token_count(body["query"], *docs)
-        return json_response({"model": body["model"], "usage": {"total_tokens": tokens}, "results": results})
+        return json_response(
+            {"model": body["model"], "usage": {"total_tokens": tokens}, "results": results}
+        )

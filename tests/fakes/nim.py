@@ -42,7 +42,9 @@ class FakeNim(StrictFake):
     served_model: str = SERVED_MODEL
     max_passages: int = MAX_PASSAGES
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return json_response({"detail": message}, status, headers)
 
     def validate(self, body: dict[str, Any]) -> web.Response | None:
@@ -52,7 +54,9 @@ class FakeNim(StrictFake):
         if body.get("model") != self.served_model:
             return self.error(404, f"Model {body.get('model')} not found")
         query = body.get("query")
-        if not (isinstance(query, dict) and set(query) == {"text"} and isinstance(query["text"], str)):
+        if not (
+            isinstance(query, dict) and set(query) == {"text"} and isinstance(query["text"], str)
+        ):
             return self.error(422, "query must be an object {text}")
         passages = _texts(body.get("passages"))
         if not passages:
@@ -65,5 +69,7 @@ class FakeNim(StrictFake):
 
     def answer(self, body: dict[str, Any]) -> web.Response:
         passages = _texts(body["passages"]) or []
-        rankings = [{"index": i, "logit": logit_of(s)} for i, s in ranked(body["query"]["text"], passages)]
+        rankings = [
+            {"index": i, "logit": logit_of(s)} for i, s in ranked(body["query"]["text"], passages)
+        ]
         return json_response({"rankings": rankings})

@@ -25,7 +25,9 @@ def token_count(*texts: str) -> int:
     return sum(max(1, len(_WORD.findall(t))) for t in texts)
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status, body=orjson.dumps(payload), content_type="application/json", headers=headers
     )
@@ -106,13 +108,17 @@ class StrictFake:
     def answer(self, body: dict[str, Any]) -> web.Response:
         raise NotImplementedError
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         raise NotImplementedError
 
 
 def ranked(query: str, docs: list[str]) -> list[tuple[int, float]]:
     """(index, fake score) sorted by score, best first, as every server answers."""
-    return sorted(((i, fake_score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0]))
+    return sorted(
+        ((i, fake_score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0])
+    )
 
 
 def unknown_fields(body: dict[str, Any], allowed: set[str]) -> list[str]:

@@ -16,7 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.strict import StrictFake, json_response, ranked, strings, token_count, unknown_fields
+from tests.fakes.strict import (
+    StrictFake,
+    json_response,
+    ranked,
+    strings,
+    token_count,
+    unknown_fields,
+)
 
 FIELDS = {"query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"}
 # TEI's StatusCode for each error type, and the type a fault status stands for.
@@ -29,7 +36,9 @@ class FakeTei(StrictFake):
     max_client_batch_size: int = 32
     batch_sizes: list[int] = field(default_factory=list)  # texts per accepted request
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         error_type = ERROR_TYPES.get(status, "backend" if status >= 500 else "validation")
         return json_response({"error": message, "error_type": error_type}, status, headers)
 

@@ -32,15 +32,26 @@ class FakeVllm(StrictFake):
     def unauthorized(self) -> web.Response:
         return json_response({"error": "Unauthorized"}, 401)
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-        kind = "NotFoundError" if status == 404 else "BadRequestError" if status < 500 else "InternalServerError"
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        kind = (
+            "NotFoundError"
+            if status == 404
+            else "BadRequestError"
+            if status < 500
+            else "InternalServerError"
+        )
         body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
         return json_response(body, status, headers)
 
     def validate(self, body: dict[str, Any]) -> web.Response | None:
         for name in ("query", "documents"):
             if name not in body:
-                return self.error(400, f"[{{'type': 'missing', 'loc': ('body', '{name}'), 'msg': 'Field required'}}]")
+                return self.error(
+                    400,
+                    f"[{{'type': 'missing', 'loc': ('body', '{name}'), 'msg': 'Field required'}}]",
+                )
         if not isinstance(body["query"], str) or not strings(body["documents"]):
             return self.error(400, "query must be a string and documents a list of strings")
         model = body.get("model")

@@ -15,7 +15,14 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.fakes.strict import StrictFake, json_response, ranked, strings, token_count, unknown_fields
+from tests.fakes.strict import (
+    StrictFake,
+    json_response,
+    ranked,
+    strings,
+    token_count,
+    unknown_fields,
+)
 
 VOYAGE_KEY = "pa-test-key"
 FIELDS = {"query", "documents", "model", "top_k", "return_documents", "truncation"}
@@ -28,7 +35,9 @@ class FakeVoyage(StrictFake):
     api_key: str | None = VOYAGE_KEY
     paths: tuple[str, ...] = ("/v1/rerank",)
 
-    def error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
         return json_response({"detail": message}, status, headers)
 
     def unauthorized(self) -> web.Response:
@@ -55,10 +64,19 @@ class FakeVoyage(StrictFake):
         if body.get("top_k"):
             scored = scored[: body["top_k"]]
         data = [
-            {"index": i, "relevance_score": s, **({"document": docs[i]} if body.get("return_documents") else {})}
+            {
+                "index": i,
+                "relevance_score": s,
+                **({"document": docs[i]} if body.get("return_documents") else {}),
+            }
             for i, s in scored
         ]
         tokens = token_count(body["query"], *docs)
         return json_response(
-            {"object": "list", "data": data, "model": body["model"], "usage": {"total_tokens": tokens}}
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"total_tokens": tokens},
+            }
         )
