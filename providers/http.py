@@ -197,18 +197,21 @@ def status_error(
     *,
     kind: ErrorKind | None = None,
     retryable: bool | None = None,
+    note: str | None = None,
 ) -> ProviderError:
     """The ProviderError for an upstream error status.
 
     By default 401/403 are AUTH and `is_retryable_status` decides retries; providers whose
-    error codes say more (quota, model errors) pass `kind` / `retryable`.
+    error codes say more (quota, model errors) pass `kind` / `retryable`; `note` is
+    appended to the message (what to change).
     """
     body_code, message = error_detail(resp.body)
     code = code or body_code
     status = resp.status
     detail = f": {message}" if message else ""
     return ProviderError(
-        f"{label} answered {status}{f' {code}' if code else ''}{detail}",
+        f"{label} answered {status}{f' {code}' if code else ''}{detail}"
+        + (f" ({note})" if note else ""),
         kind=kind or (AUTH if status in (401, 403) else STATUS),
         retryable=is_retryable_status(status) if retryable is None else retryable,
         status=status,

@@ -76,11 +76,12 @@ class TeiProvider(RerankHttpProvider):
         if error_type in RETRYABLE_ERROR_TYPES:
             return status_error(self.name, resp, error_type, retryable=True)
         if error_type in NOT_RETRYABLE_ERROR_TYPES:
-            err = status_error(self.name, resp, error_type, retryable=False)
             limit = _BATCH_LIMIT.search(message or "")
-            if limit:  # our max_batch_size is above the server's: say what to change
-                err.message += (
-                    f" (set providers.{self.name}.max_batch_size to at most {limit.group(1)})"
-                )
-            return err
+            # Our max_batch_size is above the server's: say what to change.
+            note = (
+                f"set providers.{self.name}.max_batch_size to at most {limit.group(1)}"
+                if limit
+                else None
+            )
+            return status_error(self.name, resp, error_type, retryable=False, note=note)
         return status_error(self.name, resp)

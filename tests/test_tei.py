@@ -157,16 +157,19 @@ def test_retryable_errors_fail_over_to_the_next_deployment(
         assert second.calls == []
 
 
-def test_one_failed_sub_batch_fails_the_attempt_and_the_retry_is_whole(
+def test_one_failed_sub_batch_fails_the_attempt_and_nothing_partial_is_kept(
     servers: ServerLoop, start_gateway: Callable[..., str]
 ) -> None:
     (first, first_url), (second, second_url) = serve(servers, 2)
-    first.faults = Faults(status=503, times=1)  # exactly one of the first attempt's 4 calls
+    first.poison = MANY_DOCS[70]  # the third slice (64..95) fails on tei-a, every time
     data = provider_config({"tei-a": tei(first_url), "tei-b": tei(second_url)}, "bge", MODEL)
     resp = post(start_gateway(data), {"model": "bge", "query": QUERY, "documents": MANY_DOCS})
     assert resp.status_code == 200, resp.text
+    assert resp.headers["x-rerank-deployment"] == f"tei-b/{MODEL}"
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, MANY_DOCS)
-    assert sum(first.batch_sizes) + sum(second.batch_sizes) >= 100
+    assert sorted(second.batch_sizes) == [4, 32, 32, 32]  # tei-b scored all 100 itself
+    poisoned = [c for c in first.calls if MANY_DOCS[70] in c["texts"]]
+    assert poisoned and all(c["texts"] == MANY_DOCS[64:96] for c in poisoned)
 
 
 def test_a_batch_size_above_the_servers_says_what_to_change(

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 from cohere.core.api_error import ApiError as SdkApiError
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.config import parse_config
 from gateway.config.reader import ConfigError
@@ -15,7 +16,7 @@ from providers.http import HttpResponse
 from providers.types import MALFORMED, ProviderError
 from providers.vllm import VllmOptions, VllmProvider
 from tests.clouds import client, expected_order, expected_scores
-from tests.fakes.cohere import Faults
+from tests.fakes.cohere import Faults, fake_score
 from tests.fakes.strict import token_count
 from tests.fakes.tei import FakeTei
 from tests.fakes.vllm import SERVED_MODEL, FakeVllm
@@ -73,8 +74,6 @@ def test_usage_prompt_tokens_is_reported(vllm: tuple[FakeVllm, str], servers: Se
 
 
 def _fake_scores(docs: list[str]) -> list[float]:
-    from tests.fakes.cohere import fake_score
-
     return [fake_score(QUERY, d) for d in docs]
 
 
@@ -141,8 +140,6 @@ def _provider() -> VllmProvider:
 
 
 def _answer(body: bytes) -> HttpResponse:
-    from multidict import CIMultiDict, CIMultiDictProxy
-
     return HttpResponse(200, CIMultiDictProxy(CIMultiDict()), body)
 
 

@@ -35,6 +35,7 @@ class FakeTei(StrictFake):
     paths: tuple[str, ...] = ("/rerank",)
     max_client_batch_size: int = 32
     batch_sizes: list[int] = field(default_factory=list)  # texts per accepted request
+    poison: str | None = None  # a request with a text containing this gets 503 unhealthy
 
     def error(
         self, status: int, message: str, headers: dict[str, str] | None = None
@@ -57,6 +58,8 @@ class FakeTei(StrictFake):
             return self.error(422, "invalid type: `texts` must be a sequence of strings")
         if not body["texts"]:
             return self.error(400, "`texts` cannot be empty")
+        if self.poison is not None and any(self.poison in t for t in body["texts"]):
+            return self.error(503, "model is not healthy")
         size = len(body["texts"])
         if size > self.max_client_batch_size:
             return self.error(
