@@ -397,6 +397,8 @@ def is_loopback(host: str) -> bool:
 
 # Cohere's hosted rerank models, served by the embedded default when COHERE_API_KEY is set.
 COHERE_MODELS = (
+    "rerank-v5.0-pro",
+    "rerank-v5.0-fast",
     "rerank-v4.0-pro",
     "rerank-v4.0-fast",
     "rerank-v3.5",
