@@ -1,6 +1,8 @@
 """Deadline-aware tier fallback: when a tiered alias chose pro and pro runs late, start
 the fast tier too (at the point where fast can still finish within the budget) and
 answer with whichever is first. Also starts fast at once if pro fails outright.
+When the backup answers, `meta.warnings` says so and
+`rerank_tier_backup_answers_total{alias,model}` counts it.
 
 It sits outside the cache and limits layers: each tier runs the inner chain with its
 own copy of the request context, so caches and budgets see one consistent model; the
@@ -17,6 +19,7 @@ from gateway.errors import UpstreamUnavailable
 from gateway.observe.metrics import Metrics
 from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
 from policies.first_wins import Race
+from policies.tier_choice import backup_warning
 
 PRIMARY, BACKUP = "primary", "backup"
 
@@ -60,6 +63,10 @@ class TierRace:
                 failure = future.exception()
                 if failure is None:
                     outcome = HEDGE_WON if which == BACKUP else HEDGE_LOST
+                    if which == BACKUP:
+                        warning = backup_warning(backup, job.ctx.model, error is not None)
+                        forks[which].ctx.warnings.append(warning)
+                        self.metrics.tier_backup_answers.labels(backup.alias, backup.model).inc()
                     _adopt(job.ctx, forks[which].ctx)
                     return future.result()
                 error = failure

@@ -139,6 +139,7 @@ _DEPLOYMENTS = {
                     "in_flight",
                     "latency_ms",
                     "latency_samples",
+                    "latency_prior_ms",
                 ],
                 "properties": {
                     "models": {"type": "array", "items": {"type": "string"}},
@@ -154,6 +155,20 @@ _DEPLOYMENTS = {
                         "additionalProperties": False,
                     },
                     "latency_samples": {"type": "integer", "minimum": 0},
+                    "latency_prior_ms": {
+                        "type": "object",
+                        "description": "The prior blended with observations while they are "
+                        "few: configured, a model family's default, or the broad default.",
+                        "required": ["source", "base_ms", "per_doc_ms", "per_kchar_ms", "weight"],
+                        "properties": {
+                            "source": {"type": "string"},
+                            "base_ms": {"type": "number", "minimum": 0},
+                            "per_doc_ms": {"type": "number", "minimum": 0},
+                            "per_kchar_ms": {"type": "number", "minimum": 0},
+                            "weight": {"type": "number", "minimum": 0},
+                        },
+                        "additionalProperties": False,
+                    },
                 },
                 "additionalProperties": False,
             },

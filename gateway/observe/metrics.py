@@ -70,6 +70,12 @@ class Metrics:
             ["model", "outcome"],
             registry=r,
         )
+        self.tier_backup_answers = Counter(
+            "rerank_tier_backup_answers",
+            "Requests to a tiered alias answered by the backup tier (pro was late or failed).",
+            ["alias", "model"],
+            registry=r,
+        )
         self.tier_selections = Counter(
             "rerank_tier_selections",
             "Tier chosen for requests to a tiered alias, and why.",
