@@ -17,6 +17,7 @@ from gateway.chain.cache import CacheLayer, CacheSettings, build_store
 from gateway.chain.dispatch import Router
 from gateway.chain.fallback import Fallback
 from gateway.chain.job import Scorer
+from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.chain.tier_race import TierRace
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
@@ -46,11 +47,14 @@ class Gateway:
     redis: aioredis.Redis | None = None
     cache_store: ScoreStore | None = None
     governance: Governance | None = None
+    shadow: ShadowRunner | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
 
     async def close(self) -> None:
+        if self.shadow is not None:
+            await self.shadow.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -83,16 +87,17 @@ def build_scorer(
     cache_store: ScoreStore | None,
     governance: Governance,
     routing: Routing,
-) -> Scorer:
+) -> tuple[Scorer, Scorer]:
     """The scoring chain, outermost layer first (see gateway.chain.job): the fallback answers
     when no deployment can (outside the cache, so a degraded answer is never cached); the
     tier race starts an alias's fast tier when pro runs late (each tier caches under its
     own model); the cache answers what it knows; the governor reserves and settles what
-    goes upstream; the router calls the deployments."""
+    goes upstream; the router calls the deployments. Also the part below the tier race,
+    which shadow scoring runs (gateway.chain.shadow)."""
     router = Router(routing, metrics, billing=governance.rules)
     settings = CacheSettings.from_config(config, catalog)
     cache = CacheLayer(Governor(router, governance), cache_store, settings, metrics, governance)
-    return Fallback(TierRace(cache, metrics), routing.fallback_modes(), metrics)
+    return Fallback(TierRace(cache, metrics), routing.fallback_modes(), metrics), cache
 
 
 def build_gateway(
@@ -116,10 +121,21 @@ def build_gateway(
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
     routing = Routing(config, catalog, metrics, clock)
-    scorer = build_scorer(config, catalog, metrics, cache_store, governance, routing)
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing, governance)
+    scorer, below_race = build_scorer(config, catalog, metrics, cache_store, governance, routing)
+    # Shadow scoring and its quality guard, which both tier choices consult.
+    book = book_for(config)
+    routing.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
+    shadow = ShadowRunner(config, below_race, governance, metrics, book)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing, governance, shadow)
     return Gateway(
-        config, catalog, metrics, pipeline, redis, cache_store=cache_store, governance=governance
+        config,
+        catalog,
+        metrics,
+        pipeline,
+        redis,
+        cache_store=cache_store,
+        governance=governance,
+        shadow=shadow,
     )
 
 
@@ -147,6 +163,7 @@ def build_app(
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_route(admin_usage))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
+    app.router.add_get("/admin/tiers", admin_route(tiers_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
@@ -236,6 +253,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def deployments_route(request: web.Request) -> web.Response:
     """Breaker state, recent error rate and latency per deployment (admin)."""
     return web.json_response(current(request).pipeline.routing.snapshot())
+
+
+async def tiers_route(request: web.Request) -> web.Response:
+    """Shadow quality evaluation of the tiered aliases (admin; see docs/tiers.md)."""
+    shadow = current(request).shadow
+    report = shadow.report() if shadow is not None else {"scope": "this process", "aliases": {}}
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
 async def metrics_route(request: web.Request) -> web.Response:

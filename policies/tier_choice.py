@@ -12,6 +12,10 @@ answered by the latest moment fast can still finish within the budget (budget mi
 overhead minus fast's p90, or 1.5 times that p90 while fast's own prediction is
 uncertain), fast starts too and whichever answers first serves. Armed, the backup
 costs nothing: it is called only when pro is already late.
+
+`downgrade=False` (the shadow quality guard, `policies.shadow`) keeps pro where fast
+would have been chosen for the budget, still with fast as the backup, so the budget
+holds whenever fast can meet it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 PREFERENCE = ("pro", "fast")
 # Bounded metric label values: why a tier was chosen.
 FITS, NONE_FIT_FASTEST, NO_BUDGET = "fits", "none_fit_fastest", "no_budget"
+QUALITY_GUARD = "quality_guard"  # pro kept: the team's downgrades are stopped
 
 # How much earlier an uncertain backup starts: its p90 is a guess, so leave it room.
 UNCERTAIN_MARGIN = 1.5
@@ -65,6 +70,24 @@ class TierSelector:
         self.overhead_s = overhead_s
 
     def choose(
+        self,
+        alias: str,
+        tiers: Mapping[str, str],
+        budget_s: float | None,
+        estimate: Estimate,
+        downgrade: bool = True,
+    ) -> TierChoice:
+        choice = self._choose(alias, tiers, budget_s, estimate)
+        if downgrade or choice.tier != "fast" or "pro" not in tiers:
+            return choice
+        pro = estimate(tiers["pro"])
+        if not pro.available:
+            return choice
+        assert budget_s is not None  # without a budget pro is always chosen
+        backup = self._backup(alias, "pro", tiers, {"fast": estimate(tiers["fast"])}, budget_s)
+        return TierChoice(tiers["pro"], "pro", QUALITY_GUARD, _guarded(tiers["pro"]), backup)
+
+    def _choose(
         self,
         alias: str,
         tiers: Mapping[str, str],
@@ -118,6 +141,14 @@ def backup_warning(backup: TierBackup, primary: str, primary_failed: bool) -> st
     return (
         f"backup answered: {primary!r} had not answered after {backup.after_s * 1000:.0f} ms, "
         f"so {fast} was started{budget} and answered first"
+    )
+
+
+def _guarded(model: str) -> str:
+    return (
+        f"served by {model!r} although it is predicted to exceed the latency budget: this "
+        "team's downgrades to the fast tier are stopped while fast's rankings agree with "
+        "pro's below the alias's shadow.min_ndcg (see GET /admin/tiers)"
     )
 
 

@@ -113,6 +113,8 @@ class Governor:
         fast = tiers.get("fast") if tiers else None
         if fast is None or fast == ctx.model:
             return request, refusal
+        if ctx.alias and self.gov.stops_downgrade(ctx.alias, ctx.team):
+            return request, refusal  # fast's agreement with pro fell below min_ndcg
         cost = self.gov.prices.cost_micros(fast, None, request.units)
         cheaper = quota.request(request.units, cost, request.now, enforce_budget=False)
         again = await store.reserve(cheaper)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.chain.job import RequestContext, ScoreJob, Scorer
+from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
 from gateway.http.auth import Authenticator
@@ -52,6 +53,7 @@ class Pipeline:
         metrics: Metrics,
         routing: Routing,
         governance: Governance | None = None,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -60,6 +62,7 @@ class Pipeline:
         self.metrics = metrics
         self.routing = routing
         self.governance = governance
+        self.shadow = shadow  # scores a sample of alias requests by the other tier, after
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
@@ -117,10 +120,14 @@ class Pipeline:
             alias=outcome.model if outcome.model in self.catalog.tiers else None,
             backup=route.backup,
         )
-        scored = await self.scorer.score(
-            ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
-        )
-        return self._answer(parsed, ctx, scored.scores, scored.search_units, started)
+        job = ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
+        scored = await self.scorer.score(job)
+        response = self._answer(parsed, ctx, scored.scores, scored.search_units, started)
+        shadow = self.shadow.sample(ctx, job, scored.scores, parsed.top_n) if self.shadow else None
+        if shadow is not None and self.shadow is not None:
+            await _send(request, response)  # the caller's answer goes out first
+            self.shadow.start(shadow)
+        return response
 
     async def _read(self, request: web.Request, team: str) -> bytes:
         """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
@@ -187,6 +194,15 @@ class Pipeline:
             latency_ms=round(elapsed * 1000.0, 2),
             error=outcome.error,
         )
+
+
+async def _send(request: web.Request, response: web.Response) -> None:
+    """Write the answer out now (aiohttp then sees it sent and sends nothing more)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:  # the caller went away: nothing to deliver
+        pass
 
 
 def _request_id(request: web.Request) -> str:

@@ -95,6 +95,8 @@ class Routing:
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
         self.failover = Failover(self.health, self.retry_budget, settings.backoff)
         self.selector = TierSelector(settings.overhead_ms / 1000.0)
+        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
+        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
 
     def fallback_modes(self) -> dict[str, str]:
         return {name: m.fallback for name, m in self.models.items()}
@@ -121,6 +123,7 @@ class Routing:
                 alias.tiers,
                 budget_ms / 1000.0 if budget_ms else None,
                 lambda m: self.estimate(m, docs, chars),
+                downgrade=not self.stops_downgrade(model, team),
             )
             self.metrics.tier_selections.labels(model, choice.tier, choice.reason).inc()
             if choice.warning:
