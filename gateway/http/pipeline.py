@@ -2,7 +2,8 @@
 score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
-(see `gateway.chain.job`). The pipeline owns the response headers, the metrics of the
+(see `gateway.chain.job`). A request sampled for shadow scoring of a tiered alias
+(`gateway.chain.shadow`) has its answer written out first, then the shadow starts. The pipeline owns the response headers, the metrics of the
 request and its one access-log line.
 """
 
