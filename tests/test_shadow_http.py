@@ -237,3 +237,23 @@ async def test_the_guard_stops_budget_downgrades_too(servers: ServerLoop, fakes:
         await wait_for_shadows(url, i + 1)
     status, _, error = await post(url, body("query 2"))
     assert status == 429 and error["message"].startswith("budget exhausted: team 'search'")
+
+
+async def test_a_team_rate_of_zero_and_direct_model_requests_are_never_shadowed(
+    servers: ServerLoop, fakes: Fakes
+) -> None:
+    upstreams, urls = fakes
+    data = config(urls)
+    data["teams"]["ads"]["shadow_sample_rate"] = 0
+    url = start(servers, data)
+    other = {**TIGHT, "Authorization": f"Bearer {OTHER_TEAM_KEY}"}
+    status, headers, _ = await post(url, body("for ads"), other)
+    assert status == 200 and headers["X-Rerank-Model"] == FAST
+    status, _, _ = await post(url, {**body("direct"), "model": FAST})  # not via the alias
+    assert status == 200
+    status, _, _ = await post(url, body("for search"), TIGHT)  # rate 1.0: shadowed
+    await wait_for_shadows(url, 1)
+    assert len(upstreams["pro"].calls) == 1
+    assert upstreams["pro"].calls[0]["query"] == "for search"
+    teams = (await tiers(url))["aliases"][ALIAS]["teams"]
+    assert list(teams) == ["search"]

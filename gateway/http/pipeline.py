@@ -3,8 +3,9 @@ score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
 (see `gateway.chain.job`). A request sampled for shadow scoring of a tiered alias
-(`gateway.chain.shadow`) has its answer written out first, then the shadow starts. The pipeline owns the response headers, the metrics of the
-request and its one access-log line.
+(`gateway.chain.shadow`) has its answer written out first, then the shadow starts.
+The pipeline owns the response headers, the metrics of the request and its one
+access-log line.
 """
 
 from __future__ import annotations
