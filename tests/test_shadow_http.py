@@ -225,11 +225,9 @@ async def test_the_guard_stops_budget_downgrades_too(servers: ServerLoop, fakes:
     fast's agreement falls below min_ndcg: then the budget refusal stands."""
     _, urls = fakes
     team = {"budget": {"usd_per_day": 0.001, "on_exhausted": "downgrade"}}
-    data = config(urls, team, min_ndcg=0.99, min_samples=2)
-    # No cache: a budget downgrade today stores fast's scores under pro's key (the cache
-    # layer keys before the governor switches the model), which the shadow would then hit.
-    data["cache"] = {"backend": "none"}
-    url = start(servers, data)
+    # With the cache on: the downgraded answer is cached under fast's keys, so the
+    # shadow's pro call finds nothing of fast's under pro's.
+    url = start(servers, config(urls, team, min_ndcg=0.99, min_samples=2))
     for i in range(2):
         status, headers, answer = await post(url, body(f"query {i}"))  # no latency budget
         assert status == 200 and headers["X-Rerank-Model"] == FAST

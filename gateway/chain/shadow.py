@@ -32,7 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.chain.job import RequestContext, ScoreJob, Scorer
+from gateway.chain.job import Facts, ScoreJob, Scorer
 from gateway.config import Config, ShadowConfig
 from gateway.errors import ApiError
 from gateway.observe.logs import log
@@ -123,27 +123,29 @@ class ShadowRunner:
             governance.add_account(quota)
 
     def sample(
-        self, ctx: RequestContext, job: ScoreJob, scores: Sequence[float], top_n: int | None
+        self, job: ScoreJob, scores: Sequence[float], top_n: int | None
     ) -> ShadowSample | None:
-        """The sample to shadow for this answered request, or None (most requests)."""
-        settings = self.settings.get(ctx.alias) if ctx.alias else None
-        if settings is None or ctx.alias is None:
+        """The sample to shadow for this answered job, or None (most requests)."""
+        facts, report = job.facts, job.report
+        settings = self.settings.get(facts.alias) if facts.alias else None
+        if settings is None or facts.alias is None:
             return None
-        if ctx.deployment and ctx.deployment.startswith("fallback/"):
+        if report.deployment and report.deployment.startswith("fallback/"):
             return None  # a degraded answer says nothing about the tier
-        tiers = self.tiers[ctx.alias]
-        served = next((tier for tier, model in tiers.items() if model == ctx.model), None)
+        served_model = report.model or facts.model
+        tiers = self.tiers[facts.alias]
+        served = next((tier for tier, model in tiers.items() if model == served_model), None)
         if served is None:
             return None
-        rate = self.team_rates.get(ctx.team, settings.sample_rate)
+        rate = self.team_rates.get(facts.team, settings.sample_rate)
         if rate <= 0 or self.rng.random() >= rate:
             return None
         return ShadowSample(
-            alias=ctx.alias,
-            team=ctx.team,
+            alias=facts.alias,
+            team=facts.team,
             served_tier=served,
             reference_model=tiers["fast" if served == "pro" else "pro"],
-            request_id=ctx.request_id,
+            request_id=facts.request_id,
             query=job.query,
             documents=job.documents,
             max_tokens_per_doc=job.max_tokens_per_doc,
@@ -165,14 +167,14 @@ class ShadowRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, sample: ShadowSample) -> None:
-        ctx = RequestContext(
+        facts = Facts(
             request_id=f"{sample.request_id}-shadow",
             team=account(sample.alias),
             model=sample.reference_model,
             deadline=time.monotonic() + self.timeout_s[sample.reference_model],
             cache_control=frozenset({"no-store"}) if sample.team in self.isolated else frozenset(),
         )
-        job = ScoreJob(ctx, sample.query, sample.documents, sample.max_tokens_per_doc)
+        job = ScoreJob(facts, sample.query, sample.documents, sample.max_tokens_per_doc)
         try:
             scored = await self.inner.score(job)
         except ApiError as exc:
@@ -185,7 +187,9 @@ class ShadowRunner:
             log.warning("shadow_failed", alias=sample.alias, error=exc.__class__.__name__)
             self._count(sample.alias, FAILED)
             return
-        cost = self.governance.prices.cost_micros(ctx.model, ctx.deployment, scored.search_units)
+        cost = self.governance.prices.cost_micros(
+            facts.model, job.report.deployment, scored.search_units
+        )
         day = day_of(self.governance.clock())
         spent = self.spent_micros[sample.alias]
         spent[day] = spent.get(day, 0) + cost
