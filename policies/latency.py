@@ -159,8 +159,7 @@ class LatencyModel:
         histograms = (self._classes[size_class(docs, chars)], self._pooled)
         for histogram in histograms:
             n = histogram.weight_at(current)
-            observed = histogram.quantile(q)
-            if observed is not None and n >= self.settings.min_samples:
+            if n >= self.settings.min_samples and (observed := histogram.quantile(q)) is not None:
                 return Prediction(observed, n, confident=True)
         # Too few of both: the most specific observations there are, with the prior.
         histogram = histograms[0] if histograms[0].count else histograms[1]

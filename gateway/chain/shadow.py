@@ -7,10 +7,10 @@ result to the layer outside it, so work it does after `inner.score` either delay
 answer or runs detached with no way to know the answer has gone out. Only the pipeline
 knows that: for a sampled request it writes the response out first, then calls
 `start`. `sample` (the decision) is synchronous and cheap, so unsampled requests are
-answered exactly as before. The lead places the hook in the chain declaration.
+answered exactly as before.
 
-The shadow job runs the chain below the tier race (cache, coalescing, limits and
-budget, router) with facts of its own:
+The shadow job enters the chain below the tier race (`gateway.chain.order.SHADOW_ENTRY`:
+downgrade, cache with coalescing, budget, dispatch) with facts of its own:
 
 - the reference model, so its scores fill the cache under the model that produced
   them, and a later request for that model hits them (counted as savings); requests of
@@ -92,7 +92,7 @@ class ShadowRunner:
         book: ShadowBook,
         rng: random.Random | None = None,
     ) -> None:
-        """`inner`: the chain below the tier race (the cache layer)."""
+        """`inner`: the chain below the tier race (`SHADOW_ENTRY`)."""
         self.inner = inner
         self.governance = governance
         self.metrics = metrics
