@@ -235,6 +235,10 @@ async def test_the_guard_stops_budget_downgrades_too(servers: ServerLoop, fakes:
         await wait_for_shadows(url, i + 1)
     status, _, error = await post(url, body("query 2"))
     assert status == 429 and error["message"].startswith("budget exhausted: team 'search'")
+    assert error["message"].endswith(
+        f"; not downgraded to the fast tier of '{ALIAS}': its rankings for this team agree "
+        "with pro's below shadow.min_ndcg (see GET /admin/tiers)"
+    )
 
 
 async def test_a_team_rate_of_zero_and_direct_model_requests_are_never_shadowed(
@@ -255,3 +259,18 @@ async def test_a_team_rate_of_zero_and_direct_model_requests_are_never_shadowed(
     assert upstreams["pro"].calls[0]["query"] == "for search"
     teams = (await tiers(url))["aliases"][ALIAS]["teams"]
     assert list(teams) == ["search"]
+
+
+async def test_a_failing_reference_tier_never_reaches_the_caller(
+    servers: ServerLoop, fakes: Fakes
+) -> None:
+    upstreams, urls = fakes
+    upstreams["pro"].faults = Faults(status=503)
+    url = start(servers, config(urls))
+    status, headers, answer = await post(url, body(), TIGHT)
+    assert status == 200 and headers["X-Rerank-Model"] == FAST
+    assert "warnings" not in answer["meta"]
+    await wait_for_shadows(url, 1)
+    entry = (await tiers(url))["aliases"][ALIAS]
+    assert entry["shadow_calls"]["failed"] == 1 and entry["teams"] == {}
+    assert entry["shadow_spend_usd"]["today"] == 0
