@@ -64,7 +64,7 @@ class Pipeline:
         self.metrics = metrics
         self.routing = routing
         self.governance = governance
-        self.shadow = shadow  # scores a sample of alias requests by the other tier, after
+        self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
