@@ -14,15 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from gateway.chain.coalesce import Flights
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.config import Config
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
+from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from gateway.state.governance import Governance
 from policies.cache import KeySpace, MemoryStore, RedisStore, ScoreStore, TieredStore
@@ -172,13 +169,9 @@ def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
         return None
     if cache.backend == "memory":
         return MemoryStore(cache.max_entries, cache.max_bytes)
-    assert config.state.redis_url  # enforced by the config's cross-check
-    client = aioredis.Redis.from_url(
-        config.state.redis_url,
-        socket_timeout=cache.redis_timeout_s,
-        socket_connect_timeout=cache.redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),  # a failed call is a miss; retries would only add latency
-    )
+    # No retries: a failed call is a miss, and retrying would only add latency.
+    client = redis_client.connect(config.state, timeout_s=cache.redis_timeout_s)
+    assert client is not None  # the config's cross-check requires state.redis_url
     shared = RedisStore(
         client,
         key_prefix=cache.key_prefix,

@@ -4,6 +4,10 @@ A request's keys are read with one MGET and written with one pipelined batch of
 `SET key value PX ttl`, so 100 documents cost one round trip each way. Values are
 8-byte little-endian doubles (the exact score, so a hit answers what the upstream did).
 
+On Redis Cluster the keys of one request fall in many slots: they are grouped by slot,
+one MGET per slot, sent as one pipeline that the cluster client splits per node, so a
+lookup costs one round trip per node (in parallel), never one per key.
+
 Redis being down or slow never fails a request: every call is bounded by `timeout_s`,
 a failure reads as a miss (writes are dropped), is reported to `on_error`, and Redis is
 left alone for `backoff_s` before the next try, so an outage costs no latency per request.
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from policies.cache.store import ErrorHook
@@ -30,7 +35,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         key_prefix: str,
         timeout_s: float,
@@ -52,7 +57,10 @@ class RedisStore:
         prefix = self.prefix
         try:
             async with asyncio.timeout(self.timeout_s):
-                values = await self.client.mget([prefix + k for k in keys])
+                if isinstance(self.client, RedisCluster):
+                    values = await _cluster_mget(self.client, [prefix + k for k in keys])
+                else:
+                    values = list(await self.client.mget([prefix + k for k in keys]))
         except FAILURES as exc:
             self._failed(exc)
             return [None] * len(keys)
@@ -80,6 +88,25 @@ class RedisStore:
     def _failed(self, exc: BaseException) -> None:
         self._resume_at = self.clock() + self.backoff_s
         self.on_error(self.backend, exc)
+
+
+async def _cluster_mget(client: RedisCluster, keys: list[bytes]) -> list[object]:
+    """MGET across slots: one MGET per slot, pipelined (the client sends each node's share
+    in one write and the nodes answer in parallel)."""
+    by_slot: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_slot.setdefault(client.keyslot(key), []).append(i)
+    if len(by_slot) == 1:
+        return list(await client.mget(keys))
+    pipe = client.pipeline(transaction=False)
+    groups = list(by_slot.values())
+    for group in groups:
+        pipe.mget([keys[i] for i in group])
+    values: list[object] = [None] * len(keys)
+    for group, replies in zip(groups, await pipe.execute(), strict=True):
+        for i, value in zip(group, replies, strict=True):
+            values[i] = value
+    return values
 
 
 def _unpack(value: object) -> float | None:
