@@ -51,6 +51,11 @@ class Gateway:
 
     async def start(self) -> None:
         await self.catalog.start()
+        # A cluster client learns the slot map on first use; learn it now, not on a request
+        # (whose 80 ms cache budget it would exceed). Failing here is fine: it retries later.
+        shared = getattr(self.cache_store, "redis", self.cache_store)  # tiered: its Redis level
+        for client in (self.redis, getattr(shared, "client", None)):
+            await redis_client.warm_up(client)
 
     async def close(self) -> None:
         await self.catalog.close()

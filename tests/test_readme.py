@@ -59,11 +59,13 @@ def yaml_blocks(markdown: str) -> list[Block]:
     return blocks
 
 
-def with_digests(text: str) -> str:
+def with_digests(text: str, block: int = 0) -> str:
+    """Distinct across blocks too: fragments merge into earlier blocks, and the admin key
+    must differ from every team key."""
     parts = text.split(PLACEHOLDER)
     out = parts[0]
     for i, part in enumerate(parts[1:]):
-        out += hashlib.sha256(f"readme-{i}".encode()).hexdigest() + part
+        out += hashlib.sha256(f"readme-{block}-{i}".encode()).hexdigest() + part
     return out
 
 
@@ -82,7 +84,7 @@ def readme_configs() -> list[tuple[int, dict[str, Any]]]:
     configs = []
     so_far: dict[str, Any] = {}
     for block in yaml_blocks(README):
-        data = yaml.safe_load(with_digests(block.text))
+        data = yaml.safe_load(with_digests(block.text, block.line))
         assert isinstance(data, dict) and set(data) <= SECTIONS, (
             f"README.md line {block.line}: a yaml block that is not a gateway config "
             f"(top-level keys {sorted(data) if isinstance(data, dict) else data!r})"
@@ -275,9 +277,14 @@ def test_readme_metrics_and_labels_match_the_registry() -> None:
         name = collector._name
         kind = collector._type
         labels[f"{name}_total" if kind == "counter" else name] = collector._labelnames
-    section = README.split("| metric | labels |", 1)[1].split("\n\n", 1)[0]
+    # The README's table, and those of docs/*.md (features documented in their own page).
+    sections = [
+        text.split("| metric | labels |", 1)[1].split("\n\n", 1)[0]
+        for text in [README, *(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))]
+        if "| metric | labels |" in text
+    ]
     documented: set[str] = set()
-    for line in section.splitlines()[2:]:
+    for line in (row for section in sections for row in section.splitlines()[2:]):
         name_cell, label_cell = [c.strip() for c in line.strip().strip("|").split("|")][:2]
         names = [n for n in _TICKED.findall(name_cell) if n.startswith("rerank_")]
         stated = _TICKED.findall(re.sub(r"\([^()]*\)", "", label_cell))

@@ -18,6 +18,8 @@ what lets a Sentinel failover pass without losing records (see docs/operations.m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -28,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from gateway.config.loader import StateConfig
 
@@ -149,9 +152,9 @@ def connect(
             **common,
         )
         return sentinel.master_for(where.service)
+    # The cluster client follows MOVED/ASK itself and, with retries, re-reads the slot map
+    # after a connection error (a node failed over).
     cluster_common = {k: v for k, v in common.items() if k != "retry_on_error"}
-    # The cluster client re-reads the slot map and retries after a node fails over.
-    cluster_common["cluster_error_retry_attempts"] = max(retries, 1)
     if where.url is not None:
         return RedisCluster.from_url(where.url, max_connections=max_connections, **cluster_common)
     return RedisCluster(
@@ -165,6 +168,13 @@ def connect(
 
 def is_cluster(client: object) -> bool:
     return isinstance(client, RedisCluster)
+
+
+async def warm_up(client: object, timeout_s: float = 2.0) -> None:
+    """Load a cluster client's slot map now; a failure is left for the first call to retry."""
+    if isinstance(client, RedisCluster):
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(client.initialize(), timeout_s)
 
 
 def redact(url: str) -> str:

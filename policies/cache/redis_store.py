@@ -101,7 +101,7 @@ async def _cluster_mget(client: RedisCluster, keys: list[bytes]) -> list[object]
     pipe = client.pipeline(transaction=False)
     groups = list(by_slot.values())
     for group in groups:
-        pipe.mget([keys[i] for i in group])
+        pipe.execute_command("MGET", *(keys[i] for i in group))
     values: list[object] = [None] * len(keys)
     for group, replies in zip(groups, await pipe.execute(), strict=True):
         for i, value in zip(group, replies, strict=True):
