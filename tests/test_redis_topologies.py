@@ -223,6 +223,7 @@ async def test_budget_burst_over_two_replicas_on_the_cluster(
     assert 11 <= units <= 12  # never over; full but for a 2-unit request refused last
     assert len(fake.calls) == len(admitted)
     status, _, report = await get(urls[1] + "/admin/usage?team=search", ADMIN_KEY)
+    assert status == 200
     rows = {r["deployment"]: r for r in report["rows"]}
     assert rows["cohere-a/rerank-v3.5"]["search_units"] == units
     assert rows[None]["rejected_budget"] == 40 - len(admitted)
@@ -284,6 +285,7 @@ async def test_sentinel_failover_mid_burst_loses_no_usage(
     assert during > 0  # the burst really ran through the failover
     assert set(statuses) <= {200, 503}  # 503: the budget fails closed while Redis switches
     status, _, report = await get(url + "/admin/usage?team=search", ADMIN_KEY)
+    assert status == 200
     rows = {r["deployment"]: r for r in report["rows"]}
     recorded = rows["cohere-a/rerank-v3.5"]["requests"]
     print(
