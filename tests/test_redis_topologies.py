@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+import redis as redis_sync
 from redis.cluster import key_slot
 
 from gateway.chain.cache import build_store
@@ -89,6 +90,18 @@ def test_urls_name_each_topology() -> None:
     assert c is not None and (c.mode, c.nodes) == ("cluster", [("n1", 7000), ("n2", 7001)])
     flag = redis_client.target(StateConfig("redis://n1:7000", redis_cluster=True))
     assert flag is not None and flag.mode == "cluster"
+
+
+def test_cluster_keys_of_one_request_share_a_slot() -> None:
+    from policies.cache import KeySpace
+
+    space = KeySpace({"m": "m"}, slot_tag=True)
+    one = space.document_keys("m", "", "query one", None, [f"d{i}" for i in range(50)])
+    two = space.document_keys("m", "", "query two", None, ["d0"])
+    assert len({key_slot(b"rg:s:" + k) for k in one}) == 1
+    assert key_slot(b"rg:s:" + two[0]) != key_slot(b"rg:s:" + one[0])
+    untagged = KeySpace({"m": "m"}).document_keys("m", "", "query one", None, ["d0"])
+    assert one[0].endswith(untagged[0])  # the same digest, behind the tag
 
 
 def test_sentinel_block_is_read_and_checked() -> None:
@@ -162,6 +175,17 @@ async def test_gateway_shares_everything_through_each_topology(
     ads = [(await post(url, {**SMALL, "query": f"ads{i}"}, OTHER_TEAM_KEY))[0]
            for i, url in enumerate([replica_a, replica_b, replica_a])]  # fmt: skip
     assert ads == [200, 200, 429]
+    if topology.startswith("redis+cluster"):  # one request's scores share one slot
+        nodes = topology.removeprefix("redis+cluster://").split(",")
+        host, port = nodes[0].split(":")
+        client = redis_sync.RedisCluster(host=host, port=int(port))
+        stored = list(client.scan_iter(match=prefix + "s:*"))
+        client.close()
+        by_request: dict[bytes, set[int]] = {}
+        for key in stored:  # the tag is the request's (model, scope, query) digest
+            by_request.setdefault(key.split(b"}")[0], set()).add(key_slot(key))
+        assert len(stored) == 2 * len(by_request)  # 2 documents per request
+        assert all(len(slots) == 1 for slots in by_request.values())
     for url in (replica_a, replica_b):
         status, _, report = await get(url + "/admin/usage?team=search", ADMIN_KEY)
         served = next(r for r in report["rows"] if r["deployment"] == "cohere-a/rerank-v3.5")

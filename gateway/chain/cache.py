@@ -35,6 +35,7 @@ class CacheSettings:
     ttl_s: dict[str, float]  # model -> how long its scores are kept
     isolated_teams: frozenset[str]  # teams whose entries nobody else sees
     uncacheable: frozenset[str]  # models whose scores depend on the whole batch
+    slot_tagged: bool = False  # Redis Cluster: one request's keys share a slot
 
     @classmethod
     def from_config(cls, config: Config, catalog: Catalog) -> CacheSettings:
@@ -46,6 +47,8 @@ class CacheSettings:
                 name for name, team in config.teams.items() if team.cache == "isolated"
             ),
             uncacheable=frozenset(name for name in models if catalog.batch_relative(name)),
+            slot_tagged=config.cache.backend in ("redis", "tiered")
+            and getattr(redis_client.target(config.state), "mode", None) == "cluster",
         )
 
 
@@ -63,7 +66,7 @@ class CacheLayer:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self.keys = KeySpace(settings.families)
+        self.keys = KeySpace(settings.families, slot_tag=settings.slot_tagged)
         self.flights = Flights(inner)
         # Metric children bound once, not looked up per request.
         self._lookups = {
