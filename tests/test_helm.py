@@ -826,7 +826,7 @@ def test_ingress_with_tls(chart: helm.Chart) -> None:
     assert backend == {"name": FULLNAME, "port": {"name": "http"}}
     assert rendered.one("Service")["spec"]["ports"][0]["name"] == "http"
     assert "https://rerank.example.com/v2/rerank" in rendered.notes
-    with pytest.raises(helm.HelmRenderError, match="needs at least one entry in ingress.hosts"):
+    with pytest.raises(helm.HelmRenderError, match=r"needs at least one entry in ingress\.hosts"):
         render(chart, {"ingress": {"enabled": True}})
 
 

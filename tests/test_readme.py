@@ -109,8 +109,33 @@ def test_readme_config_example_is_valid(config: dict[str, Any]) -> None:
     parse_config(copy.deepcopy(config), env)
 
 
+def test_helm_readme_quick_start_renders_a_shared_state_install() -> None:
+    """The quick start's `--set` flags, as written, give a valid config on shared Redis."""
+    start = HELM_README.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    values: dict[str, Any] = {}
+    for assignment in re.findall(r'--set "?([^"\s]+)"?', start):
+        path, _, value = assignment.partition("=")
+        value = value.replace("$DIGEST", "ab" * 32)
+        *parents, last = path.split(".")
+        node = values
+        for key in parents:
+            node = node.setdefault(key, {})
+        if match := re.fullmatch(r"(.+)\[0\]", last):
+            node[match.group(1)] = [value]
+        else:
+            node[last] = None if value == "null" else yaml.safe_load(value)
+    assert values["redis"] == {"enabled": True}
+    with helm.Chart.load(CHART) as chart:
+        rendered = render(chart, values)
+    config = gateway_parse(rendered.config, fake_env(rendered.config_text))
+    assert set(config.teams) == {"quickstart"}
+    assert (config.cache.backend, config.limits.limits_backend) == ("redis", "redis")
+    assert "WARNING" not in rendered.notes
+    assert "svc/rg-rerank-gateway 8080:8080" in start and '"model": "local-bm25"' in start
+
+
 def test_helm_readme_values_example_renders_a_valid_config() -> None:
-    (block,) = yaml_blocks(HELM_README)
+    block = next(b for b in yaml_blocks(HELM_README) if "config:" in b.text)
     values = yaml.safe_load(block.text.replace("<digest>", "ab" * 32))
     with helm.Chart.load(CHART) as chart:
         rendered = render(chart, values)

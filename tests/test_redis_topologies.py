@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 import redis as redis_sync
+import yaml
 from redis.cluster import key_slot
 
 from gateway.chain.cache import build_store
