@@ -120,7 +120,14 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> int:
     if problem is not None:
         print(f"rerank-gateway: {problem}", file=sys.stderr)
         return 1
-    log.info("starting", **summary(config, version(), host, port, workers))
+    facts = summary(config, version(), host, port, workers)
+    log.info("starting", **facts)
+    if facts["redis"].startswith("unreachable"):
+        log.warning(
+            "redis_unreachable",
+            redis=facts["redis"],
+            effect="serving anyway: cache misses, limits as limits.on_redis_error says",
+        )
     for warning in scale_warnings(config, workers):
         log.warning("per_process_state", detail=warning)
     if workers <= 1:

@@ -103,10 +103,14 @@ def connect(
     state: StateConfig,
     *,
     timeout_s: float,
-    max_connections: int = 128,
+    max_connections: int | None = None,
     retries: int = 0,
 ) -> Client | None:
     """A client for the Redis `state` names (None if none), each call bounded by `timeout_s`.
+
+    `max_connections` (per process): callers beyond it queue for a connection (single
+    server) instead of failing; None: no bound (the cache, whose calls are short and
+    whose failures would read as misses).
 
     `retries` > 0: a connection error is retried with exponential back-off (25 ms doubling,
     at most 0.5 s), reconnecting to whatever is master by then."""
@@ -129,12 +133,16 @@ def connect(
         common["retry_on_error"] = [RedisConnectionError]
     if where.mode == "single":
         assert where.url is not None
+        if max_connections is None:
+            return aioredis.Redis.from_url(where.url, **common)
         # A blocking pool: under a burst, requests queue briefly for a connection instead of
         # failing with "too many connections" (the default pool's behaviour past its size).
         pool = aioredis.BlockingConnectionPool.from_url(
             where.url, max_connections=max_connections, timeout=timeout_s, **common
         )
         return aioredis.Redis(connection_pool=pool)
+    if max_connections is not None:
+        common["max_connections"] = max_connections
     if where.mode == "sentinel":
         sentinel_kwargs: dict[str, Any] = {
             "socket_timeout": timeout_s,
@@ -148,7 +156,6 @@ def connect(
             password=where.password,
             db=where.db,
             ssl=where.tls,
-            max_connections=max_connections,
             **common,
         )
         return sentinel.master_for(where.service)
@@ -156,12 +163,11 @@ def connect(
     # after a connection error (a node failed over).
     cluster_common = {k: v for k, v in common.items() if k != "retry_on_error"}
     if where.url is not None:
-        return RedisCluster.from_url(where.url, max_connections=max_connections, **cluster_common)
+        return RedisCluster.from_url(where.url, **cluster_common)
     return RedisCluster(
         startup_nodes=[ClusterNode(h, p) for h, p in where.nodes],
         password=where.password,
         ssl=where.tls,
-        max_connections=max_connections,
         **cluster_common,
     )
 
