@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -48,6 +48,7 @@ class Gateway:
     redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
     governance: Governance | None = None
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)  # Sentinel master moves
 
     async def start(self) -> None:
         await self.catalog.start()
@@ -56,8 +57,13 @@ class Gateway:
         shared = getattr(self.cache_store, "redis", self.cache_store)  # tiered: its Redis level
         for client in (self.redis, getattr(shared, "client", None)):
             await redis_client.warm_up(client)
+            if redis_client.target(self.config.state) is not None:
+                task = asyncio.create_task(redis_client.follow_master(client))
+                self.watchers.append(task)
 
     async def close(self) -> None:
+        for task in self.watchers:
+            task.cancel()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()

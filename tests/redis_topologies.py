@@ -145,8 +145,11 @@ class OwnSentinel(_Processes):
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/{SERVICE}/0"
 
     def start(self) -> None:
-        self.server(self.master_port)
-        self.server(self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port))
+        # As docs/operations.md recommends: a master without a replica in sync refuses
+        # writes, so an old master cannot take writes that its rejoining would erase.
+        safe = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
+        self.server(self.master_port, *safe)
+        self.server(self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port), *safe)
         conf = self.dir / "sentinel.conf"
         conf.write_text(
             f"port {self.sentinel_port}\nbind 127.0.0.1\ndir {self.dir}\n"
@@ -168,6 +171,16 @@ class OwnSentinel(_Processes):
         replicas = self.sentinel().sentinel_slaves(SERVICE)
         link = redis.Redis(port=self.replica_port).info("replication")
         return bool(replicas) and link.get("master_link_status") == "up"
+
+    def wait_old_master_rejoined(self) -> None:
+        """Until the old master is a replica of the new one and in sync (what it took
+        after the switch, if anything, is then gone)."""
+
+        def rejoined() -> bool:
+            info = redis.Redis(port=self.master_port).info("replication")
+            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+        _until(rejoined, "the old master to rejoin as a replica", timeout=60)
 
     def failover(self) -> None:
         """Promote the replica now (SENTINEL FAILOVER); returns once the sentinel names it."""

@@ -303,6 +303,9 @@ async def test_sentinel_failover_mid_burst_loses_no_usage(
     await asyncio.gather(*(client(w) for w in range(concurrency)))
     total = len(statuses)
     assert own_sentinel.master_port_now() == own_sentinel.replica_port  # it did fail over
+    # Count only once the old master has rejoined as a replica: writes it took after the
+    # switch would be erased then, so reading earlier could hide lost records.
+    await asyncio.to_thread(own_sentinel.wait_old_master_rejoined)
     # One more request after the switch writes whatever this process kept pending.
     assert (await post(url, {**SMALL, "query": "after"}, TEAM_KEY))[0] == 200
     answered = statuses.count(200) + 1
@@ -318,3 +321,9 @@ async def test_sentinel_failover_mid_burst_loses_no_usage(
         f"{statuses.count(503)} answered 503, usage records lost: {answered - recorded}"
     )
     assert recorded == answered == len(fake.calls)
+    # The budget counter on the new master holds exactly what was spent: 1 unit a request.
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    master = redis_sync.Redis(port=own_sentinel.master_port_now())
+    spent = int(master.get(f"rerank:{{search}}:budget:{day}") or 0)
+    master.close()
+    assert spent == answered * UNIT_MICROS == rows["cohere-a/rerank-v3.5"]["cost_usd"] * 1e6

@@ -27,12 +27,13 @@ from urllib.parse import unquote, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.config.loader import StateConfig
+from gateway.observe.logs import log
 
 Client: TypeAlias = "aioredis.Redis | RedisCluster"
 Mode = Literal["single", "sentinel", "cluster"]
@@ -181,6 +182,35 @@ async def warm_up(client: object, timeout_s: float = 2.0) -> None:
     if isinstance(client, RedisCluster):
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(client.initialize(), timeout_s)
+
+
+async def follow_master(client: object, interval_s: float = 0.5) -> None:
+    """Sentinel: ask the sentinels every `interval_s` where the master is, and when it moved,
+    drop every connection (in use too: their calls fail, and are retried, on the new one).
+
+    Without this a client keeps writing to the old master after a failover for as long as
+    that server still takes writes (a manual SENTINEL FAILOVER leaves it running), and what
+    it took is erased when it rejoins as a replica. Runs until cancelled; None for others."""
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            address = await pool.sentinel_manager.discover_master(pool.service_name)
+        except (RedisError, OSError, TimeoutError):
+            continue  # no sentinel answers: keep the connections we have
+        if pool.master_address is not None and address != pool.master_address:
+            log.warning(
+                "redis_master_moved",
+                service=pool.service_name,
+                master=f"{address[0]}:{address[1]}",
+                effect="reconnecting to the new master",
+            )
+            pool.master_address = address
+            await pool.disconnect(inuse_connections=True)
+        elif pool.master_address is None:
+            pool.master_address = address
 
 
 def redact(url: str) -> str:
