@@ -6,7 +6,8 @@ client here, so every shared piece of state follows the same `state` settings:
 - `redis://`, `rediss://` (TLS), `unix://`: one server (or one address that fails over).
 - `redis+sentinel://[:password@]host:port[,host:port...]/service[/db]`, or a
   `state.sentinel` block (service, sentinels, password, sentinel_password, db, tls): the
-  client asks the sentinels for the current master, and again after a failover.
+  client asks the sentinels for the current master, and again after a failover
+  (`follow_master` polls them, so a master that moved is noticed within half a second).
 - `redis+cluster://[:password@]host:port[,host:port...]`, or `state.redis_cluster: true`
   with a `redis://`/`rediss://` URL naming any node: a Redis Cluster client, which finds
   the slots' owners itself and follows MOVED/ASK redirections.
