@@ -173,12 +173,18 @@ class OwnSentinel(_Processes):
         return bool(replicas) and link.get("master_link_status") == "up"
 
     def wait_old_master_rejoined(self) -> None:
-        """Until the old master is a replica of the new one and in sync (what it took
-        after the switch, if anything, is then gone)."""
+        """Until the old master is a replica of the new one, in sync and counted by it (what
+        it took after the switch, if anything, is then gone)."""
 
         def rejoined() -> bool:
             info = redis.Redis(port=self.master_port).info("replication")
-            return info.get("role") == "slave" and info.get("master_link_status") == "up"
+            new = redis.Redis(port=self.master_port_now()).info("replication")
+            return (
+                info.get("role") == "slave"
+                and info.get("master_link_status") == "up"
+                # ...and the new master counts it (min-replicas-to-write lets it take writes)
+                and int(new.get("min_slaves_good_slaves", 1)) >= 1
+            )
 
         _until(rejoined, "the old master to rejoin as a replica", timeout=60)
 
