@@ -55,6 +55,11 @@ async def _serve(
     runner = web.AppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=config.server.drain_timeout_s
     )
+    # Handlers first: a SIGTERM that arrives while starting becomes a clean drain.
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
@@ -67,11 +72,6 @@ async def _serve(
     gc.collect()
     gc.freeze()
     log.info("listening", host=host, port=port, models=sorted(config.models))
-
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hup() -> None:
@@ -224,7 +224,9 @@ class Supervisor:
                     multiprocess.mark_process_dead(proc.pid)
                 code = proc.exitcode or 0
                 if self.stopping:
-                    self.worst = max(self.worst, abs(code))
+                    # A worker still importing when our SIGTERM came dies of it: a clean stop.
+                    if code != -signal.SIGTERM:
+                        self.worst = max(self.worst, abs(code))
                     continue
                 self._schedule_restart(slot, code)
 

@@ -17,8 +17,14 @@ from typing import Any
 
 from providers.azure import AzureOptions, AzureProvider
 from providers.cohere import CohereOptions, CohereProvider
+from providers.infinity import InfinityOptions, InfinityProvider
+from providers.jina import JinaOptions, JinaProvider
 from providers.local import LocalOptions, LocalProvider
+from providers.nim import NimOptions, NimProvider
+from providers.tei import TeiOptions, TeiProvider
 from providers.types import Provider
+from providers.vllm import VllmOptions, VllmProvider
+from providers.voyage import VoyageOptions, VoyageProvider
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,12 @@ PROVIDER_TYPES: MutableMapping[str, ProviderType] = _Types(
     {
         "cohere": ProviderType(CohereOptions, CohereProvider),
         "azure": ProviderType(AzureOptions, AzureProvider),
+        "tei": ProviderType(TeiOptions, TeiProvider),
+        "vllm": ProviderType(VllmOptions, VllmProvider),
+        "infinity": ProviderType(InfinityOptions, InfinityProvider),
+        "jina": ProviderType(JinaOptions, JinaProvider),
+        "voyage": ProviderType(VoyageOptions, VoyageProvider),
+        "nim": ProviderType(NimOptions, NimProvider),
         "local": ProviderType(LocalOptions, LocalProvider),
     }
 )

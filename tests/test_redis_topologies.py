@@ -22,11 +22,11 @@ import redis as redis_sync
 import yaml
 from redis.cluster import key_slot
 
-from gateway.chain.cache import build_store
 from gateway.config import parse_config
 from gateway.config.loader import StateConfig
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
+from gateway.state.score_cache import build_store
 from gateway.usage_cli import run_usage
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults

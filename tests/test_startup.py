@@ -77,7 +77,7 @@ def test_one_summary_line_at_start(tmp_path: Path, servers: ServerLoop) -> None:
     port = free_port()
     gw = GatewayProcess("--config", str(path), "--port", str(port))
     try:
-        gw.wait_ready(f"http://127.0.0.1:{port}")
+        gw.wait_ready(f"http://127.0.0.1:{port}", timeout=60)
         line = gw.wait_event("starting")
         assert line["version"] == version() and line["workers"] == 1 and line["port"] == port
         assert line["auth"] == "keys" and line["teams"] == 2
@@ -104,7 +104,7 @@ def test_summary_says_redis_is_reachable(tmp_path: Path, servers: ServerLoop) ->
     port = free_port()
     gw = GatewayProcess("--config", str(path), "--port", str(port))
     try:
-        gw.wait_ready(f"http://127.0.0.1:{port}")
+        gw.wait_ready(f"http://127.0.0.1:{port}", timeout=60)
         assert gw.wait_event("starting")["redis"] == f"ok ({REDIS_URL})"
     finally:
         assert gw.stop() == 0
@@ -117,17 +117,17 @@ def test_a_killed_worker_is_replaced_and_the_port_keeps_answering(
     url = f"http://127.0.0.1:{port}"
     gw = GatewayProcess("--config", str(config), "--port", str(port), "--workers", "2")
     try:
-        gw.wait_ready(url)
-        pids = {e["pid"] for e in gw.collect("listening", 2)}
+        gw.wait_ready(url, timeout=60)
+        pids = {e["pid"] for e in gw.collect("listening", 2, timeout=60)}
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
-        died = gw.wait_event("worker_died")
+        died = gw.wait_event("worker_died", timeout=60)
         assert died["exitcode"] == -signal.SIGKILL and died["restart_in_s"] > 0
         # The other worker answers meanwhile: the port never goes dark.
         for _ in range(5):
             assert httpx.post(url + "/v2/rerank", json=BODY, headers=AUTH).status_code == 200
-        gw.wait_event("worker_restarted")
-        fresh = {e["pid"] for e in gw.collect("listening", 3)} - pids
+        gw.wait_event("worker_restarted", timeout=60)
+        fresh = {e["pid"] for e in gw.collect("listening", 3, timeout=60)} - pids
         assert len(fresh) == 1 and victim not in fresh
         assert httpx.post(url + "/v2/rerank", json=BODY, headers=AUTH).status_code == 200
         # Every line, the supervisor's included, is JSON.
@@ -145,7 +145,7 @@ def test_sighup_names_settings_that_need_a_restart(config: Path, servers: Server
     url = f"http://127.0.0.1:{port}"
     gw = GatewayProcess("--config", str(config), "--port", str(port))
     try:
-        gw.wait_ready(url)
+        gw.wait_ready(url, timeout=60)
         data = yaml.safe_load(config.read_text())
         data["server"] = {"port": 9999, "workers": 3, "max_body_bytes": 65536}
         config.write_text(yaml.safe_dump(data))
