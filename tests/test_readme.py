@@ -75,11 +75,13 @@ def yaml_blocks(markdown: str) -> list[Block]:
     return blocks
 
 
-def with_digests(text: str) -> str:
+def with_digests(text: str, block: str = "") -> str:
+    """Distinct across blocks too: fragments merge into earlier blocks, and the admin key
+    must differ from every team key."""
     parts = text.split(PLACEHOLDER)
     out = parts[0]
     for i, part in enumerate(parts[1:]):
-        out += hashlib.sha256(f"readme-{i}".encode()).hexdigest() + part
+        out += hashlib.sha256(f"readme-{block}-{i}".encode()).hexdigest() + part
     return out
 
 
@@ -102,7 +104,7 @@ def page_configs() -> list[tuple[str, dict[str, Any]]]:
     so_far: dict[str, Any] = {}
     for page, markdown in PAGES.items():
         for i, block in enumerate(yaml_blocks(markdown)):
-            data = yaml.safe_load(with_digests(block.text))
+            data = yaml.safe_load(with_digests(block.text, f"{page}:{block.line}"))
             assert isinstance(data, dict) and set(data) <= SECTIONS, (
                 f"{page} line {block.line}: a yaml block that is not a gateway config "
                 f"(top-level keys {sorted(data) if isinstance(data, dict) else data!r})"
@@ -130,8 +132,33 @@ def test_readme_config_example_is_valid(config: dict[str, Any]) -> None:
     parse_config(copy.deepcopy(config), env)
 
 
+def test_helm_readme_quick_start_renders_a_shared_state_install() -> None:
+    """The quick start's `--set` flags, as written, give a valid config on shared Redis."""
+    start = HELM_README.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    values: dict[str, Any] = {}
+    for assignment in re.findall(r'--set "?([^"\s]+)"?', start):
+        path, _, value = assignment.partition("=")
+        value = value.replace("$DIGEST", "ab" * 32)
+        *parents, last = path.split(".")
+        node = values
+        for key in parents:
+            node = node.setdefault(key, {})
+        if match := re.fullmatch(r"(.+)\[0\]", last):
+            node[match.group(1)] = [value]
+        else:
+            node[last] = None if value == "null" else yaml.safe_load(value)
+    assert values["redis"] == {"enabled": True}
+    with helm.Chart.load(CHART) as chart:
+        rendered = render(chart, values)
+    config = gateway_parse(rendered.config, fake_env(rendered.config_text))
+    assert set(config.teams) == {"quickstart"}
+    assert (config.cache.backend, config.limits.limits_backend) == ("redis", "redis")
+    assert "WARNING" not in rendered.notes
+    assert "svc/rg-rerank-gateway 8080:8080" in start and '"model": "local-bm25"' in start
+
+
 def test_helm_readme_values_example_renders_a_valid_config() -> None:
-    (block,) = yaml_blocks(HELM_README)
+    block = next(b for b in yaml_blocks(HELM_README) if "config:" in b.text)
     values = yaml.safe_load(block.text.replace("<digest>", "ab" * 32))
     with helm.Chart.load(CHART) as chart:
         rendered = render(chart, values)
@@ -299,10 +326,14 @@ def test_readme_metrics_and_labels_match_the_registry() -> None:
         name = collector._name
         kind = collector._type
         labels[f"{name}_total" if kind == "counter" else name] = collector._labelnames
-    (page,) = [text for text in PAGES.values() if "| metric | labels |" in text]
-    section = page.split("| metric | labels |", 1)[1].split("\n\n", 1)[0]
+    # Every page's metrics table (features may document theirs on their own page).
+    sections = [
+        "| metric | labels |" + table.split("\n\n", 1)[0]
+        for text in PAGES.values()
+        for table in text.split("| metric | labels |")[1:]
+    ]
     documented: set[str] = set()
-    for line in section.splitlines()[2:]:
+    for line in (row for section in sections for row in section.splitlines()[2:]):
         name_cell, label_cell = [c.strip() for c in line.strip().strip("|").split("|")][:2]
         names = [n for n in _TICKED.findall(name_cell) if n.startswith("rerank_")]
         stated = _TICKED.findall(re.sub(r"\([^()]*\)", "", label_cell))

@@ -64,6 +64,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.dependency_up = Gauge(
+            "rerank_dependency_up",
+            "1 while a shared dependency (redis) answered the last readiness check, 0 while "
+            "not: the gateway still serves, degraded (the worst worker).",
+            ["dependency"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.hedges = Counter(
             "rerank_hedges",
             "Hedged calls started (a second deployment, or the fast tier of an alias), by "

@@ -161,6 +161,18 @@ class DeploymentState:
     def usable(self, deployment: Deployment) -> bool:
         return self.health[deployment.name].usable(deployment)
 
+    def servable(self) -> tuple[bool, list[str]]:
+        """(can some model be served, the deployments whose breaker is open). A model can
+        while one of its deployments' breakers is not open or it has a fallback; an alias
+        can when one of its tiers can."""
+        open_now = sorted(n for n, h in self.health.items() if h.breaker.state == OPEN)
+        closed = set(open_now)
+        can = any(
+            m.fallback != "error" or any(d.name not in closed for d in m.deployments)
+            for m in self.models.values()
+        )
+        return can or not self.models, open_now
+
     def snapshot(self) -> dict[str, object]:
         """Per-deployment state for operators (GET /admin/deployments)."""
         deployments: dict[str, object] = {}
