@@ -22,6 +22,8 @@ from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.http.admin import usage_report
 from gateway.http.auth import Authenticator
+from gateway.http.edge import middleware as edge_middleware
+from gateway.http.edge import request_id
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
@@ -149,7 +151,7 @@ def build_app(
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
-    app.middlewares.append(_json_errors)
+    app.middlewares.append(edge_middleware)  # request ids; routing errors as JSON
     return app
 
 
@@ -198,7 +200,7 @@ def admin_route(handler: Handler) -> Handler:
             current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
             return await handler(request)
         except ApiError as exc:
-            return error_response(exc)
+            return error_response(exc, request_id(request))
 
     return guarded
 
@@ -241,18 +243,6 @@ async def deployments_route(request: web.Request) -> web.Response:
 async def metrics_route(request: web.Request) -> web.Response:
     data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Routing errors (404, 405) in Cohere's JSON shape instead of aiohttp's text pages."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = {404: f"no route {request.path}; use POST /v2/rerank"}.get(exc.status, exc.reason)
-        return error_response(ApiError(exc.status, message))
 
 
 async def _start(app: web.Application) -> None:

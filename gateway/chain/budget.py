@@ -163,15 +163,20 @@ def _rate_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiError:
 
 
 def _budget_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiError:
+    """402, Cohere's status for a billing limit: unlike 429, the official SDKs (and so
+    LangChain and LlamaIndex) do not retry it, so an over-budget call fails at once
+    instead of sleeping through retries that cannot succeed before the reset. Retry-After
+    still says when the budget resets, for callers that schedule work."""
     window = refusal.window
     assert window is not None
     resets = datetime.fromtimestamp(window.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return ApiError(
-        429,
+        402,
         f"budget exhausted: team '{team}' has spent {dollars(refusal.spent_micros)} of its "
         f"{_period(refusal)} budget of {dollars(window.limit_micros)} (budget.{refusal.limit}) "
         f"and this request needs about {dollars(request.cost_micros)}; the budget resets at "
-        f"{resets} (in {_duration(refusal.retry_after_s)})",
+        f"{resets} (in {_duration(refusal.retry_after_s)}). Retrying sooner will not help: "
+        "ask the gateway's operators to raise the budget, or wait for the reset",
         retry_after_s=refusal.retry_after_s,
     )
 

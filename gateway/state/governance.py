@@ -41,6 +41,7 @@ from policies.usage import (
 )
 
 Clock = Callable[[], float]
+UNPARSED_MODEL = "unknown"  # the model of a request refused before its body was read
 
 
 class UsageRecorder:
@@ -131,8 +132,11 @@ class Governance:
     def body_limit(self, team: str) -> int:
         return self.limits.body_limit(team)
 
-    def body_rejected(self, team: str) -> None:
+    async def body_rejected(self, team: str) -> None:
+        """A 413 for max_body_bytes: counted like every other enforcement, in the metric
+        and in the usage report's rejected_limits (the model is not known: unparsed)."""
         self.metrics.overfetch.labels(team, "max_body_bytes", "reject").inc()
+        await self.usage.event(team, UNPARSED_MODEL, REJECTED_LIMITS)
 
     async def apply_limits(self, parsed: RerankRequest, team: str, model: str) -> None:
         """Over-fetch limits of (team, model): reject with 400, or truncate `parsed`."""
