@@ -41,6 +41,8 @@ from gateway.errors import ApiError, bad_request, error_response
 from gateway.observe.logs import log
 
 REQUEST_ID = web.RequestKey("request_id", str)
+# Set by a handler whose request left the connection unusable (an undecodable body).
+CLOSE_CONNECTION = web.RequestKey("close_connection", bool)
 _VALID_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: safe in a header, a log and JSON
 ACCEPTED_ENCODINGS = ("identity", "gzip", "deflate", "br", "zstd")
 
@@ -82,6 +84,8 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             response = error_response(internal_error(rid), rid)
         if not response.prepared:
             response.headers.setdefault("X-Request-Id", rid)
+            if request.get(CLOSE_CONNECTION):
+                response.force_close()  # says `Connection: close`, then closes
         return response
 
 

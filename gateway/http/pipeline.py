@@ -18,7 +18,7 @@ from gateway.chain.job import RequestContext, ScoreJob, Scorer
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
 from gateway.http.auth import Authenticator
-from gateway.http.edge import ACCEPTED_ENCODINGS, internal_error, request_id
+from gateway.http.edge import ACCEPTED_ENCODINGS, CLOSE_CONNECTION, internal_error, request_id
 from gateway.http.wire import RerankRequest, parse_body, render_response
 from gateway.observe.logs import access_log, log
 from gateway.observe.metrics import Metrics
@@ -191,10 +191,12 @@ async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit, team) from None
     except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (encoding, framing)
-        # The parser stopped inside the body: the rest of it is still on the connection,
-        # so it cannot carry another request. Close it once the 400 is sent (the answer
-        # says `Connection: close`) instead of dropping it later with a logged traceback.
-        request.protocol.force_close()
+        # The parser stopped inside the body, so the connection cannot carry another
+        # request: the 400 says `Connection: close`, and the body counts as ended so that
+        # aiohttp does not read on into the error (which dropped the connection without
+        # a word and logged "Unhandled exception").
+        request[CLOSE_CONNECTION] = True
+        request.content.feed_eof()
         raise _unreadable(exc) from None
     if len(body) > limit:  # a team limit below the server's, on a body without Content-Length
         raise _too_large(limit, team)

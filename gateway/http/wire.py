@@ -154,7 +154,11 @@ def _optional_int(body: dict[str, Any], key: str, *, low: int, high: int) -> int
     if not isinstance(value, int) or isinstance(value, bool):
         raise bad_request(f"{key} must be an integer")
     if not low <= value <= high:
-        raise bad_request(f"{key} must be between {low} and {high} (got {_shown(value)})")
+        # Only the bound that matters is named when the upper one is just int32's.
+        bounds = f"at least {low}" if value < low and high == MAX_INT32 else (
+            f"between {low} and {high}"
+        )
+        raise bad_request(f"{key} must be {bounds} (got {_shown(value)})")
     return value
 
 
