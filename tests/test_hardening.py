@@ -5,6 +5,7 @@ lines, and refusals say what a client can do about them."""
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import zlib
 from collections.abc import Callable
@@ -121,6 +122,27 @@ def test_other_content_encodings_are_a_415_listing_the_accepted_ones(
     # The body was well framed: the connection carries the next request.
     assert not answer.will_close
     assert conn.exchange(request_bytes("POST", "/v2/rerank", [BEARER], RAW_BODY)).status == 200
+    conn.close()
+
+
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v2/nowhere"])
+def test_a_refusal_before_an_unread_broken_body_closes_the_connection_cleanly(
+    url: str, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the raw fuzzing: a 401 or 404 answered without reading a gzip body that
+    then failed to decode; aiohttp dropped the keep-alive connection unannounced."""
+    conn = RawConnection(url)
+    head = request_bytes("POST", path, [(b"Content-Encoding", b"gzip")], b"x" * 20)
+    with caplog.at_level(logging.DEBUG):
+        conn.sock.sendall(head[:-10])  # the body is still arriving when the answer goes
+        resp = http.client.HTTPResponse(conn.sock, method="POST")
+        resp.begin()
+        body = resp.read()
+        assert resp.will_close
+        conn.sock.sendall(head[-10:])
+        assert conn.closed_by_server()
+    assert resp.status in (401, 404) and orjson.loads(body)["id"] == resp.headers["X-Request-Id"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     conn.close()
 
 

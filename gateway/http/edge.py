@@ -84,9 +84,20 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             response = error_response(internal_error(rid), rid)
         if not response.prepared:
             response.headers.setdefault("X-Request-Id", rid)
-            if request.get(CLOSE_CONNECTION):
+            if request.get(CLOSE_CONNECTION) or _body_left_unread(request):
                 response.force_close()  # says `Connection: close`, then closes
         return response
+
+
+def _body_left_unread(request: web.Request) -> bool:
+    """A body not yet received whole, or one aiohttp failed to decode, when the route
+    answered without it (a refusal such as 401 or 405). aiohttp would read on after the
+    answer to reuse the connection, and a body it cannot decode then dropped the
+    connection unannounced; the runner turns that reading off (`lingering_time=0`), so
+    such a connection closes, and the answer says so."""
+    if not request.body_exists:
+        return False
+    return not request.content.is_eof() or request.content.exception() is not None
 
 
 def internal_error(rid: str) -> ApiError:
@@ -187,7 +198,12 @@ class _Server(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose connections answer malformed HTTP in Cohere's JSON shape."""
+    """`web.AppRunner` whose connections answer malformed HTTP in Cohere's JSON shape,
+    and close instead of reading on into a body no route read (see `_body_left_unread`)."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("lingering_time", 0)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
