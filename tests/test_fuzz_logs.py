@@ -91,7 +91,7 @@ _extra_header = st.one_of(
 
 def _body(doc_count: int, extra: dict[str, Any]) -> bytes:
     body = {"model": "rerank-v3.5", "query": QUERY, "documents": DOCS * doc_count, **extra}
-    return orjson.dumps(body)
+    return json.dumps(body).encode()  # json, not orjson: integers past 64 bits too
 
 
 _bodies = st.one_of(
