@@ -84,20 +84,26 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
             response = error_response(internal_error(rid), rid)
         if not response.prepared:
             response.headers.setdefault("X-Request-Id", rid)
-            if request.get(CLOSE_CONNECTION) or _body_left_unread(request):
+            if request.get(CLOSE_CONNECTION) or _undecodable_rest(request):
                 response.force_close()  # says `Connection: close`, then closes
+                if isinstance(request.protocol, _JsonErrorsHandler):
+                    request.protocol.stop_lingering()
         return response
 
 
-def _body_left_unread(request: web.Request) -> bool:
-    """A body not yet received whole, or one aiohttp failed to decode, when the route
-    answered without it (a refusal such as 401 or 405). aiohttp would read on after the
-    answer to reuse the connection, and a body it cannot decode then dropped the
-    connection unannounced; the runner turns that reading off (`lingering_time=0`), so
-    such a connection closes, and the answer says so."""
+def _undecodable_rest(request: web.Request) -> bool:
+    """A compressed body the route answered without reading whole (a refusal such as
+    401 or 405), or one aiohttp already failed to decode. After the answer aiohttp reads
+    ("lingers" over) the rest of a body to reuse the connection; a body it cannot decode
+    then dropped the connection unannounced, with "Unhandled exception" in the log. Such
+    a connection is closed instead, and the answer says so. An uncompressed unread body
+    is still read past as aiohttp does, so the connection stays usable."""
     if not request.body_exists:
         return False
-    return not request.content.is_eof() or request.content.exception() is not None
+    if request.content.exception() is not None:
+        return True
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    return not request.content.is_eof() and encoding not in ("", "identity")
 
 
 def internal_error(rid: str) -> ApiError:
@@ -159,6 +165,10 @@ def _llhttp_reason(message: str) -> str:
 class _JsonErrorsHandler(RequestHandler):
     """aiohttp's protocol handler, with errors answered (and logged) the gateway's way."""
 
+    def stop_lingering(self) -> None:
+        """Close after this answer without reading the rest of the request's body."""
+        self._lingering_time = 0.0
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -198,12 +208,7 @@ class _Server(web.Server):
 
 
 class GatewayRunner(web.AppRunner):
-    """`web.AppRunner` whose connections answer malformed HTTP in Cohere's JSON shape,
-    and close instead of reading on into a body no route read (see `_body_left_unread`)."""
-
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        kwargs.setdefault("lingering_time", 0)
-        super().__init__(app, **kwargs)
+    """`web.AppRunner` whose connections answer malformed HTTP in Cohere's JSON shape."""
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
