@@ -15,7 +15,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge
 
 # Size class boundaries: a call with at most DOCS[i] documents and CHARS[i] characters
 # is in class i (or a higher class if either measure is larger).
@@ -37,9 +40,9 @@ _RESCALE_AT = 64.0
 class LatencyPrior:
     """What a call is expected to take before the gateway has seen enough of them."""
 
-    base_ms: float = field(default=100.0, metadata={"min": 0.0})
-    per_doc_ms: float = field(default=0.0, metadata={"min": 0.0})
-    per_kchar_ms: float = field(default=0.0, metadata={"min": 0.0})
+    base_ms: Annotated[float, Ge(0.0)] = 100.0
+    per_doc_ms: Annotated[float, Ge(0.0)] = 0.0
+    per_kchar_ms: Annotated[float, Ge(0.0)] = 0.0
 
     def predict_s(self, docs: int, chars: int) -> float:
         return (self.base_ms + self.per_doc_ms * docs + self.per_kchar_ms * chars / 1000) / 1000
@@ -47,8 +50,8 @@ class LatencyPrior:
 
 @dataclass
 class LatencySettings:
-    half_life_s: float = field(default=60.0, metadata={"min": 0.1})
-    min_samples: int = field(default=10, metadata={"min": 1})
+    half_life_s: Annotated[float, Ge(0.1)] = 60.0
+    min_samples: Annotated[int, Ge(1)] = 10
 
 
 def size_class(docs: int, chars: int) -> int:

@@ -1,22 +1,21 @@
-"""The gateway's configuration: one YAML file, `${ENV}` interpolation, validated at start.
+"""The gateway's configuration as dataclasses: one per section, read by `loader`.
 
-Every problem is reported with the key path it concerns, all at once, so
-`rerank-gateway check-config FILE` gives a reviewer the whole list.
+Bounds are `Annotated` constraints from annotated-types, as in the policies' and providers'
+own settings dataclasses; checks that span fields raise ValueError in `__post_init__`, and
+the loader reports them at that section's key path. Only this module and the loader know
+pydantic: policies and providers stay plain dataclasses.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-import yaml
+from annotated_types import Ge, Interval
+from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetPydanticSchema, with_config
+from pydantic_core import core_schema
 
-from gateway.config.reader import ConfigError, Reader, bounded, join
 from policies.breaker import BreakerSettings
 from policies.budget import BudgetConfig
 from policies.failover import BackoffSettings, HedgeSettings
@@ -28,7 +27,6 @@ from policies.retry_budget import RetryBudgetSettings
 from providers.registry import PROVIDER_TYPES
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 TIERS = ("pro", "fast")
 
 
@@ -45,12 +43,12 @@ def _check_digest(value: str, what: str) -> str:
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
-    port: int = bounded(8080, min=0, max=65535)
-    workers: int = bounded(1, min=1, max=64)
-    request_timeout_s: float = bounded(30.0, min=0.01)  # default deadline of a request
-    max_body_bytes: int = bounded(16 * 1024 * 1024, min=1024)
+    port: Annotated[int, Interval(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Interval(ge=1, le=64)] = 1
+    request_timeout_s: Annotated[float, Ge(0.01)] = 30.0  # default deadline of a request
+    max_body_bytes: Annotated[int, Ge(1024)] = 16 * 1024 * 1024
     v1_default_model: str | None = None  # used when a /v1/rerank body names no model
-    drain_timeout_s: float = bounded(20.0, min=0.0)  # on SIGTERM: time to finish requests
+    drain_timeout_s: Annotated[float, Ge(0.0)] = 20.0  # on SIGTERM: time to finish requests
 
 
 @dataclass
@@ -70,7 +68,7 @@ class TeamConfig:
     limits: RequestLimits | None = None  # over-fetch limits, overriding the model's and global
     rate_limit: RateLimitConfig | None = None
     budget: BudgetConfig | None = None
-    latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
+    latency_budget_ms: Annotated[int, Ge(1)] | None = None  # default for tiered aliases
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -80,9 +78,9 @@ class TeamConfig:
 class DeploymentConfig:
     provider: str
     model: str | None = None  # upstream model id; defaults to the gateway model's name
-    weight: float = bounded(1.0, min=0.0)
+    weight: Annotated[float, Ge(0.0)] = 1.0
     priority: int = 0
-    max_in_flight: int | None = bounded(None, min=1)  # bulkhead: calls at once per process
+    max_in_flight: Annotated[int, Ge(1)] | None = None  # bulkhead: calls at once per process
     latency_prior_ms: LatencyPrior | None = None  # overrides the model's prior
 
 
@@ -91,15 +89,15 @@ class ModelConfig:
     deployments: list[DeploymentConfig] = field(default_factory=list)
     tiers: dict[str, str] | None = None
     cache_family: str | None = None  # models naming the same family share cache entries
-    cache_ttl_s: float | None = bounded(None, min=1.0)  # overrides cache.ttl_s
+    cache_ttl_s: Annotated[float, Ge(1.0)] | None = None  # overrides cache.ttl_s
     limits: RequestLimits | None = None  # over-fetch limits, overriding the global ones
     # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
-    timeout_s: float | None = bounded(None, min=0.01)  # deadline; else server.request_timeout_s
-    max_attempts: int = bounded(3, min=1, max=10)
+    timeout_s: Annotated[float, Ge(0.01)] | None = None  # deadline; else server.request_timeout_s
+    max_attempts: Annotated[int, Interval(ge=1, le=10)] = 3
     fallback: Literal["error", "passthrough", "local"] = "error"
     hedge: HedgeSettings = field(default_factory=HedgeSettings)
     latency_prior_ms: LatencyPrior | None = None
-    latency_budget_ms: int | None = bounded(None, min=1)  # tiered alias: default budget
+    latency_budget_ms: Annotated[int, Ge(1)] | None = None  # tiered alias: default budget
 
     def __post_init__(self) -> None:
         if self.limits is not None and self.limits.max_body_bytes is not None:
@@ -127,12 +125,13 @@ class ModelConfig:
 @dataclass
 class CacheConfig:
     backend: Literal["none", "memory", "redis", "tiered"] = "memory"
-    ttl_s: float = bounded(86_400.0, min=1.0)
-    max_entries: int | None = bounded(100_000, min=1)  # memory level
-    max_bytes: int | None = bounded(None, min=1024)  # memory level, approximate
+    ttl_s: Annotated[float, Ge(1.0)] = 86_400.0
+    max_entries: Annotated[int, Ge(1)] | None = 100_000  # memory level
+    max_bytes: Annotated[int, Ge(1024)] | None = None  # memory level, approximate
     key_prefix: str = "rg:s:"
-    redis_timeout_s: float = bounded(0.08, min=0.001, max=5.0)
-    redis_backoff_s: float = bounded(1.0, min=0.0, max=300.0)  # skip Redis after a failure
+    redis_timeout_s: Annotated[float, Interval(ge=0.001, le=5.0)] = 0.08
+    # After a Redis failure the cache skips Redis for this long.
+    redis_backoff_s: Annotated[float, Interval(ge=0.0, le=300.0)] = 1.0
 
     def __post_init__(self) -> None:
         if self.backend in ("memory", "tiered") and not (self.max_entries or self.max_bytes):
@@ -151,11 +150,11 @@ class RedisErrorPolicy:
 class LimitsConfig(RequestLimits):
     """Global over-fetch limits (models and teams override them) and where counters live."""
 
-    max_documents: int = bounded(100, min=1, max=10_000)
+    max_documents: Annotated[int, Interval(ge=1, le=10_000)] = 100
     limits_backend: Literal["memory", "redis"] = "memory"  # usage reports follow it
     on_redis_error: RedisErrorPolicy = field(default_factory=RedisErrorPolicy)
     redis_prefix: str = "rerank:"
-    usage_retention_days: int = bounded(400, min=1)
+    usage_retention_days: Annotated[int, Ge(1)] = 400
 
 
 @dataclass
@@ -169,7 +168,7 @@ class StateConfig:
 
 @dataclass
 class RoutingConfig:
-    overhead_ms: float = bounded(5.0, min=0.0)  # the gateway's own time, for tier selection
+    overhead_ms: Annotated[float, Ge(0.0)] = 5.0  # the gateway's own time, for tier selection
     retry_budget: RetryBudgetSettings = field(default_factory=RetryBudgetSettings)
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     backoff: BackoffSettings = field(default_factory=BackoffSettings)
@@ -184,17 +183,39 @@ class LoggingConfig:
 
 @dataclass
 class ProviderConfig:
+    """One `providers.<name>` entry: its type and that type's options dataclass."""
+
     name: str
     type: str
-    options: Any  # the provider type's options dataclass
+    options: Any  # the options dataclass PROVIDER_TYPES names for `type`
 
 
+def _providers_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    """`providers.<name>` mappings read as the options dataclass their `type` picks.
+
+    Built from PROVIDER_TYPES when the validator is built, so a registered type is known.
+    """
+    options: Any = Union[tuple(t.options for t in PROVIDER_TYPES.values())]  # noqa: UP007
+    entries = handler.generate_schema(dict[str, Annotated[options, Field(discriminator="type")]])
+    return core_schema.no_info_after_validator_function(_named, entries)
+
+
+def _named(entries: dict[str, Any]) -> dict[str, ProviderConfig]:
+    return {name: ProviderConfig(name, o.type, o) for name, o in entries.items()}
+
+
+Providers = Annotated[dict[str, ProviderConfig], GetPydanticSchema(_providers_schema)]
+
+
+# Parsed YAML is read strictly ("8080" is not a port) and unknown keys are errors; nested
+# dataclasses (those of policies/ and providers/ too) inherit this from Config.
+@with_config(ConfigDict(strict=True, extra="forbid"))
 @dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     teams: dict[str, TeamConfig] = field(default_factory=dict)
-    providers: dict[str, ProviderConfig] = field(default_factory=dict)
+    providers: Providers = field(default_factory=dict)
     models: dict[str, ModelConfig] = field(default_factory=dict)
     cache: CacheConfig = field(default_factory=CacheConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
@@ -202,227 +223,3 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
-
-
-_SECTIONS: dict[str, Any] = {
-    "server": ServerConfig,
-    "auth": AuthConfig,
-    "teams": dict[str, TeamConfig],
-    "models": dict[str, ModelConfig],
-    "cache": CacheConfig,
-    "limits": LimitsConfig,
-    "pricing": PricingConfig,
-    "state": StateConfig,
-    "logging": LoggingConfig,
-    "routing": RoutingConfig,
-}
-
-
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate a config file; raise ConfigError naming each problem."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from exc
-    return parse_config(data, os.environ if env is None else env)
-
-
-def parse_config(data: Any, env: Mapping[str, str]) -> Config:
-    """Validate an already-parsed config mapping (also used for the embedded default)."""
-    reader = Reader()
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(["<top level>: the config must be a mapping of sections"])
-    data = _interpolate(data, "", env, reader)
-    sections: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "providers":
-            sections[key] = _read_providers(value, reader)
-        elif key in _SECTIONS:
-            sections[key] = reader.read(_SECTIONS[key], value, key)
-        else:
-            known = ", ".join(sorted([*_SECTIONS, "providers"]))
-            reader.problem(str(key), f"unknown section (known sections: {known})")
-    # Cross-section checks run on whatever was read, so one pass reports everything;
-    # entries that failed to read are left out of them.
-    failed = {k for k, v in sections.items() if v is None}
-    for key in ("teams", "models"):
-        if sections.get(key):
-            sections[key] = {k: v for k, v in sections[key].items() if v is not None}
-    config = Config(**{k: v for k, v in sections.items() if v is not None})
-    _cross_check(config, reader, failed)
-    reader.check()
-    return config
-
-
-def _interpolate(value: Any, path: str, env: Mapping[str, str], reader: Reader) -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in string values, naming unset variables."""
-    if isinstance(value, str):
-
-        def sub(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            reader.problem(path, f"environment variable {name} is not set")
-            return ""
-
-        return _ENV_REF.sub(sub, value)
-    if isinstance(value, Mapping):
-        return {k: _interpolate(v, join(path, str(k)), env, reader) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, join(path, i), env, reader) for i, v in enumerate(value)]
-    return value
-
-
-def _read_providers(data: Any, reader: Reader) -> dict[str, ProviderConfig]:
-    if not isinstance(data, Mapping):
-        reader.problem("providers", "must be a mapping of provider name to settings")
-        return {}
-    providers = {}
-    for name, entry in data.items():
-        path = join("providers", str(name))
-        if not isinstance(entry, Mapping):
-            reader.problem(path, "must be a mapping with a `type` and its settings")
-            continue
-        type_name = entry.get("type")
-        if type_name not in PROVIDER_TYPES:
-            known = ", ".join(PROVIDER_TYPES)
-            reader.problem(join(path, "type"), f"must be one of {known} (got {type_name!r})")
-            continue
-        settings = {k: v for k, v in entry.items() if k != "type"}
-        options: Any = reader.read(PROVIDER_TYPES[type_name].options, settings, path)
-        providers[str(name)] = ProviderConfig(str(name), type_name, options)
-    return providers
-
-
-def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
-    """Checks that span sections: references, key uniqueness, auth safety."""
-    for name, model in config.models.items():
-        for i, dep in enumerate(model.deployments):
-            if dep.provider not in config.providers:
-                known = ", ".join(config.providers) or "none"
-                reader.problem(
-                    f"models.{name}.deployments[{i}].provider",
-                    f"unknown provider {dep.provider!r} (configured providers: {known})",
-                )
-        for tier, target in (model.tiers or {}).items():
-            path = f"models.{name}.tiers.{tier}"
-            if target not in config.models:
-                reader.problem(path, f"unknown model {target!r}")
-            elif config.models[target].tiers is not None:
-                reader.problem(
-                    path, f"{target!r} is itself tiered; a tier must name a model with deployments"
-                )
-    redis_cache = config.cache.backend in ("redis", "tiered")
-    if redis_cache and not config.state.redis_url and not failed & {"cache", "state"}:
-        reader.problem(
-            "cache.backend",
-            f"`{config.cache.backend}` keeps scores in Redis but state.redis_url is not set; "
-            "set it or use backend memory",
-        )
-    _check_governance(config, reader, failed)
-    default_model = config.server.v1_default_model
-    if default_model is not None and default_model not in config.models:
-        reader.problem("server.v1_default_model", f"unknown model {default_model!r}")
-    owners: dict[str, str] = {}
-    for team, team_config in config.teams.items():
-        for i, digest in enumerate(team_config.key_sha256):
-            if digest in owners:
-                reader.problem(
-                    f"teams.{team}.key_sha256[{i}]",
-                    f"the same key is already given to team {owners[digest]!r}",
-                )
-            owners[digest] = team
-    if failed & {"server", "auth", "teams"}:
-        return
-    if config.auth.mode == "none" and not is_loopback(config.server.host):
-        reader.problem(
-            "auth.mode",
-            "`none` is only allowed when server.host is a loopback address "
-            f"(got {config.server.host!r}); use `keys` and give each team a key",
-        )
-    if config.auth.mode == "keys" and not owners:
-        reader.problem(
-            "teams",
-            "auth.mode is `keys` but no team has a key_sha256; every request would be refused",
-        )
-
-
-def _check_governance(config: Config, reader: Reader, failed: set[str]) -> None:
-    """Limits backend needs Redis; prices name configured models and providers."""
-    if (
-        config.limits.limits_backend == "redis"
-        and not config.state.redis_url
-        and "state" not in failed
-    ):
-        reader.problem("limits.limits_backend", "`redis` needs state.redis_url")
-    if "models" in failed or "providers" in failed:
-        return
-    for model, price in config.pricing.models.items():
-        path = f"pricing.models.{model}"
-        if model not in config.models:
-            reader.problem(path, f"unknown model {model!r}")
-            continue
-        used = {d.provider for d in config.models[model].deployments}
-        for provider in price.providers:
-            if provider not in used:
-                reader.problem(
-                    f"{path}.providers.{provider}",
-                    f"model {model!r} has no deployment on provider {provider!r}",
-                )
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-# Cohere's hosted rerank models, served by the embedded default when COHERE_API_KEY is set.
-COHERE_MODELS = (
-    "rerank-v4.0-pro",
-    "rerank-v4.0-fast",
-    "rerank-v3.5",
-    "rerank-english-v3.0",
-    "rerank-multilingual-v3.0",
-)
-LOCAL_MODEL = "local-bm25"
-
-
-def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
-    """The embedded default: loopback, no auth, the offline ranker, Cohere if a key is set."""
-    data: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": 8080, "v1_default_model": LOCAL_MODEL},
-        "auth": {"mode": "none"},
-        "providers": {"local": {"type": "local"}},
-        "models": {LOCAL_MODEL: {"deployments": [{"provider": "local"}]}},
-        "cache": {"backend": "memory"},
-    }
-    if env.get("COHERE_API_KEY"):
-        data["providers"]["cohere"] = {"type": "cohere", "api_key": "${COHERE_API_KEY}"}
-        for model in COHERE_MODELS:
-            data["models"][model] = {"deployments": [{"provider": "cohere"}]}
-    return data
-
-
-def load_or_default(path: str | None) -> Config:
-    """The config file at `path`, or the embedded default when there is none."""
-    return load_config(path) if path else default_config()
-
-
-def default_config(env: Mapping[str, str] | None = None) -> Config:
-    env = os.environ if env is None else env
-    return parse_config(default_config_data(env), env)
