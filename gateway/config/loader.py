@@ -86,9 +86,8 @@ def _find_duplicates(node: yaml.Node, path: str, found: Problems, seen: set[int]
                 continue
             line = key_node.start_mark.line + 1
             if key in lines:
-                found.add(
-                    path, f"duplicate key {key!r} at line {line} (first at line {lines[key]})"
-                )
+                first = f" (first at line {lines[key]})" if lines[key] != line else ""
+                found.add(path, f"duplicate key {key!r} at line {line}{first}")
             else:
                 lines[key] = line
             _find_duplicates(value_node, join(path, key), found, seen)
@@ -137,7 +136,7 @@ def _plain(value: Any, path: str, env: Mapping[str, str], problems: Problems) ->
         return [_plain(v, join(path, i), env, problems) for i, v in enumerate(value)]
     if not isinstance(value, _JSON_SCALARS):
         problems.add(path, f"must be a plain value (got {describe(value)}); quote it for a string")
-        return None
+        return str(value)  # reported once: the text stands in for the rest of the checks
     return value
 
 
