@@ -1,7 +1,8 @@
 """Provider types by config name: the options dataclass each reads and how to build it.
 
-Adding a backend means one entry here; the gateway's config loader reads the options
-dataclass from the provider's YAML mapping (everything but `type`).
+Adding a backend means one entry here, and a `type: Literal["<name>"] = "<name>"` field on
+its options dataclass: the gateway's config loader reads each `providers.<name>` mapping as
+the options dataclass whose `type` it names (a union discriminated on `type`).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Union
 
-from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from gateway.config.model import Config, ProviderConfig
@@ -69,9 +68,9 @@ def describe(value: Any) -> str:
     return type(value).__name__
 
 
-def validation_problems(exc: ValidationError) -> list[str]:
-    """One line per error of a `Config` validation."""
-    return [_line(error) for error in exc.errors(include_url=False)]
+def validation_problems(errors: list[ErrorDetails]) -> list[str]:
+    """One line per error of a `Config` validation (pydantic's `ValidationError.errors()`)."""
+    return [_line(error) for error in errors]
 
 
 def _line(error: ErrorDetails) -> str:
@@ -89,11 +88,11 @@ def _line(error: ErrorDetails) -> str:
     if kind == "literal_error":
         choices = ", ".join(str(a) for a in typing.get_args(here))
         return problem(path, f"must be one of {choices} (got {describe(got)})")
-    for bound, words in _BOUNDS.items():
-        if bound in ctx:
-            # As the field holds it: a float field given 0 reports 0.0.
-            shown = float(got) if isinstance(ctx[bound], float) else got
-            return problem(path, f"must be {words} {ctx[bound]} (got {shown!r})")
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        # As the field holds it: a float field given 0 reports 0.0.
+        shown = float(got) if isinstance(ctx[key], float) else got
+        return problem(path, f"must be {words} {ctx[key]} (got {shown!r})")
     if kind in _MUST_BE:
         return problem(path, f"must be {_MUST_BE[kind]} (got {describe(got)})")
     if kind == "missing":
@@ -101,7 +100,12 @@ def _line(error: ErrorDetails) -> str:
     return problem(path, error["msg"][:1].lower() + error["msg"][1:])
 
 
-_BOUNDS = {"ge": "at least", "gt": "more than", "le": "at most", "lt": "less than"}
+_BOUNDS = {
+    "greater_than_equal": ("ge", "at least"),
+    "greater_than": ("gt", "more than"),
+    "less_than_equal": ("le", "at most"),
+    "less_than": ("lt", "less than"),
+}
 _MUST_BE = {
     "int_type": "an integer",
     "int_from_float": "an integer",

@@ -32,6 +32,10 @@ from providers.registry import PROVIDER_TYPES
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_HINTS = typing.get_type_hints(Config)
+_SECTIONS = {f.name for f in dataclasses.fields(Config)}
+# Sections of named entries (teams, providers, models): one bad entry leaves the others in.
+_ENTRY_SECTIONS = {name for name in _SECTIONS if typing.get_origin(_HINTS[name]) is dict}
 
 
 def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
@@ -109,7 +113,7 @@ def parse_config(data: Any, env: Mapping[str, str]) -> Config:
     if config is not None:
         cross_check(config, problems, failed)
     problems.check()
-    assert config is not None
+    assert config is not None  # no problem at all: the first validation passed
     return config
 
 
@@ -147,7 +151,7 @@ def _validate(data: dict[str, Any], problems: Problems) -> tuple[Config | None, 
         return adapter.validate_json(json.dumps(data)), set()
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-        problems.extend(validation_problems(exc))
+        problems.extend(validation_problems(errors))
     rest, failed = dict(data), set()
     for error in errors:
         section, *below = (str(k) for k in error["loc"] or ("",))
@@ -162,12 +166,6 @@ def _validate(data: dict[str, Any], problems: Problems) -> tuple[Config | None, 
         return adapter.validate_json(json.dumps(rest)), failed
     except ValidationError:  # what remains should be valid; if not, skip the cross-checks
         return None, failed
-
-
-_HINTS = typing.get_type_hints(Config)
-_SECTIONS = {f.name for f in dataclasses.fields(Config)}
-# Sections of named entries (teams, providers, models): one bad entry leaves the others in.
-_ENTRY_SECTIONS = {name for name in _SECTIONS if typing.get_origin(_HINTS[name]) is dict}
 
 
 def config_adapter() -> TypeAdapter[Config]:
