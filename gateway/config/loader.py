@@ -60,20 +60,28 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     return config
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
-    """YAML's safe loader; `read_yaml` looks at its node tree for duplicate keys first."""
+class DuplicateKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML's safe loader (libyaml's when there) that also lists duplicate mapping keys.
 
+    YAML keeps the last of two equal keys silently, so a second `teams:` block would replace
+    the first; this names each duplicate instead. It looks at the node tree before building
+    the document, where key lines are known and merge keys (`<<`) are still apart.
+    """
 
-def read_yaml(text: str) -> tuple[Any, list[str]]:
-    """The document, and one problem per duplicate key (YAML would keep the last silently)."""
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
+    def load_checked(self) -> tuple[Any, list[str]]:
+        """The document, and one problem per duplicate key."""
+        node = self.get_single_node()
         if node is None:
             return None, []
         duplicates = Problems()
         _find_duplicates(node, "", duplicates, set())
-        return loader.construct_document(node), list(duplicates)
+        return self.construct_document(node), list(duplicates)
+
+
+def read_yaml(text: str) -> tuple[Any, list[str]]:
+    loader = DuplicateKeyLoader(text)
+    try:
+        return loader.load_checked()
     finally:
         loader.dispose()
 
