@@ -25,6 +25,7 @@ from gateway.http.auth import Authenticator
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import Tracing
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import Routing
 from gateway.state.governance import Governance
@@ -46,6 +47,7 @@ class Gateway:
     redis: aioredis.Redis | None = None
     cache_store: ScoreStore | None = None
     governance: Governance | None = None
+    tracing: Tracing | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
@@ -56,6 +58,8 @@ class Gateway:
             await self.cache_store.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.tracing is not None:  # flushes queued spans; blocking, so off the loop
+            await asyncio.to_thread(self.tracing.close)
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Runtime:
     gateway: Gateway
     draining: bool = False
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
+    span_exporter: Any = None  # tests: where spans go instead of OTLP
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -96,9 +101,13 @@ def build_scorer(
 
 
 def build_gateway(
-    config: Config, metrics: Metrics, clock: Callable[[], float] | None = None
+    config: Config,
+    metrics: Metrics,
+    clock: Callable[[], float] | None = None,
+    span_exporter: Any = None,
 ) -> Gateway:
-    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
+    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake);
+    `span_exporter` receives the spans instead of OTLP (tests)."""
     catalog = Catalog(config)
     auth = Authenticator(config)
     redis = None
@@ -117,9 +126,17 @@ def build_gateway(
     cache_store = build_store(config, metrics)
     routing = Routing(config, catalog, metrics, clock)
     scorer = build_scorer(config, catalog, metrics, cache_store, governance, routing)
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing, governance)
+    tracing = Tracing.build(config.telemetry, exporter=span_exporter)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing, governance, tracing)
     return Gateway(
-        config, catalog, metrics, pipeline, redis, cache_store=cache_store, governance=governance
+        config,
+        catalog,
+        metrics,
+        pipeline,
+        redis,
+        cache_store=cache_store,
+        governance=governance,
+        tracing=tracing,
     )
 
 
@@ -128,9 +145,11 @@ def build_app(
     metrics: Metrics | None = None,
     *,
     clock: Callable[[], float] | None = None,
+    span_exporter: Any = None,
 ) -> web.Application:
     metrics = metrics or Metrics()
-    runtime = Runtime(metrics, build_gateway(config, metrics, clock), clock=clock)
+    gateway = build_gateway(config, metrics, clock, span_exporter)
+    runtime = Runtime(metrics, gateway, clock=clock, span_exporter=span_exporter)
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
@@ -160,7 +179,7 @@ async def reload(app: web.Application, config: Config) -> None:
     needs a restart.
     """
     runtime = app[RUNTIME]
-    fresh = build_gateway(config, runtime.metrics, runtime.clock)
+    fresh = build_gateway(config, runtime.metrics, runtime.clock, runtime.span_exporter)
     await fresh.start()
     old, runtime.gateway = runtime.gateway, fresh
     await retire(old, config.server.drain_timeout_s)

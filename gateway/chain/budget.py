@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import ApiError, bad_request
+from gateway.observe import tracing
 from gateway.state.governance import Governance
 from policies.budget import usd
 from policies.quota import (
@@ -87,6 +88,12 @@ class Governor:
             self.gov.store_down(quota)  # raises 503 when the limits fail closed
             store = self.gov.local_quota
             request, refusal = await self._reserve(store, quota, ctx, request)
+        tracing.event(
+            "budget.reserve",
+            units=request.units,
+            outcome=refusal.limit if refusal is not None else "admitted",
+            shared=store is self.gov.quota_store,
+        )
         if refusal is not None:
             await self._refuse(ctx, request, refusal)
         return request, store
@@ -124,6 +131,7 @@ class Governor:
             f"served by the fast tier '{fast}' of '{ctx.alias}' instead of '{ctx.model}'"
         )
         ctx.model = fast
+        tracing.event("budget.downgrade", budget=refusal.limit, model=fast)
         await self.gov.usage.event(ctx.team, fast, DOWNGRADED)
         return cheaper, None
 

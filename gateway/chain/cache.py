@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from gateway.chain.coalesce import Flights
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.config import Config
+from gateway.observe import tracing
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
 from gateway.state.catalog import Catalog
@@ -114,6 +115,7 @@ class CacheLayer:
     async def _bypass(self, job: ScoreJob) -> Scored:
         scored = await self.inner.score(job)
         job.ctx.cache_status = "bypass"
+        tracing.event("cache.lookup", status="bypass", documents=len(job.documents))
         self._lookups["bypass"].inc()
         self._documents["upstream"].inc(len(job.documents))
         return scored
@@ -124,6 +126,9 @@ class CacheLayer:
         total = len(job.documents)
         status = "hit" if upstream == 0 else "miss" if upstream == total else "partial"
         job.ctx.cache_status = status
+        tracing.event(
+            "cache.lookup", status=status, documents=total, cached=cached, upstream=upstream
+        )
         self._lookups[status].inc()
         for source, count in (
             ("cache", cached),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe import tracing
 
 # Stores the scores of a flight before it is released (the cache fill).
 Writer = Callable[[Sequence[bytes], Sequence[float]], Awaitable[None]]
@@ -59,7 +60,10 @@ class Flights:
                 followed[key] = slot
         fetched = Fetched()
         task = self._launch(job, lead, write, register=True) if lead else None
-        await _wait(job.ctx, [*([task] if task else []), *followed.values()], task)
+        # A child span only when this request waits for others' flights.
+        waiting = tracing.span("coalesce.wait", joined=len(followed)) if followed else None
+        with waiting or tracing.UNTRACED:
+            await _wait(job.ctx, [*([task] if task else []), *followed.values()], task)
         if task is not None:
             fetched.add(list(lead), task.result())
         retry = {}

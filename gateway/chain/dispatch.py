@@ -15,6 +15,7 @@ from functools import partial
 
 from gateway.chain.job import Scored, ScoreJob
 from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
+from gateway.observe import tracing
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
 from gateway.state.deployments import Routing
@@ -92,13 +93,15 @@ class Router:
             request_id=job.ctx.request_id,
         )
         started = time.perf_counter()
-        try:
-            result = await deployment.provider.rerank(call)
-        except ProviderError as exc:
-            self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
-            self._observe(deployment, started)
-            _log_failure(deployment, exc, job.ctx.request_id)
-            raise
+        with tracing.attempt(deployment, call) as traced:  # the attempt's CLIENT span
+            try:
+                result = await deployment.provider.rerank(traced.stamp(call))
+            except ProviderError as exc:
+                self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
+                self._observe(deployment, started)
+                _log_failure(deployment, exc, job.ctx.request_id)
+                raise
+            traced.answered(result, deployment.model)
         self._observe(deployment, started)
         return result
 

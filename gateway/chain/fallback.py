@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe import tracing
 from gateway.observe.metrics import Metrics
 from providers.local import LocalOptions, LocalProvider
 from providers.types import UpstreamCall
@@ -49,4 +50,5 @@ class Fallback:
             ctx.deployment = f"fallback/{mode}"
             ctx.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
             self.metrics.fallbacks.labels(ctx.model, mode).inc()
+            tracing.event("fallback", model=ctx.model, mode=mode)
             return Scored(scores, 0)

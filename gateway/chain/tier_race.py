@@ -14,6 +14,7 @@ from dataclasses import fields, replace
 
 from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe import tracing
 from gateway.observe.metrics import Metrics
 from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
 from policies.first_wins import Race
@@ -36,7 +37,7 @@ class TierRace:
         def start(which: str, model: str) -> None:
             ctx = replace(job.ctx, model=model, backup=None, warnings=list(job.ctx.warnings))
             forks[which] = replace(job, ctx=ctx)
-            race.start(which, self.inner.score(forks[which]))
+            race.start(which, tracing.leg(which, model, self.inner.score(forks[which])))
 
         start(PRIMARY, job.ctx.model)
         switch_at = time.monotonic() + backup.after_s

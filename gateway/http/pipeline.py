@@ -22,6 +22,7 @@ from gateway.http.auth import Authenticator
 from gateway.http.wire import RerankRequest, parse_body, render_response
 from gateway.observe.logs import access_log, log
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import BUDGET_HEADER, Resolution, Routing
 from gateway.state.governance import Governance
@@ -40,6 +41,7 @@ class Outcome:
     documents: int = 0
     status: int = 200
     error: str | None = None
+    trace: RequestTrace | None = None
 
 
 class Pipeline:
@@ -52,6 +54,7 @@ class Pipeline:
         metrics: Metrics,
         routing: Routing,
         governance: Governance | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -60,11 +63,14 @@ class Pipeline:
         self.metrics = metrics
         self.routing = routing
         self.governance = governance
+        self.tracing = tracing  # None: tracing off, no span objects at all
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
         outcome = Outcome(request_id=_request_id(request))
+        trace = self.tracing.start(request) if self.tracing is not None else None
+        outcome.trace = trace
         self.metrics.in_flight.inc()
         self.in_flight += 1
         try:
@@ -93,6 +99,9 @@ class Pipeline:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
+        if trace is not None:  # the caller can hand the trace id to the platform team
+            response.headers["traceparent"] = trace.traceparent
+            trace.finish(outcome.status, response.headers, outcome.error)
         self._record(outcome, elapsed, response)
         return response
 
@@ -104,6 +113,8 @@ class Pipeline:
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model)
+        if outcome.trace is not None:
+            outcome.trace.request(outcome.model, outcome.team, outcome.documents, parsed.top_n)
         if self.governance is not None:
             await self.governance.apply_limits(parsed, outcome.team, outcome.model)
         route = self.resolve(request, outcome, parsed, started)
@@ -186,6 +197,7 @@ class Pipeline:
             status=outcome.status,
             latency_ms=round(elapsed * 1000.0, 2),
             error=outcome.error,
+            **({"trace_id": outcome.trace.trace_id} if outcome.trace is not None else {}),
         )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from gateway.config import Config, ModelConfig
 from gateway.errors import bad_request
+from gateway.observe import tracing
 from gateway.observe.metrics import Metrics
 from gateway.state.catalog import Catalog
 from policies.breaker import OPEN, STATE_NAMES
@@ -119,6 +120,7 @@ class Routing:
                 lambda m: self.estimate(m, docs, chars),
             )
             self.metrics.tier_selections.labels(model, choice.tier, choice.reason).inc()
+            tracing.event("tier.choice", alias=model, tier=choice.tier, reason=choice.reason)
             if choice.warning:
                 warnings.append(choice.warning)
             model, backup = choice.model, choice.backup
