@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind
 from gateway.app import RUNTIME, build_app
 from gateway.config import parse_config
 from gateway.config.loader import TelemetryConfig
-from gateway.observe.tracing import GRPC, HTTP, Tracing, TraceSettings
+from gateway.observe.tracing import GRPC, HTTP, TraceSettings, Tracing
 from tests.conftest import ADMIN_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.fakes.otlp import FakeCollector
@@ -70,8 +70,9 @@ async def test_a_miss_is_one_server_span_with_one_client_span_that_the_upstream_
     one: tuple[FakeCohere, str, InMemorySpanExporter],
 ) -> None:
     fake, url, exporter = one
-    status, headers, _ = await post(url, {"model": "rerank-v3.5", "query": "capital",
-                                          "documents": DOCS, "top_n": 2})
+    status, headers, _ = await post(
+        url, {"model": "rerank-v3.5", "query": "capital", "documents": DOCS, "top_n": 2}
+    )
     assert status == 200
     spans = exporter.get_finished_spans()
     (server,) = by_kind(spans, SpanKind.SERVER)
@@ -97,7 +98,10 @@ async def test_a_miss_is_one_server_span_with_one_client_span_that_the_upstream_
     assert server_attrs["rerank_gateway.team"] == "search"
     assert server_attrs["rerank_gateway.cache"] == "miss"
     assert events(server)["rerank_gateway.cache.lookup"] == {
-        "status": "miss", "documents": 3, "cached": 0, "upstream": 3
+        "status": "miss",
+        "documents": 3,
+        "cached": 0,
+        "upstream": 3,
     }
     # The caller gets the trace: the server span's own context.
     assert headers["traceparent"] == span_traceparent(server)
@@ -171,7 +175,8 @@ async def test_failover_makes_two_client_spans_the_first_one_failed(
     spans = exporter.get_finished_spans()
     (server,) = by_kind(spans, SpanKind.SERVER)
     clients = sorted(
-        by_kind(spans, SpanKind.CLIENT), key=lambda s: s.attributes["rerank_gateway.attempt"]  # type: ignore[index]
+        by_kind(spans, SpanKind.CLIENT),
+        key=lambda s: s.attributes["rerank_gateway.attempt"],  # type: ignore[index]
     )
     assert [c.attributes["rerank_gateway.deployment"] for c in clients] == [  # type: ignore[index]
         "a/rerank-v3.5",
@@ -196,7 +201,10 @@ async def test_a_tier_race_has_a_span_per_leg_with_its_own_attempt(servers: Serv
     spans = exporter.get_finished_spans()
     (server,) = by_kind(spans, SpanKind.SERVER)
     legs = {s.name: s for s in by_kind(spans, SpanKind.INTERNAL)}
-    primary, backup = legs["rerank_gateway.tier_race.primary"], legs["rerank_gateway.tier_race.backup"]
+    primary, backup = (
+        legs["rerank_gateway.tier_race.primary"],
+        legs["rerank_gateway.tier_race.backup"],
+    )
     assert parent_of(primary) == parent_of(backup) == server.context.span_id
     assert primary.attributes["gen_ai.request.model"] == PRO  # type: ignore[index]
     assert primary.attributes["rerank_gateway.outcome"] == "cancelled"  # type: ignore[index]
@@ -212,7 +220,7 @@ async def test_a_tier_race_has_a_span_per_leg_with_its_own_attempt(servers: Serv
 
 
 async def test_a_budget_reservation_is_an_event(servers: ServerLoop) -> None:
-    fakes, urls = serve_fakes(servers, "a")
+    _, urls = serve_fakes(servers, "a")
     data = gateway_config({"a": urls["a"]})
     data["teams"]["search"]["budget"] = {"usd_per_day": 100.0}
     url, exporter = serve(servers, data)
@@ -229,7 +237,9 @@ async def test_no_text_or_key_reaches_any_attribute(servers: ServerLoop) -> None
     url, exporter = serve(servers, gateway_config(urls))
     secret_query = "zebra-query-text-7d1"
     docs = ["first-document-text-91c", "second-document-text-a02"]
-    status, _, _ = await post(url, {"model": "rerank-v3.5", "query": secret_query, "documents": docs})
+    status, _, _ = await post(
+        url, {"model": "rerank-v3.5", "query": secret_query, "documents": docs}
+    )
     assert status == 200
     status, _, _ = await post(url, {"model": "nope", "query": secret_query, "documents": docs})
     assert status in (400, 404)
@@ -274,7 +284,9 @@ async def test_spans_reach_an_otlp_http_collector(servers: ServerLoop) -> None:
     client = next(s for s in collector.spans if s.kind == "CLIENT")
     assert client.parent_span_id == server.span_id
     assert headers["traceparent"].startswith(f"00-{server.trace_id}-{server.span_id}-")
-    assert fakes["a"].headers[0]["traceparent"].startswith(f"00-{client.trace_id}-{client.span_id}-")
+    assert (
+        fakes["a"].headers[0]["traceparent"].startswith(f"00-{client.trace_id}-{client.span_id}-")
+    )
     assert server.resource["service.name"] == "rg-test"
     assert collector.headers[0]["x-collector-token"] == "t0k"
 
@@ -298,7 +310,9 @@ def test_tracing_is_off_without_an_endpoint_and_env_fills_what_config_leaves_out
     settings = TraceSettings.resolve(configured, env)
     assert settings is not None
     assert (settings.endpoint, settings.protocol, settings.sample_ratio) == (
-        "http://otel:4317", GRPC, 0.5
+        "http://otel:4317",
+        GRPC,
+        0.5,
     )
     assert TraceSettings.resolve(configured, {**env, "OTEL_SDK_DISABLED": "true"}) is None
     tracing = Tracing(settings)  # the gRPC exporter builds (it connects lazily)
