@@ -53,6 +53,8 @@ class Gateway:
         await self.catalog.start()
 
     async def close(self) -> None:
+        if self.governance is not None:
+            await self.governance.alerts.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()

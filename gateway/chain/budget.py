@@ -56,6 +56,7 @@ class Governor:
             await self._adjust(
                 store, reserved, scored.search_units - reserved.units, cost - reserved.cost_micros
             )
+            self.gov.alerts.settled(store, reserved)  # thresholds, checked in the background
         await self.gov.usage.served(
             ctx.team, ctx.model, deployment, len(job.documents), scored.search_units, cost
         )

@@ -16,6 +16,7 @@ from functools import partial
 from gateway.chain.job import Scored, ScoreJob
 from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
 from gateway.observe import tracing
+from gateway.observe.events import CREDENTIALS_REFUSED
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
 from gateway.state.deployments import Routing
@@ -98,6 +99,9 @@ class Router:
                 result = await deployment.provider.rerank(traced.stamp(call))
             except ProviderError as exc:
                 self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
+                if exc.kind == AUTH:  # logged as upstream_auth_failed, with the status and code
+                    self.metrics.credentials_refused.labels(deployment.name).inc()
+                    self.metrics.operator_events.labels(CREDENTIALS_REFUSED).inc()
                 self._observe(deployment, started)
                 _log_failure(deployment, exc, job.ctx.request_id)
                 raise
@@ -179,6 +183,6 @@ def _log_failure(deployment: Deployment, exc: ProviderError, request_id: str) ->
         "upstream_request_id": exc.upstream_request_id,
     }
     if exc.kind == AUTH:
-        log.warning("upstream_auth_failed", **fields)
+        log.warning("upstream_auth_failed", operator_event=True, **fields)
     else:
         log.info("upstream_error", retryable=exc.retryable, **fields)

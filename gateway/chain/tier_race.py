@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 
 from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
-from gateway.observe import tracing
+from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
 from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
 from policies.first_wins import Race
@@ -26,6 +26,7 @@ class TierRace:
     def __init__(self, inner: Scorer, metrics: Metrics) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.events = events.Events(metrics)
 
     async def score(self, job: ScoreJob) -> Scored:
         backup = job.ctx.backup
@@ -56,6 +57,7 @@ class TierRace:
                     may_switch = False
                     if job.ctx.remaining_s() > 0:
                         start(BACKUP, backup.model)
+                        self.events.repeating(events.TIER_BACKUP, backup.alias, alias=backup.alias)
                     continue
                 which, future = done
                 failure = future.exception()

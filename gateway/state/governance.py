@@ -20,6 +20,7 @@ from gateway.http.auth import ANONYMOUS
 from gateway.http.wire import RerankRequest
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
+from gateway.state.alerts import BudgetAlerts
 from gateway.state.catalog import Catalog
 from policies.limits import LimitExceeded, LimitPolicy
 from policies.pricing import MICROS_PER_USD, PriceTable
@@ -127,6 +128,7 @@ class Governance:
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
+        self.alerts = BudgetAlerts(config, metrics, redis)  # thresholds and webhooks
 
     def body_limit(self, team: str) -> int:
         return self.limits.body_limit(team)
