@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,8 +22,9 @@ from gateway.chain.job import Scorer
 from gateway.chain.tier_race import TierRace
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
+from gateway.http import status
 from gateway.http.admin import usage_report
-from gateway.http.auth import Authenticator
+from gateway.http.auth import Authenticator, bearer_token, hash_key
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
@@ -73,6 +76,7 @@ class Runtime:
     draining: bool = False
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
     span_exporter: Any = None  # tests: where spans go instead of OTLP
+    started: float = field(default_factory=time.time)  # for the status page's uptime
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -164,6 +168,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    if config.server.metrics_port is None:  # otherwise only the metrics listener has them
+        add_status_routes(app)
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_route(admin_usage))
@@ -172,6 +178,25 @@ def build_app(
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
     return app
+
+
+def build_metrics_app(app: web.Application) -> web.Application:
+    """The private listener (`server.metrics_port`): /metrics for Prometheus, and the status
+    page (still behind the admin key). It serves the same runtime as `app`."""
+    private = web.Application()
+    private[RUNTIME] = app[RUNTIME]
+    private.router.add_get("/metrics", _exposition)
+    private.router.add_get("/healthz", healthz)
+    add_status_routes(private)
+    private.middlewares.append(_json_errors)
+    return private
+
+
+def add_status_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/status", status_page)
+    app.router.add_get("/admin/status.json", admin_route(status_json))
+    app.router.add_post("/admin/login", status_login)
+    app.router.add_post("/admin/logout", status_logout)
 
 
 async def reload(app: web.Application, config: Config) -> None:
@@ -260,8 +285,108 @@ async def deployments_route(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
+    """/metrics on the public port: absent when a metrics port is configured, behind a
+    bearer token when one is set (its labels name every team and its spend)."""
+    server = current(request).config.server
+    if server.metrics_port is not None:
+        raise web.HTTPNotFound()
+    if server.metrics_token_sha256 is not None:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None or not secrets.compare_digest(
+            hash_key(token), server.metrics_token_sha256
+        ):
+            return error_response(
+                ApiError(401, "metrics need `Authorization: Bearer <metrics token>`")
+            )
+    return await _exposition(request)
+
+
+async def _exposition(request: web.Request) -> web.Response:
     data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _is_admin(request: web.Request) -> bool:
+    """The admin key from the header, or from the session cookie the login form set."""
+    auth = current(request).pipeline.auth
+    header = request.headers.get("Authorization")
+    cookie = request.cookies.get(status.COOKIE)
+    if header is None and cookie:
+        header = f"Bearer {cookie}"
+    try:
+        auth.check_admin(header)
+    except ApiError:
+        return False
+    return True
+
+
+def _html(text: str, status_code: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status_code, content_type="text/html", headers=_PAGE_HEADERS
+    )
+
+
+async def _status_data(request: web.Request) -> dict[str, Any]:
+    runtime = request.app[RUNTIME]
+    gateway = runtime.gateway
+    return await status.collect(
+        gateway.config,
+        gateway.pipeline.routing,
+        gateway.governance,
+        runtime.metrics,
+        gateway.redis,
+        runtime.started,
+        runtime.draining,
+    )
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """`GET /admin/status`: the page when signed in, else the sign-in form."""
+    if current(request).config.auth.admin_key_sha256 is None:
+        return error_response(
+            ApiError(403, "admin routes are disabled: set auth.admin_key_sha256")
+        )
+    if not _is_admin(request):
+        return _html(status.login_page())
+    return _html(status.render(await _status_data(request)))
+
+
+async def status_json(request: web.Request) -> web.Response:
+    data = await _status_data(request)
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+async def status_login(request: web.Request) -> web.StreamResponse:
+    """The sign-in form's POST: a good key becomes an HTTP-only, same-site session cookie."""
+    form = await request.post()
+    key = form.get("key")
+    given = f"Bearer {key}" if isinstance(key, str) and key else None
+    try:
+        current(request).pipeline.auth.check_admin(given)
+    except ApiError as exc:
+        return _html(status.login_page(exc.message), exc.status)
+    response = web.HTTPSeeOther("/admin/status", headers=_PAGE_HEADERS)
+    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+    response.set_cookie(
+        status.COOKIE, str(key), path="/admin/", httponly=True, samesite="Strict", secure=secure
+    )
+    return response
+
+
+async def status_logout(request: web.Request) -> web.StreamResponse:
+    response = web.HTTPSeeOther("/admin/status", headers=_PAGE_HEADERS)
+    response.del_cookie(status.COOKIE, path="/admin/")
+    return response
 
 
 @web.middleware

@@ -21,7 +21,7 @@ from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
-from gateway.app import RUNTIME, build_app, reload
+from gateway.app import RUNTIME, build_app, build_metrics_app, reload
 from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
@@ -47,6 +47,7 @@ async def _serve(
     )
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+    private = await _start_metrics_listener(app, config, reuse_port)
     # The SDKs imported at start (boto3, oci) leave a large heap that never changes;
     # freezing it keeps the garbage collector from walking it again and again.
     gc.collect()
@@ -71,7 +72,26 @@ async def _serve(
     in_flight = app[RUNTIME].gateway.pipeline.in_flight
     log.info("draining", in_flight=in_flight, timeout_s=config.server.drain_timeout_s)
     await runner.cleanup()  # stop accepting, wait for handlers, then close providers
+    if private is not None:
+        await private.cleanup()
     log.info("stopped")
+
+
+async def _start_metrics_listener(
+    app: web.Application, config: Config, reuse_port: bool
+) -> web.AppRunner | None:
+    """/metrics and the status page on `server.metrics_host:metrics_port`, when set.
+    Workers share the port like the public one; any of them answers for all."""
+    server = config.server
+    if server.metrics_port is None:
+        return None
+    runner = web.AppRunner(build_metrics_app(app), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(
+        runner, server.metrics_host, server.metrics_port, reuse_port=reuse_port
+    ).start()
+    log.info("metrics_listening", host=server.metrics_host, port=server.metrics_port)
+    return runner
 
 
 async def _reload(app: web.Application, config_path: str | None) -> None:

@@ -208,6 +208,20 @@ class Metrics:
             registry=r,
         )
 
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of every sample called `name`, across workers when several
+        share the metrics directory (for the status page)."""
+        registry = self.registry
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return [
+            (dict(sample.labels), float(sample.value))
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        ]
+
     def exposition(self) -> bytes:
         """The text for /metrics: this process's registry, or all workers' files."""
         if os.environ.get(MULTIPROC_ENV):
