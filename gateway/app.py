@@ -375,7 +375,7 @@ async def status_login(request: web.Request) -> web.StreamResponse:
         current(request).pipeline.auth.check_admin(given)
     except ApiError as exc:
         return _html(status.login_page(exc.message), exc.status)
-    response = web.HTTPSeeOther("/admin/status", headers=_PAGE_HEADERS)
+    response = _see_status()
     secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
     response.set_cookie(
         status.COOKIE, str(key), path="/admin/", httponly=True, samesite="Strict", secure=secure
@@ -384,9 +384,13 @@ async def status_login(request: web.Request) -> web.StreamResponse:
 
 
 async def status_logout(request: web.Request) -> web.StreamResponse:
-    response = web.HTTPSeeOther("/admin/status", headers=_PAGE_HEADERS)
+    response = _see_status()
     response.del_cookie(status.COOKIE, path="/admin/")
     return response
+
+
+def _see_status() -> web.Response:
+    return web.Response(status=303, headers={**_PAGE_HEADERS, "Location": "/admin/status"})
 
 
 @web.middleware
