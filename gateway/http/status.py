@@ -164,17 +164,19 @@ background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:12px 24px;display:flex;gap:24px;
 align-items:baseline;flex-wrap:wrap}
 header h1{font-size:18px;margin:0}header span{opacity:.85}
+header form{margin-left:auto}header button{background:#3a4456}
 main{padding:16px 24px;display:grid;gap:16px}
-section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px}
+section{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px;
+overflow-x:auto}
 h2{font-size:15px;margin:0 0 8px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef0f3;white-space:nowrap}
-th{font-weight:600;color:#536075;font-size:12px;text-transform:uppercase}
+th{font-weight:600;color:#536075;font-size:12px;text-transform:uppercase;white-space:normal}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 .state{padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600}
 .closed{background:#dff5e3;color:#17692b}.half_open{background:#fff2cc;color:#7a5b00}
 .open{background:#fde0df;color:#9b1c1c}
-.bar{position:relative;width:220px;height:14px;background:#eef0f3;border-radius:7px;
+.bar{position:relative;width:140px;height:14px;background:#eef0f3;border-radius:7px;
 overflow:hidden;display:inline-block;vertical-align:middle}
 .fill{position:absolute;left:0;top:0;bottom:0;background:#3b82f6}
 .fill.warn{background:#f59e0b}.fill.over{background:#dc2626}
@@ -266,7 +268,7 @@ def render(data: dict[str, Any]) -> str:
         f"<span>Redis: {_esc(g['redis'])}</span>"
         f'<span class="muted">{_esc(g["generated_at"])}, refreshes every {REFRESH_S} s</span>'
         + ("<span>draining</span>" if g["draining"] else "")
-        + '<form method="post" action="/admin/logout" style="margin-left:auto">'
+        + '<form method="post" action="/admin/logout">'
         '<button type="submit">Sign out</button></form></header>'
     )
     return _page(
