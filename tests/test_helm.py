@@ -966,7 +966,7 @@ def test_metrics_port_can_be_turned_off_or_moved(chart: helm.Chart) -> None:
     moved = render(chart, {"metrics": {"port": 9464}})
     assert moved.config["server"]["metrics_port"] == 9464
     assert port_number(moved.container, "metrics") == 9464
-    with pytest.raises(helm.HelmRenderError, match="set metrics.port only"):
+    with pytest.raises(helm.HelmRenderError, match=r"set metrics\.port only"):
         render(chart, {"config": {"server": {"metrics_port": 9000}}})
 
 

@@ -182,3 +182,24 @@ async def test_a_dead_webhook_never_delays_a_request(servers: ServerLoop) -> Non
         assert statuses == [200] * 5  # answered while the webhook hangs
     finally:
         hold.set()
+
+
+async def test_a_budget_downgrade_is_an_operator_event(
+    fake_cohere: tuple[Any, str], start_gateway: Any
+) -> None:
+    from tests.governance.test_governance_http import BODY, tiered
+
+    url = start_gateway(
+        tiered(fake_cohere[1], budget={"usd_per_day": 0.0025, "on_exhausted": "downgrade"})
+    )
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            assert (await post(url, {**BODY, "model": "rerank-4"}))[0] == 200
+    (event,) = [e for e in logs if e["event"] == "tier_downgraded"]
+    assert (event["team"], event["budget"], event["alias"], event["model"]) == (
+        "search",
+        "usd_per_day",
+        "rerank-4",
+        "rerank-v4.0-fast",
+    )
+    assert await metric(url, "rerank_operator_events_total", event="tier_downgraded") == 1

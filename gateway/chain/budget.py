@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
 from gateway.errors import ApiError, bad_request
 from gateway.observe import tracing
+from gateway.observe.events import TIER_DOWNGRADE
 from gateway.state.governance import Governance
 from policies.budget import usd
 from policies.quota import (
@@ -133,6 +134,10 @@ class Governor:
         )
         ctx.model = fast
         tracing.event("budget.downgrade", budget=refusal.limit, model=fast)
+        self.gov.alerts.events.repeating(
+            TIER_DOWNGRADE, ctx.team, team=ctx.team, budget=refusal.limit, alias=ctx.alias,
+            model=fast,
+        )
         await self.gov.usage.event(ctx.team, fast, DOWNGRADED)
         return cheaper, None
 
