@@ -75,7 +75,7 @@ def test_the_server_opens_the_metrics_listener_on_loopback(
     gw = GatewayProcess("--config", str(config), "--port", str(port), "--workers", "2")
     public, private = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}"
     try:
-        gw.wait_ready(public)
+        gw.wait_ready(public, timeout=60)  # two workers importing the SDKs on a busy machine
         listening = gw.wait_event("metrics_listening")
         assert (listening["host"], listening["port"]) == ("127.0.0.1", metrics_port)
         gw.wait_ready(private)
