@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/rerank-gateway serve $(ARGS)
 
-test: $(STAMP) redis
-	$(BIN)/ruff check gateway providers policies tests bench
+test: lint redis
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Style, types and the import contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check gateway providers policies tests bench
 	$(BIN)/mypy gateway providers policies
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -14,12 +14,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.chain.budget import Governor
-from gateway.chain.cache import CacheLayer, CacheSettings, build_store
-from gateway.chain.dispatch import Router
-from gateway.chain.fallback import Fallback
-from gateway.chain.job import Scorer
-from gateway.chain.tier_race import TierRace
+from gateway.chain.order import ChainParts, build_chain
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.http import status
@@ -30,8 +25,10 @@ from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
 from gateway.state.catalog import Catalog
-from gateway.state.deployments import Routing
+from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
+from gateway.state.ledger import Ledger
+from gateway.state.score_cache import CacheSettings, build_store
 from policies.cache import ScoreStore
 
 _READY_TIMEOUT_S = 1.0
@@ -47,17 +44,16 @@ class Gateway:
     catalog: Catalog
     metrics: Metrics
     pipeline: Pipeline
+    governance: Governance
     redis: aioredis.Redis | None = None
     cache_store: ScoreStore | None = None
-    governance: Governance | None = None
     tracing: Tracing | None = None
 
     async def start(self) -> None:
         await self.catalog.start()
 
     async def close(self) -> None:
-        if self.governance is not None:
-            await self.governance.alerts.close()
+        await self.governance.alerts.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -87,25 +83,6 @@ def current(request: web.Request) -> Gateway:
     return request.app[RUNTIME].gateway
 
 
-def build_scorer(
-    config: Config,
-    catalog: Catalog,
-    metrics: Metrics,
-    cache_store: ScoreStore | None,
-    governance: Governance,
-    routing: Routing,
-) -> Scorer:
-    """The scoring chain, outermost layer first (see gateway.chain.job): the fallback answers
-    when no deployment can (outside the cache, so a degraded answer is never cached); the
-    tier race starts an alias's fast tier when pro runs late (each tier caches under its
-    own model); the cache answers what it knows; the governor reserves and settles what
-    goes upstream; the router calls the deployments."""
-    router = Router(routing, metrics, billing=governance.rules)
-    settings = CacheSettings.from_config(config, catalog)
-    cache = CacheLayer(Governor(router, governance), cache_store, settings, metrics, governance)
-    return Fallback(TierRace(cache, metrics), routing.fallback_modes(), metrics)
-
-
 def build_gateway(
     config: Config,
     metrics: Metrics,
@@ -130,20 +107,20 @@ def build_gateway(
         redis = aioredis.Redis(connection_pool=pool)
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
-    routing = Routing(config, catalog, metrics, clock)
-    scorer = build_scorer(config, catalog, metrics, cache_store, governance, routing)
-    tracing = Tracing.build(config.telemetry, exporter=span_exporter)
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, routing, governance, tracing)
-    return Gateway(
-        config,
-        catalog,
-        metrics,
-        pipeline,
-        redis,
-        cache_store=cache_store,
-        governance=governance,
-        tracing=tracing,
+    deployments = DeploymentState(config, catalog, metrics, clock)
+    scorer = build_chain(
+        ChainParts(
+            metrics=metrics,
+            deployments=deployments,
+            governance=governance,
+            ledger=Ledger(governance),
+            cache_store=cache_store,
+            cache_settings=CacheSettings.from_config(config, catalog),
+        )
     )
+    tracing = Tracing.build(config.telemetry, exporter=span_exporter)
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance, tracing)
+    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store, tracing)
 
 
 def build_app(
@@ -237,23 +214,18 @@ def _static_json(document: dict[str, Any]) -> Handler:
 
 
 def admin_route(handler: Handler) -> Handler:
-    """Guard an /admin/ handler with the admin key; errors in Cohere's shape."""
+    """Guard an /admin/ handler with the admin key (refusals answered by `_json_errors`)."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
-        try:
-            current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
-            return await handler(request)
-        except ApiError as exc:
-            return error_response(exc)
+        current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
+        return await handler(request)
 
     return guarded
 
 
 async def admin_usage(request: web.Request) -> web.Response:
     """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON."""
-    governance = current(request).governance
-    assert governance is not None
-    report = await usage_report(governance, request.query)
+    report = await usage_report(current(request).governance, request.query)
     return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
@@ -395,9 +367,13 @@ def _see_status() -> web.Response:
 
 @web.middleware
 async def _json_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Routing errors (404, 405) in Cohere's JSON shape instead of aiohttp's text pages."""
+    """Every error outside the rerank pipeline (which answers its own, for its access log)
+    becomes a response here, in Cohere's JSON shape: `ApiError`s raised by the admin and
+    other routes, and aiohttp's routing errors (404, 405) instead of its text pages."""
     try:
         return await handler(request)
+    except ApiError as exc:
+        return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

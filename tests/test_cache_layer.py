@@ -10,10 +10,11 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.chain.cache import CacheLayer, CacheSettings
-from gateway.chain.job import RequestContext, Scored, ScoreJob
+from gateway.chain.cache import CacheLayer
+from gateway.chain.job import Facts, Scored, ScoreJob
 from gateway.errors import ApiError
 from gateway.observe.metrics import Metrics
+from gateway.state.score_cache import CacheSettings
 from policies.billing import DEFAULT_RULES
 from policies.cache import MemoryStore
 from tests.fakes.cohere import fake_score
@@ -36,7 +37,7 @@ class Upstream:
 
     async def score(self, job: ScoreJob) -> Scored:
         self.calls.append(list(job.documents))
-        job.ctx.deployment = "fake/model"
+        job.report.deployment = "fake/model"
         if self.gated:
             gate = asyncio.Event()
             self.gates.append(gate)
@@ -66,14 +67,14 @@ def make_layer(
 
 
 def job(docs: list[str], team: str = "t", deadline_s: float = 5.0, cc: str = "") -> ScoreJob:
-    ctx = RequestContext(
+    facts = Facts(
         request_id="r",
         team=team,
         model="m",
         deadline=time.monotonic() + deadline_s,
         cache_control=frozenset(cc.split()) if cc else frozenset(),
     )
-    return ScoreJob(ctx, QUERY, docs)
+    return ScoreJob(facts, QUERY, docs)
 
 
 def docs(n: int, start: int = 0) -> list[str]:
@@ -89,19 +90,19 @@ async def test_hit_partial_miss_and_billing() -> None:
     layer = make_layer(upstream)
     first = job(docs(50))
     scored = await layer.score(first)
-    assert (scored.scores, scored.search_units, first.ctx.cache_status) == (
+    assert (scored.scores, scored.search_units, first.report.cache_status) == (
         expected(docs(50)),
         1,
         "miss",
     )
     again = job(docs(50))
     assert (await layer.score(again)).search_units == 0
-    assert again.ctx.cache_status == "hit" and again.ctx.deployment is None
+    assert again.report.cache_status == "hit" and again.report.deployment is None
     mixed = docs(40) + docs(60, 50)
     partial = job(mixed)
     scored = await layer.score(partial)
     assert upstream.calls[-1] == docs(60, 50)
-    assert (scored.scores, scored.search_units, partial.ctx.cache_status) == (
+    assert (scored.scores, scored.search_units, partial.report.cache_status) == (
         expected(mixed),
         1,
         "partial",
@@ -129,7 +130,7 @@ async def test_identical_concurrent_misses_share_one_call() -> None:
     assert len(upstream.calls) == 1
     assert all(r.scores == expected(docs(20)) for r in results)
     assert sorted(r.search_units for r in results) == [0] * 49 + [1]
-    assert sorted(j.ctx.cache_status or "" for j in jobs) == ["hit"] * 49 + ["miss"]
+    assert sorted(j.report.cache_status or "" for j in jobs) == ["hit"] * 49 + ["miss"]
     docs_metric = layer.metrics.registry.get_sample_value
     assert docs_metric("rerank_cache_documents_total", {"source": "coalesced"}) == 49 * 20
 
@@ -147,7 +148,7 @@ async def test_overlapping_request_sends_only_what_is_not_in_flight() -> None:
         gate.set()
     assert (await second).scores == expected(docs(50))
     assert (await first).scores == expected(docs(40))
-    assert second_job.ctx.cache_status == "partial"
+    assert second_job.report.cache_status == "partial"
 
 
 async def test_leader_failure_makes_followers_fetch_themselves() -> None:
@@ -209,10 +210,10 @@ async def test_no_cache_sends_everything_and_still_stores() -> None:
     await layer.score(job(docs(5)))
     fresh = job(docs(5), cc="no-cache")
     await layer.score(fresh)
-    assert fresh.ctx.cache_status == "miss" and len(upstream.calls) == 2
+    assert fresh.report.cache_status == "miss" and len(upstream.calls) == 2
     normal = job(docs(5))
     await layer.score(normal)
-    assert normal.ctx.cache_status == "hit" and len(upstream.calls) == 2
+    assert normal.report.cache_status == "hit" and len(upstream.calls) == 2
 
 
 async def test_no_store_bypasses_reads_writes_and_coalescing() -> None:
@@ -221,7 +222,7 @@ async def test_no_store_bypasses_reads_writes_and_coalescing() -> None:
     layer = make_layer(upstream, store)
     bypassed = job(docs(5), cc="no-store")
     assert (await layer.score(bypassed)).scores == expected(docs(5))
-    assert bypassed.ctx.cache_status == "bypass" and len(store) == 0
+    assert bypassed.report.cache_status == "bypass" and len(store) == 0
 
 
 async def test_isolated_team_does_not_share() -> None:
@@ -230,10 +231,10 @@ async def test_isolated_team_does_not_share() -> None:
     await layer.score(job(docs(5), team="a"))
     shared = job(docs(5), team="b")
     await layer.score(shared)
-    assert shared.ctx.cache_status == "hit"
+    assert shared.report.cache_status == "hit"
     private = job(docs(5), team="private")
     await layer.score(private)
-    assert private.ctx.cache_status == "miss" and len(upstream.calls) == 2
+    assert private.report.cache_status == "miss" and len(upstream.calls) == 2
 
 
 @settings(max_examples=60, deadline=None)
@@ -276,7 +277,7 @@ async def test_flight_cancelled_before_it_runs_releases_its_followers() -> None:
     layer = make_layer(upstream)
     leader = asyncio.create_task(layer.score(job(docs(3))))
     await asyncio.sleep(0)  # the leader registered its flight; the flight has not run
-    (flight,) = layer.flights._tasks
+    (flight,) = {f.task for f in layer.flights._in_flight.values()}
     flight.cancel()
     follower = asyncio.create_task(layer.score(job(docs(3))))  # joins the doomed flight
     assert (await asyncio.wait_for(follower, 2)).scores == expected(docs(3))

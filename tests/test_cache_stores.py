@@ -14,8 +14,8 @@ import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from gateway.chain.cache import ErrorReporter
 from gateway.observe.metrics import Metrics
+from gateway.state.score_cache import ErrorReporter
 from policies.cache import KeySpace, MemoryStore, RedisStore, TieredStore
 from policies.cache.memory import ENTRY_BYTES
 from tests.conftest import REDIS_URL

@@ -3,6 +3,8 @@
 Scores are per (query, document) pair, so a request is split: documents whose score is
 cached are answered from the store, the others go inward (through `Flights`, which
 shares in-flight documents between concurrent requests) and are stored on the way out.
+Keys name `Facts.model`, the model that scores the job: a layer that serves another
+model runs this layer again with new facts, so scores never land under another model.
 `X-Cache` says what happened: `hit` (nothing sent upstream), `partial`, `miss`, or
 `bypass` (cache off, `Cache-Control: no-store`, or a model whose scores depend on the
 batch). Stores hold digests and scores only (see `policies.cache`).
@@ -10,47 +12,22 @@ batch). Stores hold digests and scores only (see `policies.cache`).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from gateway.chain.coalesce import Flights
+from gateway.chain.coalesce import Fleet, Flights
 from gateway.chain.job import Scored, ScoreJob, Scorer
-from gateway.config import Config
 from gateway.observe import tracing
-from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
-from gateway.state.catalog import Catalog
-from gateway.state.governance import Governance
-from policies.cache import KeySpace, MemoryStore, RedisStore, ScoreStore, TieredStore
+from gateway.state.score_cache import CacheSettings
+from policies.cache import KeySpace, ScoreStore
 
-_LOG_INTERVAL_S = 30.0
+# Told, per answered lookup, which documents this request itself sent upstream; the
+# rest were saved by the cache (or by a concurrent request's call).
+SavingsHook = Callable[[ScoreJob, Sequence[str]], Awaitable[None]]
 
 
-@dataclass(frozen=True)
-class CacheSettings:
-    """Per-model and per-team cache decisions, resolved once at startup."""
-
-    families: dict[str, str]  # model -> family whose entries it shares
-    ttl_s: dict[str, float]  # model -> how long its scores are kept
-    isolated_teams: frozenset[str]  # teams whose entries nobody else sees
-    uncacheable: frozenset[str]  # models whose scores depend on the whole batch
-
-    @classmethod
-    def from_config(cls, config: Config, catalog: Catalog) -> CacheSettings:
-        models = {name: m for name, m in config.models.items() if name in catalog.deployments}
-        return cls(
-            families={name: m.cache_family or name for name, m in models.items()},
-            ttl_s={name: m.cache_ttl_s or config.cache.ttl_s for name, m in models.items()},
-            isolated_teams=frozenset(
-                name for name, team in config.teams.items() if team.cache == "isolated"
-            ),
-            uncacheable=frozenset(name for name in models if catalog.batch_relative(name)),
-        )
+async def _no_savings(job: ScoreJob, sent: Sequence[str]) -> None:
+    return None
 
 
 class CacheLayer:
@@ -60,15 +37,17 @@ class CacheLayer:
         store: ScoreStore | None,
         settings: CacheSettings,
         metrics: Metrics,
-        governance: Governance | None = None,
+        on_saved: SavingsHook = _no_savings,
+        fleet: Fleet | None = None,
     ) -> None:
         self.inner = inner
-        self.governance = governance
+        self.on_saved = on_saved
         self.store = store
         self.settings = settings
         self.metrics = metrics
         self.keys = KeySpace(settings.families)
-        self.flights = Flights(inner)
+        self.fleet = fleet
+        self.flights = Flights(inner, fleet)
         # Metric children bound once, not looked up per request.
         self._lookups = {
             r: metrics.cache_lookups.labels(r) for r in ("hit", "partial", "miss", "bypass")
@@ -78,20 +57,20 @@ class CacheLayer:
         }
 
     async def score(self, job: ScoreJob) -> Scored:
-        ctx = job.ctx
+        facts = job.facts
         store = self.store
         if (
             store is None
-            or ctx.model in self.settings.uncacheable
-            or "no-store" in ctx.cache_control
+            or facts.model in self.settings.uncacheable
+            or "no-store" in facts.cache_control
         ):
             return await self._bypass(job)
-        scope = ctx.team if ctx.team in self.settings.isolated_teams else ""
+        scope = facts.team if facts.team in self.settings.isolated_teams else ""
         keys = self.keys.document_keys(
-            ctx.model, scope, job.query, job.max_tokens_per_doc, job.documents
+            facts.model, scope, job.query, job.max_tokens_per_doc, job.documents
         )
-        ttl_s = self.settings.ttl_s[ctx.model]
-        fresh = "no-cache" in ctx.cache_control  # skip reading, still store what comes back
+        ttl_s = self.settings.ttl_s[facts.model]
+        fresh = "no-cache" in facts.cache_control  # skip reading, still store what comes back
         found: list[float | None] = (
             [None] * len(keys) if fresh else await store.get_many(keys, ttl_s)
         )
@@ -100,8 +79,13 @@ class CacheLayer:
             await self._record(job, cached=len(keys), upstream=0, sent=())
             return Scored([s for s in found if s is not None], 0)
 
-        async def write(written: Sequence[bytes], scores: Sequence[float]) -> None:
-            await store.set_many(written, scores, ttl_s)
+        async def write(
+            written: Sequence[bytes], scores: Sequence[float], lease: bytes | None
+        ) -> None:
+            if lease is not None and self.fleet is not None:  # leases come from the fleet
+                await self.fleet.store.set_many(written, scores, ttl_s, lease)
+            else:
+                await store.set_many(written, scores, ttl_s)
 
         # Keyed by digest, so a document repeated within the request is sent once.
         wanted = {keys[i]: job.documents[i] for i in missing}
@@ -114,7 +98,7 @@ class CacheLayer:
 
     async def _bypass(self, job: ScoreJob) -> Scored:
         scored = await self.inner.score(job)
-        job.ctx.cache_status = "bypass"
+        job.report.cache_status = "bypass"
         tracing.event("cache.lookup", status="bypass", documents=len(job.documents))
         self._lookups["bypass"].inc()
         self._documents["upstream"].inc(len(job.documents))
@@ -125,7 +109,7 @@ class CacheLayer:
         documents this request itself sent upstream."""
         total = len(job.documents)
         status = "hit" if upstream == 0 else "miss" if upstream == total else "partial"
-        job.ctx.cache_status = status
+        job.report.cache_status = status
         tracing.event(
             "cache.lookup", status=status, documents=total, cached=cached, upstream=upstream
         )
@@ -137,60 +121,5 @@ class CacheLayer:
         ):
             if count:
                 self._documents[source].inc(count)
-        if self.governance is None:
-            return
-        # The same estimate the governor reserves with, so savings and spend add up.
-        rules = self.governance.rules
-        saved = rules.estimate(job.query, job.documents, job.max_tokens_per_doc) - rules.estimate(
-            job.query, sent, job.max_tokens_per_doc
-        )
-        if saved > 0:  # counted in metrics and usage reports, in units and dollars
-            await self.governance.usage.record_saved(job.ctx.team, job.ctx.model, saved)
-
-
-class ErrorReporter:
-    """Counts every store failure; logs at most one warning per interval."""
-
-    def __init__(
-        self,
-        metrics: Metrics,
-        interval_s: float = _LOG_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.metrics = metrics
-        self.warn = ThrottledWarning("cache_unavailable", interval_s, clock)
-
-    def __call__(self, backend: str, exc: BaseException) -> None:
-        self.metrics.cache_errors.labels(backend).inc()
-        self.warn(
-            backend=backend,
-            error=exc.__class__.__name__,
-            detail=str(exc)[:200],
-            effect="treated as misses; retried after cache.redis_backoff_s",
-        )
-
-
-def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
-    """The store `cache.backend` names, or None when caching is off."""
-    cache = config.cache
-    if cache.backend == "none":
-        return None
-    if cache.backend == "memory":
-        return MemoryStore(cache.max_entries, cache.max_bytes)
-    assert config.state.redis_url  # enforced by the config's cross-check
-    client = aioredis.Redis.from_url(
-        config.state.redis_url,
-        socket_timeout=cache.redis_timeout_s,
-        socket_connect_timeout=cache.redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),  # a failed call is a miss; retries would only add latency
-    )
-    shared = RedisStore(
-        client,
-        key_prefix=cache.key_prefix,
-        timeout_s=cache.redis_timeout_s,
-        backoff_s=cache.redis_backoff_s,
-        on_error=ErrorReporter(metrics),
-    )
-    if cache.backend == "redis":
-        return shared
-    return TieredStore(MemoryStore(cache.max_entries, cache.max_bytes), shared)
+        if len(sent) < total:
+            await self.on_saved(job, sent)

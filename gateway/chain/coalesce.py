@@ -1,31 +1,92 @@
-"""Request coalescing: concurrent requests never send the same document upstream twice.
+"""Request coalescing, private to the cache layer: concurrent requests never send the
+same document upstream twice.
 
-Every document being scored upstream has a future here. A request that needs a document
-already in flight waits for that future instead of sending it again, and sends only the
-rest; so identical concurrent requests make one upstream call (all of a follower's
-documents are in the leader's flight) and overlapping ones send only what nobody is
-fetching yet. Per-document flights subsume a single flight keyed by the whole job.
+Every document being scored upstream belongs to a flight here. A request that needs a
+document already in flight joins that flight instead of sending it again, and sends
+only the rest; so identical concurrent requests make one upstream call (all of a
+follower's documents are in the leader's flight) and overlapping ones send only what
+nobody is fetching yet.
 
-The upstream call runs in a task of its own, so a caller that goes away does not cancel
-it for the others. When it fails, each follower fetches its documents itself, once and
-without joining again: the leader's error may be its own (its deadline, its team's
-budget) and must not become theirs. Nobody waits past its own deadline.
+A flight runs in a task of its own, with a job of its own (same facts, its own report),
+so a caller that goes away does not cancel it for the others, and the leader's report
+is never shared with its followers. When it fails, each follower fetches its documents
+itself, once and without joining again: the leader's error may be its own (its deadline,
+its team's budget, a downgrade) and must not become theirs. Nobody waits past its own
+deadline.
+
+With a shared store (Redis), a flight also coalesces across processes (`Fleet`): before
+calling upstream it takes a short lease on the digest of its documents, one `SET NX`
+round trip. If another process holds that lease, the flight waits for that process's
+scores to land in the store, bounded by its deadline and `cache.fleet_max_wait_ms`,
+and calls upstream itself if they do not come (the holder failed or is too slow).
+Only a flight over exactly the same documents joins across processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
+from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
 from gateway.observe import tracing
+from gateway.observe.metrics import Metrics
+from policies.cache import SharedStore
 
-# Stores the scores of a flight before it is released (the cache fill).
-Writer = Callable[[Sequence[bytes], Sequence[float]], Awaitable[None]]
-# A flight's future holds the document's score, or None when the flight failed.
-Slot = asyncio.Future[float | None]
+# Stores the scores of a flight before it is released (the cache fill), dropping the
+# flight's fleet lease (when it holds one) in the same round trip.
+Writer = Callable[[Sequence[bytes], Sequence[float], bytes | None], Awaitable[None]]
+_MAX_LEASE_S = 30.0
+SERVED, TIMED_OUT, HOLDER_GONE = "served", "timed_out", "holder_gone"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Single flight across processes, through the shared store's leases."""
+
+    store: SharedStore
+    max_wait_s: float
+    poll_s: float
+    metrics: Metrics  # rerank_fleet_waits_total{outcome}, rerank_fleet_waiting
+
+    async def take(self, keys: Sequence[bytes], facts: Facts) -> tuple[bytes, bool | None]:
+        lease = hashlib.sha256(b"".join(sorted(keys))).digest()[:16]
+        ttl_s = min(_MAX_LEASE_S, max(0.0, facts.remaining_s()) + 1.0)
+        return lease, await self.store.take_lease(lease, ttl_s)
+
+    async def wait(self, keys: Sequence[bytes], lease: bytes, facts: Facts) -> list[float] | None:
+        """The scores another process is fetching, or None: fetch them yourself."""
+        # Leave at least half of what is left of the deadline for a call of its own.
+        until = time.monotonic() + min(self.max_wait_s, max(0.0, facts.remaining_s()) / 2)
+        with self.metrics.fleet_waiting.track_inprogress():
+            return await self._poll(keys, lease, until)
+
+    async def _poll(self, keys: Sequence[bytes], lease: bytes, until: float) -> list[float] | None:
+        while True:
+            await asyncio.sleep(max(0.0, min(self.poll_s, until - time.monotonic())))
+            found, held = await self.store.peek(keys, lease)
+            if all(score is not None for score in found):
+                self.metrics.fleet_waits.labels(SERVED).inc()
+                return [score for score in found if score is not None]
+            if not held or time.monotonic() >= until:
+                self.metrics.fleet_waits.labels(HOLDER_GONE if not held else TIMED_OUT).inc()
+                return None
+
+
+@dataclass(eq=False, slots=True)
+class Flight:
+    """One upstream call over some documents, which later requests may join."""
+
+    keys: list[bytes]
+    job: ScoreJob
+    # Resolves to the scores by key once they are known, or None when the call failed.
+    ready: asyncio.Future[dict[bytes, float] | None]
+    task: asyncio.Task[Scored] = field(init=False)
+    remote: bool = False  # another process fetched the scores (nothing sent from here)
 
 
 @dataclass(slots=True)
@@ -34,117 +95,139 @@ class Fetched:
     search_units: int = 0  # billed for the calls this request made
     sent: set[bytes] = field(default_factory=set)  # keys this request sent upstream
 
-    def add(self, keys: Sequence[bytes], scored: Scored) -> None:
-        self.scores.update(zip(keys, scored.scores, strict=True))
+    def add(self, flight: Flight, scored: Scored, report: Report) -> None:
+        self.scores.update(zip(flight.keys, scored.scores, strict=True))
         self.search_units += scored.search_units
-        self.sent.update(keys)
+        self.sent.update(flight.keys)
+        report.add_upstream(flight.job.report)
 
 
 class Flights:
-    def __init__(self, inner: Scorer) -> None:
+    def __init__(self, inner: Scorer, fleet: Fleet | None = None) -> None:
         self.inner = inner
-        self._in_flight: dict[bytes, Slot] = {}
-        self._tasks: set[asyncio.Task[Scored]] = set()
+        self.fleet = fleet
+        self._in_flight: dict[bytes, Flight] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()  # the loop holds tasks only weakly
 
     async def fetch(
         self, job: ScoreJob, wanted: dict[bytes, str], *, join: bool, write: Writer
     ) -> Fetched:
         """Scores of `wanted` (key -> document text); `join=False` sends every document."""
-        followed: dict[bytes, Slot] = {}
+        joined: dict[Flight, list[bytes]] = {}
         lead: dict[bytes, str] = {}
         for key, doc in wanted.items():
-            slot = self._in_flight.get(key) if join else None
-            if slot is None:
+            flight = self._in_flight.get(key) if join else None
+            if flight is None:
                 lead[key] = doc
             else:
-                followed[key] = slot
+                joined.setdefault(flight, []).append(key)
         fetched = Fetched()
-        task = self._launch(job, lead, write, register=True) if lead else None
+        own = self._launch(job, lead, write, register=True) if lead else None
         # A child span only when this request waits for others' flights.
-        waiting = tracing.span("coalesce.wait", joined=len(followed)) if followed else None
+        waiting = tracing.span("coalesce.wait", joined=len(joined)) if joined else None
         with waiting or tracing.UNTRACED:
-            await _wait(job.ctx, [*([task] if task else []), *followed.values()], task)
-        if task is not None:
-            fetched.add(list(lead), task.result())
-        retry = {}
-        for key, slot in followed.items():
-            score = None if slot.cancelled() else slot.result()
-            if score is None:
-                retry[key] = wanted[key]
-            else:
-                fetched.scores[key] = score
+            await _wait(job.facts, [f.ready for f in joined], own)
+        if own is not None and own.remote:
+            fetched.scores.update(zip(own.keys, own.task.result().scores, strict=True))
+        elif own is not None:
+            fetched.add(own, own.task.result(), job.report)
+        retry: dict[bytes, str] = {}
+        for flight, keys in joined.items():
+            scores = flight.ready.result()
+            if scores is None:
+                retry.update((key, wanted[key]) for key in keys)
+                continue
+            fetched.scores.update((key, scores[key]) for key in keys)
+            job.report.deployment = job.report.deployment or flight.job.report.deployment
         if retry:
-            task = self._launch(job, retry, write, register=False)
-            await _wait(job.ctx, [task], task)
-            fetched.add(list(retry), task.result())
+            again = self._launch(job, retry, write, register=False)
+            await _wait(job.facts, (), again)
+            fetched.add(again, again.task.result(), job.report)
         return fetched
 
     def _launch(
         self, job: ScoreJob, docs: dict[bytes, str], write: Writer, *, register: bool
-    ) -> asyncio.Task[Scored]:
-        slots: dict[bytes, Slot] = {}
+    ) -> Flight:
+        loop = asyncio.get_running_loop()
+        flight = Flight(list(docs), job.subset(list(docs.values())), loop.create_future())
         if register:
-            loop = asyncio.get_running_loop()
-            for key in docs:
-                if key not in self._in_flight:  # a no-cache request may repeat one in flight
-                    slots[key] = self._in_flight[key] = loop.create_future()
-        task = asyncio.create_task(
-            self._fly(job.subset(list(docs.values())), list(docs), slots, write)
-        )
-        self._tasks.add(task)
-        task.add_done_callback(lambda done: self._landed(done, slots))
-        return task
+            for key in flight.keys:
+                # A no-cache request may repeat a document in flight: leave that flight be.
+                self._in_flight.setdefault(key, flight)
+        flight.task = asyncio.create_task(self._fly(flight, write))
+        self._tasks.add(flight.task)
+        flight.task.add_done_callback(lambda _: self._release(flight))
+        return flight
 
-    async def _fly(
-        self, job: ScoreJob, keys: list[bytes], slots: dict[bytes, Slot], write: Writer
-    ) -> Scored:
+    async def _fly(self, flight: Flight, write: Writer) -> Scored:
         try:
-            scored = await self.inner.score(job)
+            scored, lease = await self._score(flight)
         except BaseException:
-            self._release(slots)  # followers see None and fetch for themselves
+            self._release(flight)  # followers see None and fetch for themselves
             raise
-        try:
-            for key, score in zip(keys, scored.scores, strict=True):
-                slot = slots.get(key)
-                if slot is not None and not slot.done():
-                    slot.set_result(score)
-            await write(keys, scored.scores)
-        finally:
-            # Released only once written, so a request arriving meanwhile joins the
-            # finished flight instead of missing the cache and sending again.
-            self._release(slots)
+        if not flight.ready.done():
+            flight.ready.set_result(dict(zip(flight.keys, scored.scores, strict=True)))
+        # Released only once written (by the done callback), so a request arriving
+        # meanwhile joins the finished flight instead of missing the cache and sending again.
+        if not flight.remote:  # scores fetched elsewhere are in the shared store already
+            await write(flight.keys, scored.scores, lease)
         return scored
 
-    def _release(self, slots: dict[bytes, Slot]) -> None:
-        for key, slot in slots.items():
-            if not slot.done():
-                slot.set_result(None)
-            if self._in_flight.get(key) is slot:
+    async def _score(self, flight: Flight) -> tuple[Scored, bytes | None]:
+        """Score the flight's job; with a fleet, join another process's call for the same
+        documents if one is under way. Returns the lease this process holds, if any."""
+        fleet = self.fleet
+        if fleet is None:
+            return await self.inner.score(flight.job), None
+        facts = flight.job.facts
+        lease, taken = await fleet.take(flight.keys, facts)
+        if taken is False:
+            scores = await fleet.wait(flight.keys, lease, facts)
+            if scores is not None:
+                flight.remote = True
+                return Scored(scores, 0), None
+        if not taken:  # the store is unavailable, or the holder did not deliver
+            return await self.inner.score(flight.job), None
+        try:
+            return await self.inner.score(flight.job), lease
+        except BaseException:
+            self._background(fleet.store.drop_lease(lease))  # waiters stop waiting
+            raise
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _release(self, flight: Flight) -> None:
+        if not flight.ready.done():
+            flight.ready.set_result(None)
+        for key in flight.keys:
+            if self._in_flight.get(key) is flight:
                 del self._in_flight[key]
-
-    def _landed(self, task: asyncio.Task[Scored], slots: dict[bytes, Slot]) -> None:
-        self._tasks.discard(task)
-        if task.cancelled():
-            self._release(slots)  # it may have been cancelled before it ran: free its waiters
-        else:
-            task.exception()  # mark retrieved: its caller may have gone away
+        task = getattr(flight, "task", None)  # unset while the flight is being launched
+        if task is not None and task.done():
+            self._tasks.discard(task)
+            if not task.cancelled():
+                task.exception()  # mark retrieved: its caller may have gone away
 
 
-async def _wait(
-    ctx: RequestContext, waitables: Iterable[asyncio.Future], own: asyncio.Task[Scored] | None
-) -> None:
+async def _wait(facts: Facts, joined: Iterable[asyncio.Future], own: Flight | None) -> None:
     """Wait for all, within the caller's deadline; this request's own failure ends it early.
 
     `asyncio.wait` never cancels what it waits for, so a cancelled caller leaves the
     shared call running for the others.
     """
+    waitables: set[asyncio.Future] = set(joined)
+    if own is not None:
+        waitables.add(own.task)
     done, pending = await asyncio.wait(
-        set(waitables), timeout=max(0.0, ctx.remaining_s()), return_when=asyncio.FIRST_EXCEPTION
+        waitables, timeout=max(0.0, facts.remaining_s()), return_when=asyncio.FIRST_EXCEPTION
     )
-    if own is not None and own in done:
-        own.result()  # this request's own upstream error ends it at once
-    if pending:  # only `own` can raise (slots hold None on failure): the deadline passed
+    if own is not None and own.task in done:
+        own.task.result()  # this request's own upstream error ends it at once
+    if pending:  # only `own` can raise (joined flights resolve to None): the deadline passed
         raise UpstreamUnavailable(  # a model's fallback may answer instead
             504,
-            f"model {ctx.model!r}: the request deadline passed while waiting for the upstream",
+            f"model {facts.model!r}: the request deadline passed while waiting for the upstream",
         )

@@ -1,4 +1,4 @@
-"""The innermost scorer: call the model's deployments through the failover policy.
+"""Dispatch, the innermost scorer: call the model's deployments through the failover policy.
 
 The policy (`policies.failover`) decides order, retries, hedges and breakers; this
 module builds the upstream call, records per-call metrics, and turns a failure into
@@ -19,7 +19,7 @@ from gateway.observe import tracing
 from gateway.observe.events import CREDENTIALS_REFUSED
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
-from gateway.state.deployments import Routing
+from gateway.state.deployments import DeploymentState
 from policies.attempt_order import attempt_order
 from policies.billing import DEFAULT_RULES, BillingRules
 from policies.failover import (
@@ -35,10 +35,10 @@ from providers.types import AUTH, Deployment, ProviderError, UpstreamCall, Upstr
 _UNAVAILABLE = frozenset({429, 502, 503, 504})
 
 
-class Router:
+class Dispatch:
     def __init__(
         self,
-        routing: Routing,
+        routing: DeploymentState,
         metrics: Metrics,
         rng: random.Random | None = None,
         billing: BillingRules = DEFAULT_RULES,
@@ -49,34 +49,34 @@ class Router:
         self.billing = billing  # estimates units for upstreams that do not report them
 
     async def score(self, job: ScoreJob) -> Scored:
-        ctx = job.ctx
-        model = self.routing.models[ctx.model]
+        facts, report = job.facts, job.report
+        model = self.routing.models[facts.model]
         docs, chars = len(job.documents), len(job.query) + sum(map(len, job.documents))
         order = attempt_order(model.deployments, self.rng, self.routing.usable)
         plan = FailoverPlan(
             deployments=order,
-            deadline=ctx.deadline,
+            deadline=facts.deadline,
             docs=docs,
             chars=chars,
             max_attempts=model.max_attempts,
             hedge_delay_s=self.routing.hedge_delay_s(model, order[0], docs, chars),
             max_hedges=model.hedge.max_hedges,
         )
-        report = FailoverReport()
+        failover = FailoverReport()
         started = time.monotonic()
         try:
             deployment, result = await self.routing.failover.run(
-                plan, partial(self._call, job), report
+                plan, partial(self._call, job), failover
             )
         except Exhausted as exc:
-            raise _unavailable(ctx.model, exc) from None
+            raise _unavailable(facts.model, exc) from None
         except ProviderError as exc:
-            raise _mapped(ctx.model, exc, report) from None
+            raise _mapped(facts.model, exc, failover) from None
         finally:
-            ctx.attempts += report.attempts
-            ctx.upstream_s += max(0.0, time.monotonic() - started - report.waited_s)
-            self._record(ctx.model, report)
-        ctx.deployment = deployment.name
+            report.attempts += failover.attempts
+            report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
+            self._record(facts.model, failover)
+        report.deployment = deployment.name
         units = result.search_units
         if units is None:
             units = self.billing.estimate(job.query, job.documents, job.max_tokens_per_doc)
@@ -91,7 +91,7 @@ class Router:
             documents=job.documents,
             timeout_s=timeout_s,
             max_tokens_per_doc=job.max_tokens_per_doc,
-            request_id=job.ctx.request_id,
+            request_id=job.facts.request_id,
         )
         started = time.perf_counter()
         with tracing.attempt(deployment, call) as traced:  # the attempt's CLIENT span
@@ -103,7 +103,7 @@ class Router:
                     self.metrics.credentials_refused.labels(deployment.name).inc()
                     self.metrics.operator_events.labels(CREDENTIALS_REFUSED).inc()
                 self._observe(deployment, started)
-                _log_failure(deployment, exc, job.ctx.request_id)
+                _log_failure(deployment, exc, job.facts.request_id)
                 raise
             traced.answered(result, deployment.model)
         self._observe(deployment, started)

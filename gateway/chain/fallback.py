@@ -38,19 +38,19 @@ class Fallback:
         try:
             return await self.inner.score(job)
         except UpstreamUnavailable as exc:
-            ctx = job.ctx
-            mode = self.modes.get(ctx.model, ERROR)
+            facts = job.facts
+            mode = self.modes.get(facts.model, ERROR)
             if mode == ERROR:
                 raise
             if mode == PASSTHROUGH:
                 n = len(job.documents)
                 scores = [1.0 - i / n for i in range(n)]
             else:
-                call = UpstreamCall("bm25", job.query, job.documents, timeout_s=ctx.remaining_s())
+                call = UpstreamCall("bm25", job.query, job.documents, timeout_s=facts.remaining_s())
                 scores = (await self.local.rerank(call)).scores
-            ctx.deployment = f"fallback/{mode}"
-            ctx.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
-            self.metrics.fallbacks.labels(ctx.model, mode).inc()
-            tracing.event("fallback", model=ctx.model, mode=mode)
-            self.events.repeating(events.FALLBACK, ctx.model, model=ctx.model, mode=mode)
+            job.report.deployment = f"fallback/{mode}"
+            job.report.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
+            self.metrics.fallbacks.labels(facts.model, mode).inc()
+            tracing.event("fallback", model=facts.model, mode=mode)
+            self.events.repeating(events.FALLBACK, facts.model, model=facts.model, mode=mode)
             return Scored(scores, 0)

@@ -1,13 +1,17 @@
-"""The scoring chain: how the documents of one request get their scores.
+"""What flows through the scoring chain: a job, the facts it carries and the report it fills.
 
-A `Scorer` takes a `ScoreJob` (a query and the documents that still need scores)
-and returns one score per document. Layers wrap one another, each with one job;
-the innermost is the `Router` (gateway.chain.dispatch), which calls the model's deployments:
+A `Scorer` takes a `ScoreJob` (a query and the documents that still need scores) and
+returns one score per document. The job carries two things, kept apart on purpose:
 
-    [fallback] -> [tier race] -> [cache] -> [coalescing] -> [limits and budget] -> Router
+- `Facts`: what the request *is* (team, model, alias, deadline, cache control, request id).
+  Frozen: a layer cannot change a fact that the layers around it have already acted on
+  (the cache has keyed by the model, the budget has priced it). A layer that needs another
+  model (tier race, budget downgrade) makes a new job with new facts (`rerun`), runs the
+  inner chain again and `adopt`s what that run reports.
+- `Report`: what *happened* (deployment, upstream time, attempts, cache status, warnings).
+  Every job has its own; a layer that runs an inner job of its own merges its report back.
 
-A layer that answers some documents itself (the cache) passes only the rest inward,
-so `search_units` always counts what really went upstream.
+The order of the layers is declared in `gateway.chain.order`.
 """
 
 from __future__ import annotations
@@ -20,37 +24,72 @@ from typing import Protocol
 from policies.tier_choice import TierBackup
 
 
-@dataclass(slots=True)
-class RequestContext:
-    """What the layers know about the request, and what they report back."""
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the layers know about the request; fixed once resolved."""
 
     request_id: str
     team: str
-    model: str  # the concrete gateway model being served
+    model: str  # the concrete gateway model that scores this job
     deadline: float  # time.monotonic() by which the answer must be ready
-    warnings: list[str] = field(default_factory=list)
     cache_control: frozenset[str] = frozenset()
     alias: str | None = None  # the tiered alias the caller named, if any
-    # Filled in by the layers:
-    deployment: str | None = None  # what served the upstream part, if any
-    upstream_s: float = 0.0
-    attempts: int = 0
-    cache_status: str | None = None
-    backup: TierBackup | None = None  # a tiered alias's fast tier, if pro runs late
+    backup: TierBackup | None = None  # an alias's fast tier, should pro run late
+    over_budget: str | None = None  # the budget limit it is served past (a downgrade)
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()
 
+    def serving(self, model: str, *, over_budget: str | None = None) -> Facts:
+        """The same request served by `model` (no tier backup: that choice is made)."""
+        return replace(
+            self, model=model, backup=None, over_budget=over_budget or self.over_budget
+        )
+
+
+@dataclass(slots=True)
+class Report:
+    """What the layers did for one job; filled in as it passes through them."""
+
+    warnings: list[str] = field(default_factory=list)
+    model: str | None = None  # set when a rerun's model scored instead of `Facts.model`
+    deployment: str | None = None  # what served the upstream part, if anything did
+    upstream_s: float = 0.0
+    attempts: int = 0
+    cache_status: str | None = None
+
+    def adopt(self, run: Report, model: str) -> None:
+        """Take over what a rerun with other facts did: its model served this request."""
+        self.warnings.extend(run.warnings)
+        self.model = run.model or model
+        self.deployment = run.deployment
+        self.upstream_s += run.upstream_s
+        self.attempts += run.attempts
+        self.cache_status = run.cache_status
+
+    def add_upstream(self, run: Report) -> None:
+        """Take over the upstream part of an inner job over some of the documents."""
+        self.warnings.extend(run.warnings)
+        self.deployment = run.deployment or self.deployment
+        self.upstream_s += run.upstream_s
+        self.attempts += run.attempts
+
 
 @dataclass(frozen=True, slots=True)
 class ScoreJob:
-    ctx: RequestContext
+    facts: Facts
     query: str
     documents: Sequence[str]
     max_tokens_per_doc: int | None = None
+    report: Report = field(default_factory=Report)
 
     def subset(self, documents: Sequence[str]) -> ScoreJob:
-        return replace(self, documents=documents)
+        """Some of the documents, same facts, a report of its own."""
+        return replace(self, documents=documents, report=Report())
+
+    def rerun(self, facts: Facts) -> ScoreJob:
+        """The same documents under other facts, with a report of its own."""
+        return replace(self, facts=facts, report=Report())
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,17 +2,16 @@
 the fast tier too (at the point where fast can still finish within the budget) and
 answer with whichever is first. Also starts fast at once if pro fails outright.
 
-It sits outside the cache and limits layers: each tier runs the inner chain with its
-own copy of the request context, so caches and budgets see one consistent model; the
-winner's context is copied back. Counted in `rerank_hedges_total{model=<alias>}`.
+It sits outside the downgrade, cache and budget layers: each tier runs the inner chain
+as a job of its own, with facts naming that tier's model, so caches and budgets see one
+consistent model; the winner's report is adopted. Counted in `rerank_hedges_total{model=<alias>}`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
 
-from gateway.chain.job import RequestContext, Scored, ScoreJob, Scorer
+from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
 from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
@@ -29,18 +28,17 @@ class TierRace:
         self.events = events.Events(metrics)
 
     async def score(self, job: ScoreJob) -> Scored:
-        backup = job.ctx.backup
+        backup = job.facts.backup
         if backup is None:
             return await self.inner.score(job)
         race: Race[str, Scored] = Race()
         forks: dict[str, ScoreJob] = {}
 
         def start(which: str, model: str) -> None:
-            ctx = replace(job.ctx, model=model, backup=None, warnings=list(job.ctx.warnings))
-            forks[which] = replace(job, ctx=ctx)
+            forks[which] = job.rerun(job.facts.serving(model))
             race.start(which, tracing.leg(which, model, self.inner.score(forks[which])))
 
-        start(PRIMARY, job.ctx.model)
+        start(PRIMARY, job.facts.model)
         switch_at = time.monotonic() + backup.after_s
         may_switch = True
         outcome = HEDGE_LOST
@@ -55,7 +53,7 @@ class TierRace:
                     done = None  # pro failed: no reason to wait for the switch point
                 if done is None:
                     may_switch = False
-                    if job.ctx.remaining_s() > 0:
+                    if job.facts.remaining_s() > 0:
                         start(BACKUP, backup.model)
                         self.events.repeating(events.TIER_BACKUP, backup.alias, alias=backup.alias)
                     continue
@@ -63,7 +61,8 @@ class TierRace:
                 failure = future.exception()
                 if failure is None:
                     outcome = HEDGE_WON if which == BACKUP else HEDGE_LOST
-                    _adopt(job.ctx, forks[which].ctx)
+                    fork = forks[which]
+                    job.report.adopt(fork.report, fork.facts.model)
                     return future.result()
                 error = failure
                 if which == BACKUP:
@@ -77,9 +76,3 @@ class TierRace:
         assert error is not None
         raise error
 
-
-def _adopt(ctx: RequestContext, winner: RequestContext) -> None:
-    """Make the request's context say what the winning tier did."""
-    for f in fields(ctx):
-        if f.name != "backup":
-            setattr(ctx, f.name, getattr(winner, f.name))

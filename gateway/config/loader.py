@@ -174,6 +174,10 @@ class CacheConfig:
     key_prefix: str = "rg:s:"
     redis_timeout_s: float = bounded(0.08, min=0.001, max=5.0)
     redis_backoff_s: float = bounded(1.0, min=0.0, max=300.0)  # skip Redis after a failure
+    # Single flight across processes sharing Redis (backend redis or tiered).
+    fleet_single_flight: bool = True
+    fleet_max_wait_ms: float = bounded(2000.0, min=0.0)  # then fetch yourself
+    fleet_poll_ms: float = bounded(10.0, min=1.0)
 
     def __post_init__(self) -> None:
         if self.backend in ("memory", "tiered") and not (self.max_entries or self.max_bytes):
@@ -438,6 +442,8 @@ def is_loopback(host: str) -> bool:
 
 # Cohere's hosted rerank models, served by the embedded default when COHERE_API_KEY is set.
 COHERE_MODELS = (
+    "rerank-v5.0-pro",
+    "rerank-v5.0-fast",
     "rerank-v4.0-pro",
     "rerank-v4.0-fast",
     "rerank-v3.5",

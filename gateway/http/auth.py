@@ -7,8 +7,7 @@ import secrets
 
 from gateway.config import Config
 from gateway.errors import ApiError
-
-ANONYMOUS = "anonymous"  # the team of every request when auth.mode is none
+from gateway.state.governance import ANONYMOUS
 
 
 def hash_key(key: str) -> str:

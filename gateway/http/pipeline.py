@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.chain.job import RequestContext, ScoreJob, Scorer
+from gateway.chain.job import Facts, Report, ScoreJob, Scorer
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
 from gateway.http.auth import Authenticator
@@ -24,7 +24,7 @@ from gateway.observe.logs import access_log, log
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
-from gateway.state.deployments import BUDGET_HEADER, Resolution, Routing
+from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
 from gateway.state.governance import Governance
 
 UNKNOWN = "unknown"
@@ -52,8 +52,8 @@ class Pipeline:
         auth: Authenticator,
         scorer: Scorer,
         metrics: Metrics,
-        routing: Routing,
-        governance: Governance | None = None,
+        routing: DeploymentState,
+        governance: Governance,
         tracing: Tracing | None = None,
     ) -> None:
         self.config = config
@@ -115,28 +115,33 @@ class Pipeline:
         outcome.model = self.catalog.require(parsed.model)
         if outcome.trace is not None:
             outcome.trace.request(outcome.model, outcome.team, outcome.documents, parsed.top_n)
-        if self.governance is not None:
-            await self.governance.apply_limits(parsed, outcome.team, outcome.model)
+        enforced = await self.governance.apply_limits(
+            outcome.team, outcome.model, parsed.query, parsed.texts
+        )
+        if enforced is not None:
+            parsed.truncate(enforced.texts, enforced.kept, enforced.warnings)
         route = self.resolve(request, outcome, parsed, started)
-        ctx = RequestContext(
+        facts = Facts(
             request_id=outcome.request_id,
             team=outcome.team,
             model=route.model,
             deadline=route.deadline,
-            warnings=[*parsed.warnings, *route.warnings],
             cache_control=_cache_control(request),
             alias=outcome.model if outcome.model in self.catalog.tiers else None,
             backup=route.backup,
         )
-        scored = await self.scorer.score(
-            ScoreJob(ctx, parsed.query, parsed.texts, parsed.max_tokens_per_doc)
+        job = ScoreJob(
+            facts,
+            parsed.query,
+            parsed.texts,
+            parsed.max_tokens_per_doc,
+            Report(warnings=[*parsed.warnings, *route.warnings]),
         )
-        return self._answer(parsed, ctx, scored.scores, scored.search_units, started)
+        scored = await self.scorer.score(job)
+        return self._answer(parsed, job, scored.scores, scored.search_units, started)
 
     async def _read(self, request: web.Request, team: str) -> bytes:
         """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
-        if self.governance is None:
-            return await _read_body(request, self.config.server.max_body_bytes, team)
         try:
             return await _read_body(request, self.governance.body_limit(team), team)
         except ApiError:
@@ -159,24 +164,25 @@ class Pipeline:
     def _answer(
         self,
         parsed: RerankRequest,
-        ctx: RequestContext,
+        job: ScoreJob,
         scores: list[float],
         search_units: int,
         started: float,
     ) -> web.Response:
-        body = render_response(parsed, ctx.request_id, scores, search_units, ctx.warnings)
+        facts, report = job.facts, job.report
+        body = render_response(parsed, facts.request_id, scores, search_units, report.warnings)
         total_ms = (time.perf_counter() - started) * 1000.0
-        upstream_ms = ctx.upstream_s * 1000.0
+        upstream_ms = report.upstream_s * 1000.0
         headers = {
-            "X-Request-Id": ctx.request_id,
-            "X-Rerank-Model": ctx.model,
+            "X-Request-Id": facts.request_id,
+            "X-Rerank-Model": report.model or facts.model,
             "Server-Timing": f"gateway;dur={max(0.0, total_ms - upstream_ms):.2f}, "
             f"upstream;dur={upstream_ms:.2f}",
         }
-        if ctx.deployment:
-            headers["X-Rerank-Deployment"] = ctx.deployment
-        if ctx.cache_status:
-            headers["X-Cache"] = ctx.cache_status
+        if report.deployment:
+            headers["X-Rerank-Deployment"] = report.deployment
+        if report.cache_status:
+            headers["X-Cache"] = report.cache_status
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     def _record(self, outcome: Outcome, elapsed: float, response: web.StreamResponse) -> None:

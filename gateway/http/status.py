@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from gateway.config import Config
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import version
-from gateway.state.deployments import Routing
+from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
 from policies.budget import usd
 from policies.quota import StoreUnavailable
@@ -51,7 +51,7 @@ _REDIS_TIMEOUT_S = 0.5
 
 async def collect(
     config: Config,
-    routing: Routing,
+    routing: DeploymentState,
     governance: Governance | None,
     metrics: Metrics,
     redis: aioredis.Redis | None,

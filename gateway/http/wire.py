@@ -60,6 +60,12 @@ class RerankRequest:
     priority: int | None = None
     warnings: list[str] = field(default_factory=list)
 
+    def truncate(self, texts: list[str], kept: int, warnings: list[str]) -> None:
+        """Keep the first `kept` documents, ranked by `texts` (over-fetch limits)."""
+        self.texts = texts
+        self.documents = self.documents[:kept]
+        self.warnings.extend(warnings)
+
 
 def parse_body(raw: bytes, api_version: int) -> RerankRequest:
     if not raw:

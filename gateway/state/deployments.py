@@ -1,6 +1,6 @@
 """The routing state of one gateway process, and the decisions taken before scoring.
 
-`Routing` is built once at startup from the config: per-deployment health (breaker,
+`DeploymentState` is built once at startup from the config: per-deployment health (breaker,
 latency model, in-flight count), the retry budget, the failover executor and each
 model's routing settings. Per request it resolves the model (a tiered alias picks
 pro or fast from the latency budget) and the deadline. `snapshot()` is what
@@ -50,7 +50,7 @@ class Resolution:
     backup: TierBackup | None = None
 
 
-class Routing:
+class DeploymentState:
     def __init__(
         self,
         config: Config,

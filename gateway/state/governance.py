@@ -3,26 +3,25 @@
 The decisions live in `policies` (limits, billing, pricing, ratelimit, budget, quota,
 usage); this module builds them from config, picks the memory or Redis stores, and
 translates outcomes into API errors, Prometheus counters and usage records. The
-per-request parts are `apply_limits` (a pipeline step after parsing) and the
-`Governor` scorer layer (gateway.chain.budget) around the Router.
+per-request parts are `apply_limits` (a pipeline step after parsing), the ledger
+(`gateway.state.ledger`) that the budget layer of the scoring chain reserves and settles
+with, and `record_savings`, which the cache layer calls.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
 
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
-from gateway.http.auth import ANONYMOUS
-from gateway.http.wire import RerankRequest
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
 from gateway.state.alerts import BudgetAlerts
 from gateway.state.catalog import Catalog
-from policies.limits import LimitExceeded, LimitPolicy
+from policies.limits import Enforced, LimitExceeded, LimitPolicy
 from policies.pricing import MICROS_PER_USD, PriceTable
 from policies.quota import MemoryQuotaStore, QuotaStore, StoreUnavailable, TeamQuota
 from policies.redis_quota import RedisQuotaStore
@@ -136,22 +135,41 @@ class Governance:
     def body_rejected(self, team: str) -> None:
         self.metrics.overfetch.labels(team, "max_body_bytes", "reject").inc()
 
-    async def apply_limits(self, parsed: RerankRequest, team: str, model: str) -> None:
-        """Over-fetch limits of (team, model): reject with 400, or truncate `parsed`."""
+    async def apply_limits(
+        self, team: str, model: str, query: str, texts: list[str]
+    ) -> Enforced | None:
+        """Over-fetch limits of (team, model): raise 400, or what to truncate (None: nothing)."""
         try:
-            enforced = self.limits.enforce(team, model, parsed.query, parsed.texts)
+            enforced = self.limits.enforce(team, model, query, texts)
         except LimitExceeded as exc:
             self.metrics.overfetch.labels(team, exc.limit, "reject").inc()
             await self.usage.event(team, model, REJECTED_LIMITS)
             raise bad_request(exc.message) from None
         if not enforced.applied:
-            return
-        parsed.texts = enforced.texts
-        parsed.documents = parsed.documents[: enforced.kept]
-        parsed.warnings.extend(enforced.warnings)
+            return None
         for applied in enforced.applied:
             self.metrics.overfetch.labels(team, applied.limit, applied.action).inc()
         await self.usage.event(team, model, TRUNCATED)
+        return enforced
+
+    async def record_savings(
+        self,
+        team: str,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        sent: Sequence[str],
+        max_tokens_per_doc: int | None,
+    ) -> None:
+        """What the cache saved a request: the units of its documents that were not sent.
+
+        The same estimate a reservation uses, so savings and spend add up."""
+        rules = self.rules
+        saved = rules.estimate(query, documents, max_tokens_per_doc) - rules.estimate(
+            query, sent, max_tokens_per_doc
+        )
+        if saved > 0:  # counted in metrics and usage reports, in units and dollars
+            await self.usage.record_saved(team, model, saved)
 
     def store_down(self, quota: TeamQuota) -> None:
         """The quota store failed: raise 503 if any of the team's limits fails closed."""
@@ -169,6 +187,9 @@ class Governance:
 
 
 STORE_RETRY_S = 5.0
+
+
+ANONYMOUS = "anonymous"  # the team of every request when auth.mode is none
 
 
 def report_teams(config: Config) -> list[str]:

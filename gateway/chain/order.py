@@ -1,0 +1,103 @@
+"""The scoring chain, declared once: the layers a job passes through, outermost first.
+
+    fallback -> tier race -> downgrade -> cache (+ coalescing) -> budget -> dispatch
+
+Why each layer sits where it does:
+
+- **fallback** is outermost: it answers (first-stage order or the offline ranker) when
+  nothing inside could, and since it is outside the cache a degraded answer is never
+  stored as a score.
+- **tier race** starts an alias's fast tier when pro runs late. Each tier is a job of its
+  own with facts naming its model, so everything inside sees one model per job.
+- **downgrade** catches the ledger's `Downgrade` signal (a team over budget, an alias
+  with a fast tier) and runs the layers below again with the fast tier's facts. It must
+  sit outside the cache: the cache then looks up and stores under the model that
+  actually scores, never fast scores under the pro model's keys.
+- **cache** answers the documents it knows and sends only the rest inward; identical
+  concurrent misses share one call (coalescing is private to it: `chain.coalesce`).
+  It sits outside the budget so that cache hits are neither rate limited nor billed.
+- **budget** reserves once per job for what goes upstream and settles afterwards; outside
+  dispatch, so retries, hedges and failover inside are never rate limited twice.
+- **dispatch** is terminal: it owns attempt order, retries, hedges and circuit breakers
+  across the model's deployments.
+
+`build_chain` folds `LAYERS` around dispatch; `app.py` calls it and nothing else knows
+the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gateway.chain.budget import BudgetLayer
+from gateway.chain.cache import CacheLayer
+from gateway.chain.coalesce import Fleet
+from gateway.chain.dispatch import Dispatch
+from gateway.chain.downgrade import DowngradeLayer
+from gateway.chain.fallback import Fallback
+from gateway.chain.job import ScoreJob, Scorer
+from gateway.chain.tier_race import TierRace
+from gateway.observe.metrics import Metrics
+from gateway.state.deployments import DeploymentState
+from gateway.state.governance import Governance
+from gateway.state.ledger import Ledger
+from gateway.state.score_cache import CacheSettings
+from policies.cache import RedisStore, ScoreStore, TieredStore
+
+
+@dataclass(frozen=True)
+class ChainParts:
+    """What the layers are built from (one gateway's state)."""
+
+    metrics: Metrics
+    deployments: DeploymentState
+    governance: Governance
+    ledger: Ledger
+    cache_store: ScoreStore | None
+    cache_settings: CacheSettings
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    build: Callable[[Scorer, ChainParts], Scorer]
+
+
+def _cache(inner: Scorer, parts: ChainParts) -> Scorer:
+    governance = parts.governance
+
+    async def saved(job: ScoreJob, sent: Sequence[str]) -> None:
+        facts = job.facts
+        await governance.record_savings(
+            facts.team, facts.model, job.query, job.documents, sent, job.max_tokens_per_doc
+        )
+
+    return CacheLayer(
+        inner, parts.cache_store, parts.cache_settings, parts.metrics, saved, _fleet(parts)
+    )
+
+
+def _fleet(parts: ChainParts) -> Fleet | None:
+    """Single flight across processes, when the store is shared and it is on."""
+    store, settings = parts.cache_store, parts.cache_settings
+    if settings.fleet_wait_s is None or not isinstance(store, (RedisStore, TieredStore)):
+        return None
+    return Fleet(store, settings.fleet_wait_s, settings.fleet_poll_s, parts.metrics)
+
+
+LAYERS: tuple[Layer, ...] = (
+    Layer("fallback", lambda inner, p: Fallback(inner, p.deployments.fallback_modes(), p.metrics)),
+    Layer("tier_race", lambda inner, p: TierRace(inner, p.metrics)),
+    Layer("downgrade", lambda inner, p: DowngradeLayer(inner, p.ledger)),
+    Layer("cache", _cache),
+    Layer("budget", lambda inner, p: BudgetLayer(inner, p.ledger)),
+)
+
+
+def build_chain(parts: ChainParts) -> Scorer:
+    """The layers of `LAYERS` around dispatch; the first one is the outermost."""
+    scorer: Scorer = Dispatch(parts.deployments, parts.metrics, billing=parts.governance.rules)
+    for layer in reversed(LAYERS):
+        scorer = layer.build(scorer, parts)
+    return scorer

@@ -1,0 +1,105 @@
+"""The score store a gateway keeps, and the per-model cache decisions, built from config.
+
+`build_store` picks the store `cache.backend` names (memory, Redis, or both tiered);
+`CacheSettings` resolves once which models share entries, how long they keep them and
+which cannot be cached. The cache layer of the scoring chain (`gateway.chain.cache`)
+uses both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from gateway.config import Config
+from gateway.observe.logs import ThrottledWarning
+from gateway.observe.metrics import Metrics
+from gateway.state.catalog import Catalog
+from policies.cache import MemoryStore, RedisStore, ScoreStore, TieredStore
+
+_LOG_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Per-model and per-team cache decisions, resolved once at startup."""
+
+    families: dict[str, str]  # model -> family whose entries it shares
+    ttl_s: dict[str, float]  # model -> how long its scores are kept
+    isolated_teams: frozenset[str]  # teams whose entries nobody else sees
+    uncacheable: frozenset[str]  # models whose scores depend on the whole batch
+    fleet_wait_s: float | None = None  # single flight across processes: longest wait
+    fleet_poll_s: float = 0.01
+
+    @classmethod
+    def from_config(cls, config: Config, catalog: Catalog) -> CacheSettings:
+        models = {name: m for name, m in config.models.items() if name in catalog.deployments}
+        cache = config.cache
+        return cls(
+            families={name: m.cache_family or name for name, m in models.items()},
+            ttl_s={name: m.cache_ttl_s or config.cache.ttl_s for name, m in models.items()},
+            isolated_teams=frozenset(
+                name for name, team in config.teams.items() if team.cache == "isolated"
+            ),
+            uncacheable=frozenset(name for name in models if catalog.batch_relative(name)),
+            fleet_wait_s=(
+                cache.fleet_max_wait_ms / 1000.0
+                if cache.fleet_single_flight and cache.backend in ("redis", "tiered")
+                else None
+            ),
+            fleet_poll_s=cache.fleet_poll_ms / 1000.0,
+        )
+
+
+
+class ErrorReporter:
+    """Counts every store failure; logs at most one warning per interval."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        interval_s: float = _LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.warn = ThrottledWarning("cache_unavailable", interval_s, clock)
+
+    def __call__(self, backend: str, exc: BaseException) -> None:
+        self.metrics.cache_errors.labels(backend).inc()
+        self.warn(
+            backend=backend,
+            error=exc.__class__.__name__,
+            detail=str(exc)[:200],
+            effect="treated as misses; retried after cache.redis_backoff_s",
+        )
+
+
+def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
+    """The store `cache.backend` names, or None when caching is off."""
+    cache = config.cache
+    if cache.backend == "none":
+        return None
+    if cache.backend == "memory":
+        return MemoryStore(cache.max_entries, cache.max_bytes)
+    assert config.state.redis_url  # enforced by the config's cross-check
+    client = aioredis.Redis.from_url(
+        config.state.redis_url,
+        socket_timeout=cache.redis_timeout_s,
+        socket_connect_timeout=cache.redis_timeout_s,
+        retry=Retry(NoBackoff(), 0),  # a failed call is a miss; retries would only add latency
+    )
+    shared = RedisStore(
+        client,
+        key_prefix=cache.key_prefix,
+        timeout_s=cache.redis_timeout_s,
+        backoff_s=cache.redis_backoff_s,
+        on_error=ErrorReporter(metrics),
+    )
+    if cache.backend == "redis":
+        return shared
+    return TieredStore(MemoryStore(cache.max_entries, cache.max_bytes), shared)

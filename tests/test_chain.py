@@ -1,0 +1,185 @@
+"""The scoring chain as a whole: its declared order, frozen facts, and the layers that
+serve another model (budget downgrade, tier race) together with the cache and coalescing.
+
+The bug this guards against: a downgraded request used to rewrite the model after the
+cache had keyed by it, so the fast tier's scores were stored under the pro model's keys
+and served to other teams as pro scores for the whole TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gateway.app import build_gateway
+from gateway.chain.budget import BudgetLayer
+from gateway.chain.cache import CacheLayer
+from gateway.chain.dispatch import Dispatch
+from gateway.chain.downgrade import DowngradeLayer
+from gateway.chain.fallback import Fallback
+from gateway.chain.job import Facts, Report, ScoreJob
+from gateway.chain.order import LAYERS
+from gateway.chain.tier_race import TierRace
+from gateway.config import parse_config
+from gateway.observe.metrics import Metrics
+from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY
+from tests.fakes.cohere import FakeCohere, Faults, fake_score
+from tests.governance.helpers import governed, post
+
+PRO, FAST, ALIAS = "rerank-v4.0-pro", "rerank-v4.0-fast", "rerank-4"
+QUERY = "capital cities"
+SPEND = ["Paris is a capital", "bananas"]  # the request that uses up the budget
+DOCS = [f"document {i}: Rome is a capital" for i in range(8)]
+
+
+def tiered_config(upstream: str, cache: dict[str, Any]) -> dict[str, Any]:
+    """Team `search` has a daily budget of one pro request, then downgrades; `ads` has none."""
+    data = governed(
+        {"cohere-a": upstream},
+        search={"budget": {"usd_per_day": 0.0025, "on_exhausted": "downgrade"}},
+        cache=cache,
+    )
+    for model in (PRO, FAST):
+        data["models"][model] = {"deployments": [{"provider": "cohere-a", "model": model}]}
+    data["models"][ALIAS] = {"tiers": {"pro": PRO, "fast": FAST}}
+    return data
+
+
+def test_facts_cannot_be_edited_in_place() -> None:
+    facts = Facts(request_id="r", team="t", model=PRO, deadline=time.monotonic() + 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        facts.model = FAST  # type: ignore[misc]
+    job = ScoreJob(facts, QUERY, DOCS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.facts = facts.serving(FAST)  # type: ignore[misc]
+    # Serving another model makes new facts and a new job with a report of its own.
+    rerun = job.rerun(facts.serving(FAST, over_budget="usd_per_day"))
+    assert (rerun.facts.model, rerun.facts.over_budget, job.facts.model) == (
+        FAST,
+        "usd_per_day",
+        PRO,
+    )
+    assert rerun.report is not job.report and job.subset(DOCS[:2]).report is not job.report
+
+
+def test_report_adopts_what_a_rerun_did() -> None:
+    outer = Report(warnings=["parsed"], attempts=1)
+    run = Report(warnings=["downgraded"], deployment="d/fast", upstream_s=0.5, attempts=2)
+    run.cache_status = "miss"
+    outer.adopt(run, FAST)
+    assert (outer.model, outer.deployment, outer.cache_status) == (FAST, "d/fast", "miss")
+    assert (outer.warnings, outer.attempts, outer.upstream_s) == (
+        ["parsed", "downgraded"],
+        3,
+        0.5,
+    )
+
+
+def test_the_chain_is_built_in_its_declared_order(fake_cohere: tuple[FakeCohere, str]) -> None:
+    assert [layer.name for layer in LAYERS] == [
+        "fallback",
+        "tier_race",
+        "downgrade",
+        "cache",
+        "budget",
+    ]
+    config = parse_config(tiered_config(fake_cohere[1], {"backend": "memory"}), {})
+    scorer: Any = build_gateway(config, Metrics()).pipeline.scorer
+    built = []
+    while True:
+        built.append(type(scorer))
+        if isinstance(scorer, Dispatch):
+            break
+        scorer = scorer.inner
+    assert built == [Fallback, TierRace, DowngradeLayer, CacheLayer, BudgetLayer, Dispatch]
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_downgrade_never_stores_fast_scores_under_the_pro_model(
+    fake_cohere: tuple[FakeCohere, str],
+    start_gateway: Callable[..., str],
+    cache_prefix: str,
+    backend: str,
+) -> None:
+    fake, upstream = fake_cohere
+    cache: dict[str, Any] = {"backend": backend}
+    data = tiered_config(upstream, cache)
+    if backend == "redis":
+        cache["key_prefix"] = cache_prefix
+        data["state"] = {"redis_url": "redis://127.0.0.1:6379/0"}
+    url = start_gateway(data)
+    spend = {"model": ALIAS, "query": QUERY, "documents": SPEND}
+    status, headers, _ = await post(url, spend, TEAM_KEY)
+    assert (status, headers["X-Rerank-Model"]) == (200, PRO)
+
+    body = {"model": ALIAS, "query": QUERY, "documents": DOCS}
+    status, headers, answer = await post(url, body, TEAM_KEY)
+    assert (status, headers["X-Rerank-Model"], headers["X-Cache"]) == (200, FAST, "miss")
+    assert fake.calls[-1]["model"] == FAST
+    assert "budget" in answer["meta"]["warnings"][0]
+
+    # Another team asks for pro with the same documents: pro scores, from upstream.
+    status, headers, _ = await post(url, {**body, "model": PRO}, OTHER_TEAM_KEY)
+    assert (status, headers["X-Rerank-Model"], headers["X-Cache"]) == (200, PRO, "miss")
+    assert [c["model"] for c in fake.calls] == [PRO, FAST, PRO]
+    # ... and the fast scores the downgrade stored are there for whoever asks for fast.
+    status, headers, _ = await post(url, {**body, "model": FAST}, OTHER_TEAM_KEY)
+    assert (status, headers["X-Rerank-Model"], headers["X-Cache"]) == (200, FAST, "hit")
+    assert len(fake.calls) == 3
+
+
+async def test_coalesced_followers_of_a_downgraded_request(
+    fake_cohere: tuple[FakeCohere, str],
+) -> None:
+    """A downgraded request's flight is shared only by requests for the fast model, and
+    every follower keeps its own report (model, warnings, cache status)."""
+    fake, upstream = fake_cohere
+    config = parse_config(tiered_config(upstream, {"backend": "memory"}), {})
+    metrics = Metrics()
+    gateway = build_gateway(config, metrics)
+    await gateway.start()
+    scorer = gateway.pipeline.scorer
+
+    def job(team: str, model: str, docs: list[str], alias: str | None = None) -> ScoreJob:
+        facts = Facts("r-" + team, team, model, time.monotonic() + 10, alias=alias)
+        return ScoreJob(facts, QUERY, docs)
+
+    try:
+        await scorer.score(job("search", PRO, SPEND, ALIAS))  # the budget is used up
+        held = threading.Event()
+        fake.faults = Faults(hold=held)
+        downgraded = job("search", PRO, DOCS, ALIAS)
+        leader = asyncio.create_task(scorer.score(downgraded))
+        assert await asyncio.to_thread(fake.faults.arrived.wait, 5)  # fast call in flight
+        follower = job("ads", FAST, DOCS)
+        joined = asyncio.create_task(scorer.score(follower))
+        for _ in range(10):  # no I/O before it joins: a few loop turns get it there
+            await asyncio.sleep(0)
+        pro = job("ads", PRO, DOCS)
+        other = asyncio.create_task(scorer.score(pro))
+        while len(fake.calls) < 3:  # the pro request's own call reached the upstream
+            await asyncio.sleep(0.01)
+        held.set()
+        results = await asyncio.gather(leader, joined, other)
+    finally:
+        await gateway.close()
+
+    expected = [fake_score(QUERY, d) for d in DOCS]
+    assert all(r.scores == expected for r in results)
+    assert [c["model"] for c in fake.calls] == [PRO, FAST, PRO]
+    assert (downgraded.report.model, downgraded.report.cache_status) == (FAST, "miss")
+    assert "budget" in downgraded.report.warnings[0]
+    # The follower joined the fast flight: its own report, no upstream of its own.
+    assert (follower.report.model, follower.report.cache_status) == (None, "hit")
+    assert follower.report.warnings == [] and follower.report.attempts == 0
+    coalesced = metrics.registry.get_sample_value(
+        "rerank_cache_documents_total", {"source": "coalesced"}
+    )
+    assert coalesced == len(DOCS)
+    assert (pro.report.cache_status, pro.report.deployment) == ("miss", "cohere-a/" + PRO)
