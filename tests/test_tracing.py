@@ -332,3 +332,28 @@ def test_tracing_off_makes_no_span_objects() -> None:
 
 async def _noop() -> None:
     return None
+
+
+def test_tei_batches_each_carry_the_attempt_traceparent_and_report_tokens(
+    servers: ServerLoop,
+) -> None:
+    # TEI reads traceparent, so its spans join the gateway's trace as the attempt's children.
+    from tests.fakes.tei import FakeTei
+    from tests.selfhosted import MANY_DOCS, QUERY, provider_config
+    from tests.selfhosted import post as raw_post
+
+    fake = FakeTei()
+    url = servers.serve(fake.app())
+    model = "BAAI/bge-reranker-v2-m3"
+    data = provider_config(
+        {"tei": {"type": "tei", "base_url": url, "max_batch_size": 32}}, "bge", model
+    )
+    gateway, exporter = serve(servers, data)
+    answer = raw_post(gateway, {"model": "bge", "query": QUERY, "documents": MANY_DOCS})
+    assert answer.status_code == 200
+    (client,) = by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
+    attrs = dict(client.attributes or {})
+    assert attrs["gen_ai.provider.name"] == "hf.tei"
+    assert attrs["gen_ai.usage.input_tokens"] > 0
+    assert len(fake.headers) == 4  # 100 documents in batches of 32
+    assert {h["traceparent"] for h in fake.headers} == {span_traceparent(client)}

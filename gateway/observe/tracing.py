@@ -52,6 +52,12 @@ PROVIDER_NAMES = {
     "azure": "azure.ai.inference",
     "oci": "oci.generative_ai",
     "local": "bm25.local",
+    "tei": "hf.tei",
+    "vllm": "vllm",
+    "infinity": "infinity",
+    "jina": "jina",
+    "voyage": "voyage",
+    "nim": "nvidia.nim",
 }
 DEFAULT_SERVICE = "rerank-gateway"
 HTTP, GRPC = "http/protobuf", "grpc"
@@ -370,6 +376,8 @@ class Attempt:
         attributes: dict[str, Any] = {"gen_ai.response.model": model, NS + "outcome": "ok"}
         if result.search_units is not None:
             attributes["gen_ai.usage.search_units"] = result.search_units
+        if result.tokens is not None:
+            attributes["gen_ai.usage.input_tokens"] = result.tokens
         self.span.set_attributes(attributes)
 
     def __enter__(self) -> Attempt:
