@@ -29,7 +29,7 @@ from collections.abc import Coroutine, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
@@ -38,10 +38,25 @@ if TYPE_CHECKING:  # the SDK itself is imported only when tracing is configured
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
 
-    from gateway.config.loader import TelemetryConfig
     from providers.types import Deployment, UpstreamCall, UpstreamResult
 
 T = TypeVar("T")
+
+
+class TelemetryConfig(Protocol):
+    """The `telemetry:` section (gateway.config.loader.TelemetryConfig; observe is the
+    lowest room and does not import config)."""
+
+    @property
+    def otlp_endpoint(self) -> str | None: ...
+    @property
+    def protocol(self) -> str | None: ...
+    @property
+    def sample_ratio(self) -> float | None: ...
+    @property
+    def service_name(self) -> str | None: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 OPERATION = "rerank"
 NS = "rerank_gateway."
