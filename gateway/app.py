@@ -14,7 +14,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.chain.order import ChainParts, build_chain
+from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
+from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.http import status
@@ -47,6 +48,7 @@ class Gateway:
     governance: Governance
     redis: aioredis.Redis | None = None
     cache_store: ScoreStore | None = None
+    shadow: ShadowRunner | None = None
     tracing: Tracing | None = None
 
     async def start(self) -> None:
@@ -54,6 +56,8 @@ class Gateway:
 
     async def close(self) -> None:
         await self.governance.alerts.close()
+        if self.shadow is not None:
+            await self.shadow.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -108,7 +112,7 @@ def build_gateway(
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
     deployments = DeploymentState(config, catalog, metrics, clock)
-    scorer = build_chain(
+    layers = build_layers(
         ChainParts(
             metrics=metrics,
             deployments=deployments,
@@ -118,9 +122,18 @@ def build_gateway(
             cache_settings=CacheSettings.from_config(config, catalog),
         )
     )
+    # Shadow scoring and its quality guard, which both kinds of downgrade consult.
+    book = book_for(config)
+    deployments.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
+    shadow = ShadowRunner(config, layers[SHADOW_ENTRY], governance, metrics, book)
+    scorer = layers[LAYERS[0].name]
     tracing = Tracing.build(config.telemetry, exporter=span_exporter)
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance, tracing)
-    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store, tracing)
+    pipeline = Pipeline(
+        config, catalog, auth, scorer, metrics, deployments, governance, shadow, tracing
+    )
+    return Gateway(
+        config, catalog, metrics, pipeline, governance, redis, cache_store, shadow, tracing
+    )
 
 
 def build_app(
@@ -151,6 +164,7 @@ def build_app(
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_route(admin_usage))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
+    app.router.add_get("/admin/tiers", admin_route(tiers_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
@@ -254,6 +268,13 @@ async def readyz(request: web.Request) -> web.Response:
 async def deployments_route(request: web.Request) -> web.Response:
     """Breaker state, recent error rate and latency per deployment (admin)."""
     return web.json_response(current(request).pipeline.routing.snapshot())
+
+
+async def tiers_route(request: web.Request) -> web.Response:
+    """Shadow quality evaluation of the tiered aliases (admin; see docs/tiers.md)."""
+    shadow = current(request).shadow
+    report = shadow.report() if shadow is not None else {"scope": "this process", "aliases": {}}
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
 async def metrics_route(request: web.Request) -> web.Response:

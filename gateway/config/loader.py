@@ -112,6 +112,7 @@ class TeamConfig:
     budget: BudgetConfig | None = None
     latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
     alerts: AlertsConfig | None = None  # budget alerts of this team; else the global ones
+    shadow_sample_rate: float | None = bounded(None, min=0.0, max=1.0)  # overrides aliases'
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -128,6 +129,19 @@ class DeploymentConfig:
 
 
 @dataclass
+class ShadowConfig:
+    """`models.<alias>.shadow`: score a sample of requests by the other tier too, in the
+    background, to measure what the tier choice trades (see docs/tiers.md)."""
+
+    sample_rate: float = bounded(0.02, min=0.0, max=1.0)
+    max_usd_per_day: float = bounded(5.0, min=0.0)  # billed to account `_shadow/<alias>`
+    max_per_minute: int = bounded(60, min=1)  # shadow calls, its own rate limit
+    min_ndcg: float | None = bounded(None, min=0.0, max=1.0)  # guard: stop downgrades below
+    min_samples: int = bounded(30, min=1)  # samples before the guard may act
+    window: int = bounded(500, min=1)  # rolling window of samples per alias, team, direction
+
+
+@dataclass
 class ModelConfig:
     deployments: list[DeploymentConfig] = field(default_factory=list)
     tiers: dict[str, str] | None = None
@@ -141,6 +155,7 @@ class ModelConfig:
     hedge: HedgeSettings = field(default_factory=HedgeSettings)
     latency_prior_ms: LatencyPrior | None = None
     latency_budget_ms: int | None = bounded(None, min=1)  # tiered alias: default budget
+    shadow: ShadowConfig | None = None  # tiered alias: shadow quality evaluation
 
     def __post_init__(self) -> None:
         if self.limits is not None and self.limits.max_body_bytes is not None:
@@ -154,6 +169,10 @@ class ModelConfig:
             raise ValueError(
                 "cache_family and cache_ttl_s belong on the models a tier names, not on the alias"
             )
+        if self.tiers is None and self.shadow is not None:
+            raise ValueError("shadow is for tiered aliases (it compares their two tiers)")
+        if self.shadow is not None and set(self.tiers or ()) != set(TIERS):
+            raise ValueError("shadow needs both tiers, pro and fast, to compare")
         if self.tiers is None and self.latency_budget_ms is not None:
             raise ValueError("latency_budget_ms is for tiered aliases; use timeout_s here")
         if self.tiers is not None and self.latency_prior_ms is not None:

@@ -22,8 +22,10 @@ from gateway.state.catalog import Catalog
 from policies.breaker import HALF_OPEN, OPEN, STATE_NAMES
 from policies.failover import Failover, HedgeSettings
 from policies.health import HealthBook
+from policies.latency import LatencyPrior, LatencySettings
+from policies.latency_priors import family_prior
 from policies.retry_budget import RetryBudget
-from policies.tier_choice import TierBackup, TierSelector
+from policies.tier_choice import TierBackup, TierEstimate, TierSelector
 from providers.types import Deployment
 
 BUDGET_HEADER = "X-Latency-Budget-Ms"
@@ -75,7 +77,9 @@ class DeploymentState:
                 continue
             deployments = catalog.deployments[name]
             for entry, deployment in zip(model.deployments, deployments, strict=True):
-                self.health.add(deployment.name, entry.latency_prior_ms or model.latency_prior_ms)
+                configured = entry.latency_prior_ms or model.latency_prior_ms
+                prior, source = _prior(configured, deployment.model, settings.latency)
+                self.health.add(deployment.name, prior, source)
                 self.served_models.setdefault(deployment.name, []).append(name)
             self.models[name] = ModelRouting(
                 deployments, model.max_attempts, model.hedge, model.fallback, model.timeout_s
@@ -89,6 +93,8 @@ class DeploymentState:
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
         self.failover = Failover(self.health, self.retry_budget, settings.backoff)
         self.selector = TierSelector(settings.overhead_ms / 1000.0)
+        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
+        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
 
     def _breaker_changed(self, name: str, state: int) -> None:
         """Export the state; log and count a change (not the first state, at startup)."""
@@ -148,6 +154,7 @@ class DeploymentState:
                 alias.tiers,
                 budget_ms / 1000.0 if budget_ms else None,
                 lambda m: self.estimate(m, docs, chars),
+                downgrade=not self.stops_downgrade(model, team),
             )
             self.metrics.tier_selections.labels(model, choice.tier, choice.reason).inc()
             tracing.event("tier.choice", alias=model, tier=choice.tier, reason=choice.reason)
@@ -165,19 +172,17 @@ class DeploymentState:
         deadline_s = min(limit_s, header_ms / 1000.0) if header_ms else limit_s
         return Resolution(model, time.monotonic() - elapsed_s + deadline_s, warnings, backup)
 
-    def estimate(self, model: str, docs: int, chars: int) -> tuple[bool, float | None]:
-        """(any deployment not open, best predicted p90 among them or None if unknown)."""
-        available = False
-        best: float | None = None
+    def estimate(self, model: str, docs: int, chars: int) -> TierEstimate:
+        """The best predicted p90 among the deployments whose breaker is not open."""
+        best = TierEstimate(available=False, p90_s=float("inf"), confident=False)
         for deployment in self.models[model].deployments:
             health = self.health[deployment.name]
             if health.breaker.state == OPEN:
                 continue
-            available = True
-            p90 = health.latency.predict(docs, chars, TIER_QUANTILE)
-            if p90 is not None and (best is None or p90 < best):
-                best = p90
-        return available, best
+            p = health.latency.estimate(docs, chars, TIER_QUANTILE)
+            if not best.available or p.seconds < best.p90_s:
+                best = TierEstimate(True, p.seconds, p.confident)
+        return best
 
     def hedge_delay_s(
         self, model: ModelRouting, first: Deployment, docs: int, chars: int
@@ -205,8 +210,22 @@ class DeploymentState:
                 "in_flight": health.in_flight,
                 "latency_ms": health.latency.quantiles(),
                 "latency_samples": health.latency.samples(),
+                "latency_prior_ms": health.latency.describe_prior(),
             }
         return {"deployments": deployments, "retry_budget": self.retry_budget.snapshot()}
+
+
+def _prior(
+    configured: LatencyPrior | None, upstream_model: str, settings: LatencySettings
+) -> tuple[LatencyPrior | None, str]:
+    """A deployment's latency prior and where it comes from: the config, its model
+    family's default, or (None) the broad default."""
+    if configured is not None:
+        return configured, "configured"
+    family = family_prior(upstream_model) if settings.family_priors else None
+    if family is not None:
+        return family.prior, f"default for {family.family}"
+    return None, "broad default"
 
 
 def parse_budget(value: str | None) -> int | None:

@@ -128,6 +128,14 @@ class Governance:
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
         self.alerts = BudgetAlerts(config, metrics, redis)  # thresholds and webhooks
+        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
+        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
+
+    def add_account(self, quota: TeamQuota) -> None:
+        """A gateway-owned account (shadow scoring): its own limits, listed in reports."""
+        self.quotas[quota.team] = quota
+        if quota.team not in self.report_teams:
+            self.report_teams.append(quota.team)
 
     def body_limit(self, team: str) -> int:
         return self.limits.body_limit(team)
