@@ -228,20 +228,6 @@ class Metrics:
             registry=r,
         )
 
-    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
-        """(labels, value) of every sample called `name`, across workers when several
-        share the metrics directory (for the status page)."""
-        registry = self.registry
-        if os.environ.get(MULTIPROC_ENV):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-        return [
-            (dict(sample.labels), float(sample.value))
-            for family in registry.collect()
-            for sample in family.samples
-            if sample.name == name
-        ]
-
         # Shadow quality evaluation (gateway.chain.shadow): how the served tier's ranking
         # agrees with the other tier's, per alias, team and direction (fast_vs_pro, ...).
         agreement = ["alias", "team", "direction"]
@@ -286,6 +272,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of every sample called `name`, across workers when several
+        share the metrics directory (for the status page)."""
+        registry = self.registry
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return [
+            (dict(sample.labels), float(sample.value))
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        ]
 
     def exposition(self) -> bytes:
         """The text for /metrics: this process's registry, or all workers' files."""
