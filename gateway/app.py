@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +17,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
 from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.config import Config
+from gateway.errors import ApiError, error_response
+from gateway.http import status
 from gateway.http.admin import usage_report
-from gateway.http.auth import Authenticator
+from gateway.http.auth import Authenticator, bearer_token, hash_key
 from gateway.http.edge import middleware as edge_middleware
+from gateway.http.edge import request_id
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import Tracing
 from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
@@ -47,6 +53,7 @@ class Gateway:
     redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
     shadow: ShadowRunner | None = None
+    tracing: Tracing | None = None
     watchers: list[asyncio.Task[None]] = field(default_factory=list)  # Sentinel master moves
 
     async def start(self) -> None:
@@ -63,6 +70,7 @@ class Gateway:
     async def close(self) -> None:
         for task in self.watchers:
             task.cancel()
+        await self.governance.alerts.close()
         if self.shadow is not None:
             await self.shadow.close()
         await self.catalog.close()
@@ -70,6 +78,8 @@ class Gateway:
             await self.cache_store.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.tracing is not None:  # flushes queued spans; blocking, so off the loop
+            await asyncio.to_thread(self.tracing.close)
 
 
 @dataclass
@@ -81,6 +91,8 @@ class Runtime:
     draining: bool = False
     started: bool = False  # set once the gateway's providers are started
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
+    span_exporter: Any = None  # tests: where spans go instead of OTLP
+    started_at: float = field(default_factory=time.time)  # for the status page's uptime
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -92,9 +104,13 @@ def current(request: web.Request) -> Gateway:
 
 
 def build_gateway(
-    config: Config, metrics: Metrics, clock: Callable[[], float] | None = None
+    config: Config,
+    metrics: Metrics,
+    clock: Callable[[], float] | None = None,
+    span_exporter: Any = None,
 ) -> Gateway:
-    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
+    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake);
+    `span_exporter` receives the spans instead of OTLP (tests)."""
     catalog = Catalog(config)
     auth = Authenticator(config)
     # Limits, budgets and usage: connection errors are retried briefly, so a Sentinel
@@ -123,8 +139,13 @@ def build_gateway(
     deployments.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
     shadow = ShadowRunner(config, layers[SHADOW_ENTRY], governance, metrics, book)
     scorer = layers[LAYERS[0].name]
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance, shadow)
-    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store, shadow)
+    tracing = Tracing.build(config.telemetry, exporter=span_exporter)
+    pipeline = Pipeline(
+        config, catalog, auth, scorer, metrics, deployments, governance, shadow, tracing
+    )
+    return Gateway(
+        config, catalog, metrics, pipeline, governance, redis, cache_store, shadow, tracing
+    )
 
 
 def build_app(
@@ -132,9 +153,11 @@ def build_app(
     metrics: Metrics | None = None,
     *,
     clock: Callable[[], float] | None = None,
+    span_exporter: Any = None,
 ) -> web.Application:
     metrics = metrics or Metrics()
-    runtime = Runtime(metrics, build_gateway(config, metrics, clock), clock=clock)
+    gateway = build_gateway(config, metrics, clock, span_exporter)
+    runtime = Runtime(metrics, gateway, clock=clock, span_exporter=span_exporter)
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
@@ -147,6 +170,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    if config.server.metrics_port is None:  # otherwise only the metrics listener has them
+        add_status_routes(app)
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_route(admin_usage))
@@ -158,6 +183,25 @@ def build_app(
     return app
 
 
+def build_metrics_app(app: web.Application) -> web.Application:
+    """The private listener (`server.metrics_port`): /metrics for Prometheus, and the status
+    page (still behind the admin key). It serves the same runtime as `app`."""
+    private = web.Application()
+    private[RUNTIME] = app[RUNTIME]
+    private.router.add_get("/metrics", _exposition)
+    private.router.add_get("/healthz", healthz)
+    add_status_routes(private)
+    private.middlewares.append(edge_middleware)
+    return private
+
+
+def add_status_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/status", status_page)
+    app.router.add_get("/admin/status.json", admin_route(status_json))
+    app.router.add_post("/admin/login", status_login)
+    app.router.add_post("/admin/logout", status_logout)
+
+
 async def reload(app: web.Application, config: Config) -> None:
     """Serve `config` from now on; the old gateway finishes its requests, then closes.
 
@@ -165,7 +209,7 @@ async def reload(app: web.Application, config: Config) -> None:
     needs a restart.
     """
     runtime = app[RUNTIME]
-    fresh = build_gateway(config, runtime.metrics, runtime.clock)
+    fresh = build_gateway(config, runtime.metrics, runtime.clock, runtime.span_exporter)
     await fresh.start()
     old, runtime.gateway = runtime.gateway, fresh
     await retire(old, config.server.drain_timeout_s)
@@ -266,8 +310,114 @@ async def tiers_route(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
+    """/metrics on the public port: absent when a metrics port is configured, behind a
+    bearer token when one is set (its labels name every team and its spend)."""
+    server = current(request).config.server
+    if server.metrics_port is not None:
+        raise web.HTTPNotFound()
+    if server.metrics_token_sha256 is not None:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None or not secrets.compare_digest(
+            hash_key(token), server.metrics_token_sha256
+        ):
+            return error_response(
+                ApiError(401, "metrics need `Authorization: Bearer <metrics token>`"),
+                request_id(request),
+            )
+    return await _exposition(request)
+
+
+async def _exposition(request: web.Request) -> web.Response:
     data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _is_admin(request: web.Request) -> bool:
+    """The admin key from the header, or from the session cookie the login form set."""
+    auth = current(request).pipeline.auth
+    header = request.headers.get("Authorization")
+    cookie = request.cookies.get(status.COOKIE)
+    if header is None and cookie:
+        header = f"Bearer {cookie}"
+    try:
+        auth.check_admin(header)
+    except ApiError:
+        return False
+    return True
+
+
+def _html(text: str, status_code: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status_code, content_type="text/html", headers=_PAGE_HEADERS
+    )
+
+
+async def _status_data(request: web.Request) -> dict[str, Any]:
+    runtime = request.app[RUNTIME]
+    gateway = runtime.gateway
+    return await status.collect(
+        gateway.config,
+        gateway.pipeline.routing,
+        gateway.governance,
+        runtime.metrics,
+        gateway.redis,
+        runtime.started_at,
+        runtime.draining,
+    )
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """`GET /admin/status`: the page when signed in, else the sign-in form."""
+    if current(request).config.auth.admin_key_sha256 is None:
+        return error_response(
+            ApiError(403, "admin routes are disabled: set auth.admin_key_sha256"),
+            request_id(request),
+        )
+    if not _is_admin(request):
+        return _html(status.login_page())
+    return _html(status.render(await _status_data(request)))
+
+
+async def status_json(request: web.Request) -> web.Response:
+    data = await _status_data(request)
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+async def status_login(request: web.Request) -> web.StreamResponse:
+    """The sign-in form's POST: a good key becomes an HTTP-only, same-site session cookie."""
+    form = await request.post()
+    key = form.get("key")
+    given = f"Bearer {key}" if isinstance(key, str) and key else None
+    try:
+        current(request).pipeline.auth.check_admin(given)
+    except ApiError as exc:
+        return _html(status.login_page(exc.message), exc.status)
+    response = _see_status()
+    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+    response.set_cookie(
+        status.COOKIE, str(key), path="/admin/", httponly=True, samesite="Strict", secure=secure
+    )
+    return response
+
+
+async def status_logout(request: web.Request) -> web.StreamResponse:
+    response = _see_status()
+    response.del_cookie(status.COOKIE, path="/admin/")
+    return response
+
+
+def _see_status() -> web.Response:
+    return web.Response(status=303, headers={**_PAGE_HEADERS, "Location": "/admin/status"})
 
 
 async def _start(app: web.Application) -> None:

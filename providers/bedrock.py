@@ -152,7 +152,9 @@ class BedrockProvider:
             headers = await self.signer.sign(url, data, headers)
         # encoded=True: yarl would otherwise decode %3A and the signed path would differ.
         timeout = min(self.options.timeout_s, call.timeout_s)
-        resp = await self.transport.post(yarl.URL(url, encoded=True), data, headers, timeout)
+        resp = await self.transport.post(
+            yarl.URL(url, encoded=True), data, headers, timeout, call.trace_headers
+        )
         if resp.status >= 400:
             raise self.error(resp)
         return self.parse(resp, len(call.documents))

@@ -74,7 +74,9 @@ class CohereProvider:
         headers = self.headers
         if call.request_id:
             headers = {**headers, "X-Request-Id": call.request_id}
-        resp = await self.transport.post(self.url, orjson.dumps(self.body(call)), headers, timeout)
+        resp = await self.transport.post(
+            self.url, orjson.dumps(self.body(call)), headers, timeout, call.trace_headers
+        )
         if resp.status >= 400:
             raise status_error(self.name, resp)
         return self.parse(resp, len(call.documents))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -78,9 +78,16 @@ class HttpTransport:
             self._session = None
 
     async def post(
-        self, url: Any, body: bytes, headers: Mapping[str, str], timeout_s: float
+        self,
+        url: Any,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        trace: Sequence[tuple[str, str]] = (),
     ) -> HttpResponse:
-        """POST `body` as given (signed bytes stay the sent bytes) and read the answer."""
+        """POST `body` as given (signed bytes stay the sent bytes) and read the answer.
+
+        `trace` adds the attempt's trace context headers; signatures never cover them."""
         if self._session is None:
             await self.start()
         assert self._session is not None
@@ -91,6 +98,8 @@ class HttpTransport:
                 retryable=False,
             )
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        if trace:
+            headers = {**headers, **dict(trace)}
         try:
             async with self._session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False

@@ -171,7 +171,7 @@ class OciProvider:
         data = orjson.dumps(self.body(call))
         headers = await self.sign(data)
         timeout = min(self.options.timeout_s, call.timeout_s)
-        resp = await self.transport.post(self.url, data, headers, timeout)
+        resp = await self.transport.post(self.url, data, headers, timeout, call.trace_headers)
         if resp.status >= 400:
             raise self.error(resp)
         payload = load_json(self.name, resp)

@@ -20,6 +20,7 @@ from gateway.config import Config
 from gateway.errors import ApiError, bad_request
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
+from gateway.state.alerts import BudgetAlerts
 from gateway.state.catalog import Catalog
 from policies.limits import Enforced, LimitExceeded, LimitPolicy
 from policies.pricing import MICROS_PER_USD, PriceTable
@@ -129,6 +130,7 @@ class Governance:
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
+        self.alerts = BudgetAlerts(config, metrics, redis)  # thresholds and webhooks
         # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
         self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.errors import ApiError, bad_request
+from gateway.observe import tracing
+from gateway.observe.events import TIER_DOWNGRADE
 from gateway.state.governance import Governance
 from policies.budget import usd
 from policies.quota import BUDGET, QuotaRequest, QuotaStore, Refusal, StoreUnavailable, TeamQuota
@@ -91,6 +93,12 @@ class Ledger:
             gov.store_down(quota)  # raises 503 when the limits fail closed
             store = gov.local_quota
             refusal = await store.reserve(request)
+        tracing.event(
+            "budget.reserve",
+            units=request.units,
+            outcome=refusal.limit if refusal is not None else "admitted",
+            shared=store is gov.quota_store,
+        )
         if refusal is not None:
             await self._refuse(quota, claim, request, refusal)
         return Admission(request, store)
@@ -104,6 +112,7 @@ class Ledger:
         if admission is not None:
             reserved = admission.request
             await self._adjust(admission, units - reserved.units, cost - reserved.cost_micros)
+            gov.alerts.settled(admission.store, reserved)  # thresholds, in the background
         await gov.usage.served(
             claim.team, claim.model, deployment or "", len(claim.documents), units, cost
         )
@@ -152,6 +161,8 @@ class Ledger:
     async def downgraded(self, team: str, model: str, limit: str) -> None:
         """Count a request served by `model` past the team's budget `limit`."""
         self.gov.metrics.budget_downgrades.labels(team, limit).inc()
+        tracing.event("budget.downgrade", budget=limit, model=model)
+        self.gov.alerts.events.repeating(TIER_DOWNGRADE, team, team=team, budget=limit, model=model)
         await self.gov.usage.event(team, model, DOWNGRADED)
 
     async def _adjust(self, admission: Admission, units: int, cost: int) -> None:
