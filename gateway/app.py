@@ -26,6 +26,7 @@ from gateway.state.governance import Governance
 from gateway.state.ledger import Ledger
 from gateway.state.score_cache import CacheSettings, build_store
 from policies.cache import ScoreStore
+from providers.http import HttpTransport
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -78,6 +79,10 @@ def build_gateway(
 ) -> Gateway:
     """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
     catalog = Catalog(config)
+    for name, provider in catalog.providers.items():
+        transport = getattr(provider, "transport", None)
+        if isinstance(transport, HttpTransport):  # shows when max_connections binds
+            transport.on_pool_wait = metrics.upstream_pool_waits.labels(name).inc
     auth = Authenticator(config)
     redis = None
     if config.state.redis_url:

@@ -46,7 +46,9 @@ async def _serve(
         app, access_log=None, handle_signals=False, shutdown_timeout=config.server.drain_timeout_s
     )
     await runner.setup()
-    await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+    await web.TCPSite(
+        runner, host, port, reuse_port=reuse_port, backlog=config.server.backlog
+    ).start()
     # The SDKs imported at start (boto3, oci) leave a large heap that never changes;
     # freezing it keeps the garbage collector from walking it again and again.
     gc.collect()

@@ -26,7 +26,7 @@ class AzureOptions:
     path: str | None = None  # explicit path after base_url; default derived from base_url
     endpoint_url: str | None = None  # replaces base_url's scheme and host (private endpoint)
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_http_url("base_url", self.base_url)

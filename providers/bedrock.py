@@ -56,7 +56,7 @@ class BedrockOptions:
     api_key: str | None = None  # Bedrock API key, sent as Bearer instead of SigV4 (invoke)
     forward_max_tokens_per_doc: bool = False
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         if not _REGION.match(self.region):

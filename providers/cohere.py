@@ -28,7 +28,7 @@ class CohereOptions:
     api_key: str | None = None
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
     path: str = "/v2/rerank"
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_http_url("base_url", self.base_url)

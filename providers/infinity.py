@@ -27,7 +27,7 @@ class InfinityOptions:
     path: str = "/rerank"  # with INFINITY_URL_PREFIX, put the prefix in front
     max_batch_size: int = field(default=2048, metadata={"min": 1})
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_endpoint(self)

@@ -30,7 +30,7 @@ class NimOptions:
     truncate: Literal["END", "NONE"] = "END"
     max_batch_size: int = field(default=512, metadata={"min": 1})  # NIM's passages per request
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_endpoint(self)

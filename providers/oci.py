@@ -58,7 +58,7 @@ class OciOptions:
     serving_mode: Literal["on_demand", "dedicated"] = "on_demand"
     endpoint_id: str | None = None  # for serving_mode: dedicated
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_http_url("endpoint_url", self.endpoint_url)

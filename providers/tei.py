@@ -40,7 +40,7 @@ class TeiOptions:
     max_batch_size: int = field(default=32, metadata={"min": 1})
     truncate: bool = False  # ask TEI to cut over-long inputs instead of refusing them
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_endpoint(self)

@@ -29,7 +29,7 @@ class VllmOptions:
     # vLLM batches internally and takes any number of documents: no split by default.
     max_batch_size: int | None = field(default=None, metadata={"min": 1})
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_endpoint(self)

@@ -29,7 +29,7 @@ class VoyageOptions:
     truncation: bool = True  # False: Voyage refuses over-long inputs instead of cutting them
     max_batch_size: int = field(default=1000, metadata={"min": 1, "max": 1000})
     timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: int = field(default=1024, metadata={"min": 1})
 
     def __post_init__(self) -> None:
         check_endpoint(self)

@@ -51,6 +51,8 @@ class ServerConfig:
     max_body_bytes: int = bounded(16 * 1024 * 1024, min=1024)
     v1_default_model: str | None = None  # used when a /v1/rerank body names no model
     drain_timeout_s: float = bounded(20.0, min=0.0)  # on SIGTERM: time to finish requests
+    # Listen queue of connections not yet accepted; the kernel caps it at net.core.somaxconn.
+    backlog: int = bounded(2048, min=1, max=65535)
 
 
 @dataclass
