@@ -53,6 +53,7 @@ async def _serve(
     # freezing it keeps the garbage collector from walking it again and again.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(config.server.gc_threshold, *gc.get_threshold()[1:])  # docs/performance.md
     log.info("listening", host=host, port=port, pid=os.getpid(), models=sorted(config.models))
 
     loop = asyncio.get_running_loop()

@@ -53,6 +53,8 @@ class ServerConfig:
     drain_timeout_s: float = bounded(20.0, min=0.0)  # on SIGTERM: time to finish requests
     # Listen queue of connections not yet accepted; the kernel caps it at net.core.somaxconn.
     backlog: int = bounded(2048, min=1, max=65535)
+    # Allocations between young-generation collections (CPython's default is 700).
+    gc_threshold: int = bounded(20_000, min=1)
 
 
 @dataclass
