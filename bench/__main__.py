@@ -101,6 +101,12 @@ class MissBodies(Sequence[bytes]):
         self.query = first["query"]
         self.documents = first["documents"]
         self.salt = uuid.uuid4().hex[:8]
+        # The body around the query's start, so a new body is one concatenation.
+        marker = "\u0001salt\u0001"
+        whole = orjson.dumps(
+            {"model": "rerank-v3.5", "query": marker + self.query, "documents": self.documents}
+        )
+        self._head, _, self._tail = whole.partition(orjson.dumps(marker)[1:-1])
 
     def __len__(self) -> int:
         return 2**31
@@ -112,8 +118,7 @@ class MissBodies(Sequence[bytes]):
     def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
         if isinstance(i, slice):
             raise TypeError("MissBodies is not sliceable")
-        query = f"{self.salt}-{i} {self.query}"
-        return orjson.dumps({"model": "rerank-v3.5", "query": query, "documents": self.documents})
+        return b"%s%s-%d %s" % (self._head, self.salt.encode(), i, self._tail)
 
 
 class PartialBodies(Sequence[bytes]):
