@@ -34,6 +34,7 @@ from gateway.state.governance import Governance
 from gateway.state.ledger import Ledger
 from gateway.state.score_cache import CacheSettings, build_store
 from policies.cache import ScoreStore
+from providers.http import HttpTransport
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -112,6 +113,10 @@ def build_gateway(
     """`clock` drives breakers, the retry budget and latency decay (tests inject a fake);
     `span_exporter` receives the spans instead of OTLP (tests)."""
     catalog = Catalog(config)
+    for name, provider in catalog.providers.items():
+        transport = getattr(provider, "transport", None)
+        if isinstance(transport, HttpTransport):  # shows when max_connections binds
+            transport.on_pool_wait = metrics.upstream_pool_waits.labels(name).inc
     auth = Authenticator(config)
     # Limits, budgets and usage: connection errors are retried briefly, so a Sentinel
     # failover reconnects to the new master instead of failing (gateway.state.redis_client).

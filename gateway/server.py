@@ -63,7 +63,9 @@ async def _serve(
         loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+        await web.TCPSite(
+            runner, host, port, reuse_port=reuse_port, backlog=config.server.backlog
+        ).start()
     except OSError as exc:  # lost a race with another process since the check
         log.error("cannot_listen", host=host, port=port, error=exc.strerror)
         await runner.cleanup()  # closes the upstream sessions: no "Unclosed" noise
@@ -72,6 +74,7 @@ async def _serve(
     # freezing it keeps the garbage collector from walking it again and again.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(config.server.gc_threshold, *gc.get_threshold()[1:])  # docs/performance.md
     private = await _start_metrics_listener(app, config, reuse_port)
     log.info("listening", host=host, port=port, models=sorted(config.models))
     reloads: set[asyncio.Task[None]] = set()

@@ -29,7 +29,7 @@ class CohereOptions:
     api_key: str | None = None
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
     path: str = "/v2/rerank"
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["cohere"] = "cohere"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -59,6 +59,10 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     # Without a metrics port: /metrics on the public port needs this bearer token (digest).
     metrics_token_sha256: str | None = None
+    # Listen queue of connections not yet accepted; the kernel caps it at net.core.somaxconn.
+    backlog: Annotated[int, Interval(ge=1, le=65535)] = 2048
+    # Allocations between young-generation collections (CPython's default is 700).
+    gc_threshold: Annotated[int, Ge(1)] = 20_000
 
     def __post_init__(self) -> None:
         if self.metrics_token_sha256 is not None:

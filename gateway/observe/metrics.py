@@ -51,6 +51,13 @@ class Metrics:
             ["deployment", "kind"],
             registry=r,
         )
+        self.upstream_pool_waits = Counter(
+            "rerank_upstream_pool_waits",
+            "Upstream calls that found every pooled connection of their provider in use and "
+            "queued for one (raise the provider's max_connections).",
+            ["provider"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "rerank_in_flight_requests",
             "Rerank requests being handled.",
