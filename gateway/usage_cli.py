@@ -25,6 +25,8 @@ _COLUMNS = (
     ("requests", "requests"),
     ("documents", "documents"),
     ("search_units", "units"),
+    ("tokens", "tokens"),
+    ("billed", "billed"),
     ("cost_usd", "cost_usd"),
     ("saved_search_units", "saved_units"),
     ("saved_cost_usd", "saved_usd"),
@@ -96,10 +98,21 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
+def _billed(figures: dict[str, Any]) -> str:
+    """`3 search_units`, `1234 tokens`, `2 request`, `free`; `-` for totals and events."""
+    unit = figures.get("unit")
+    if unit is None:
+        return "-"
+    if unit in ("free", "mixed"):
+        return unit
+    return f"{figures['billed_units']} {unit}"
+
+
 def _cells(figures: dict[str, Any]) -> list[str]:
     figures = {
         **figures,
         "rejected": sum(figures[k] for k in (REJECTED_LIMITS, REJECTED_RATE, REJECTED_BUDGET)),
+        "billed": _billed(figures),
     }
     return [
         f"{figures[key]:.4f}" if key.endswith("_usd") else str(figures[key]) for key, _ in _COLUMNS

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.state.ledger import Admission, Claim
+from policies.pricing import Usage
 
 
 class Ledger(Protocol):
@@ -21,7 +22,7 @@ class Ledger(Protocol):
     async def admit(self, claim: Claim) -> Admission | None: ...
 
     async def settle(
-        self, admission: Admission | None, claim: Claim, deployment: str | None, units: int
+        self, admission: Admission | None, claim: Claim, deployment: str | None, usage: Usage
     ) -> None: ...
 
     async def refund(self, admission: Admission | None) -> None: ...
@@ -49,5 +50,5 @@ class BudgetLayer:
         except BaseException:
             await asyncio.shield(self.ledger.refund(admission))
             raise
-        await self.ledger.settle(admission, claim, job.report.deployment, scored.search_units)
+        await self.ledger.settle(admission, claim, job.report.deployment, scored.usage)
         return scored

@@ -22,6 +22,7 @@ from policies.budget import BudgetConfig
 from policies.failover import BackoffSettings, HedgeSettings
 from policies.latency import LatencyPrior, LatencySettings
 from policies.limits import RequestLimits
+from policies.model_version import cohere_version
 from policies.pricing import PricingConfig
 from policies.ratelimit import RateLimitConfig
 from policies.retry_budget import RetryBudgetSettings
@@ -327,6 +328,7 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
                 reader.problem(
                     path, f"{target!r} is itself tiered; a tier must name a model with deployments"
                 )
+        _check_one_version(name, model, reader)
     redis_cache = config.cache.backend in ("redis", "tiered")
     if redis_cache and not config.state.redis_url and not failed & {"cache", "state"}:
         reader.problem(
@@ -359,6 +361,24 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
         reader.problem(
             "teams",
             "auth.mode is `keys` but no team has a key_sha256; every request would be refused",
+        )
+
+
+def _check_one_version(name: str, model: ModelConfig, reader: Reader) -> None:
+    """A model's deployments serve one Cohere version: scores of two versions (v3.5, v4,
+    v5's calibrated ones) are not comparable, and the model's cache entries are shared."""
+    found: dict[str, str] = {}
+    for dep in model.deployments:
+        version = cohere_version(dep.model or name)
+        if version is not None:
+            found.setdefault(version, dep.model or name)
+    if len(found) > 1:
+        listed = ", ".join(f"{upstream!r} ({version})" for version, upstream in found.items())
+        reader.problem(
+            f"models.{name}.deployments",
+            f"the deployments serve different model versions: {listed}; their scores are not "
+            "comparable and would share cache entries. Make one model per version (join them "
+            "with tiers or fallback)",
         )
 
 
