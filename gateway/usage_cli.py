@@ -25,9 +25,10 @@ _COLUMNS = (
     ("requests", "requests"),
     ("documents", "documents"),
     ("search_units", "units"),
-    ("tokens", "tokens"),
-    ("billed", "billed"),
     ("cost_usd", "cost_usd"),
+    ("tokens", "tokens"),
+    ("unit", "billed_in"),
+    ("billed_units", "billed"),
     ("saved_search_units", "saved_units"),
     ("saved_cost_usd", "saved_usd"),
     ("rejected", "rejected"),
@@ -99,20 +100,18 @@ def table(report: dict[str, Any]) -> str:
 
 
 def _billed(figures: dict[str, Any]) -> str:
-    """`3 search_units`, `1234 tokens`, `2 request`, `free`; `-` for totals and events."""
-    unit = figures.get("unit")
-    if unit is None:
+    """The figure the row was billed by; `-` for totals, events and mixed rows."""
+    if figures.get("unit") is None or figures.get("billed_units") is None:
         return "-"
-    if unit in ("free", "mixed"):
-        return unit
-    return f"{figures['billed_units']} {unit}"
+    return str(figures["billed_units"])
 
 
 def _cells(figures: dict[str, Any]) -> list[str]:
     figures = {
         **figures,
         "rejected": sum(figures[k] for k in (REJECTED_LIMITS, REJECTED_RATE, REJECTED_BUDGET)),
-        "billed": _billed(figures),
+        "unit": figures.get("unit") or "-",
+        "billed_units": _billed(figures),
     }
     return [
         f"{figures[key]:.4f}" if key.endswith("_usd") else str(figures[key]) for key, _ in _COLUMNS

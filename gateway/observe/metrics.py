@@ -145,12 +145,6 @@ class Metrics:
             ["team", "model", "deployment"],
             registry=r,
         )
-        self.tokens = Counter(
-            "rerank_tokens",
-            "Tokens the upstream calls processed (reported by the upstream, else estimated).",
-            ["team", "model", "deployment"],
-            registry=r,
-        )
         self.cost_usd = Counter(
             "rerank_cost_usd",
             "Cost of upstream calls in USD, from the price table.",

@@ -64,7 +64,6 @@ class UsageRecorder:
         """One answered request that went upstream (called once, on settle)."""
         price = self.prices.price(model, deployment or None)
         self.metrics.search_units.labels(team, model, deployment).inc(usage.search_units)
-        self.metrics.tokens.labels(team, model, deployment).inc(usage.tokens)
         self.metrics.cost_usd.labels(team, model, deployment).inc(cost / MICROS_PER_USD)
         counts = {
             REQUESTS: 1,
