@@ -22,6 +22,7 @@ import redis as redis_sync
 
 from gateway.http.auth import hash_key
 from policies.billing import BillingRules
+from tests.clouds import client
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, REDIS_URL, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults, pair_tokens
 from tests.fakes.strict import token_count
@@ -142,6 +143,11 @@ def test_token_priced_model_reserves_the_estimate_and_settles_to_the_reported_to
     row = usage_rows(url)["rerank-v5.0-pro", "cohere/rerank-v5.0-pro"]
     assert (row["unit"], row["billed_units"], row["tokens"]) == ("tokens", reported, reported)
     assert row["cost_usd"] == micros(reported) / 1e6
+    # The Cohere SDK reads the token bill as it reads its other endpoints' bills.
+    res = client(url).rerank(model="rerank-v5.0-pro", query=QUERY, documents=DOCS[:4])
+    assert res.meta is not None and res.meta.billed_units is not None
+    assert res.meta.billed_units.input_tokens == pair_tokens(QUERY, DOCS[:4])
+    assert res.meta.billed_units.search_units is None
 
 
 def test_without_reported_usage_the_estimate_is_billed(
