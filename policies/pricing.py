@@ -101,10 +101,6 @@ DEFAULT_PRICES: dict[str, Price] = {
     "cohere-rerank-v5-fast": Price(TOKENS, 0.02),  # Azure; UNVERIFIED
     "cohere-rerank-v5-pro": Price(TOKENS, 0.05),  # Azure; UNVERIFIED
 }
-# Back-compat view: the search-unit defaults, USD per 1,000 units.
-DEFAULT_USD_PER_1K_UNITS: dict[str, float] = {
-    name: price.usd for name, price in DEFAULT_PRICES.items() if price.kind == SEARCH_UNITS
-}
 # The offline ranker and self-hosted servers cost nothing per call (price them in
 # `pricing.models` for chargeback, or for NVIDIA's hosted NIM).
 FREE_PROVIDER_TYPES = frozenset({"local", "tei", "vllm", "infinity", "nim"})

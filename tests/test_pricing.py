@@ -4,6 +4,7 @@ the rule that scores of two model versions never share cache entries."""
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import yaml
 from gateway.config import ConfigError, parse_config
 from gateway.state.catalog import Catalog
 from gateway.state.score_cache import CacheSettings
+from gateway.usage_cli import table
 from policies.billing import BillingRules
 from policies.model_version import cohere_version
 from policies.pricing import (
@@ -26,6 +28,7 @@ from policies.pricing import (
     PricingConfig,
     Usage,
 )
+from policies.usage import MemoryUsageStore, collect
 from providers.cohere import CohereOptions, CohereProvider
 from providers.tei import TeiOptions, TeiProvider
 from providers.types import Deployment
@@ -208,3 +211,24 @@ def test_the_documented_rerank_5_tiers_read() -> None:
     assert table.price("rerank-v5.0-pro", None) == Price(TOKENS, 0.05)
     assert table.price("rerank-v5.0-fast", None) == Price(TOKENS, 0.02)
     assert table.price("bge-reranker-v2-m3", None) == Price(TOKENS, 0.01)
+
+
+async def test_usage_report_and_table_state_the_unit() -> None:
+    store = MemoryUsageStore()
+    day = "2026-11-05"
+    await store.add("t", day, "v5", "c/v5", {"requests": 2, "tokens": 900, "billed_tokens": 900})
+    await store.add("t", day, "v4", "c/v4", {"requests": 1, "search_units": 1})
+    await store.add("t", day, "v4", "c/v4", {"billed_search_units": 1, "cost_micros": 2_500})
+    await store.add("t", day, "bge", "tei/bge", {"requests": 3, "billed_free": 3})
+    await store.add("t", day, "v5", "", {"rejected_budget": 1})
+    first = last = date(2026, 11, 5)
+    report = await collect(store, ["t"], first, last)
+    rows = {(r["model"], r["deployment"]): r for r in report["rows"]}
+    assert (rows["v5", "c/v5"]["unit"], rows["v5", "c/v5"]["billed_units"]) == ("tokens", 900)
+    assert (rows["v4", "c/v4"]["unit"], rows["v4", "c/v4"]["billed_units"]) == ("search_units", 1)
+    assert (rows["bge", "tei/bge"]["unit"], rows["bge", "tei/bge"]["billed_units"]) == ("free", 0)
+    assert (rows["v5", None]["unit"], rows["v5", None]["billed_units"]) == (None, 0)
+    lines = {line.split()[1]: line.split() for line in table(report).splitlines()[2:]}
+    header = table(report).splitlines()[1].split()
+    v5 = dict(zip(header, lines["v5"], strict=True))
+    assert (v5["tokens"], v5["billed_in"], v5["billed"]) == ("900", "tokens", "900")

@@ -3,7 +3,9 @@
 It sits inside the cache (cache hits are neither rate limited nor billed) and outside
 dispatch (one reservation however many deployments, retries and hedges dispatch tries,
 so failover is never rate limited). The decisions are the ledger's
-(`gateway.state.ledger`); this layer only brackets the inner call with them.
+(`gateway.state.ledger`); this layer only brackets the inner call with them, handing the
+ledger what the call used (search units, tokens, calls): the ledger prices it in
+micro-dollars, whatever unit the serving deployment bills.
 """
 
 from __future__ import annotations
