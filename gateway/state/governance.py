@@ -22,6 +22,7 @@ from gateway.observe.metrics import Metrics
 from gateway.state.catalog import Catalog
 from policies.limits import Enforced, LimitExceeded, LimitPolicy
 from policies.pricing import FREE, MICROS_PER_USD, PriceTable, Usage
+from policies.pricing import TOKENS as TOKEN_PRICED
 from policies.quota import MemoryQuotaStore, QuotaStore, StoreUnavailable, TeamQuota
 from policies.redis_quota import RedisQuotaStore
 from policies.redis_usage import RedisUsageStore
@@ -193,7 +194,7 @@ class Governance:
         price = self.prices.price(model, deployment)
         if not price.paid or usage.calls == 0:
             return {"search_units": 0}
-        if price.kind == "tokens":
+        if price.kind == TOKEN_PRICED:
             return {"input_tokens": max(1, usage.tokens)}
         return {"search_units": max(1, usage.search_units)}
 
