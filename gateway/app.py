@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -12,14 +12,16 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.chain.order import ChainParts, build_chain
+from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
+from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.config import Config
-from gateway.errors import ApiError, error_response
 from gateway.http.admin import usage_report
 from gateway.http.auth import Authenticator
+from gateway.http.edge import middleware as edge_middleware
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
+from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
@@ -30,6 +32,7 @@ from policies.cache import ScoreStore
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REDIS_CONNECTIONS = 128  # per process
+_REDIS_RETRIES = 4  # 25+50+100+200 ms of back-off: long enough for a Sentinel failover
 
 
 @dataclass
@@ -41,13 +44,27 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     governance: Governance
-    redis: aioredis.Redis | None = None
+    redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
+    shadow: ShadowRunner | None = None
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)  # Sentinel master moves
 
     async def start(self) -> None:
         await self.catalog.start()
+        # A cluster client learns the slot map on first use; learn it now, not on a request
+        # (whose 80 ms cache budget it would exceed). Failing here is fine: it retries later.
+        shared = getattr(self.cache_store, "redis", self.cache_store)  # tiered: its Redis level
+        for client in (self.redis, getattr(shared, "client", None)):
+            await redis_client.warm_up(client)
+            if redis_client.target(self.config.state) is not None:
+                task = asyncio.create_task(redis_client.follow_master(client))
+                self.watchers.append(task)
 
     async def close(self) -> None:
+        for task in self.watchers:
+            task.cancel()
+        if self.shadow is not None:
+            await self.shadow.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -62,6 +79,7 @@ class Runtime:
     metrics: Metrics
     gateway: Gateway
     draining: bool = False
+    started: bool = False  # set once the gateway's providers are started
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
 
 
@@ -79,22 +97,18 @@ def build_gateway(
     """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
     catalog = Catalog(config)
     auth = Authenticator(config)
-    redis = None
-    if config.state.redis_url:
-        # A blocking pool: under a burst, requests queue briefly for a connection instead of
-        # failing with "too many connections" (the default pool's behaviour past 100).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.state.redis_url,
-            max_connections=_REDIS_CONNECTIONS,
-            timeout=_READY_TIMEOUT_S,
-            socket_timeout=_READY_TIMEOUT_S,
-            socket_connect_timeout=_READY_TIMEOUT_S,
-        )
-        redis = aioredis.Redis(connection_pool=pool)
+    # Limits, budgets and usage: connection errors are retried briefly, so a Sentinel
+    # failover reconnects to the new master instead of failing (gateway.state.redis_client).
+    redis = redis_client.connect(
+        config.state,
+        timeout_s=_READY_TIMEOUT_S,
+        max_connections=_REDIS_CONNECTIONS,
+        retries=_REDIS_RETRIES,
+    )
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
     deployments = DeploymentState(config, catalog, metrics, clock)
-    scorer = build_chain(
+    layers = build_layers(
         ChainParts(
             metrics=metrics,
             deployments=deployments,
@@ -104,8 +118,13 @@ def build_gateway(
             cache_settings=CacheSettings.from_config(config, catalog),
         )
     )
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance)
-    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store)
+    # Shadow scoring and its quality guard, which both kinds of downgrade consult.
+    book = book_for(config)
+    deployments.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
+    shadow = ShadowRunner(config, layers[SHADOW_ENTRY], governance, metrics, book)
+    scorer = layers[LAYERS[0].name]
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance, shadow)
+    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store, shadow)
 
 
 def build_app(
@@ -132,9 +151,10 @@ def build_app(
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_route(admin_usage))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
+    app.router.add_get("/admin/tiers", admin_route(tiers_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
-    app.middlewares.append(_json_errors)
+    app.middlewares.append(edge_middleware)  # request ids; routing errors as JSON
     return app
 
 
@@ -176,7 +196,7 @@ def _static_json(document: dict[str, Any]) -> Handler:
 
 
 def admin_route(handler: Handler) -> Handler:
-    """Guard an /admin/ handler with the admin key (refusals answered by `_json_errors`)."""
+    """Guard an /admin/ handler with the admin key (refusals answered by the edge middleware)."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
@@ -196,21 +216,41 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    gateway = current(request)
+    """Ready means "can serve": 503 only while starting or draining, or when no model has a
+    deployment left to call. A degraded dependency (Redis unreachable, breakers open) is
+    named in the body and in `rerank_dependency_up`, but keeps the pod in the Service:
+    requests are still answered (cache misses; limits as `limits.on_redis_error` says).
+    `server.ready_requires_redis: true` makes an unreachable Redis not-ready (for
+    fail-closed deployments that prefer other replicas)."""
+    runtime = request.app[RUNTIME]
+    gateway = runtime.gateway
     checks: dict[str, str] = {}
-    if request.app[RUNTIME].draining:
-        checks["server"] = "draining"
+    blocking: list[str] = []
+    degraded: list[str] = []
+    if runtime.draining or not runtime.started:
+        checks["server"] = "draining" if runtime.draining else "starting"
+        blocking.append("server")
+    servable, open_breakers = gateway.pipeline.routing.servable()
+    if not servable:
+        checks["models"] = "no model can be served: every deployment's breaker is open"
+        blocking.append("models")
+    if open_breakers:
+        checks["breakers"] = "open: " + ", ".join(open_breakers)
+        degraded.append("breakers")
     if gateway.redis is not None:
         try:
             await asyncio.wait_for(gateway.redis.ping(), _READY_TIMEOUT_S)
             checks["redis"] = "ok"
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             checks["redis"] = f"unreachable ({exc.__class__.__name__})"
-    ready = all(v == "ok" for k, v in checks.items())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+            required = gateway.config.server.ready_requires_redis
+            (blocking if required else degraded).append("redis")
+        runtime.metrics.dependency_up.labels("redis").set(0 if checks["redis"] != "ok" else 1)
+    status = "not ready" if blocking else "degraded" if degraded else "ready"
+    body: dict[str, object] = {"status": status, "checks": checks}
+    if degraded:
+        body["degraded"] = degraded
+    return web.json_response(body, status=503 if blocking else 200)
 
 
 async def deployments_route(request: web.Request) -> web.Response:
@@ -218,29 +258,21 @@ async def deployments_route(request: web.Request) -> web.Response:
     return web.json_response(current(request).pipeline.routing.snapshot())
 
 
+async def tiers_route(request: web.Request) -> web.Response:
+    """Shadow quality evaluation of the tiered aliases (admin; see docs/tiers.md)."""
+    shadow = current(request).shadow
+    report = shadow.report() if shadow is not None else {"scope": "this process", "aliases": {}}
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
 async def metrics_route(request: web.Request) -> web.Response:
     data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@web.middleware
-async def _json_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Every error outside the rerank pipeline (which answers its own, for its access log)
-    becomes a response here, in Cohere's JSON shape: `ApiError`s raised by the admin and
-    other routes, and aiohttp's routing errors (404, 405) instead of its text pages."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = {404: f"no route {request.path}; use POST /v2/rerank"}.get(exc.status, exc.reason)
-        return error_response(ApiError(exc.status, message))
-
-
 async def _start(app: web.Application) -> None:
     await app[RUNTIME].gateway.start()
+    app[RUNTIME].started = True
 
 
 async def _stop(app: web.Application) -> None:

@@ -144,6 +144,7 @@ _DEPLOYMENTS = {
                     "in_flight",
                     "latency_ms",
                     "latency_samples",
+                    "latency_prior_ms",
                 ],
                 "properties": {
                     "models": {"type": "array", "items": {"type": "string"}},
@@ -159,6 +160,20 @@ _DEPLOYMENTS = {
                         "additionalProperties": False,
                     },
                     "latency_samples": {"type": "integer", "minimum": 0},
+                    "latency_prior_ms": {
+                        "type": "object",
+                        "description": "The prior blended with observations while they are "
+                        "few: configured, a model family's default, or the broad default.",
+                        "required": ["source", "base_ms", "per_doc_ms", "per_kchar_ms", "weight"],
+                        "properties": {
+                            "source": {"type": "string"},
+                            "base_ms": {"type": "number", "minimum": 0},
+                            "per_doc_ms": {"type": "number", "minimum": 0},
+                            "per_kchar_ms": {"type": "number", "minimum": 0},
+                            "weight": {"type": "number", "minimum": 0},
+                        },
+                        "additionalProperties": False,
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -217,10 +232,15 @@ def _rerank_operation(version: int) -> dict[str, Any]:
                 "or an upstream rejected the request's content."
             ),
             "401": _error("Missing or unknown team key."),
+            "402": {
+                **_error("The team's budget is used up; Retry-After says when it resets."),
+                "headers": retry,
+            },
             "404": _error("Unknown model."),
             "413": _error("Body larger than the configured limit."),
+            "415": _error("A Content-Encoding other than identity, gzip, deflate, br, zstd."),
             "422": _error("Unknown field."),
-            "429": {**_error("Throttled; see Retry-After."), "headers": retry},
+            "429": {**_error("Rate limited or throttled; see Retry-After."), "headers": retry},
             "502": _error("An upstream answered badly or refused the gateway's credentials."),
             "503": {
                 **_error("No deployment could answer, or every circuit breaker is open."),
@@ -343,6 +363,68 @@ _USAGE_REPORT = {
 }
 
 
+_SHARE = {"type": ["number", "null"], "minimum": -1, "maximum": 1}
+_AGREEMENT = {
+    "type": "object",
+    "required": ["samples", "window", "ndcg_mean", "ndcg_p10", "overlap_mean"],
+    "properties": {
+        "samples": {"type": "integer", "minimum": 0},
+        "window": {"type": "integer", "minimum": 0},
+        "ndcg_mean": _SHARE,
+        "ndcg_p10": _SHARE,
+        "overlap_mean": _SHARE,
+        "rank_correlation_mean": _SHARE,
+        "k_mean": {"type": ["number", "null"], "minimum": 1},
+    },
+    "additionalProperties": False,
+}
+_TIERS_REPORT = {
+    "type": "object",
+    "required": ["scope", "aliases"],
+    "properties": {
+        "scope": {"type": "string"},
+        "aliases": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["tiers", "shadow", "shadow_calls", "shadow_spend_usd", "teams"],
+                "properties": {
+                    "tiers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "shadow": {"type": "object"},
+                    "shadow_calls": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer", "minimum": 0},
+                    },
+                    "shadow_spend_usd": {
+                        "type": "object",
+                        "required": ["today", "total"],
+                        "properties": {
+                            "today": {"type": "number", "minimum": 0},
+                            "total": {"type": "number", "minimum": 0},
+                        },
+                    },
+                    "teams": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {
+                                "fast_vs_pro": _AGREEMENT,
+                                "pro_vs_fast": _AGREEMENT,
+                                "fast_quality": _AGREEMENT,
+                                "downgrades": {"enum": ["allowed", "stopped"]},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+
+
 def _query(name: str, description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -405,6 +487,24 @@ def admin_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/admin/tiers": {
+                "get": {
+                    "summary": "Shadow quality evaluation of each tiered alias (docs/tiers.md)",
+                    "responses": {
+                        "200": {
+                            "description": "Per alias: shadow settings, calls, spend, and the "
+                            "agreement of the two tiers' rankings per team and direction.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/TiersReport"}
+                                }
+                            },
+                        },
+                        "401": _error("Missing or wrong admin key."),
+                        "403": _error("Admin routes are disabled."),
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
@@ -412,6 +512,7 @@ def admin_spec() -> dict[str, Any]:
                 "Error": _ERROR,
                 "UsageReport": _USAGE_REPORT,
                 "Deployments": _DEPLOYMENTS,
+                "TiersReport": _TIERS_REPORT,
             },
         },
     }

@@ -4,7 +4,8 @@ Like the real service it requires a Bearer key, rejects unknown fields with 422,
 validates the body, and answers `{"id","results","meta"}` with `{"id","message"}`
 errors. Scores are deterministic per (query, document), independent of the batch.
 Tests steer it with `faults` (delay, error status with Retry-After, malformed JSON,
-hang, connection reset) and read what it received from `calls`.
+hang, connection reset), may replace its `score` function, and read what it received
+from `calls`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class FakeCohere:
     calls: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each call
+    # How it scores (query, document); tests give two fakes different opinions.
+    score: Callable[[str, str], float] = fake_score
     # Rerank 5 bills tokens: report them as `meta.billed_units.input_tokens` (the field
     # Cohere's other endpoints bill tokens by; v5's own shape is UNVERIFIED), or nothing.
     report_tokens: bool = True
@@ -121,7 +124,7 @@ class FakeCohere:
             injected = await inject(self.faults, request, self.error, self._shutdown)
             if injected is not None:
                 return injected
-        return answer(body, version, self.error, report_tokens=self.report_tokens)
+        return answer(body, version, self.error, self.score, report_tokens=self.report_tokens)
 
 
 ErrorFactory = Callable[..., web.Response]  # (status, message, headers=None)
@@ -172,7 +175,12 @@ def pair_tokens(query: str, documents: list[str]) -> int:
 
 
 def answer(
-    body: Any, version: int, error: ErrorFactory = error, *, report_tokens: bool = True
+    body: Any,
+    version: int,
+    error: ErrorFactory = error,
+    score: Callable[[str, str], float] = fake_score,
+    *,
+    report_tokens: bool = True,
 ) -> web.Response:
     """Validate a body as Cohere does and rank it; errors from `error` (Cohere's shape)."""
     if not isinstance(body, dict):
@@ -194,9 +202,7 @@ def answer(
         return error(400, "invalid request: list of documents must not be empty")
     if not all(isinstance(d, str) for d in docs):
         return error(400, "invalid request: documents must be strings")
-    scored = sorted(
-        ((i, fake_score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0])
-    )
+    scored = sorted(((i, score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0]))
     if body.get("top_n") is not None:
         scored = scored[: body["top_n"]]
     meta: dict[str, Any] = {"api_version": {"version": str(version)}}
