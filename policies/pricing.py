@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Interval
 
 from policies.billing import BillingRules
 from providers.types import Deployment
@@ -114,11 +116,11 @@ class ModelPrice:
     """`pricing.models.<model>`: the model's price (at most one kind), and per-provider
     exceptions in the same kind (per 1,000 search units when the entry names none)."""
 
-    usd_per_1k_units: float | None = field(default=None, metadata={"min": 0.0})
-    usd_per_million_tokens: float | None = field(default=None, metadata={"min": 0.0})
-    usd_per_request: float | None = field(default=None, metadata={"min": 0.0})
+    usd_per_1k_units: Annotated[float, Ge(0.0)] | None = None
+    usd_per_million_tokens: Annotated[float, Ge(0.0)] | None = None
+    usd_per_request: Annotated[float, Ge(0.0)] | None = None
     free: bool = False
-    providers: dict[str, float] = field(default_factory=dict)
+    providers: dict[str, Annotated[float, Ge(0.0)]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, price in self.providers.items():
@@ -163,10 +165,10 @@ class ModelPrice:
 class PricingConfig:
     """The `pricing:` section: prices and the estimators' approximations."""
 
-    default_usd_per_1k_units: float = field(default=2.00, metadata={"min": 0.0})
-    default_usd_per_million_tokens: float = field(default=0.05, metadata={"min": 0.0})
-    chunk_tokens: int = field(default=500, metadata={"min": 1})
-    tokens_per_char: float = field(default=0.25, metadata={"min": 0.01, "max": 4.0})
+    default_usd_per_1k_units: Annotated[float, Ge(0.0)] = 2.00
+    default_usd_per_million_tokens: Annotated[float, Ge(0.0)] = 0.05
+    chunk_tokens: Annotated[int, Ge(1)] = 500
+    tokens_per_char: Annotated[float, Interval(ge=0.01, le=4.0)] = 0.25
     models: dict[str, ModelPrice] = field(default_factory=dict)
 
     def rules(self) -> BillingRules:

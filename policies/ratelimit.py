@@ -10,7 +10,10 @@ here and in the Redis store's Lua script.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge
 
 WINDOW_S = 60.0
 US = 1_000_000
@@ -23,8 +26,8 @@ SEARCH_UNITS = "search_units_per_minute"
 class RateLimitConfig:
     """`teams.<t>.rate_limit`."""
 
-    requests_per_minute: int | None = field(default=None, metadata={"min": 1})
-    search_units_per_minute: int | None = field(default=None, metadata={"min": 1})
+    requests_per_minute: Annotated[int, Ge(1)] | None = None
+    search_units_per_minute: Annotated[int, Ge(1)] | None = None
 
     def __post_init__(self) -> None:
         if self.requests_per_minute is None and self.search_units_per_minute is None:
