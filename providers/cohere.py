@@ -87,15 +87,18 @@ class CohereProvider:
         scores = scores_from_ranks(self.name, results, count, resp=resp)
         return UpstreamResult(
             scores=scores,
-            search_units=_billed_search_units(payload),
+            search_units=_billed(payload, "search_units"),
+            tokens=_billed(payload, "input_tokens"),
             upstream_request_id=resp.request_id or _str_or_none(payload.get("id")),
         )
 
 
-def _billed_search_units(payload: dict[str, Any]) -> int | None:
+def _billed(payload: dict[str, Any], name: str) -> int | None:
+    """`meta.billed_units.<name>`: `search_units` (v3.5/v4) or `input_tokens` (token-billed
+    models such as Rerank 5), when the upstream states it."""
     meta = payload.get("meta")
     billed = meta.get("billed_units") if isinstance(meta, dict) else None
-    units = billed.get("search_units") if isinstance(billed, dict) else None
+    units = billed.get(name) if isinstance(billed, dict) else None
     if isinstance(units, (int, float)) and not isinstance(units, bool) and units >= 0:
         return int(units)
     return None

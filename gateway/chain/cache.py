@@ -94,7 +94,7 @@ class CacheLayer:
         upstream = sum(1 for i in missing if keys[i] in fetched.sent)
         sent = [wanted[key] for key in fetched.sent]
         await self._record(job, len(keys) - len(missing), upstream, sent)
-        return Scored(scores, fetched.search_units)
+        return Scored(scores, fetched.search_units, fetched.tokens, fetched.calls)
 
     async def _bypass(self, job: ScoreJob) -> Scored:
         scored = await self.inner.score(job)

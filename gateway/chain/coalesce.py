@@ -93,11 +93,15 @@ class Flight:
 class Fetched:
     scores: dict[bytes, float] = field(default_factory=dict)
     search_units: int = 0  # billed for the calls this request made
+    tokens: int = 0
+    calls: int = 0
     sent: set[bytes] = field(default_factory=set)  # keys this request sent upstream
 
     def add(self, flight: Flight, scored: Scored, report: Report) -> None:
         self.scores.update(zip(flight.keys, scored.scores, strict=True))
         self.search_units += scored.search_units
+        self.tokens += scored.tokens
+        self.calls += scored.calls
         self.sent.update(flight.keys)
         report.add_upstream(flight.job.report)
 

@@ -77,10 +77,15 @@ class Dispatch:
             report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
             self._record(facts.model, failover)
         report.deployment = deployment.name
+        # The upstream's own figures settle the reservation; where it gives none, the same
+        # estimate the reservation made stands in.
         units = result.search_units
         if units is None:
             units = self.billing.estimate(job.query, job.documents, job.max_tokens_per_doc)
-        return Scored(result.scores, units)
+        tokens = result.tokens
+        if tokens is None:
+            tokens = self.billing.estimate_tokens(job.query, job.documents, job.max_tokens_per_doc)
+        return Scored(result.scores, units, tokens, 1)
 
     async def _call(
         self, job: ScoreJob, deployment: Deployment, timeout_s: float

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.chain.job import Facts, Report, ScoreJob, Scorer
+from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
@@ -135,7 +135,7 @@ class Pipeline:
             Report(warnings=[*parsed.warnings, *route.warnings]),
         )
         scored = await self.scorer.score(job)
-        response = self._answer(parsed, job, scored.scores, scored.search_units, started)
+        response = self._answer(parsed, job, scored, started)
         shadow = self.shadow.sample(job, scored.scores, parsed.top_n) if self.shadow else None
         if shadow is not None and self.shadow is not None:
             await _send(request, response)  # the caller's answer goes out first
@@ -168,12 +168,14 @@ class Pipeline:
         self,
         parsed: RerankRequest,
         job: ScoreJob,
-        scores: list[float],
-        search_units: int,
+        scored: Scored,
         started: float,
     ) -> web.Response:
         facts, report = job.facts, job.report
-        body = render_response(parsed, facts.request_id, scores, search_units, report.warnings)
+        billed = self.governance.billed_units(
+            report.model or facts.model, report.deployment, scored.usage
+        )
+        body = render_response(parsed, facts.request_id, scored.scores, billed, report.warnings)
         total_ms = (time.perf_counter() - started) * 1000.0
         upstream_ms = report.upstream_s * 1000.0
         headers = {
