@@ -92,7 +92,26 @@ def make_bodies(count: int, docs: int = 50, doc_chars: int = 800, seed: int = 7)
     ]
 
 
-class MissBodies(Sequence[bytes]):
+class VirtualBodies(Sequence[bytes]):
+    """An endless list of request bodies, each made when asked for (`body(i)`)."""
+
+    def body(self, i: int) -> bytes:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return 2**31
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            raise TypeError(f"{type(self).__name__} is not sliceable")
+        return self.body(i)
+
+
+class MissBodies(VirtualBodies):
     """A virtual list of bodies that are all new: the query is salted per body, so no
     document key repeats (50 documents scored upstream every time)."""
 
@@ -108,20 +127,11 @@ class MissBodies(Sequence[bytes]):
         )
         self._head, _, self._tail = whole.partition(orjson.dumps(marker)[1:-1])
 
-    def __len__(self) -> int:
-        return 2**31
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(i, slice):
-            raise TypeError("MissBodies is not sliceable")
+    def body(self, i: int) -> bytes:
         return b"%s%s-%d %s" % (self._head, self.salt.encode(), i, self._tail)
 
 
-class PartialBodies(Sequence[bytes]):
+class PartialBodies(VirtualBodies):
     """A virtual list of bodies: body i has the same 40 documents as every other (cached
     after warm-up) and 10 documents of its own (sent upstream)."""
 
@@ -132,16 +142,7 @@ class PartialBodies(Sequence[bytes]):
         self.fresh = first["documents"][shared:]
         self.salt = uuid.uuid4().hex[:8]  # a new instance never repeats an earlier one's
 
-    def __len__(self) -> int:
-        return 2**31
-
-    @overload
-    def __getitem__(self, i: int) -> bytes: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
-    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(i, slice):
-            raise TypeError("PartialBodies is not sliceable")
+    def body(self, i: int) -> bytes:
         docs = self.shared + [f"{self.salt}-{i}-{j} {d}" for j, d in enumerate(self.fresh)]
         return orjson.dumps({"model": "rerank-v3.5", "query": self.query, "documents": docs})
 
