@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +18,27 @@ from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.http.admin import usage_report
 from gateway.http.auth import Authenticator
+from gateway.http.keys import (
+    create_key,
+    keys_route,
+    list_keys,
+    own_team_query,
+    revoke_key,
+    rotate_key,
+)
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
+from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
 from gateway.state.ledger import Ledger
+from gateway.state.redis_policy import check_eviction
 from gateway.state.score_cache import CacheSettings, build_store
+from policies.api_keys import KeyDirectory
 from policies.cache import ScoreStore
+from policies.redis_keys import RedisKeyStore
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -43,11 +56,21 @@ class Gateway:
     governance: Governance
     redis: aioredis.Redis | None = None
     cache_store: ScoreStore | None = None
+    keeper: KeyKeeper | None = None  # this replica's snapshot of the API keys
+    keys: KeyService | None = None  # None without state.redis_url: no API keys
 
     async def start(self) -> None:
+        if self.redis is not None:
+            state = self.config.state
+            assert state.redis_url is not None
+            await check_eviction(self.redis, state.redis_url, state.on_evicting_redis)
         await self.catalog.start()
+        if self.keeper is not None:
+            await self.keeper.start()
 
     async def close(self) -> None:
+        if self.keeper is not None:
+            await self.keeper.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -63,6 +86,7 @@ class Runtime:
     gateway: Gateway
     draining: bool = False
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
+    wall_clock: Callable[[], float] = time.time  # for API key expiry
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -74,12 +98,16 @@ def current(request: web.Request) -> Gateway:
 
 
 def build_gateway(
-    config: Config, metrics: Metrics, clock: Callable[[], float] | None = None
+    config: Config,
+    metrics: Metrics,
+    clock: Callable[[], float] | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> Gateway:
-    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake)."""
+    """`clock` drives breakers, the retry budget and latency decay; `wall_clock` API key
+    expiry (tests inject fakes)."""
     catalog = Catalog(config)
-    auth = Authenticator(config)
     redis = None
+    keeper = keys = None
     if config.state.redis_url:
         # A blocking pool: under a burst, requests queue briefly for a connection instead of
         # failing with "too many connections" (the default pool's behaviour past 100).
@@ -91,6 +119,11 @@ def build_gateway(
             socket_connect_timeout=_READY_TIMEOUT_S,
         )
         redis = aioredis.Redis(connection_pool=pool)
+        store = RedisKeyStore(redis, config.auth.api_keys_prefix)
+        keeper = KeyKeeper(store, config.auth.api_keys_refresh_s)
+        keys = KeyService(config, store, keeper.directory, wall_clock)
+    directory: KeyDirectory | None = keeper.directory if keeper is not None else None
+    auth = Authenticator(config, directory, wall_clock)
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
     deployments = DeploymentState(config, catalog, metrics, clock)
@@ -105,7 +138,7 @@ def build_gateway(
         )
     )
     pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance)
-    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store)
+    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store, keeper, keys)
 
 
 def build_app(
@@ -113,9 +146,11 @@ def build_app(
     metrics: Metrics | None = None,
     *,
     clock: Callable[[], float] | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> web.Application:
     metrics = metrics or Metrics()
-    runtime = Runtime(metrics, build_gateway(config, metrics, clock), clock=clock)
+    gateway = build_gateway(config, metrics, clock, wall_clock)
+    runtime = Runtime(metrics, gateway, clock=clock, wall_clock=wall_clock)
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
@@ -130,7 +165,11 @@ def build_app(
     app.router.add_get("/metrics", metrics_route)
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
-    app.router.add_get("/admin/usage", admin_route(admin_usage))
+    app.router.add_get("/admin/usage", admin_usage)  # the admin, or a manager for its team
+    app.router.add_post("/admin/keys", keys_route(_key_actor, create_key))
+    app.router.add_get("/admin/keys", keys_route(_key_actor, list_keys))
+    app.router.add_delete("/admin/keys/{id}", keys_route(_key_actor, revoke_key))
+    app.router.add_post("/admin/keys/{id}/rotate", keys_route(_key_actor, rotate_key))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
@@ -145,8 +184,12 @@ async def reload(app: web.Application, config: Config) -> None:
     needs a restart.
     """
     runtime = app[RUNTIME]
-    fresh = build_gateway(config, runtime.metrics, runtime.clock)
-    await fresh.start()
+    fresh = build_gateway(config, runtime.metrics, runtime.clock, runtime.wall_clock)
+    try:
+        await fresh.start()
+    except BaseException:  # e.g. StartupRefused: the old gateway keeps serving
+        await fresh.close()
+        raise
     old, runtime.gateway = runtime.gateway, fresh
     await retire(old, config.server.drain_timeout_s)
 
@@ -185,9 +228,20 @@ def admin_route(handler: Handler) -> Handler:
     return guarded
 
 
+def _key_actor(request: web.Request) -> tuple[Actor, KeyService | None]:
+    """The admin or a team manager, and this gateway's key service."""
+    gateway = current(request)
+    return gateway.pipeline.auth.principal(request.headers.get("Authorization")), gateway.keys
+
+
 async def admin_usage(request: web.Request) -> web.Response:
-    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON."""
-    report = await usage_report(current(request).governance, request.query)
+    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON
+    (a manager key: its own team's only)."""
+    gateway = current(request)
+    actor = gateway.pipeline.auth.principal(request.headers.get("Authorization"))
+    query = own_team_query(actor, request.query)
+    api_teams = gateway.keeper.directory.teams() if gateway.keeper is not None else set()
+    report = await usage_report(gateway.governance, query, api_teams)
     return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -25,6 +26,7 @@ from gateway.app import RUNTIME, build_app, reload
 from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
+from gateway.state.redis_policy import StartupRefused
 
 
 def run_worker(config_path: str | None, host: str, port: int, reuse_port: bool) -> None:
@@ -33,9 +35,14 @@ def run_worker(config_path: str | None, host: str, port: int, reuse_port: bool) 
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(_serve(config_path, config, host, port, reuse_port))
+        run = asyncio.run
     else:
-        uvloop.run(_serve(config_path, config, host, port, reuse_port))
+        run = uvloop.run
+    try:
+        run(_serve(config_path, config, host, port, reuse_port))
+    except StartupRefused as exc:  # a clear line and exit 1, not a traceback
+        log.error("startup_refused", reason=str(exc))
+        sys.exit(1)
 
 
 async def _serve(
@@ -83,7 +90,11 @@ async def _reload(app: web.Application, config_path: str | None) -> None:
     except ConfigError as exc:
         log.error("reload_rejected", path=config_path, problems=exc.problems)
         return
-    await reload(app, config)
+    try:
+        await reload(app, config)
+    except StartupRefused as exc:
+        log.error("reload_rejected", path=config_path, problems=[str(exc)])
+        return
     log.info("reloaded", path=config_path, models=sorted(config.models))
 
 

@@ -57,6 +57,10 @@ class ServerConfig:
 class AuthConfig:
     mode: Literal["keys", "none"] = "keys"
     admin_key_sha256: str | None = None
+    # API keys (POST /admin/keys) live in state.redis_url; each replica re-reads them on
+    # a change message and at the latest every api_keys_refresh_s (see docs/teams-and-keys.md).
+    api_keys_refresh_s: float = bounded(5.0, min=0.1, max=300.0)
+    api_keys_prefix: str = "rerank:"
 
     def __post_init__(self) -> None:
         if self.admin_key_sha256 is not None:
@@ -71,9 +75,16 @@ class TeamConfig:
     rate_limit: RateLimitConfig | None = None
     budget: BudgetConfig | None = None
     latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
+    manager_key_sha256: list[str] = field(default_factory=list)  # may manage the team's keys
+    models: list[str] | None = None  # the models (and aliases) it may use; None: all
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
+        self.manager_key_sha256 = [
+            _check_digest(k, "every manager_key_sha256 entry") for k in self.manager_key_sha256
+        ]
+        if self.models == []:
+            raise ValueError("models: [] would refuse every request; leave it out to allow all")
 
 
 @dataclass
@@ -133,8 +144,10 @@ class CacheConfig:
     key_prefix: str = "rg:s:"
     redis_timeout_s: float = bounded(0.08, min=0.001, max=5.0)
     redis_backoff_s: float = bounded(1.0, min=0.0, max=300.0)  # skip Redis after a failure
+    redis_url: str | None = None  # the cache's own (evicting) Redis; default state.redis_url
 
     def __post_init__(self) -> None:
+        _check_redis_url(self.redis_url)
         if self.backend in ("memory", "tiered") and not (self.max_entries or self.max_bytes):
             raise ValueError(f"backend {self.backend} needs max_entries or max_bytes as a bound")
 
@@ -161,10 +174,17 @@ class LimitsConfig(RequestLimits):
 @dataclass
 class StateConfig:
     redis_url: str | None = None
+    # At start, a state Redis whose maxmemory-policy may evict (anything but noeviction)
+    # could drop API keys, budgets and counters: refuse to start, or warn loudly.
+    on_evicting_redis: Literal["refuse", "warn"] = "refuse"
 
     def __post_init__(self) -> None:
-        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        _check_redis_url(self.redis_url)
+
+
+def _check_redis_url(url: str | None) -> None:
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("redis_url must start with redis://, rediss:// or unix://")
 
 
 @dataclass
@@ -324,12 +344,14 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
                     path, f"{target!r} is itself tiered; a tier must name a model with deployments"
                 )
     redis_cache = config.cache.backend in ("redis", "tiered")
-    if redis_cache and not config.state.redis_url and not failed & {"cache", "state"}:
+    cache_redis = config.cache.redis_url or config.state.redis_url
+    if redis_cache and not cache_redis and not failed & {"cache", "state"}:
         reader.problem(
             "cache.backend",
-            f"`{config.cache.backend}` keeps scores in Redis but state.redis_url is not set; "
-            "set it or use backend memory",
+            f"`{config.cache.backend}` keeps scores in Redis but neither cache.redis_url nor "
+            "state.redis_url is set; set one or use backend memory",
         )
+    _check_team_access(config, reader, failed)
     _check_governance(config, reader, failed)
     default_model = config.server.v1_default_model
     if default_model is not None and default_model not in config.models:
@@ -351,11 +373,33 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
             "`none` is only allowed when server.host is a loopback address "
             f"(got {config.server.host!r}); use `keys` and give each team a key",
         )
-    if config.auth.mode == "keys" and not owners:
+    # With state.redis_url, keys may come from the admin API instead of the file.
+    if config.auth.mode == "keys" and not owners and not config.state.redis_url:
         reader.problem(
             "teams",
-            "auth.mode is `keys` but no team has a key_sha256; every request would be refused",
+            "auth.mode is `keys` but no team has a key_sha256 (and without state.redis_url "
+            "there are no API keys); every request would be refused",
         )
+
+
+def _check_team_access(config: Config, reader: Reader, failed: set[str]) -> None:
+    """Team model lists name served models; manager keys are nobody else's keys."""
+    served = set(config.models)
+    team_keys = {d for t in config.teams.values() for d in t.key_sha256}
+    admin = config.auth.admin_key_sha256
+    for team, tc in config.teams.items():
+        for i, model in enumerate(tc.models or []):
+            if "models" not in failed and model not in served:
+                known = ", ".join(sorted(served)) or "none"
+                reader.problem(
+                    f"teams.{team}.models[{i}]", f"unknown model {model!r} (models: {known})"
+                )
+        for i, digest in enumerate(tc.manager_key_sha256):
+            if digest in team_keys or digest == admin:
+                reader.problem(
+                    f"teams.{team}.manager_key_sha256[{i}]",
+                    "a manager key must be a key of its own, not a team key or the admin key",
+                )
 
 
 def _check_governance(config: Config, reader: Reader, failed: set[str]) -> None:

@@ -51,6 +51,8 @@ def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutab
 _PID = os.getpid()
 access_log = structlog.get_logger("rerank_gateway.access")
 log = structlog.get_logger("rerank_gateway")
+# Who created, rotated or revoked which API key, and when (never the key itself).
+audit_log = structlog.get_logger("rerank_gateway.audit")
 
 
 class ThrottledWarning:

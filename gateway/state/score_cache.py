@@ -77,9 +77,10 @@ def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
         return None
     if cache.backend == "memory":
         return MemoryStore(cache.max_entries, cache.max_bytes)
-    assert config.state.redis_url  # enforced by the config's cross-check
+    url = cache.redis_url or config.state.redis_url  # its own (evicting) Redis, if given
+    assert url  # enforced by the config's cross-check
     client = aioredis.Redis.from_url(
-        config.state.redis_url,
+        url,
         socket_timeout=cache.redis_timeout_s,
         socket_connect_timeout=cache.redis_timeout_s,
         retry=Retry(NoBackoff(), 0),  # a failed call is a miss; retries would only add latency
