@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from gateway.config import Config
 from gateway.errors import ApiError
 from gateway.http.keys import DEFAULT_GRACE_S, parse_time
+from gateway.observe.logs import configure_logging
 from gateway.state.api_keys import Actor, KeyService
 from policies.redis_keys import RedisKeyStore
 
@@ -69,6 +70,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run_keys(args: argparse.Namespace, config: Config | None) -> int:
+    # Audit events go to stderr as JSON lines, so stdout stays the answer (--json).
+    level, fmt = (config.logging.level, config.logging.format) if config else ("info", "json")
+    configure_logging(level, fmt, sys.stderr.buffer)
     try:
         if args.url:
             answer = _via_api(args)

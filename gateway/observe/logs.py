@@ -13,7 +13,8 @@ import orjson
 import structlog
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None) -> None:
+    """`stream`: a binary stream for the lines (default stdout; the CLI uses stderr)."""
     renderers: list[structlog.typing.Processor]
     if fmt == "json":
         renderers = [structlog.processors.JSONRenderer(serializer=orjson.dumps)]
@@ -32,7 +33,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         ),
         # Each line goes out in one write of bytes, so workers sharing stdout (a pipe)
         # never interleave parts of their lines.
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
 
