@@ -198,3 +198,32 @@ async def test_key_routes_check_their_bodies_and_need_redis(
     plain = start_gateway(keyed_config(fake_cohere[1], key_prefix) | {"state": {}})
     status, answer = await call("POST", plain + "/admin/keys", body={"team": "search"})
     assert status == 403 and "API keys are disabled" in answer["message"]
+
+
+async def test_key_answers_match_the_admin_schema(
+    servers: ServerLoop,
+    fake_cohere: tuple[FakeCohere, str],
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> None:
+    import jsonschema
+
+    (url,) = start_replicas(
+        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, count=1
+    ).urls
+    _, spec = await call("GET", url + "/admin/openapi.json")
+
+    def check(name: str, document: Any) -> None:
+        schema = {**spec, "$ref": f"#/components/schemas/{name}"}
+        jsonschema.Draft202012Validator(schema).validate(document)
+
+    body = {"team": "search", "name": "n", "expires_in_s": 60, "scopes": ["rerank", "manage"]}
+    check("CreateKey", body)
+    status, issued = await call("POST", url + "/admin/keys", body=body)
+    assert status == 201
+    check("IssuedKey", issued)
+    status, rotated = await call("POST", url + f"/admin/keys/{issued['id']}/rotate", body={})
+    check("IssuedKey", rotated)
+    _, listing = await call("GET", url + "/admin/keys")
+    check("KeyList", listing)
+    assert {"/admin/keys", "/admin/keys/{id}", "/admin/keys/{id}/rotate"} <= set(spec["paths"])
