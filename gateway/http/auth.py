@@ -49,10 +49,11 @@ class Caller:
         """403 naming the models the caller may use, when `model` is not one of them."""
         if self.models is not None and model not in self.models:
             whose = f"API key {self.key_id} of team" if self.key_id else "team"
+            # Empty when the team's list no longer has any of the key's models.
+            usable = ", ".join(sorted(self.models)) or "none (ask for a new key)"
             raise ApiError(
                 403,
-                f"model '{model}' is not available to {whose} '{self.team}'; it may use: "
-                f"{', '.join(sorted(self.models))}",
+                f"model '{model}' is not available to {whose} '{self.team}'; it may use: {usable}",
             )
 
 
