@@ -14,7 +14,7 @@ import redis
 import structlog
 import yaml
 
-from gateway.app import build_app
+from gateway.app import RUNTIME, build_app, reload
 from gateway.config import parse_config
 from gateway.state.redis_policy import StartupRefused
 from tests.conftest import REDIS_URL, TEAM_KEY
@@ -34,8 +34,6 @@ def evicting(server: OwnRedis) -> None:
 
 
 def config_on(upstream: str, state_url: str, **sections: Any) -> dict[str, Any]:
-    from tests.keys.helpers import keyed_config
-
     data = keyed_config(upstream, "rg-policy:")
     data["state"] = {"redis_url": state_url, **sections.pop("state", {})}
     data.update(sections)
@@ -102,3 +100,20 @@ def test_a_refused_start_is_one_log_line_and_exit_1(
     assert out.returncode == 1, out.stdout + out.stderr
     assert '"event":"startup_refused"' in out.stdout and "allkeys-lru" in out.stdout
     assert "Traceback" not in out.stdout + out.stderr
+
+
+async def test_a_reload_keeps_api_keys_and_refuses_an_evicting_redis(
+    servers: ServerLoop, fake_cohere: tuple[FakeCohere, str], own_redis: OwnRedis
+) -> None:
+    config = parse_config(config_on(fake_cohere[1], own_redis.url), {})
+    app = build_app(config)
+    url = servers.serve(app)
+    _, issued = await call("POST", url + "/admin/keys", body={"team": "search"})
+    servers.run(reload(app, config))  # what SIGHUP does: a fresh gateway, keys reloaded
+    assert (await rerank(url, issued["key"], BODY))[0] == 200
+    serving = app[RUNTIME].gateway
+    evicting(own_redis)
+    with pytest.raises(StartupRefused):
+        servers.run(reload(app, config))
+    assert app[RUNTIME].gateway is serving  # the old config keeps serving
+    assert (await rerank(url, issued["key"], BODY))[0] == 200
