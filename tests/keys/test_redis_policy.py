@@ -19,7 +19,7 @@ from gateway.config import parse_config
 from gateway.state.redis_policy import StartupRefused
 from tests.conftest import REDIS_URL, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.keys.helpers import BODY, rerank
+from tests.keys.helpers import BODY, call, keyed_config, rerank
 from tests.redis_server import OwnRedis
 from tests.servers import ServerLoop, free_port
 
