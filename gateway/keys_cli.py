@@ -57,8 +57,10 @@ def add_parser(sub: Any) -> None:
     )
     listing = actions.add_parser("list", help="list keys (metadata only)")
     listing.add_argument("--team")
-    revoke = actions.add_parser("revoke", help="revoke a key by id")
-    revoke.add_argument("id")
+    revoke = actions.add_parser("revoke", help="revoke a key by id, or all of a team's keys")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?")
+    which.add_argument("--team", help="revoke every API key of this team (offboarding)")
     rotate = actions.add_parser("rotate", help="issue a new key; the old one works a while more")
     rotate.add_argument("id")
     rotate.add_argument("--grace", default=f"{int(DEFAULT_GRACE_S)}", help="e.g. 0, 15m, 1d")
@@ -110,8 +112,11 @@ async def _via_redis(args: argparse.Namespace, config: Config) -> dict[str, Any]
         if args.action == "list":
             return {"keys": await service.listing(actor, args.team)}
         if args.action == "revoke":
-            record = await service.revoke(actor, args.id)
-            return {"id": record.id, "team": record.team, "revoked": True}
+            ids = (
+                [args.id] if args.id else [k["id"] for k in await service.listing(actor, args.team)]
+            )
+            revoked = [await service.revoke(actor, key_id) for key_id in ids]
+            return {"revoked": [{"id": r.id, "team": r.team} for r in revoked]}
         issued, old = await service.rotate(actor, args.id, _duration(args.grace))
         return {**issued.answer(now), "old_key": old.public(None, now)}
     finally:
@@ -138,9 +143,15 @@ def _via_api(args: argparse.Namespace) -> dict[str, Any]:
     if args.action == "list":
         query = f"?team={urllib.parse.quote(args.team)}" if args.team else ""
         return _call("GET", base + query, key)
-    key_id = urllib.parse.quote(args.id, safe="")
     if args.action == "revoke":
-        return _call("DELETE", f"{base}/{key_id}", key)
+        if args.id:
+            ids = [args.id]
+        else:
+            team = urllib.parse.quote(args.team)
+            ids = [k["id"] for k in _call("GET", f"{base}?team={team}", key)["keys"]]
+        revoked = [_call("DELETE", f"{base}/{urllib.parse.quote(i, safe='')}", key) for i in ids]
+        return {"revoked": [{"id": r["id"], "team": r["team"]} for r in revoked]}
+    key_id = urllib.parse.quote(args.id, safe="")
     return _call("POST", f"{base}/{key_id}/rotate", key, {"grace_s": _duration(args.grace)})
 
 
@@ -207,7 +218,10 @@ def _print(args: argparse.Namespace, answer: dict[str, Any]) -> None:
         for warning in answer.get("warnings", []):
             print(f"warning: {warning}", file=sys.stderr)
         return
-    print(f"revoked {answer['id']} (team {answer['team']})")
+    for revoked in answer["revoked"]:
+        print(f"revoked {revoked['id']} (team {revoked['team']})")
+    if not answer["revoked"]:
+        print("no API keys to revoke")
 
 
 def table(keys: list[dict[str, Any]]) -> str:

@@ -99,14 +99,18 @@ async def test_the_cli_through_the_admin_api(
     )
     assert created["models"] == ["local-bm25"]
     assert (await rerank(url, created["key"]))[0] == 200
-    listing = answer(cli("list", "--team", "ads", "--json", "--url", url, env=admin))
-    assert [k["id"] for k in listing["keys"]] == [created["id"]]
     rotated = answer(cli("rotate", created["id"], "--grace", "1h", "--json", "--url", url, env=admin))
     assert rotated["old_key"]["expires"] - rotated["created"] == 3600
-    out = cli("revoke", rotated["id"], "--url", url, env=admin)
-    assert out.returncode == 0 and (await rerank(url, rotated["key"]))[0] == 401
-    status, _ = await call("GET", url + "/admin/keys?team=ads")
-    assert status == 200
+    status, listing = await call("GET", url + "/admin/keys?team=ads")
+    assert status == 200 and {k["id"] for k in listing["keys"]} == {created["id"], rotated["id"]}
+    # Offboarding: every API key of a team at once; other teams keep theirs.
+    keep = answer(cli("create", "--team", "search", "--json", "--url", url, env=admin))
+    out = cli("revoke", "--team", "ads", "--url", url, env=admin)
+    assert out.returncode == 0
+    assert sorted(out.stdout.splitlines()) == sorted(
+        f"revoked {k['id']} (team ads)" for k in (created, rotated)
+    )
+    assert [(await rerank(url, k["key"]))[0] for k in (created, rotated, keep)] == [401, 401, 200]
 
     out = cli("list", "--url", url, env={"RERANK_GATEWAY_ADMIN_KEY": "wrong"})
     assert out.returncode == 1
