@@ -32,7 +32,9 @@ DEFAULT_USD_PER_1K_UNITS: dict[str, float] = {
     "Cohere-rerank-v4.0-fast": 2.00,  # Azure
     "Cohere-rerank-v4.0-pro": 2.50,  # Azure
 }
-FREE_PROVIDER_TYPES = frozenset({"local"})  # the offline ranker costs nothing
+# The offline ranker and self-hosted servers cost nothing per call (price them in
+# `pricing.models` for chargeback, or for NVIDIA's hosted NIM).
+FREE_PROVIDER_TYPES = frozenset({"local", "tei", "vllm", "infinity", "nim"})
 
 
 @dataclass

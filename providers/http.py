@@ -142,8 +142,10 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
 def error_detail(body: bytes) -> tuple[str | None, str | None]:
     """(code, message) from the error envelopes upstreams use.
 
-    Cohere `{"message"}`, Azure `{"error": {"code", "message"}}`, OCI `{"code", "message"}`,
-    AWS `{"message"}` or `{"Message"}`. Non-JSON bodies give their first line as message.
+    Cohere `{"message"}`, Azure and OpenAI-style servers `{"error": {"code", "message"}}`,
+    OCI `{"code", "message"}`, AWS `{"message"}` or `{"Message"}`, TEI `{"error",
+    "error_type"}`, FastAPI `{"detail": str | [{"loc", "msg"}]}` (Infinity, Voyage).
+    Non-JSON bodies give their first line as message.
     """
     snippet = body[:_MAX_ERROR_BODY]
     try:
@@ -157,11 +159,28 @@ def error_detail(body: bytes) -> tuple[str | None, str | None]:
     if isinstance(inner, dict):
         data = inner
     elif isinstance(inner, str) and "message" not in data:
-        data = {"message": inner}
+        data = {"message": inner, "code": data.get("error_type")}
+    elif "detail" in data and "message" not in data:
+        data = {"message": _fastapi_detail(data["detail"])}
     code = data.get("code") or data.get("Code") or data.get("__type")
+    if type(code) is int and isinstance(data.get("type"), str):
+        code = data["type"]  # OpenAI-style servers (vLLM, Infinity) repeat the status as code
     message = data.get("message") or data.get("Message")
     # The code is logged: bounded, as an upstream could put anything there.
     return (str(code)[:64] if code else None), (_first_line(str(message)) if message else None)
+
+
+def _fastapi_detail(detail: Any) -> str | None:
+    """FastAPI's `detail`: a string, or validation errors `[{"loc": [...], "msg": ...}]`."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        first = detail[0]
+        where = ".".join(str(p) for p in first.get("loc", []) if p != "body")
+        msg = str(first.get("msg", "invalid request"))
+        more = f" (and {len(detail) - 1} more)" if len(detail) > 1 else ""
+        return f"{where}: {msg}{more}" if where else f"{msg}{more}"
+    return None
 
 
 def _first_line(message: str) -> str | None:
@@ -178,18 +197,21 @@ def status_error(
     *,
     kind: ErrorKind | None = None,
     retryable: bool | None = None,
+    note: str | None = None,
 ) -> ProviderError:
     """The ProviderError for an upstream error status.
 
     By default 401/403 are AUTH and `is_retryable_status` decides retries; providers whose
-    error codes say more (quota, model errors) pass `kind` / `retryable`.
+    error codes say more (quota, model errors) pass `kind` / `retryable`; `note` is
+    appended to the message (what to change).
     """
     body_code, message = error_detail(resp.body)
     code = code or body_code
     status = resp.status
     detail = f": {message}" if message else ""
     return ProviderError(
-        f"{label} answered {status}{f' {code}' if code else ''}{detail}",
+        f"{label} answered {status}{f' {code}' if code else ''}{detail}"
+        + (f" ({note})" if note else ""),
         kind=kind or (AUTH if status in (401, 403) else STATUS),
         retryable=is_retryable_status(status) if retryable is None else retryable,
         status=status,
@@ -255,3 +277,20 @@ def check_http_url(name: str, value: str | None) -> None:
     """Config validation: `value`, when set, is an http(s) URL (ValueError naming `name`)."""
     if value is not None and not value.startswith(("http://", "https://")):
         raise ValueError(f"{name} must start with http:// or https:// (got {value!r})")
+
+
+def bearer_headers(api_key: str | None) -> dict[str, str]:
+    """JSON request headers, with `Authorization: Bearer <key>` when a key is set."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def count_or_none(value: Any) -> int | None:
+    """A non-negative whole count from a usage field or header, else None."""
+    if isinstance(value, str):
+        value = int(value) if value.isdigit() else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    return None

@@ -13,9 +13,15 @@ from typing import Any
 from providers.azure import AzureOptions, AzureProvider
 from providers.bedrock import BedrockOptions, BedrockProvider
 from providers.cohere import CohereOptions, CohereProvider
+from providers.infinity import InfinityOptions, InfinityProvider
+from providers.jina import JinaOptions, JinaProvider
 from providers.local import LocalOptions, LocalProvider
+from providers.nim import NimOptions, NimProvider
 from providers.oci import OciOptions, OciProvider
+from providers.tei import TeiOptions, TeiProvider
 from providers.types import Provider
+from providers.vllm import VllmOptions, VllmProvider
+from providers.voyage import VoyageOptions, VoyageProvider
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,12 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "azure": ProviderType(AzureOptions, AzureProvider),
     "bedrock": ProviderType(BedrockOptions, BedrockProvider),
     "oci": ProviderType(OciOptions, OciProvider),
+    "tei": ProviderType(TeiOptions, TeiProvider),
+    "vllm": ProviderType(VllmOptions, VllmProvider),
+    "infinity": ProviderType(InfinityOptions, InfinityProvider),
+    "jina": ProviderType(JinaOptions, JinaProvider),
+    "voyage": ProviderType(VoyageOptions, VoyageProvider),
+    "nim": ProviderType(NimOptions, NimProvider),
     "local": ProviderType(LocalOptions, LocalProvider),
 }
 

@@ -34,6 +34,9 @@ class UpstreamResult:
     scores: list[float]
     search_units: int | None = None  # what the upstream billed, when it says
     upstream_request_id: str | None = None
+    # Tokens the upstream reported it processed (and bills, for token-priced APIs), from
+    # its usage field or header; None when it reports none.
+    tokens: int | None = None
 
 
 # Why an upstream call failed; bounded, used as a metric label.

@@ -950,3 +950,31 @@ def test_dashboard_metrics_exist_in_the_gateway_with_those_labels() -> None:
     for name, labels in METRIC_LABELS.items():
         assert name in exported, f"the gateway exports no {name}"
         assert set(exported[name]._labelnames) == labels, name
+
+
+# --------------------------------------------------------------------------------------
+# Example values files (helm/rerank-gateway/examples)
+
+
+def test_offline_example_renders_a_gateway_with_no_cloud_and_no_internet(
+    chart: helm.Chart,
+) -> None:
+    values = yaml.safe_load((CHART / "examples" / "offline-values.yaml").read_text())
+    report = helm.lint(CHART, values, strict=True)
+    assert report["errors"] == [], report
+    rendered = render(chart, values)
+    for doc in rendered.docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+    assert not ENV_REF.search(json.dumps(rendered.config))  # no secret to supply
+    assert "envFrom" not in rendered.container
+    config = gateway_parse(rendered.config, {})
+    assert {p.type for p in config.providers.values()} == {"tei", "local"}
+    assert config.models["bge-reranker-v2-m3"].fallback == "local"
+    (policy,) = [p for p in rendered.all("NetworkPolicy") if "Egress" in p["spec"]["policyTypes"]]
+    ports = [
+        (port["port"], bool(rule.get("to")))
+        for rule in policy["spec"]["egress"]
+        for port in rule.get("ports") or [{"port": "any"}]
+    ]
+    # DNS anywhere, TEI's port only towards the TEI pods, and nothing else (no 443).
+    assert sorted(ports, key=str) == [(53, False), (53, False), (80, True)]

@@ -34,6 +34,7 @@ from tests.test_helm import CHART, fake_env, gateway_parse, render
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 HELM_README = (ROOT / "helm" / "README.md").read_text(encoding="utf-8")
+PROVIDERS_DOC = (ROOT / "docs" / "providers.md").read_text(encoding="utf-8")
 FRAGMENT = "<!-- fragment -->"
 PLACEHOLDER = "<64 hex>"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
@@ -233,20 +234,26 @@ def same(stated: Any, actual: Any) -> bool:
 
 
 ROWS = [r for r in table_rows(README) if r.keys]
+# docs/providers.md documents the options of the self-hosted and hosted provider types.
+DOC_ROWS = [r for r in table_rows(PROVIDERS_DOC) if r.keys]
 
 
 def test_readme_key_tables_were_found() -> None:
-    documented = {k for row in ROWS for k in expand(row)}
+    documented = {k for row in ROWS + DOC_ROWS for k in expand(row)}
     # One key from each table: configuration, each provider, routing, cache, limits.
     for key in ("server.drain_timeout_s", "routing.breaker.probes", "cache.redis_backoff_s"):
         assert key in documented
-    assert {row.root for row in ROWS} >= {o.options for o in PROVIDER_TYPES.values()} - {
+    assert {row.root for row in ROWS + DOC_ROWS} >= {o.options for o in PROVIDER_TYPES.values()} - {
         PROVIDER_TYPES["local"].options  # `local` has no table (options named in prose)
     }
     assert LimitsConfig in {row.root for row in ROWS}
 
 
-@pytest.mark.parametrize("row", ROWS, ids=[f"line{r.line}" for r in ROWS])
+@pytest.mark.parametrize(
+    "row",
+    ROWS + DOC_ROWS,
+    ids=[f"line{r.line}" for r in ROWS] + [f"providers-md-line{r.line}" for r in DOC_ROWS],
+)
 def test_readme_key_exists_with_its_default(row: Row) -> None:
     keys = expand(row)
     fields = [resolve(row.root, key) for key in keys]

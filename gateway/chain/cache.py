@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
-from gateway.chain.coalesce import Flights
+from gateway.chain.coalesce import Fleet, Flights
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.observe.metrics import Metrics
 from gateway.state.score_cache import CacheSettings
@@ -37,6 +37,7 @@ class CacheLayer:
         settings: CacheSettings,
         metrics: Metrics,
         on_saved: SavingsHook = _no_savings,
+        fleet: Fleet | None = None,
     ) -> None:
         self.inner = inner
         self.on_saved = on_saved
@@ -44,7 +45,8 @@ class CacheLayer:
         self.settings = settings
         self.metrics = metrics
         self.keys = KeySpace(settings.families)
-        self.flights = Flights(inner)
+        self.fleet = fleet
+        self.flights = Flights(inner, fleet)
         # Metric children bound once, not looked up per request.
         self._lookups = {
             r: metrics.cache_lookups.labels(r) for r in ("hit", "partial", "miss", "bypass")
@@ -76,8 +78,13 @@ class CacheLayer:
             await self._record(job, cached=len(keys), upstream=0, sent=())
             return Scored([s for s in found if s is not None], 0)
 
-        async def write(written: Sequence[bytes], scores: Sequence[float]) -> None:
-            await store.set_many(written, scores, ttl_s)
+        async def write(
+            written: Sequence[bytes], scores: Sequence[float], lease: bytes | None
+        ) -> None:
+            if lease is not None and self.fleet is not None:  # leases come from the fleet
+                await self.fleet.store.set_many(written, scores, ttl_s, lease)
+            else:
+                await store.set_many(written, scores, ttl_s)
 
         # Keyed by digest, so a document repeated within the request is sent once.
         wanted = {keys[i]: job.documents[i] for i in missing}

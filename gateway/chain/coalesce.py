@@ -13,19 +13,67 @@ is never shared with its followers. When it fails, each follower fetches its doc
 itself, once and without joining again: the leader's error may be its own (its deadline,
 its team's budget, a downgrade) and must not become theirs. Nobody waits past its own
 deadline.
+
+With a shared store (Redis), a flight also coalesces across processes (`Fleet`): before
+calling upstream it takes a short lease on the digest of its documents, one `SET NX`
+round trip. If another process holds that lease, the flight waits for that process's
+scores to land in the store, bounded by its deadline and `cache.fleet_max_wait_ms`,
+and calls upstream itself if they do not come (the holder failed or is too slow).
+Only a flight over exactly the same documents joins across processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe.metrics import Metrics
+from policies.cache import SharedStore
 
-# Stores the scores of a flight before it is released (the cache fill).
-Writer = Callable[[Sequence[bytes], Sequence[float]], Awaitable[None]]
+# Stores the scores of a flight before it is released (the cache fill), dropping the
+# flight's fleet lease (when it holds one) in the same round trip.
+Writer = Callable[[Sequence[bytes], Sequence[float], bytes | None], Awaitable[None]]
+_MAX_LEASE_S = 30.0
+SERVED, TIMED_OUT, HOLDER_GONE = "served", "timed_out", "holder_gone"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """Single flight across processes, through the shared store's leases."""
+
+    store: SharedStore
+    max_wait_s: float
+    poll_s: float
+    metrics: Metrics  # rerank_fleet_waits_total{outcome}, rerank_fleet_waiting
+
+    async def take(self, keys: Sequence[bytes], facts: Facts) -> tuple[bytes, bool | None]:
+        lease = hashlib.sha256(b"".join(sorted(keys))).digest()[:16]
+        ttl_s = min(_MAX_LEASE_S, max(0.0, facts.remaining_s()) + 1.0)
+        return lease, await self.store.take_lease(lease, ttl_s)
+
+    async def wait(self, keys: Sequence[bytes], lease: bytes, facts: Facts) -> list[float] | None:
+        """The scores another process is fetching, or None: fetch them yourself."""
+        # Leave at least half of what is left of the deadline for a call of its own.
+        until = time.monotonic() + min(self.max_wait_s, max(0.0, facts.remaining_s()) / 2)
+        with self.metrics.fleet_waiting.track_inprogress():
+            return await self._poll(keys, lease, until)
+
+    async def _poll(self, keys: Sequence[bytes], lease: bytes, until: float) -> list[float] | None:
+        while True:
+            await asyncio.sleep(max(0.0, min(self.poll_s, until - time.monotonic())))
+            found, held = await self.store.peek(keys, lease)
+            if all(score is not None for score in found):
+                self.metrics.fleet_waits.labels(SERVED).inc()
+                return [score for score in found if score is not None]
+            if not held or time.monotonic() >= until:
+                self.metrics.fleet_waits.labels(HOLDER_GONE if not held else TIMED_OUT).inc()
+                return None
 
 
 @dataclass(eq=False, slots=True)
@@ -37,6 +85,7 @@ class Flight:
     # Resolves to the scores by key once they are known, or None when the call failed.
     ready: asyncio.Future[dict[bytes, float] | None]
     task: asyncio.Task[Scored] = field(init=False)
+    remote: bool = False  # another process fetched the scores (nothing sent from here)
 
 
 @dataclass(slots=True)
@@ -53,10 +102,11 @@ class Fetched:
 
 
 class Flights:
-    def __init__(self, inner: Scorer) -> None:
+    def __init__(self, inner: Scorer, fleet: Fleet | None = None) -> None:
         self.inner = inner
+        self.fleet = fleet
         self._in_flight: dict[bytes, Flight] = {}
-        self._tasks: set[asyncio.Task[Scored]] = set()  # the loop holds tasks only weakly
+        self._tasks: set[asyncio.Task[Any]] = set()  # the loop holds tasks only weakly
 
     async def fetch(
         self, job: ScoreJob, wanted: dict[bytes, str], *, join: bool, write: Writer
@@ -73,7 +123,9 @@ class Flights:
         fetched = Fetched()
         own = self._launch(job, lead, write, register=True) if lead else None
         await _wait(job.facts, [f.ready for f in joined], own)
-        if own is not None:
+        if own is not None and own.remote:
+            fetched.scores.update(zip(own.keys, own.task.result().scores, strict=True))
+        elif own is not None:
             fetched.add(own, own.task.result(), job.report)
         retry: dict[bytes, str] = {}
         for flight, keys in joined.items():
@@ -105,7 +157,7 @@ class Flights:
 
     async def _fly(self, flight: Flight, write: Writer) -> Scored:
         try:
-            scored = await self.inner.score(flight.job)
+            scored, lease = await self._score(flight)
         except BaseException:
             self._release(flight)  # followers see None and fetch for themselves
             raise
@@ -113,8 +165,35 @@ class Flights:
             flight.ready.set_result(dict(zip(flight.keys, scored.scores, strict=True)))
         # Released only once written (by the done callback), so a request arriving
         # meanwhile joins the finished flight instead of missing the cache and sending again.
-        await write(flight.keys, scored.scores)
+        if not flight.remote:  # scores fetched elsewhere are in the shared store already
+            await write(flight.keys, scored.scores, lease)
         return scored
+
+    async def _score(self, flight: Flight) -> tuple[Scored, bytes | None]:
+        """Score the flight's job; with a fleet, join another process's call for the same
+        documents if one is under way. Returns the lease this process holds, if any."""
+        fleet = self.fleet
+        if fleet is None:
+            return await self.inner.score(flight.job), None
+        facts = flight.job.facts
+        lease, taken = await fleet.take(flight.keys, facts)
+        if taken is False:
+            scores = await fleet.wait(flight.keys, lease, facts)
+            if scores is not None:
+                flight.remote = True
+                return Scored(scores, 0), None
+        if not taken:  # the store is unavailable, or the holder did not deliver
+            return await self.inner.score(flight.job), None
+        try:
+            return await self.inner.score(flight.job), lease
+        except BaseException:
+            self._background(fleet.store.drop_lease(lease))  # waiters stop waiting
+            raise
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _release(self, flight: Flight) -> None:
         if not flight.ready.done():

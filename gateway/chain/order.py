@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from gateway.chain.budget import BudgetLayer
 from gateway.chain.cache import CacheLayer
+from gateway.chain.coalesce import Fleet
 from gateway.chain.dispatch import Dispatch
 from gateway.chain.downgrade import DowngradeLayer
 from gateway.chain.fallback import Fallback
@@ -42,7 +43,7 @@ from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
 from gateway.state.ledger import Ledger
 from gateway.state.score_cache import CacheSettings
-from policies.cache import ScoreStore
+from policies.cache import RedisStore, ScoreStore, TieredStore
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,17 @@ def _cache(inner: Scorer, parts: ChainParts) -> Scorer:
             facts.team, facts.model, job.query, job.documents, sent, job.max_tokens_per_doc
         )
 
-    return CacheLayer(inner, parts.cache_store, parts.cache_settings, parts.metrics, saved)
+    return CacheLayer(
+        inner, parts.cache_store, parts.cache_settings, parts.metrics, saved, _fleet(parts)
+    )
+
+
+def _fleet(parts: ChainParts) -> Fleet | None:
+    """Single flight across processes, when the store is shared and it is on."""
+    store, settings = parts.cache_store, parts.cache_settings
+    if settings.fleet_wait_s is None or not isinstance(store, (RedisStore, TieredStore)):
+        return None
+    return Fleet(store, settings.fleet_wait_s, settings.fleet_poll_s, parts.metrics)
 
 
 LAYERS: tuple[Layer, ...] = (

@@ -145,6 +145,10 @@ class CacheConfig:
     redis_timeout_s: float = bounded(0.08, min=0.001, max=5.0)
     redis_backoff_s: float = bounded(1.0, min=0.0, max=300.0)  # skip Redis after a failure
     redis_url: str | None = None  # the cache's own (evicting) Redis; default state.redis_url
+    # Single flight across processes sharing Redis (backend redis or tiered).
+    fleet_single_flight: bool = True
+    fleet_max_wait_ms: float = bounded(2000.0, min=0.0)  # then fetch yourself
+    fleet_poll_ms: float = bounded(10.0, min=1.0)
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
@@ -437,6 +441,8 @@ def is_loopback(host: str) -> bool:
 
 # Cohere's hosted rerank models, served by the embedded default when COHERE_API_KEY is set.
 COHERE_MODELS = (
+    "rerank-v5.0-pro",
+    "rerank-v5.0-fast",
     "rerank-v4.0-pro",
     "rerank-v4.0-fast",
     "rerank-v3.5",

@@ -112,6 +112,19 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        self.fleet_waits = Counter(
+            "rerank_fleet_waits",
+            "Flights that waited for another process's call for the same documents, by outcome "
+            "(served, timed_out, holder_gone).",
+            ["outcome"],
+            registry=r,
+        )
+        self.fleet_waiting = Gauge(
+            "rerank_fleet_waiting",
+            "Flights now waiting for another process's call for the same documents.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
         self.cache_errors = Counter(
             "rerank_cache_errors",
             "Cache store operations that failed and were treated as misses.",

@@ -33,10 +33,13 @@ class CacheSettings:
     ttl_s: dict[str, float]  # model -> how long its scores are kept
     isolated_teams: frozenset[str]  # teams whose entries nobody else sees
     uncacheable: frozenset[str]  # models whose scores depend on the whole batch
+    fleet_wait_s: float | None = None  # single flight across processes: longest wait
+    fleet_poll_s: float = 0.01
 
     @classmethod
     def from_config(cls, config: Config, catalog: Catalog) -> CacheSettings:
         models = {name: m for name, m in config.models.items() if name in catalog.deployments}
+        cache = config.cache
         return cls(
             families={name: m.cache_family or name for name, m in models.items()},
             ttl_s={name: m.cache_ttl_s or config.cache.ttl_s for name, m in models.items()},
@@ -44,6 +47,12 @@ class CacheSettings:
                 name for name, team in config.teams.items() if team.cache == "isolated"
             ),
             uncacheable=frozenset(name for name in models if catalog.batch_relative(name)),
+            fleet_wait_s=(
+                cache.fleet_max_wait_ms / 1000.0
+                if cache.fleet_single_flight and cache.backend in ("redis", "tiered")
+                else None
+            ),
+            fleet_poll_s=cache.fleet_poll_ms / 1000.0,
         )
 
 

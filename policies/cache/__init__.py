@@ -7,7 +7,15 @@ and write them. Only digests and packed floats are stored, never query or docume
 from policies.cache.keys import KeySpace
 from policies.cache.memory import MemoryStore
 from policies.cache.redis_store import RedisStore
-from policies.cache.store import ErrorHook, ScoreStore
+from policies.cache.store import ErrorHook, ScoreStore, SharedStore
 from policies.cache.tiered import TieredStore
 
-__all__ = ["ErrorHook", "KeySpace", "MemoryStore", "RedisStore", "ScoreStore", "TieredStore"]
+__all__ = [
+    "ErrorHook",
+    "KeySpace",
+    "MemoryStore",
+    "RedisStore",
+    "ScoreStore",
+    "SharedStore",
+    "TieredStore",
+]

@@ -4,6 +4,11 @@ A request's keys are read with one MGET and written with one pipelined batch of
 `SET key value PX ttl`, so 100 documents cost one round trip each way. Values are
 8-byte little-endian doubles (the exact score, so a hit answers what the upstream did).
 
+Fleet-wide single flight uses short leases here too: `take_lease` (one `SET NX PX`) tells
+the first process to miss a set of documents that it fetches them; the others `peek`
+until the scores land (or the lease is gone) and `set_many(..., release=lease)` writes the
+scores and drops the lease in the same round trip.
+
 Redis being down or slow never fails a request: every call is bounded by `timeout_s`,
 a failure reads as a miss (writes are dropped), is reported to `on_error`, and Redis is
 left alone for `backoff_s` before the next try, so an outage costs no latency per request.
@@ -58,18 +63,68 @@ class RedisStore:
             return [None] * len(keys)
         return [_unpack(v) for v in values]
 
-    async def set_many(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
+    async def set_many(
+        self,
+        keys: Sequence[bytes],
+        scores: Sequence[float],
+        ttl_s: float,
+        release: bytes | None = None,
+    ) -> None:
         if not keys or not self._available():
             return
         ttl_ms = max(1, int(ttl_s * 1000))
         pipe = self.client.pipeline(transaction=False)
         for key, score in zip(keys, scores, strict=True):
             pipe.set(self.prefix + key, _VALUE.pack(score), px=ttl_ms)
+        if release is not None:
+            pipe.delete(self._lease_key(release))
         try:
             async with asyncio.timeout(self.timeout_s):
                 await pipe.execute()
         except FAILURES as exc:
             self._failed(exc)
+
+    async def take_lease(self, lease: bytes, ttl_s: float) -> bool | None:
+        """True: this process fetches; False: another holds the lease; None: Redis is
+        unavailable (act alone)."""
+        if not self._available():
+            return None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                taken = await self.client.set(
+                    self._lease_key(lease), b"1", nx=True, px=max(1, int(ttl_s * 1000))
+                )
+        except FAILURES as exc:
+            self._failed(exc)
+            return None
+        return bool(taken)
+
+    async def peek(self, keys: Sequence[bytes], lease: bytes) -> tuple[list[float | None], bool]:
+        """The scores of `keys` and whether `lease` is still held, in one round trip."""
+        if not self._available():
+            return [None] * len(keys), False
+        pipe = self.client.pipeline(transaction=False)
+        pipe.mget([self.prefix + k for k in keys])
+        pipe.exists(self._lease_key(lease))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                values, held = await pipe.execute()
+        except FAILURES as exc:
+            self._failed(exc)
+            return [None] * len(keys), False
+        return [_unpack(v) for v in values], bool(held)
+
+    async def drop_lease(self, lease: bytes) -> None:
+        if not self._available():
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self.client.delete(self._lease_key(lease))
+        except FAILURES as exc:
+            self._failed(exc)
+
+    def _lease_key(self, lease: bytes) -> bytes:
+        return self.prefix + b"lease:" + lease
 
     async def close(self) -> None:
         await self.client.aclose()

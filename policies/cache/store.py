@@ -23,3 +23,27 @@ class ScoreStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class SharedStore(ScoreStore, Protocol):
+    """A store shared by every process (Redis): it also holds fleet-wide flight leases."""
+
+    async def set_many(  # type: ignore[override]
+        self,
+        keys: Sequence[bytes],
+        scores: Sequence[float],
+        ttl_s: float,
+        release: bytes | None = None,
+    ) -> None:
+        """Store the scores and, in the same round trip, drop the lease `release`."""
+        ...
+
+    async def take_lease(self, lease: bytes, ttl_s: float) -> bool | None:
+        """True: take it (this process fetches); False: held elsewhere; None: unavailable."""
+        ...
+
+    async def peek(self, keys: Sequence[bytes], lease: bytes) -> tuple[list[float | None], bool]:
+        """The scores of `keys` and whether `lease` is still held."""
+        ...
+
+    async def drop_lease(self, lease: bytes) -> None: ...

@@ -36,9 +36,24 @@ class TieredStore:
             self.memory.put_now(fill_keys, fill_scores, ttl_s)
         return found
 
-    async def set_many(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
+    async def set_many(
+        self,
+        keys: Sequence[bytes],
+        scores: Sequence[float],
+        ttl_s: float,
+        release: bytes | None = None,
+    ) -> None:
         self.memory.put_now(keys, scores, ttl_s)
-        await self.redis.set_many(keys, scores, ttl_s)
+        await self.redis.set_many(keys, scores, ttl_s, release)
+
+    async def take_lease(self, lease: bytes, ttl_s: float) -> bool | None:
+        return await self.redis.take_lease(lease, ttl_s)
+
+    async def peek(self, keys: Sequence[bytes], lease: bytes) -> tuple[list[float | None], bool]:
+        return await self.redis.peek(keys, lease)
+
+    async def drop_lease(self, lease: bytes) -> None:
+        await self.redis.drop_lease(lease)
 
     async def close(self) -> None:
         await self.memory.close()

@@ -1,0 +1,56 @@
+"""Infinity (michaelfeil/infinity) serving a reranker: `POST {prefix}/rerank`.
+
+Cohere-like body and answer (`document`, when echoed, is a plain string; we never ask
+for it). Its own errors use `{"error": {"message", ...}}`, request validation FastAPI's
+422 `{"detail": [...]}`; both are read. At most `INFINITY_MAX_CLIENT_BATCH_SIZE`
+documents per request (2048 by default), so larger calls are split. Usage in tokens.
+A model that is not deployed there is a 400 from Infinity; it is treated as the
+unknown model it is (like a 404: this deployment's configuration, failed over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.answers import parse_ranked, usage_tokens
+from providers.http import HttpResponse, status_error
+from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.types import ProviderError, UpstreamCall, UpstreamResult
+
+
+@dataclass
+class InfinityOptions:
+    base_url: str
+    api_key: str | None = None  # Infinity's optional --api-key
+    path: str = "/rerank"  # with INFINITY_URL_PREFIX, put the prefix in front
+    max_batch_size: int = field(default=2048, metadata={"min": 1})
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    max_connections: int = field(default=100, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_endpoint(self)
+
+
+class InfinityProvider(RerankHttpProvider):
+    """The `infinity` provider type."""
+
+    type = "infinity"
+
+    def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
+        return {"model": call.model, "query": call.query, "documents": list(documents)}
+
+    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
+        scores, usage = parse_ranked(self.name, resp, count)
+        return UpstreamResult(
+            scores=scores,
+            tokens=usage_tokens(usage, "prompt_tokens", "total_tokens"),
+            upstream_request_id=resp.request_id,
+        )
+
+    def error(self, resp: HttpResponse) -> ProviderError:
+        err = status_error(self.name, resp)
+        if resp.status == 400 and "not deployed" in err.message:
+            err.status = 404  # our deployment names a model this server does not have
+        return err

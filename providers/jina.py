@@ -1,0 +1,54 @@
+"""Jina AI's hosted rerank API (`POST https://api.jina.ai/v1/rerank`), Cohere's shape.
+
+A Bearer key is required. `return_documents: false` is sent so the answer carries
+scores only; usage is `usage.total_tokens`. Jina's v3 reranker is listwise (a
+document's score depends on the others), so calls are never split by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.answers import parse_ranked, usage_tokens
+from providers.http import HttpResponse
+from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.types import UpstreamCall, UpstreamResult
+
+
+@dataclass
+class JinaOptions:
+    api_key: str
+    base_url: str = "https://api.jina.ai"
+    path: str = "/v1/rerank"
+    max_batch_size: int | None = field(default=None, metadata={"min": 1})
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    max_connections: int = field(default=100, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_endpoint(self)
+        if not self.api_key:
+            raise ValueError("api_key must not be empty: Jina refuses calls without a key")
+
+
+class JinaProvider(RerankHttpProvider):
+    """The `jina` provider type."""
+
+    type = "jina"
+
+    def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
+        return {
+            "model": call.model,
+            "query": call.query,
+            "documents": list(documents),
+            "return_documents": False,
+        }
+
+    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
+        scores, usage = parse_ranked(self.name, resp, count)
+        return UpstreamResult(
+            scores=scores,
+            tokens=usage_tokens(usage, "total_tokens", "prompt_tokens"),
+            upstream_request_id=resp.request_id,
+        )

@@ -1,0 +1,73 @@
+"""NVIDIA NIM text reranking (NeMo Retriever): `POST /v1/ranking`.
+
+The body nests the text: `query: {text}`, `passages: [{text}]`, plus `truncate`
+(`END` cuts over-long passages, `NONE` refuses them). The answer is
+`rankings: [{index, logit}]` with raw, unbounded logits and no usage. With
+`score: sigmoid` (the default) logits are mapped into 0..1 so they read like Cohere's
+relevance scores; `score: logit` passes them on as they are. Either way the numbers
+come from that model's own scale: never compare them across models or tiers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from providers.answers import NimShaped, align, decode
+from providers.http import HttpResponse
+from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.types import UpstreamCall, UpstreamResult
+
+
+@dataclass
+class NimOptions:
+    base_url: str
+    api_key: str | None = None  # none for a self-hosted NIM; `nvapi-...` for NVIDIA's hosted one
+    path: str = "/v1/ranking"
+    score: Literal["sigmoid", "logit"] = "sigmoid"
+    truncate: Literal["END", "NONE"] = "END"
+    max_batch_size: int = field(default=512, metadata={"min": 1})  # NIM's passages per request
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    max_connections: int = field(default=100, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_endpoint(self)
+
+
+def sigmoid(x: float) -> float:
+    """1 / (1 + e^-x), without overflow for large |x|."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+class NimProvider(RerankHttpProvider):
+    """The `nim` provider type."""
+
+    type = "nim"
+
+    def __init__(self, name: str, options: NimOptions) -> None:
+        super().__init__(name, options)
+        self.truncate = options.truncate
+        self.squash = options.score == "sigmoid"
+
+    def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
+        return {
+            "model": call.model,
+            "query": {"text": call.query},
+            "passages": [{"text": doc} for doc in documents],
+            "truncate": self.truncate,
+        }
+
+    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
+        answer = decode(self.name, resp, NimShaped)
+        if self.squash:
+            pairs = ((r.index, sigmoid(r.logit)) for r in answer.rankings)
+        else:
+            pairs = ((r.index, r.logit) for r in answer.rankings)
+        return UpstreamResult(
+            scores=align(self.name, pairs, count, resp), upstream_request_id=resp.request_id
+        )

@@ -1,0 +1,64 @@
+"""vLLM's rerank endpoint (`POST /v1/rerank`, Cohere/Jina shape) for a cross-encoder.
+
+vLLM's `--api-key` guards only the `/v1`, `/v2`, `/inference` and `/cohere` prefixes:
+plain `/rerank` answers without a key. So the path must be a `/v1/rerank` or
+`/v2/rerank` one, and the key (when set) goes with it. vLLM echoes every document in
+its answer whether asked or not; the decoder skips them (see providers/answers.py).
+Usage: `usage.prompt_tokens`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.answers import parse_ranked, usage_tokens
+from providers.http import HttpResponse
+from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.types import UpstreamCall, UpstreamResult
+
+GUARDED_PATHS = ("/v1/rerank", "/v2/rerank")
+
+
+@dataclass
+class VllmOptions:
+    base_url: str
+    api_key: str | None = None  # vLLM's --api-key / VLLM_API_KEY
+    path: str = "/v1/rerank"
+    # vLLM batches internally and takes any number of documents: no split by default.
+    max_batch_size: int | None = field(default=None, metadata={"min": 1})
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    max_connections: int = field(default=100, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_endpoint(self)
+        if not self.path.rstrip("/").endswith(GUARDED_PATHS):
+            raise ValueError(
+                f"path must end in /v1/rerank or /v2/rerank (got {self.path!r}): vLLM's "
+                "--api-key does not guard its plain /rerank route"
+            )
+
+
+class VllmProvider(RerankHttpProvider):
+    """The `vllm` provider type."""
+
+    type = "vllm"
+
+    def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": call.model,
+            "query": call.query,
+            "documents": list(documents),
+        }
+        if call.max_tokens_per_doc is not None:
+            body["max_tokens_per_doc"] = call.max_tokens_per_doc
+        return body
+
+    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
+        scores, usage = parse_ranked(self.name, resp, count)
+        return UpstreamResult(
+            scores=scores,
+            tokens=usage_tokens(usage, "prompt_tokens", "total_tokens"),
+            upstream_request_id=resp.request_id,
+        )

@@ -1,0 +1,78 @@
+"""Voyage AI's hosted rerank API (`POST https://api.voyageai.com/v1/rerank`).
+
+Voyage names the result count `top_k` and refuses `top_n` with 400; we send neither
+(every score is wanted). Results come back in `data`, usage as `usage.total_tokens`.
+Voyage refuses empty strings ("Input cannot contain empty strings"), while Cohere's API
+takes them: an empty document is not sent and scores 0.0, as it has nothing to match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from providers.answers import VoyageShaped, align, decode, usage_tokens
+from providers.http import HttpResponse
+from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.types import UpstreamCall, UpstreamResult
+
+EMPTY_SCORE = 0.0
+
+
+@dataclass
+class VoyageOptions:
+    api_key: str
+    base_url: str = "https://api.voyageai.com"
+    path: str = "/v1/rerank"
+    truncation: bool = True  # False: Voyage refuses over-long inputs instead of cutting them
+    max_batch_size: int = field(default=1000, metadata={"min": 1, "max": 1000})
+    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    max_connections: int = field(default=100, metadata={"min": 1})
+
+    def __post_init__(self) -> None:
+        check_endpoint(self)
+        if not self.api_key:
+            raise ValueError("api_key must not be empty: Voyage refuses calls without a key")
+
+
+class VoyageProvider(RerankHttpProvider):
+    """The `voyage` provider type."""
+
+    type = "voyage"
+
+    def __init__(self, name: str, options: VoyageOptions) -> None:
+        super().__init__(name, options)
+        self.truncation = options.truncation
+
+    async def rerank(self, call: UpstreamCall) -> UpstreamResult:
+        kept = [i for i, doc in enumerate(call.documents) if doc]
+        if len(kept) == len(call.documents):
+            return await super().rerank(call)
+        scores = [EMPTY_SCORE] * len(call.documents)
+        if not kept:
+            return UpstreamResult(scores=scores, tokens=0)
+        sent = dataclasses.replace(call, documents=[call.documents[i] for i in kept])
+        result = await super().rerank(sent)
+        for i, score in zip(kept, result.scores, strict=True):
+            scores[i] = score
+        return dataclasses.replace(result, scores=scores)
+
+    def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
+        return {
+            "model": call.model,
+            "query": call.query,
+            "documents": list(documents),
+            "return_documents": False,
+            "truncation": self.truncation,
+        }
+
+    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
+        answer = decode(self.name, resp, VoyageShaped)
+        pairs = ((r.index, r.relevance_score) for r in answer.data)
+        return UpstreamResult(
+            scores=align(self.name, pairs, count, resp),
+            tokens=usage_tokens(answer.usage, "total_tokens"),
+            upstream_request_id=resp.request_id,
+        )

@@ -1,0 +1,70 @@
+"""A strict loopback fake of Jina AI's `POST /v1/rerank`.
+
+A Bearer key is required; the body is Cohere's (`model`, `query`, `documents`, `top_n`,
+`return_documents`); unknown fields and unknown models get 422 `{"detail"}`. Results
+carry `document: {"text"}` unless `return_documents` is false. Usage is
+`usage.total_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from tests.fakes.strict import (
+    StrictFake,
+    json_response,
+    ranked,
+    strings,
+    token_count,
+    unknown_fields,
+)
+
+JINA_KEY = "jina_test_key"
+FIELDS = {"model", "query", "documents", "top_n", "return_documents"}
+MODELS = (
+    "jina-reranker-v3",
+    "jina-reranker-v2-base-multilingual",
+    "jina-reranker-m0",
+    "jina-colbert-v2",
+)
+
+
+@dataclass
+class FakeJina(StrictFake):
+    api_key: str | None = JINA_KEY
+    paths: tuple[str, ...] = ("/v1/rerank",)
+
+    def error(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return json_response({"detail": message}, status, headers)
+
+    def validate(self, body: dict[str, Any]) -> web.Response | None:
+        extra = unknown_fields(body, FIELDS)
+        if extra:
+            return self.error(422, f"Extra inputs are not permitted: {extra[0]}")
+        if body.get("model") not in MODELS:
+            return self.error(422, f"model must be one of {', '.join(MODELS)}")
+        if not isinstance(body.get("query"), str) or not strings(body.get("documents")):
+            return self.error(422, "query must be a string and documents a list")
+        if not body["documents"]:
+            return self.error(422, "documents must not be empty")
+        return None
+
+    def answer(self, body: dict[str, Any]) -> web.Response:
+        docs = body["documents"]
+        scored = ranked(body["query"], docs)
+        if body.get("top_n"):
+            scored = scored[: body["top_n"]]
+        echo = body.get("return_documents", True)
+        results = [
+            {"index": i, "relevance_score": s, **({"document": {"text": docs[i]}} if echo else {})}
+            for i, s in scored
+        ]
+        tokens = token_count(body["query"], *docs)
+        return json_response(
+            {"model": body["model"], "usage": {"total_tokens": tokens}, "results": results}
+        )
