@@ -121,7 +121,7 @@ def build_gateway(
         redis = aioredis.Redis(connection_pool=pool)
         store = RedisKeyStore(redis, config.auth.api_keys_prefix)
         keeper = KeyKeeper(store, config.auth.api_keys_refresh_s)
-        keys = KeyService(config, store, keeper.directory, wall_clock)
+        keys = KeyService(config, store, keeper, wall_clock)
     directory: KeyDirectory | None = keeper.directory if keeper is not None else None
     auth = Authenticator(config, directory, wall_clock)
     governance = Governance(config, catalog, metrics, redis)

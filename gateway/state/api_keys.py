@@ -19,10 +19,10 @@ import asyncio
 import contextlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -41,6 +41,7 @@ from policies.quota import StoreUnavailable
 from policies.redis_keys import RedisKeyStore
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 STORE_RETRY_S = 5.0
 _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_NAME = 200
@@ -62,6 +63,8 @@ class KeyKeeper:
         self.directory = KeyDirectory()
         self._task: asyncio.Task[None] | None = None
         self._reloaded = asyncio.Condition()
+        # A reload that read the store before a change made here must not undo it.
+        self._lock = asyncio.Lock()
         self._warn = ThrottledWarning("api_keys_store_unreachable")
 
     async def start(self) -> None:
@@ -81,8 +84,9 @@ class KeyKeeper:
             await self.flush_used()
 
     async def reload(self) -> None:
-        records, version = await self.store.load()
-        self.directory.replace_all(records, version)
+        async with self._lock:
+            records, version = await self.store.load()
+            self.directory.replace_all(records, version)
         async with self._reloaded:
             self._reloaded.notify_all()
 
@@ -93,6 +97,13 @@ class KeyKeeper:
             return False
         await self.reload()
         return True
+
+    async def change(self, write: Awaitable[T], apply: Callable[[KeyDirectory], None]) -> T:
+        """Write a change to the store, then apply it here at once (no reload in between)."""
+        async with self._lock:
+            result = await write
+            apply(self.directory)
+            return result
 
     async def flush_used(self) -> None:
         used = self.directory.take_used()
@@ -183,13 +194,13 @@ class KeyService:
         self,
         config: Config,
         store: RedisKeyStore,
-        directory: KeyDirectory | None = None,
+        keeper: KeyKeeper | None = None,
         clock: Clock = time.time,
         via: str = "api",
     ) -> None:
         self.config = config
         self.store = store
-        self.directory = directory  # this replica's snapshot, updated at once on a change
+        self.keeper = keeper  # this replica's snapshot, updated at once on a change
         self.clock = clock
         self.via = via
 
@@ -225,8 +236,7 @@ class KeyService:
             models=self._check_models(team, models),
             created_by=actor.describe(),
         )
-        await _guard(self.store.save(record))
-        self._apply(record)
+        await self._change(self.store.save(record), lambda d: d.put(record))
         self._audit("api_key_created", actor, record, scopes=list(checked))
         return Issued(record, key, self._warnings(team))
 
@@ -244,10 +254,8 @@ class KeyService:
 
     async def revoke(self, actor: Actor, key_id: str) -> KeyRecord:
         record = await self._existing(actor, key_id)
-        if not await _guard(self.store.delete(key_id)):
+        if not await self._change(self.store.delete(key_id), lambda d: d.drop(key_id)):
             raise _unknown_key(key_id)
-        if self.directory is not None:
-            self.directory.drop(key_id)
         self._audit("api_key_revoked", actor, record)
         return record
 
@@ -276,9 +284,12 @@ class KeyService:
         )
         ends = now + grace_s
         retired = old.with_expiry(ends if old.expires is None else min(old.expires, ends))
-        await _guard(self.store.save(record, retired))
-        self._apply(record)
-        self._apply(retired)
+
+        def apply(directory: KeyDirectory) -> None:
+            directory.put(record)
+            directory.put(retired)
+
+        await self._change(self.store.save(record, retired), apply)
         self._audit(
             "api_key_rotated", actor, record, replaces=old.id, old_key_expires=retired.expires
         )
@@ -316,9 +327,14 @@ class KeyService:
             raise _unknown_key(key_id)
         return record
 
-    def _apply(self, record: KeyRecord) -> None:
-        if self.directory is not None:
-            self.directory.put(record)
+    async def _change(self, write: Awaitable[T], apply: Callable[[KeyDirectory], None]) -> T:
+        """Write to the store (503 when it is down), then update this replica's snapshot."""
+        try:
+            if self.keeper is None:
+                return await write
+            return await self.keeper.change(write, apply)
+        except StoreUnavailable:
+            raise _store_down() from None
 
     def _warnings(self, team: str) -> list[str]:
         if team in self.config.teams:
@@ -347,13 +363,17 @@ def team_models(config: Config, team: str) -> frozenset[str] | None:
     return None if tc is None or tc.models is None else frozenset(tc.models)
 
 
-async def _guard(call: Any) -> Any:
+async def _guard(call: Awaitable[T]) -> T:
     try:
         return await call
     except StoreUnavailable:
-        raise ApiError(
-            503, "the key store (Redis) is unreachable; retry shortly", retry_after_s=STORE_RETRY_S
-        ) from None
+        raise _store_down() from None
+
+
+def _store_down() -> ApiError:
+    return ApiError(
+        503, "the key store (Redis) is unreachable; retry shortly", retry_after_s=STORE_RETRY_S
+    )
 
 
 def _unknown_key(key_id: str) -> ApiError:
