@@ -115,7 +115,7 @@ class KeyKeeper:
             raise
 
     async def wait_for_version(self, version: str) -> None:
-        """Until the snapshot is at `version` or later (for tests and the CLI's --wait)."""
+        """Until the snapshot is at `version` or later (tests wait on this, not on time)."""
         async with self._reloaded:
             await self._reloaded.wait_for(
                 lambda: (
