@@ -1,9 +1,12 @@
 # syntax=docker/dockerfile:1
-# Rerank Gateway image. Stage 1 builds wheels for the project and its runtime dependencies
-# (no [dev] extra); stage 2 installs nothing but those into a slim Python and runs as a
-# non-root user. Build: docker build -t rerank-gateway:0.1.0 .
+# Rerank Gateway image. Stage 1 builds wheels for the project, its runtime dependencies and
+# every cloud SDK extra ([all]: Bedrock, OCI; not [dev]); stage 2 installs nothing but those
+# into a slim Python and runs as a non-root user, listening on all addresses (--host 0.0.0.0
+# overrides server.host, so a config written for 127.0.0.1 works in the container).
+# Build: docker build -t rerank-gateway:0.1.0 .
 # Run:   docker run -p 8080:8080 -v $PWD/config.yaml:/etc/rerank-gateway/config.yaml:ro \
 #          -e COHERE_API_KEY rerank-gateway:0.1.0
+# (auth.mode none is refused off loopback: the container's config needs team keys.)
 
 FROM python:3.11-slim AS builder
 ENV PIP_NO_CACHE_DIR=1 \
@@ -14,8 +17,8 @@ COPY pyproject.toml README.md* ./
 COPY gateway/ gateway/
 COPY providers/ providers/
 COPY policies/ policies/
-RUN pip wheel --wheel-dir /wheels . \
- && pip install --no-index --find-links /wheels --prefix /install rerank-gateway
+RUN pip wheel --wheel-dir /wheels '.[all]' \
+ && pip install --no-index --find-links /wheels --prefix /install 'rerank-gateway[all]'
 
 FROM python:3.11-slim AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -28,4 +31,4 @@ COPY --from=builder /install /usr/local
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["rerank-gateway"]
-CMD ["serve", "--config", "/etc/rerank-gateway/config.yaml"]
+CMD ["serve", "--config", "/etc/rerank-gateway/config.yaml", "--host", "0.0.0.0"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.chain.order import ChainParts, build_chain
+from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
+from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.http.admin import usage_report
@@ -29,6 +30,7 @@ from gateway.http.keys import (
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
+from gateway.state import redis_client
 from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
@@ -43,6 +45,7 @@ from policies.redis_keys import RedisKeyStore
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REDIS_CONNECTIONS = 128  # per process
+_REDIS_RETRIES = 4  # 25+50+100+200 ms of back-off: long enough for a Sentinel failover
 
 
 @dataclass
@@ -54,8 +57,10 @@ class Gateway:
     metrics: Metrics
     pipeline: Pipeline
     governance: Governance
-    redis: aioredis.Redis | None = None
+    redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
+    shadow: ShadowRunner | None = None
+    watchers: list[asyncio.Task[None]] = field(default_factory=list)  # Sentinel master moves
     keeper: KeyKeeper | None = None  # this replica's snapshot of the API keys
     keys: KeyService | None = None  # None without state.redis_url: no API keys
 
@@ -65,12 +70,24 @@ class Gateway:
             assert state.redis_url is not None
             await check_eviction(self.redis, state.redis_url, state.on_evicting_redis)
         await self.catalog.start()
+        # A cluster client learns the slot map on first use; learn it now, not on a request
+        # (whose 80 ms cache budget it would exceed). Failing here is fine: it retries later.
+        shared = getattr(self.cache_store, "redis", self.cache_store)  # tiered: its Redis level
+        for client in (self.redis, getattr(shared, "client", None)):
+            await redis_client.warm_up(client)
+            if redis_client.target(self.config.state) is not None:
+                task = asyncio.create_task(redis_client.follow_master(client))
+                self.watchers.append(task)
         if self.keeper is not None:
             await self.keeper.start()
 
     async def close(self) -> None:
+        for task in self.watchers:
+            task.cancel()
         if self.keeper is not None:
             await self.keeper.close()
+        if self.shadow is not None:
+            await self.shadow.close()
         await self.catalog.close()
         if self.cache_store is not None:
             await self.cache_store.close()
@@ -85,6 +102,7 @@ class Runtime:
     metrics: Metrics
     gateway: Gateway
     draining: bool = False
+    started: bool = False  # set once the gateway's providers are started
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
     wall_clock: Callable[[], float] = time.time  # for API key expiry
 
@@ -106,19 +124,16 @@ def build_gateway(
     """`clock` drives breakers, the retry budget and latency decay; `wall_clock` API key
     expiry (tests inject fakes)."""
     catalog = Catalog(config)
-    redis = None
+    # Limits, budgets and usage: connection errors are retried briefly, so a Sentinel
+    # failover reconnects to the new master instead of failing (gateway.state.redis_client).
+    redis = redis_client.connect(
+        config.state,
+        timeout_s=_READY_TIMEOUT_S,
+        max_connections=_REDIS_CONNECTIONS,
+        retries=_REDIS_RETRIES,
+    )
     keeper = keys = None
-    if config.state.redis_url:
-        # A blocking pool: under a burst, requests queue briefly for a connection instead of
-        # failing with "too many connections" (the default pool's behaviour past 100).
-        pool = aioredis.BlockingConnectionPool.from_url(
-            config.state.redis_url,
-            max_connections=_REDIS_CONNECTIONS,
-            timeout=_READY_TIMEOUT_S,
-            socket_timeout=_READY_TIMEOUT_S,
-            socket_connect_timeout=_READY_TIMEOUT_S,
-        )
-        redis = aioredis.Redis(connection_pool=pool)
+    if redis is not None:  # API keys live in the state Redis, next to budgets and usage
         store = RedisKeyStore(redis, config.auth.api_keys_prefix)
         keeper = KeyKeeper(store, config.auth.api_keys_refresh_s)
         keys = KeyService(config, store, keeper, wall_clock)
@@ -127,7 +142,7 @@ def build_gateway(
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
     deployments = DeploymentState(config, catalog, metrics, clock)
-    scorer = build_chain(
+    layers = build_layers(
         ChainParts(
             metrics=metrics,
             deployments=deployments,
@@ -137,8 +152,24 @@ def build_gateway(
             cache_settings=CacheSettings.from_config(config, catalog),
         )
     )
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance)
-    return Gateway(config, catalog, metrics, pipeline, governance, redis, cache_store, keeper, keys)
+    # Shadow scoring and its quality guard, which both kinds of downgrade consult.
+    book = book_for(config)
+    deployments.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
+    shadow = ShadowRunner(config, layers[SHADOW_ENTRY], governance, metrics, book)
+    scorer = layers[LAYERS[0].name]
+    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance, shadow)
+    return Gateway(
+        config,
+        catalog,
+        metrics,
+        pipeline,
+        governance,
+        redis,
+        cache_store,
+        shadow,
+        keeper=keeper,
+        keys=keys,
+    )
 
 
 def build_app(
@@ -171,6 +202,7 @@ def build_app(
     app.router.add_delete("/admin/keys/{id}", keys_route(_key_actor, revoke_key))
     app.router.add_post("/admin/keys/{id}/rotate", keys_route(_key_actor, rotate_key))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
+    app.router.add_get("/admin/tiers", admin_route(tiers_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
     app.middlewares.append(_json_errors)
@@ -250,26 +282,53 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    gateway = current(request)
+    """Ready means "can serve": 503 only while starting or draining, or when no model has a
+    deployment left to call. A degraded dependency (Redis unreachable, breakers open) is
+    named in the body and in `rerank_dependency_up`, but keeps the pod in the Service:
+    requests are still answered (cache misses; limits as `limits.on_redis_error` says).
+    `server.ready_requires_redis: true` makes an unreachable Redis not-ready (for
+    fail-closed deployments that prefer other replicas)."""
+    runtime = request.app[RUNTIME]
+    gateway = runtime.gateway
     checks: dict[str, str] = {}
-    if request.app[RUNTIME].draining:
-        checks["server"] = "draining"
+    blocking: list[str] = []
+    degraded: list[str] = []
+    if runtime.draining or not runtime.started:
+        checks["server"] = "draining" if runtime.draining else "starting"
+        blocking.append("server")
+    servable, open_breakers = gateway.pipeline.routing.servable()
+    if not servable:
+        checks["models"] = "no model can be served: every deployment's breaker is open"
+        blocking.append("models")
+    if open_breakers:
+        checks["breakers"] = "open: " + ", ".join(open_breakers)
+        degraded.append("breakers")
     if gateway.redis is not None:
         try:
             await asyncio.wait_for(gateway.redis.ping(), _READY_TIMEOUT_S)
             checks["redis"] = "ok"
         except (aioredis.RedisError, OSError, TimeoutError) as exc:
             checks["redis"] = f"unreachable ({exc.__class__.__name__})"
-    ready = all(v == "ok" for k, v in checks.items())
-    return web.json_response(
-        {"status": "ready" if ready else "not ready", "checks": checks},
-        status=200 if ready else 503,
-    )
+            required = gateway.config.server.ready_requires_redis
+            (blocking if required else degraded).append("redis")
+        runtime.metrics.dependency_up.labels("redis").set(0 if checks["redis"] != "ok" else 1)
+    status = "not ready" if blocking else "degraded" if degraded else "ready"
+    body: dict[str, object] = {"status": status, "checks": checks}
+    if degraded:
+        body["degraded"] = degraded
+    return web.json_response(body, status=503 if blocking else 200)
 
 
 async def deployments_route(request: web.Request) -> web.Response:
     """Breaker state, recent error rate and latency per deployment (admin)."""
     return web.json_response(current(request).pipeline.routing.snapshot())
+
+
+async def tiers_route(request: web.Request) -> web.Response:
+    """Shadow quality evaluation of the tiered aliases (admin; see docs/tiers.md)."""
+    shadow = current(request).shadow
+    report = shadow.report() if shadow is not None else {"scope": "this process", "aliases": {}}
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
 async def metrics_route(request: web.Request) -> web.Response:
@@ -295,6 +354,7 @@ async def _json_errors(request: web.Request, handler):  # type: ignore[no-untype
 
 async def _start(app: web.Application) -> None:
     await app[RUNTIME].gateway.start()
+    app[RUNTIME].started = True
 
 
 async def _stop(app: web.Application) -> None:

@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Collection
 
 from gateway.config import Config, ConfigError, is_loopback, load_or_default
+from gateway.config.advice import scale_warnings
 from gateway.http.auth import hash_key, new_key
+from gateway.startup import version
+
+# What `usage` reads: where the counters are and whose they are.
+USAGE_SECTIONS = ("state", "limits", "teams", "auth")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rerank-gateway", description="Cohere-compatible rerank gateway."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", help="YAML config file (default: the embedded default)")
@@ -48,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "usage":
         from gateway.usage_cli import run_usage
 
-        config = _load(args.config)
+        # Only what the report needs: no provider section, so no upstream secret, is read.
+        config = _load(args.config, sections=USAGE_SECTIONS)
         if config is None:
             return 1
         return run_usage(config, args.team, args.start, args.end, as_json=args.json)
@@ -64,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     return _serve(args)
 
 
-def _load(path: str | None) -> Config | None:
+def _load(path: str | None, sections: Collection[str] | None = None) -> Config | None:
     """The config at `path` (or the embedded default), or None after printing its problems."""
     try:
-        return load_or_default(path)
+        return load_or_default(path, sections)
     except ConfigError as exc:
         print(f"{path or 'the embedded default'}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
@@ -95,6 +103,8 @@ def _check(path: str) -> int:
         f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
         f"{len(config.teams)} teams)"
     )
+    for warning in scale_warnings(config):
+        print(f"  warning: {warning}")
     return 0
 
 

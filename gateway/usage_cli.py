@@ -13,9 +13,9 @@ from datetime import date
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
 from gateway.config import Config
+from gateway.state import redis_client
 from gateway.state.governance import report_teams
 from policies.quota import StoreUnavailable
 from policies.redis_usage import RedisUsageStore
@@ -58,7 +58,8 @@ def run_usage(
     try:
         report = asyncio.run(_read(config, [team] if team else teams, first, last))
     except StoreUnavailable as exc:
-        print(f"usage: cannot read Redis at {config.state.redis_url}: {exc}", file=sys.stderr)
+        where = redis_client.target(config.state)
+        print(f"usage: cannot read Redis at {where and where.describe()}: {exc}", file=sys.stderr)
         return 1
     print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else table(report))
     return 0
@@ -66,9 +67,8 @@ def run_usage(
 
 async def _read(config: Config, teams: list[str], first: date, last: date) -> dict[str, Any]:
     assert config.state.redis_url is not None
-    client = aioredis.from_url(
-        config.state.redis_url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S
-    )
+    client = redis_client.connect(config.state, timeout_s=_TIMEOUT_S, retries=2)
+    assert client is not None
     try:
         store = RedisUsageStore(
             client, config.limits.redis_prefix, config.limits.usage_retention_days

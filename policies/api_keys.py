@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -153,6 +153,3 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
         raise ValueError(f"a key needs at least one scope ({', '.join(SCOPES)})")
     return tuple(result)
 
-
-def parse_records(raw: Mapping[Any, Any]) -> list[KeyRecord]:
-    return [KeyRecord.from_json(value) for value in raw.values()]

@@ -19,7 +19,9 @@
   is called too; the first good answer wins and the others are cancelled.
 - Each call's outcome feeds the deployment's breaker, latency model and in-flight count.
   A timeout counts against the breaker only if the call had at least the deployment's
-  usual (p90) time: a tight caller budget is not the deployment's fault.
+  usual (p90) time: a tight caller budget is not the deployment's fault. A call
+  cancelled because another answered first (a hedge or tier race it lost) is recorded
+  as a lower bound of its latency when that is above its predicted p90.
 """
 
 from __future__ import annotations
@@ -330,8 +332,9 @@ class Failover:
         except asyncio.CancelledError:
             if run.expired:  # still running at the request's deadline
                 self._too_slow(deployment, permit, plan, started, given)
-            else:  # a hedge's loser, or the caller went away
+            else:  # a hedge's or tier race's loser, or the caller went away
                 breaker.release(permit)
+                self._outrun(deployment, plan, started)
             raise
         except BaseException:
             breaker.release(permit)
@@ -341,6 +344,15 @@ class Failover:
         breaker.record_success(permit)
         health.latency.record(plan.docs, plan.chars, self.clock() - started)
         return result
+
+    def _outrun(self, deployment: Deployment, plan: FailoverPlan, started: float) -> None:
+        """A call cancelled because another answered first took at least this long. When
+        that is longer than its predicted p90, the model learns it (a lower bound): a slow
+        pro that always loses its tier race must not stay predicted fast forever."""
+        latency = self.health[deployment.name].latency
+        elapsed = self.clock() - started
+        if elapsed > latency.estimate(plan.docs, plan.chars).seconds:
+            latency.record(plan.docs, plan.chars, elapsed)
 
     def _too_slow(
         self, deployment: Deployment, permit: int, plan: FailoverPlan, started: float, given: float

@@ -45,8 +45,11 @@ class HealthBook:
         self.on_state = on_state  # (deployment, new breaker state)
         self._entries: dict[str, DeploymentHealth] = {}
 
-    def add(self, name: str, prior: LatencyPrior | None = None) -> DeploymentHealth:
-        """Register a deployment (the first prior given for a name is kept)."""
+    def add(
+        self, name: str, prior: LatencyPrior | None = None, prior_source: str = "configured"
+    ) -> DeploymentHealth:
+        """Register a deployment (the first prior given for a name is kept; None: the
+        broad default)."""
         entry = self._entries.get(name)
         if entry is None:
             on_change = None
@@ -55,7 +58,7 @@ class HealthBook:
                 on_change(CLOSED)
             entry = DeploymentHealth(
                 CircuitBreaker(self.breaker_settings, self.clock, on_change),
-                LatencyModel(self.latency_settings, prior, self.clock),
+                LatencyModel(self.latency_settings, prior, self.clock, prior_source),
             )
             self._entries[name] = entry
         return entry

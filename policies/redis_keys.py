@@ -17,9 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from policies.api_keys import KeyRecord, parse_records
+from policies.api_keys import KeyRecord
 from policies.redis_quota import guarded
+
+# KEYS: version, records. Every record and the version they belong to, in one atomic step
+# (a script rather than MULTI, so it also runs on a Redis Cluster: one slot).
+LOAD_LUA = """
+return {redis.call('GET', KEYS[1]) or false, redis.call('HGETALL', KEYS[2])}
+"""
 
 # KEYS: records, version. ARGV: channel, then id, json pairs. Writes them all at once.
 SAVE_LUA = """
@@ -57,24 +64,24 @@ return 1
 
 
 class RedisKeyStore:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
         self.client = client
         tag = f"{prefix}{{api_keys}}"
         self.records_key = f"{tag}:records"
         self.used_key = f"{tag}:used"
         self.version_key = f"{tag}:version"
         self.channel = f"{prefix}api_keys:changed"
+        self._load = client.register_script(LOAD_LUA)
         self._save = client.register_script(SAVE_LUA)
         self._delete = client.register_script(DELETE_LUA)
         self._used = client.register_script(USED_LUA)
 
     async def load(self) -> tuple[list[KeyRecord], str | None]:
-        """Every record and the version they were read at (one MULTI: consistent)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.get(self.version_key)
-        pipe.hgetall(self.records_key)
-        version, raw = await guarded(pipe.execute)
-        return parse_records(raw), _text(version)
+        """Every record and the version they were read at (one script run: consistent)."""
+        keys = [self.version_key, self.records_key]
+        version, flat = await guarded(lambda: self._load(keys=keys))
+        records = [KeyRecord.from_json(flat[i]) for i in range(1, len(flat), 2)]
+        return records, _text(version)
 
     async def version(self) -> str | None:
         return _text(await guarded(lambda: self.client.get(self.version_key)))

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from policies.budget import DAY, MONTH, Window
@@ -119,7 +120,7 @@ async def guarded(call: Callable[[], Awaitable[T]]) -> T:
 
 
 class RedisQuotaStore:
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str) -> None:
         self.prefix = prefix
         self._reserve = client.register_script(RESERVE_LUA)
         self._adjust = client.register_script(ADJUST_LUA)

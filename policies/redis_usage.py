@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from policies.redis_quota import guarded, team_key
 from policies.usage import Slot
@@ -29,7 +30,9 @@ return 1
 
 
 class RedisUsageStore:
-    def __init__(self, client: aioredis.Redis, prefix: str, retention_days: int) -> None:
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, prefix: str, retention_days: int
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.retention_s = retention_days * 86_400

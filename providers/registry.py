@@ -2,22 +2,25 @@
 
 Adding a backend means one entry here; the gateway's config loader reads the options
 dataclass from the provider's YAML mapping (everything but `type`).
+
+The cloud types whose SDK is an optional extra (`rerank-gateway[bedrock]`, `[oci]`) are
+imported on first use, so a gateway without them installs and starts light; naming such a
+type without its extra raises `MissingExtra`, which the config loader reports as a problem.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from providers.azure import AzureOptions, AzureProvider
-from providers.bedrock import BedrockOptions, BedrockProvider
 from providers.cohere import CohereOptions, CohereProvider
 from providers.infinity import InfinityOptions, InfinityProvider
 from providers.jina import JinaOptions, JinaProvider
 from providers.local import LocalOptions, LocalProvider
 from providers.nim import NimOptions, NimProvider
-from providers.oci import OciOptions, OciProvider
 from providers.tei import TeiOptions, TeiProvider
 from providers.types import Provider
 from providers.vllm import VllmOptions, VllmProvider
@@ -30,19 +33,66 @@ class ProviderType:
     build: Callable[[str, Any], Provider]
 
 
-PROVIDER_TYPES: dict[str, ProviderType] = {
-    "cohere": ProviderType(CohereOptions, CohereProvider),
-    "azure": ProviderType(AzureOptions, AzureProvider),
-    "bedrock": ProviderType(BedrockOptions, BedrockProvider),
-    "oci": ProviderType(OciOptions, OciProvider),
-    "tei": ProviderType(TeiOptions, TeiProvider),
-    "vllm": ProviderType(VllmOptions, VllmProvider),
-    "infinity": ProviderType(InfinityOptions, InfinityProvider),
-    "jina": ProviderType(JinaOptions, JinaProvider),
-    "voyage": ProviderType(VoyageOptions, VoyageProvider),
-    "nim": ProviderType(NimOptions, NimProvider),
-    "local": ProviderType(LocalOptions, LocalProvider),
+class MissingExtra(Exception):
+    """A provider type's SDK is not installed; the message names the extra to install."""
+
+
+# type name -> (module, options class, provider class, extra that installs its SDK)
+_LAZY: dict[str, tuple[str, str, str, str]] = {
+    "bedrock": ("providers.bedrock", "BedrockOptions", "BedrockProvider", "bedrock"),
+    "oci": ("providers.oci", "OciOptions", "OciProvider", "oci"),
 }
+
+
+class _Types(MutableMapping[str, ProviderType]):
+    """Every type name is known up front; lazy ones are imported when first looked up."""
+
+    def __init__(self, eager: dict[str, ProviderType]) -> None:
+        self._loaded = dict(eager)
+
+    def __getitem__(self, name: str) -> ProviderType:
+        if name not in self._loaded and name in _LAZY:
+            module_name, options, provider, extra = _LAZY[name]
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise MissingExtra(
+                    f"provider type {name} needs its SDK ({exc.name or 'a module'} is not "
+                    f"installed): pip install 'rerank-gateway[{extra}]' (or [all])"
+                ) from exc
+            self._loaded[name] = ProviderType(getattr(module, options), getattr(module, provider))
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, value: ProviderType) -> None:
+        self._loaded[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._loaded or name in _LAZY
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._loaded
+        yield from (name for name in _LAZY if name not in self._loaded)
+
+    def __len__(self) -> int:
+        return len(set(self._loaded) | set(_LAZY))
+
+
+PROVIDER_TYPES: MutableMapping[str, ProviderType] = _Types(
+    {
+        "cohere": ProviderType(CohereOptions, CohereProvider),
+        "azure": ProviderType(AzureOptions, AzureProvider),
+        "tei": ProviderType(TeiOptions, TeiProvider),
+        "vllm": ProviderType(VllmOptions, VllmProvider),
+        "infinity": ProviderType(InfinityOptions, InfinityProvider),
+        "jina": ProviderType(JinaOptions, JinaProvider),
+        "voyage": ProviderType(VoyageOptions, VoyageProvider),
+        "nim": ProviderType(NimOptions, NimProvider),
+        "local": ProviderType(LocalOptions, LocalProvider),
+    }
+)
 
 
 def build_provider(name: str, type_name: str, options: Any) -> Provider:

@@ -70,7 +70,7 @@ class GatewayProcess:
                 raise AssertionError(f"{len(found)} of {count} {event!r} lines") from None
         return found
 
-    def wait_ready(self, url: str, timeout: float = 20.0) -> None:
+    def wait_ready(self, url: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

@@ -183,3 +183,54 @@ async def test_coalesced_followers_of_a_downgraded_request(
     )
     assert coalesced == len(DOCS)
     assert (pro.report.cache_status, pro.report.deployment) == ("miss", "cohere-a/" + PRO)
+
+
+async def test_a_tier_race_loser_leaves_its_flight_to_the_request_that_joined_it(
+    fake_cohere: tuple[FakeCohere, str],
+) -> None:
+    """Pro runs late, fast wins the race and pro's job is cancelled; another request that
+    joined pro's flight still gets pro's scores from that one call, and both tiers' scores
+    land in the cache under their own model."""
+    from policies.tier_choice import TierBackup
+
+    fake, upstream = fake_cohere
+    config = parse_config(tiered_config(upstream, {"backend": "memory"}), {})
+    metrics = Metrics()
+    gateway = build_gateway(config, metrics)
+    await gateway.start()
+    scorer = gateway.pipeline.scorer
+
+    def job(team: str, model: str, backup: TierBackup | None = None) -> ScoreJob:
+        alias = ALIAS if backup else None
+        facts = Facts("r-" + team, team, model, time.monotonic() + 10, alias=alias, backup=backup)
+        return ScoreJob(facts, QUERY, DOCS)
+
+    try:
+        held = threading.Event()
+        fake.faults = Faults(hold=held, times=1)  # pro's call hangs, fast's does not
+        # Team ads has no budget: while both legs run, each holds a reservation of its own.
+        raced = job("ads", PRO, TierBackup(ALIAS, FAST, after_s=0.05))
+        race = asyncio.create_task(scorer.score(raced))
+        assert await asyncio.to_thread(fake.faults.arrived.wait, 5)
+        joined = job("search", PRO)
+        follower = asyncio.create_task(scorer.score(joined))
+        won = await race  # fast, started at the switch point, answers first
+        assert not follower.done()  # still waiting on pro's flight, which was not cancelled
+        held.set()
+        scored = await follower
+        again = job("ads", PRO)
+        cached = await scorer.score(again)
+    finally:
+        held.set()
+        await gateway.close()
+
+    expected = [fake_score(QUERY, d) for d in DOCS]
+    assert won.scores == scored.scores == cached.scores == expected
+    assert [c["model"] for c in fake.calls] == [PRO, FAST]
+    assert (raced.report.model, raced.report.deployment) == (FAST, "cohere-a/" + FAST)
+    assert (joined.report.model, joined.report.cache_status) == (None, "hit")
+    assert again.report.cache_status == "hit"  # pro's scores were stored under pro
+    hedges = metrics.registry.get_sample_value(
+        "rerank_hedges_total", {"model": ALIAS, "outcome": "won"}
+    )
+    assert hedges == 1.0

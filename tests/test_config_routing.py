@@ -119,3 +119,35 @@ def test_other_routing_errors_name_the_key() -> None:
         "routing.retry_budget.percent: unknown key (known keys: min_per_s, ratio, window_s)",
         "teams.search.latency_budget_ms: must be at least 1 (got 0)",
     ]
+
+
+def test_shadow_and_family_prior_keys() -> None:
+    data = config()
+    data["models"]["m2"] = {"deployments": [{"provider": "up"}]}
+    data["models"]["auto"] = {
+        "tiers": {"pro": "m", "fast": "m2"},
+        "shadow": {"sample_rate": 0.05, "min_ndcg": 0.9},
+    }
+    data["teams"] = {"search": {"shadow_sample_rate": 0}}
+    data["routing"] = {"latency": {"family_priors": False}}
+    parsed = parse_config(data, {})
+    shadow = parsed.models["auto"].shadow
+    assert shadow is not None
+    assert (shadow.sample_rate, shadow.max_usd_per_day, shadow.min_ndcg) == (0.05, 5.0, 0.9)
+    assert (shadow.max_per_minute, shadow.min_samples, shadow.window) == (60, 30, 500)
+    assert parsed.teams["search"].shadow_sample_rate == 0
+    assert parsed.routing.latency.family_priors is False
+    assert parse_config(config(latency_prior_ms={"base_ms": 5, "weight": 0}), {}).models[
+        "m"
+    ].latency_prior_ms == LatencyPrior(base_ms=5, weight=0)
+
+
+def test_shadow_errors_name_the_key() -> None:
+    data = config(shadow={"sample_rate": 0.1})
+    data["models"]["one"] = {"tiers": {"pro": "m"}, "shadow": {}}
+    data["models"]["two"] = {"tiers": {"pro": "m", "fast": "m"}, "shadow": {"sample_rate": 2}}
+    assert sorted(problems(data)) == [
+        "models.m: shadow is for tiered aliases (it compares their two tiers)",
+        "models.one: shadow needs both tiers, pro and fast, to compare",
+        "models.two.shadow.sample_rate: must be at most 1.0 (got 2.0)",
+    ]

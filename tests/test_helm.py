@@ -260,6 +260,7 @@ def check_service_monitor_shape(doc: dict[str, Any]) -> None:
                 "Deployment",
                 "Deployment",
                 "HorizontalPodAutoscaler",
+                "Ingress",
                 "NetworkPolicy",
                 "NetworkPolicy",
                 "PodDisruptionBudget",
@@ -349,7 +350,9 @@ def check_ports(rendered: Rendered, expected: int) -> None:
         assert port_number(container, probe["port"]) == config_port
     service_port = rendered.one("Service")["spec"]["ports"][0]
     assert port_number(container, service_port["targetPort"]) == config_port
-    assert container["args"] == ["serve", "--config", "/etc/rerank-gateway/config.yaml"]
+    assert container["args"] == [
+        "serve", "--config", "/etc/rerank-gateway/config.yaml", "--host", "0.0.0.0"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -780,6 +783,54 @@ def test_external_redis(chart: helm.Chart) -> None:
     assert "without Redis" in warned.notes
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://redis.example:6379/0",
+        "redis+sentinel://:${REDIS_PASSWORD}@sentinel-0:26379,sentinel-1:26379/mymaster/0",
+        "redis+cluster://:${REDIS_PASSWORD}@redis-cluster-0:6379,redis-cluster-1:6379",
+    ],
+)
+def test_redis_url_puts_every_shared_backend_on_redis(chart: helm.Chart, url: str) -> None:
+    rendered = render(chart, {"redis": {"url": url}, "replicaCount": 3})
+    config = rendered.config
+    assert config["state"] == {"redis_url": url}
+    assert config["cache"]["backend"] == "redis"
+    assert config["limits"]["limits_backend"] == "redis"  # rate limits, budgets, usage
+    parsed = gateway_parse(config, fake_env(rendered.config_text))
+    assert (parsed.cache.backend, parsed.limits.limits_backend) == ("redis", "redis")
+    assert "WARNING" not in rendered.notes.split("still has the placeholder")[-1]
+    # An explicit per-process choice is kept, and NOTES says what it means.
+    kept = render(
+        chart, {"redis": {"url": url}, "config": {"limits": {"limits_backend": "memory"}}}
+    )
+    assert kept.config["limits"]["limits_backend"] == "memory"
+    assert "enforced per process (up to 2x)" in kept.notes
+
+
+def test_workers_without_redis_are_warned_about(chart: helm.Chart) -> None:
+    notes = render(chart, {"replicaCount": 1, "config": {"server": {"workers": 4}}}).notes
+    assert "1 replica(s) x 4 worker(s) without Redis" in notes and "up to\n4x" in notes
+
+
+def test_ingress_with_tls(chart: helm.Chart) -> None:
+    assert render(chart).maybe("Ingress") is None
+    rendered = render(chart, values_of("full"))
+    ingress = rendered.one("Ingress")["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [
+        {"secretName": "rerank-example-com-tls", "hosts": ["rerank.example.com"]}
+    ]
+    (rule,) = ingress["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert rule["host"] == "rerank.example.com"
+    assert backend == {"name": FULLNAME, "port": {"name": "http"}}
+    assert rendered.one("Service")["spec"]["ports"][0]["name"] == "http"
+    assert "https://rerank.example.com/v2/rerank" in rendered.notes
+    with pytest.raises(helm.HelmRenderError, match=r"needs at least one entry in ingress\.hosts"):
+        render(chart, {"ingress": {"enabled": True}})
+
+
 # --------------------------------------------------------------------------------------
 # Grafana dashboard
 
@@ -903,7 +954,8 @@ def test_dockerfile_matches_the_package_and_the_chart(chart: helm.Chart) -> None
     assert stages[-1].split()[0] == "python:3.11-slim"
     runs = " ".join(rest for word, rest in instructions if word == "RUN")
     assert "pip wheel" in runs and "--prefix" in runs
-    assert "[dev]" not in runs and ".[" not in runs
+    # Every cloud SDK extra, never the test tools.
+    assert "[dev]" not in runs and "'.[all]'" in runs and "'rerank-gateway[all]'" in runs
     last = {word: rest for word, rest in instructions}
     entrypoint = json.loads(last["ENTRYPOINT"])
     cmd = json.loads(last["CMD"])
@@ -915,7 +967,7 @@ def test_dockerfile_matches_the_package_and_the_chart(chart: helm.Chart) -> None
     container = rendered.container
     assert container["command"] == entrypoint
     assert container["args"] == cmd
-    assert cmd[:2] == ["serve", "--config"]
+    assert cmd[:2] == ["serve", "--config"] and cmd[3:] == ["--host", "0.0.0.0"]
     # The CMD's config path is the file the chart mounts from its ConfigMap.
     mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
     volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == "config")

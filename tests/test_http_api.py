@@ -101,15 +101,60 @@ async def test_healthz_and_readyz_with_real_redis(
     assert orjson.loads(body) == {"status": "ready", "checks": {"redis": "ok"}}
 
 
-async def test_readyz_fails_when_redis_is_unreachable(
+async def test_readyz_stays_ready_but_degraded_when_redis_is_unreachable(
     fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
 ) -> None:
+    # A Redis outage must not empty the Service: requests are still answered.
     dead = f"redis://127.0.0.1:{free_port()}/0"
     url = start_gateway(gateway_config({"cohere-a": fake_cohere[1]}, state={"redis_url": dead}))
     status, _, body = await request("GET", url + "/readyz")
-    assert status == 503
-    assert orjson.loads(body)["checks"]["redis"].startswith("unreachable")
+    assert status == 200
+    report = orjson.loads(body)
+    assert report["status"] == "degraded" and report["degraded"] == ["redis"]
+    assert report["checks"]["redis"].startswith("unreachable")
+    _, _, metrics = await request("GET", url + "/metrics")
+    assert b'rerank_dependency_up{dependency="redis"} 0.0' in metrics
+    status, _, _ = await request("POST", url + "/v2/rerank", json=BODY, headers=bearer(TEAM_KEY))
+    assert status == 200  # served: cache misses, the rate limit (none here) would fail open
     assert (await request("GET", url + "/healthz"))[0] == 200
+
+
+async def test_readyz_requires_redis_when_the_operator_opts_in(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    data = gateway_config(
+        {"cohere-a": fake_cohere[1]},
+        state={"redis_url": dead},
+        server={"ready_requires_redis": True},
+    )
+    status, _, body = await request("GET", start_gateway(data) + "/readyz")
+    assert status == 503
+    assert orjson.loads(body)["status"] == "not ready"
+
+
+async def test_readyz_fails_only_when_no_model_can_be_served(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    fake, base = fake_cohere
+    fake.faults.status = 500
+    breaker = {"breaker": {"failures": 2, "cooldown_s": 300}}
+    # While local-bm25 can still serve, open breakers only make the gateway degraded...
+    url = start_gateway(gateway_config({"cohere-a": base}, routing=breaker))
+    for _ in range(3):
+        await request("POST", url + "/v2/rerank", json=BODY, headers=bearer(TEAM_KEY))
+    status, _, body = await request("GET", url + "/readyz")
+    report = orjson.loads(body)
+    assert status == 200 and report["degraded"] == ["breakers"]
+    assert report["checks"]["breakers"] == "open: cohere-a/rerank-v3.5"
+    # ...with no other model, the gateway cannot serve anything: not ready.
+    data = gateway_config({"cohere-a": base}, routing=breaker)
+    del data["models"]["local-bm25"]
+    url = start_gateway(data)
+    for _ in range(3):
+        await request("POST", url + "/v2/rerank", json=BODY, headers=bearer(TEAM_KEY))
+    status, _, body = await request("GET", url + "/readyz")
+    assert status == 503 and "no model can be served" in orjson.loads(body)["checks"]["models"]
 
 
 async def test_metrics_count_requests_by_team_model_status(gateway_url: str) -> None:

@@ -1,9 +1,12 @@
-"""The README must stay true: its config examples validate and its key tables match the code.
+"""The README and the docs must stay true: config examples validate, key tables match the code.
 
-Rules the README follows (so this test can read it):
-- Every fenced ```yaml block in README.md is a gateway config. A block preceded by the line
-  `<!-- fragment -->` extends the examples above it: it is validated deep-merged onto all
-  earlier blocks. Any other block must be valid on its own.
+Rules README.md and every page of docs/ follow (so this test can read them):
+- Every fenced ```yaml block is a gateway config, valid on its own. A block preceded by
+  the line `<!-- fragment -->` extends the full example (the first block of
+  docs/configuration.md) and every fragment before it, reading the pages in the order of
+  `PAGE_ORDER`: it is validated deep-merged onto them. A block preceded by any other
+  `<!-- ... -->` line is not checked here: `<!-- not a gateway config -->` (a Kubernetes
+  manifest), or a marker another test owns (`<!-- offline-config -->`: test_offline.py).
 - `"<64 hex>"` is the placeholder for a key digest; each occurrence gets a distinct digest here.
 - Config-key tables (first column `key` or `option`, second `default`): every key must be a
   field of the config dataclasses (or of the provider options named by the `**`type`**`
@@ -34,8 +37,16 @@ from tests.test_helm import CHART, fake_env, gateway_parse, render
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 HELM_README = (ROOT / "helm" / "README.md").read_text(encoding="utf-8")
-PROVIDERS_DOC = (ROOT / "docs" / "providers.md").read_text(encoding="utf-8")
+# The front door and every reference page, by the name tests report them under; fragments
+# build on the pages before them in this order.
+PAGE_ORDER = ["configuration", "providers", "routing", "cache", "governance", "operations"]
+_DOCS = sorted(
+    (ROOT / "docs").glob("*.md"),
+    key=lambda p: (PAGE_ORDER.index(p.stem) if p.stem in PAGE_ORDER else len(PAGE_ORDER), p.name),
+)
+PAGES = {"README.md": README} | {f"docs/{p.name}": p.read_text(encoding="utf-8") for p in _DOCS}
 FRAGMENT = "<!-- fragment -->"
+NOT_CONFIG = "<!-- not a gateway config -->"
 PLACEHOLDER = "<64 hex>"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 SECTIONS = {f.name for f in dataclasses.fields(Config)}
@@ -55,16 +66,22 @@ def yaml_blocks(markdown: str) -> list[Block]:
         indent = len(match.group(1))
         text = "\n".join(line[indent:] for line in match.group(2).splitlines())
         before = markdown[: match.start()].rstrip("\n").splitlines()
-        fragment = bool(before) and before[-1].strip() == FRAGMENT
-        blocks.append(Block(markdown[: match.start()].count("\n") + 1, text, fragment))
+        marker = before[-1].strip() if before else ""
+        if marker.startswith("<!--") and marker != FRAGMENT:
+            continue  # not a config, or checked by the test that owns the marker
+        blocks.append(
+            Block(markdown[: match.start()].count("\n") + 1, text, marker == FRAGMENT)
+        )
     return blocks
 
 
-def with_digests(text: str) -> str:
+def with_digests(text: str, block: str = "") -> str:
+    """Distinct across blocks too: fragments merge into earlier blocks, and the admin key
+    must differ from every team key."""
     parts = text.split(PLACEHOLDER)
     out = parts[0]
     for i, part in enumerate(parts[1:]):
-        out += hashlib.sha256(f"readme-{i}".encode()).hexdigest() + part
+        out += hashlib.sha256(f"readme-{block}-{i}".encode()).hexdigest() + part
     return out
 
 
@@ -78,38 +95,70 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def readme_configs() -> list[tuple[int, dict[str, Any]]]:
-    """Each README yaml block as the config it stands for (fragments merged)."""
+FULL_EXAMPLE = "docs/configuration.md"
+
+
+def page_configs() -> list[tuple[str, dict[str, Any]]]:
+    """Each checked yaml block as the config it stands for (fragments merged)."""
     configs = []
     so_far: dict[str, Any] = {}
-    for block in yaml_blocks(README):
-        data = yaml.safe_load(with_digests(block.text))
-        assert isinstance(data, dict) and set(data) <= SECTIONS, (
-            f"README.md line {block.line}: a yaml block that is not a gateway config "
-            f"(top-level keys {sorted(data) if isinstance(data, dict) else data!r})"
-        )
-        so_far = deep_merge(so_far, data)
-        configs.append((block.line, so_far if block.fragment else data))
+    for page, markdown in PAGES.items():
+        for i, block in enumerate(yaml_blocks(markdown)):
+            data = yaml.safe_load(with_digests(block.text, f"{page}:{block.line}"))
+            assert isinstance(data, dict) and set(data) <= SECTIONS, (
+                f"{page} line {block.line}: a yaml block that is not a gateway config "
+                f"(top-level keys {sorted(data) if isinstance(data, dict) else data!r})"
+            )
+            if block.fragment or (page == FULL_EXAMPLE and i == 0):
+                so_far = deep_merge(so_far, data)
+            configs.append((f"{page}:{block.line}", so_far if block.fragment else data))
     return configs
 
 
-CONFIGS = readme_configs()
+CONFIGS = page_configs()
 
 
 def test_readme_has_its_examples() -> None:
-    # Configuration, cloud providers, routing, cost governance.
-    assert len(CONFIGS) >= 4
-    assert not yaml_blocks(README)[0].fragment
+    # The front door's, then configuration, cloud providers, routing, cost governance.
+    assert len(CONFIGS) >= 5
+    for page in ("README.md", FULL_EXAMPLE):
+        blocks = yaml_blocks(PAGES[page])
+        assert blocks and not blocks[0].fragment, f"{page} must start with a whole config"
 
 
-@pytest.mark.parametrize("config", [c for _, c in CONFIGS], ids=[f"line{n}" for n, _ in CONFIGS])
+@pytest.mark.parametrize("config", [c for _, c in CONFIGS], ids=[n for n, _ in CONFIGS])
 def test_readme_config_example_is_valid(config: dict[str, Any]) -> None:
     env = {name: "dummy" for name in ENV_REF.findall(yaml.safe_dump(config))}
     parse_config(copy.deepcopy(config), env)
 
 
+def test_helm_readme_quick_start_renders_a_shared_state_install() -> None:
+    """The quick start's `--set` flags, as written, give a valid config on shared Redis."""
+    start = HELM_README.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    values: dict[str, Any] = {}
+    for assignment in re.findall(r'--set "?([^"\s]+)"?', start):
+        path, _, value = assignment.partition("=")
+        value = value.replace("$DIGEST", "ab" * 32)
+        *parents, last = path.split(".")
+        node = values
+        for key in parents:
+            node = node.setdefault(key, {})
+        if match := re.fullmatch(r"(.+)\[0\]", last):
+            node[match.group(1)] = [value]
+        else:
+            node[last] = None if value == "null" else yaml.safe_load(value)
+    assert values["redis"] == {"enabled": True}
+    with helm.Chart.load(CHART) as chart:
+        rendered = render(chart, values)
+    config = gateway_parse(rendered.config, fake_env(rendered.config_text))
+    assert set(config.teams) == {"quickstart"}
+    assert (config.cache.backend, config.limits.limits_backend) == ("redis", "redis")
+    assert "WARNING" not in rendered.notes
+    assert "svc/rg-rerank-gateway 8080:8080" in start and '"model": "local-bm25"' in start
+
+
 def test_helm_readme_values_example_renders_a_valid_config() -> None:
-    (block,) = yaml_blocks(HELM_README)
+    block = next(b for b in yaml_blocks(HELM_README) if "config:" in b.text)
     values = yaml.safe_load(block.text.replace("<digest>", "ab" * 32))
     with helm.Chart.load(CHART) as chart:
         rendered = render(chart, values)
@@ -126,7 +175,7 @@ _ROW = re.compile(r"^\|(.+)\|\s*$")
 _TICKED = re.compile(r"`([^`]+)`")
 _PROVIDER_LINE = re.compile(r"^\*\*`(\w+)`\*\*")
 # Tables whose keys are relative: the section they document.
-_RELATIVE_ROOTS = {"### Over-fetch limits": LimitsConfig}
+_RELATIVE_ROOTS = {"## Over-fetch limits": LimitsConfig}
 
 
 @dataclasses.dataclass
@@ -233,27 +282,22 @@ def same(stated: Any, actual: Any) -> bool:
     return bool(stated == actual)
 
 
-ROWS = [r for r in table_rows(README) if r.keys]
-# docs/providers.md documents the options of the self-hosted and hosted provider types.
-DOC_ROWS = [r for r in table_rows(PROVIDERS_DOC) if r.keys]
+PAGE_ROWS = [(page, r) for page, text in PAGES.items() for r in table_rows(text) if r.keys]
+ROWS = [r for _, r in PAGE_ROWS]
 
 
 def test_readme_key_tables_were_found() -> None:
-    documented = {k for row in ROWS + DOC_ROWS for k in expand(row)}
+    documented = {k for row in ROWS for k in expand(row)}
     # One key from each table: configuration, each provider, routing, cache, limits.
     for key in ("server.drain_timeout_s", "routing.breaker.probes", "cache.redis_backoff_s"):
         assert key in documented
-    assert {row.root for row in ROWS + DOC_ROWS} >= {o.options for o in PROVIDER_TYPES.values()} - {
+    assert {row.root for row in ROWS} >= {o.options for o in PROVIDER_TYPES.values()} - {
         PROVIDER_TYPES["local"].options  # `local` has no table (options named in prose)
     }
     assert LimitsConfig in {row.root for row in ROWS}
 
 
-@pytest.mark.parametrize(
-    "row",
-    ROWS + DOC_ROWS,
-    ids=[f"line{r.line}" for r in ROWS] + [f"providers-md-line{r.line}" for r in DOC_ROWS],
-)
+@pytest.mark.parametrize("row", ROWS, ids=[f"{page}:{r.line}" for page, r in PAGE_ROWS])
 def test_readme_key_exists_with_its_default(row: Row) -> None:
     keys = expand(row)
     fields = [resolve(row.root, key) for key in keys]
@@ -267,7 +311,7 @@ def test_readme_key_exists_with_its_default(row: Row) -> None:
         assert f is not None
         actual = field_default(f)
         assert same(value, actual), (
-            f"README line {row.line}: {key} default {value!r}, code {actual!r}"
+            f"line {row.line}: {key} default {value!r}, code {actual!r}"
         )
 
 
@@ -282,9 +326,14 @@ def test_readme_metrics_and_labels_match_the_registry() -> None:
         name = collector._name
         kind = collector._type
         labels[f"{name}_total" if kind == "counter" else name] = collector._labelnames
-    section = README.split("| metric | labels |", 1)[1].split("\n\n", 1)[0]
+    # Every page's metrics table (features may document theirs on their own page).
+    sections = [
+        "| metric | labels |" + table.split("\n\n", 1)[0]
+        for text in PAGES.values()
+        for table in text.split("| metric | labels |")[1:]
+    ]
     documented: set[str] = set()
-    for line in section.splitlines()[2:]:
+    for line in (row for section in sections for row in section.splitlines()[2:]):
         name_cell, label_cell = [c.strip() for c in line.strip().strip("|").split("|")][:2]
         names = [n for n in _TICKED.findall(name_cell) if n.startswith("rerank_")]
         stated = _TICKED.findall(re.sub(r"\([^()]*\)", "", label_cell))

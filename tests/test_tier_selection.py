@@ -150,18 +150,18 @@ async def test_latency_model_adapts_when_a_deployment_slows_down(
     upstreams["fast"].faults = Faults(delay_s=0.4)
     await ask()  # still predicted fast: one slow call among three moves its p90 to ~400 ms
     await ask()  # now neither fits; pro's prior (300 ms) is the faster
-    await ask()  # pro has one fast sample: still its prior
+    await ask()  # one fast sample of pro, blended with its prior, already fits
     await ask()  # pro measured fast: fits
     assert served == [
         (FAST, False),
         (FAST, False),
         (FAST, False),
         (PRO, True),
-        (PRO, True),
+        (PRO, False),
         (PRO, False),
     ]
-    assert await selections(url, "pro", "fits") == 1
-    assert await selections(url, "pro", "none_fit_fastest") == 2
+    assert await selections(url, "pro", "fits") == 2
+    assert await selections(url, "pro", "none_fit_fastest") == 1
 
 
 @pytest.mark.parametrize("cache", ["none", "memory"])
@@ -170,7 +170,8 @@ async def test_fast_starts_when_pro_runs_late_and_answers_within_the_budget(
 ) -> None:
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(hang=True)
-    # pro is predicted to fit (100 ms); fast (200 ms) must start by 1000 - 5 - 200 ms.
+    # pro is predicted to fit (100 ms); fast (200 ms, a prior: uncertain, so 1.5 times
+    # that) must start by 1000 - 5 - 300 ms.
     data = tiered(urls, pro_ms=100, fast_ms=200)
     data["cache"] = {"backend": cache}
     url = start(servers, data)
@@ -179,7 +180,7 @@ async def test_fast_starts_when_pro_runs_late_and_answers_within_the_budget(
     assert headers["X-Rerank-Model"] == FAST and headers["X-Rerank-Deployment"] == f"fast/{FAST}"
     assert (len(upstreams["pro"].calls), len(upstreams["fast"].calls)) == (1, 1)
     started_after = upstreams["fast"].arrivals[0] - upstreams["pro"].arrivals[0]
-    assert started_after >= 0.7  # not before the switch point (795 ms after pro)
+    assert started_after >= 0.6  # not before the switch point (695 ms after pro)
     assert await metric(url, "rerank_hedges_total", model="rerank-auto", outcome="won") == 1
 
 

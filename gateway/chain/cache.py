@@ -44,7 +44,7 @@ class CacheLayer:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self.keys = KeySpace(settings.families)
+        self.keys = KeySpace(settings.families, slot_tag=settings.slot_tagged)
         self.fleet = fleet
         self.flights = Flights(inner, fleet)
         # Metric children bound once, not looked up per request.

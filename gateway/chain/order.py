@@ -21,8 +21,8 @@ Why each layer sits where it does:
 - **dispatch** is terminal: it owns attempt order, retries, hedges and circuit breakers
   across the model's deployments.
 
-`build_chain` folds `LAYERS` around dispatch; `app.py` calls it and nothing else knows
-the order.
+`build_chain` folds `LAYERS` around dispatch; `app.py` calls it (or `build_layers`, for
+the entry point of shadow scoring, `SHADOW_ENTRY`) and nothing else knows the order.
 """
 
 from __future__ import annotations
@@ -95,9 +95,21 @@ LAYERS: tuple[Layer, ...] = (
 )
 
 
+# Shadow scoring (gateway.chain.shadow) enters here: below the tier race, since a shadow
+# job has its model chosen already, and through the cache and the budget like any job.
+SHADOW_ENTRY = "downgrade"
+
+
 def build_chain(parts: ChainParts) -> Scorer:
     """The layers of `LAYERS` around dispatch; the first one is the outermost."""
+    return build_layers(parts)[LAYERS[0].name]
+
+
+def build_layers(parts: ChainParts) -> dict[str, Scorer]:
+    """Each layer by name, wrapping all those after it (one set of instances)."""
     scorer: Scorer = Dispatch(parts.deployments, parts.metrics, billing=parts.governance.rules)
+    built: dict[str, Scorer] = {"dispatch": scorer}
     for layer in reversed(LAYERS):
         scorer = layer.build(scorer, parts)
-    return scorer
+        built[layer.name] = scorer
+    return built

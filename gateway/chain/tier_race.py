@@ -1,6 +1,8 @@
 """Deadline-aware tier fallback: when a tiered alias chose pro and pro runs late, start
 the fast tier too (at the point where fast can still finish within the budget) and
 answer with whichever is first. Also starts fast at once if pro fails outright.
+When the backup answers, `meta.warnings` says so and
+`rerank_tier_backup_answers_total{alias,model}` counts it.
 
 It sits outside the downgrade, cache and budget layers: each tier runs the inner chain
 as a job of its own, with facts naming that tier's model, so caches and budgets see one
@@ -16,6 +18,7 @@ from gateway.errors import UpstreamUnavailable
 from gateway.observe.metrics import Metrics
 from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
 from policies.first_wins import Race
+from policies.tier_choice import backup_warning
 
 PRIMARY, BACKUP = "primary", "backup"
 
@@ -59,6 +62,10 @@ class TierRace:
                 if failure is None:
                     outcome = HEDGE_WON if which == BACKUP else HEDGE_LOST
                     fork = forks[which]
+                    if which == BACKUP:
+                        warning = backup_warning(backup, job.facts.model, error is not None)
+                        fork.report.warnings.append(warning)
+                        self.metrics.tier_backup_answers.labels(backup.alias, backup.model).inc()
                     job.report.adopt(fork.report, fork.facts.model)
                     return future.result()
                 error = failure
@@ -72,4 +79,3 @@ class TierRace:
                 self.metrics.hedges.labels(backup.alias, outcome).inc()
         assert error is not None
         raise error
-

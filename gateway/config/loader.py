@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from policies.limits import RequestLimits
 from policies.pricing import PricingConfig
 from policies.ratelimit import RateLimitConfig
 from policies.retry_budget import RetryBudgetSettings
-from providers.registry import PROVIDER_TYPES
+from providers.registry import PROVIDER_TYPES, MissingExtra
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -51,6 +51,9 @@ class ServerConfig:
     max_body_bytes: int = bounded(16 * 1024 * 1024, min=1024)
     v1_default_model: str | None = None  # used when a /v1/rerank body names no model
     drain_timeout_s: float = bounded(20.0, min=0.0)  # on SIGTERM: time to finish requests
+    # /readyz answers 503 while Redis is unreachable (opt-in, for fail-closed teams);
+    # otherwise a Redis outage is reported in the body and rerank_dependency_up only.
+    ready_requires_redis: bool = False
 
 
 @dataclass
@@ -77,6 +80,7 @@ class TeamConfig:
     latency_budget_ms: int | None = bounded(None, min=1)  # default for tiered aliases
     manager_key_sha256: list[str] = field(default_factory=list)  # may manage the team's keys
     models: list[str] | None = None  # the models (and aliases) it may use; None: all
+    shadow_sample_rate: float | None = bounded(None, min=0.0, max=1.0)  # overrides aliases'
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -98,6 +102,19 @@ class DeploymentConfig:
 
 
 @dataclass
+class ShadowConfig:
+    """`models.<alias>.shadow`: score a sample of requests by the other tier too, in the
+    background, to measure what the tier choice trades (see docs/tiers.md)."""
+
+    sample_rate: float = bounded(0.02, min=0.0, max=1.0)
+    max_usd_per_day: float = bounded(5.0, min=0.0)  # billed to account `_shadow/<alias>`
+    max_per_minute: int = bounded(60, min=1)  # shadow calls, its own rate limit
+    min_ndcg: float | None = bounded(None, min=0.0, max=1.0)  # guard: stop downgrades below
+    min_samples: int = bounded(30, min=1)  # samples before the guard may act
+    window: int = bounded(500, min=1)  # rolling window of samples per alias, team, direction
+
+
+@dataclass
 class ModelConfig:
     deployments: list[DeploymentConfig] = field(default_factory=list)
     tiers: dict[str, str] | None = None
@@ -111,6 +128,7 @@ class ModelConfig:
     hedge: HedgeSettings = field(default_factory=HedgeSettings)
     latency_prior_ms: LatencyPrior | None = None
     latency_budget_ms: int | None = bounded(None, min=1)  # tiered alias: default budget
+    shadow: ShadowConfig | None = None  # tiered alias: shadow quality evaluation
 
     def __post_init__(self) -> None:
         if self.limits is not None and self.limits.max_body_bytes is not None:
@@ -124,6 +142,10 @@ class ModelConfig:
             raise ValueError(
                 "cache_family and cache_ttl_s belong on the models a tier names, not on the alias"
             )
+        if self.tiers is None and self.shadow is not None:
+            raise ValueError("shadow is for tiered aliases (it compares their two tiers)")
+        if self.shadow is not None and set(self.tiers or ()) != set(TIERS):
+            raise ValueError("shadow needs both tiers, pro and fast, to compare")
         if self.tiers is None and self.latency_budget_ms is not None:
             raise ValueError("latency_budget_ms is for tiered aliases; use timeout_s here")
         if self.tiers is not None and self.latency_prior_ms is not None:
@@ -175,20 +197,56 @@ class LimitsConfig(RequestLimits):
     usage_retention_days: int = bounded(400, min=1)
 
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+
+@dataclass
+class SentinelConfig:
+    """Redis behind Sentinel: the gateway asks the sentinels where the master is."""
+
+    service: str  # the master's name in the sentinels' config (`sentinel monitor NAME ...`)
+    sentinels: list[str] = field(default_factory=list)  # host:port of each sentinel
+    password: str | None = None  # the master's (and replicas') password
+    sentinel_password: str | None = None  # the sentinels' own, if they require one
+    db: int = bounded(0, min=0)
+    tls: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sentinels:
+            raise ValueError("sentinel.sentinels needs at least one host:port")
+        for address in self.sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinel address {address!r} must be host:port")
+
+
 @dataclass
 class StateConfig:
     redis_url: str | None = None
+    redis_cluster: bool = False  # redis_url names a Redis Cluster node (or use redis+cluster://)
+    sentinel: SentinelConfig | None = None
     # At start, a state Redis whose maxmemory-policy may evict (anything but noeviction)
     # could drop API keys, budgets and counters: refuse to start, or warn loudly.
     on_evicting_redis: Literal["refuse", "warn"] = "refuse"
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
+        if self.sentinel is not None:
+            if self.redis_url:
+                raise ValueError("give either redis_url or a sentinel block, not both")
+            # Everything that asks "is there a shared Redis?" reads redis_url; the passwords
+            # stay in the block (gateway.state.redis_client reads them from there).
+            self.redis_url = "redis+sentinel://{}/{}/{}".format(
+                ",".join(self.sentinel.sentinels), self.sentinel.service, self.sentinel.db
+            )
+        sentinel_url = bool(self.redis_url) and str(self.redis_url).startswith("redis+sentinel")
+        if self.redis_cluster and sentinel_url:
+            raise ValueError("redis_cluster and Sentinel exclude each other")
 
 
 def _check_redis_url(url: str | None) -> None:
-    if url and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+    if url and not url.startswith(REDIS_SCHEMES):
+        raise ValueError("redis_url must start with " + ", ".join(REDIS_SCHEMES))
 
 
 @dataclass
@@ -242,8 +300,14 @@ _SECTIONS: dict[str, Any] = {
 }
 
 
-def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate and validate a config file; raise ConfigError naming each problem."""
+def load_config(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    sections: Collection[str] | None = None,
+) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError naming each problem.
+
+    `sections`: read only these (a tool that needs Redis only reads no provider secrets)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -255,17 +319,34 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([f"{path}: not valid YAML{where}: {problem}"]) from exc
-    return parse_config(data, os.environ if env is None else env)
+    return parse_config(data, os.environ if env is None else env, sections)
 
 
-def parse_config(data: Any, env: Mapping[str, str]) -> Config:
-    """Validate an already-parsed config mapping (also used for the embedded default)."""
+def parse_config(
+    data: Any, env: Mapping[str, str], sections: Collection[str] | None = None
+) -> Config:
+    """Validate an already-parsed config mapping (also used for the embedded default).
+
+    With `sections`, the others are neither interpolated nor read: they keep defaults."""
     reader = Reader()
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ConfigError(["<top level>: the config must be a mapping of sections"])
+    if sections is not None:
+        data = {k: v for k, v in data.items() if k in sections}
     data = _interpolate(data, "", env, reader)
+    read = _read_sections(data, reader)
+    config = Config(**{k: v for k, v in read.items() if v is not None})
+    _shared_state_defaults(config, data)
+    # Cross-section checks run on whatever was read, so one pass reports everything;
+    # entries that failed to read are left out of them.
+    _cross_check(config, reader, {k for k, v in read.items() if v is None})
+    reader.check()
+    return config
+
+
+def _read_sections(data: Mapping[str, Any], reader: Reader) -> dict[str, Any]:
     sections: dict[str, Any] = {}
     for key, value in data.items():
         if key == "providers":
@@ -275,16 +356,25 @@ def parse_config(data: Any, env: Mapping[str, str]) -> Config:
         else:
             known = ", ".join(sorted([*_SECTIONS, "providers"]))
             reader.problem(str(key), f"unknown section (known sections: {known})")
-    # Cross-section checks run on whatever was read, so one pass reports everything;
-    # entries that failed to read are left out of them.
-    failed = {k for k, v in sections.items() if v is None}
     for key in ("teams", "models"):
         if sections.get(key):
             sections[key] = {k: v for k, v in sections[key].items() if v is not None}
-    config = Config(**{k: v for k, v in sections.items() if v is not None})
-    _cross_check(config, reader, failed)
-    reader.check()
-    return config
+    return sections
+
+
+def _shared_state_defaults(config: Config, data: Mapping[str, Any]) -> None:
+    """With a shared Redis, every piece of shared state lives there unless the file says
+    otherwise: several replicas or workers then enforce one set of limits, not one each."""
+    if not config.state.redis_url:
+        return
+    if "backend" not in _mapping(data.get("cache")):
+        config.cache.backend = "redis"
+    if "limits_backend" not in _mapping(data.get("limits")):
+        config.limits.limits_backend = "redis"  # rate limits, budgets and usage records
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _interpolate(value: Any, path: str, env: Mapping[str, str], reader: Reader) -> Any:
@@ -323,9 +413,14 @@ def _read_providers(data: Any, reader: Reader) -> dict[str, ProviderConfig]:
             known = ", ".join(PROVIDER_TYPES)
             reader.problem(join(path, "type"), f"must be one of {known} (got {type_name!r})")
             continue
+        try:
+            provider_type = PROVIDER_TYPES[str(type_name)]
+        except MissingExtra as exc:
+            reader.problem(join(path, "type"), str(exc))
+            continue
         settings = {k: v for k, v in entry.items() if k != "type"}
-        options: Any = reader.read(PROVIDER_TYPES[type_name].options, settings, path)
-        providers[str(name)] = ProviderConfig(str(name), type_name, options)
+        options: Any = reader.read(provider_type.options, settings, path)
+        providers[str(name)] = ProviderConfig(str(name), str(type_name), options)
     return providers
 
 
@@ -369,6 +464,13 @@ def _cross_check(config: Config, reader: Reader, failed: set[str]) -> None:
                     f"the same key is already given to team {owners[digest]!r}",
                 )
             owners[digest] = team
+    admin = config.auth.admin_key_sha256
+    if admin is not None and admin in owners:
+        reader.problem(
+            "auth.admin_key_sha256",
+            f"the admin key is also a key of team {owners[admin]!r}, which would make that "
+            "team an admin; give the admin a key of its own (`rerank-gateway hash-key --new`)",
+        )
     if failed & {"server", "auth", "teams"}:
         return
     if config.auth.mode == "none" and not is_loopback(config.server.host):
@@ -468,9 +570,9 @@ def default_config_data(env: Mapping[str, str]) -> dict[str, Any]:
     return data
 
 
-def load_or_default(path: str | None) -> Config:
+def load_or_default(path: str | None, sections: Collection[str] | None = None) -> Config:
     """The config file at `path`, or the embedded default when there is none."""
-    return load_config(path) if path else default_config()
+    return load_config(path, sections=sections) if path else default_config()
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:

@@ -139,6 +139,7 @@ _DEPLOYMENTS = {
                     "in_flight",
                     "latency_ms",
                     "latency_samples",
+                    "latency_prior_ms",
                 ],
                 "properties": {
                     "models": {"type": "array", "items": {"type": "string"}},
@@ -154,6 +155,20 @@ _DEPLOYMENTS = {
                         "additionalProperties": False,
                     },
                     "latency_samples": {"type": "integer", "minimum": 0},
+                    "latency_prior_ms": {
+                        "type": "object",
+                        "description": "The prior blended with observations while they are "
+                        "few: configured, a model family's default, or the broad default.",
+                        "required": ["source", "base_ms", "per_doc_ms", "per_kchar_ms", "weight"],
+                        "properties": {
+                            "source": {"type": "string"},
+                            "base_ms": {"type": "number", "minimum": 0},
+                            "per_doc_ms": {"type": "number", "minimum": 0},
+                            "per_kchar_ms": {"type": "number", "minimum": 0},
+                            "weight": {"type": "number", "minimum": 0},
+                        },
+                        "additionalProperties": False,
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -321,6 +336,68 @@ _USAGE_REPORT = {
             },
         },
     },
+}
+
+
+_SHARE = {"type": ["number", "null"], "minimum": -1, "maximum": 1}
+_AGREEMENT = {
+    "type": "object",
+    "required": ["samples", "window", "ndcg_mean", "ndcg_p10", "overlap_mean"],
+    "properties": {
+        "samples": {"type": "integer", "minimum": 0},
+        "window": {"type": "integer", "minimum": 0},
+        "ndcg_mean": _SHARE,
+        "ndcg_p10": _SHARE,
+        "overlap_mean": _SHARE,
+        "rank_correlation_mean": _SHARE,
+        "k_mean": {"type": ["number", "null"], "minimum": 1},
+    },
+    "additionalProperties": False,
+}
+_TIERS_REPORT = {
+    "type": "object",
+    "required": ["scope", "aliases"],
+    "properties": {
+        "scope": {"type": "string"},
+        "aliases": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["tiers", "shadow", "shadow_calls", "shadow_spend_usd", "teams"],
+                "properties": {
+                    "tiers": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "shadow": {"type": "object"},
+                    "shadow_calls": {
+                        "type": "object",
+                        "additionalProperties": {"type": "integer", "minimum": 0},
+                    },
+                    "shadow_spend_usd": {
+                        "type": "object",
+                        "required": ["today", "total"],
+                        "properties": {
+                            "today": {"type": "number", "minimum": 0},
+                            "total": {"type": "number", "minimum": 0},
+                        },
+                    },
+                    "teams": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "properties": {
+                                "fast_vs_pro": _AGREEMENT,
+                                "pro_vs_fast": _AGREEMENT,
+                                "fast_quality": _AGREEMENT,
+                                "downgrades": {"enum": ["allowed", "stopped"]},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
 }
 
 
@@ -500,6 +577,24 @@ def admin_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/admin/tiers": {
+                "get": {
+                    "summary": "Shadow quality evaluation of each tiered alias (docs/tiers.md)",
+                    "responses": {
+                        "200": {
+                            "description": "Per alias: shadow settings, calls, spend, and the "
+                            "agreement of the two tiers' rankings per team and direction.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/TiersReport"}
+                                }
+                            },
+                        },
+                        "401": _error("Missing or wrong admin key."),
+                        "403": _error("Admin routes are disabled."),
+                    },
+                }
+            },
         },
         "components": {
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
@@ -522,6 +617,7 @@ def admin_spec() -> dict[str, Any]:
                     "properties": {"grace_s": {"type": "number", "minimum": 0, "default": 86400}},
                     "additionalProperties": False,
                 },
+                "TiersReport": _TIERS_REPORT,
             },
         },
     }

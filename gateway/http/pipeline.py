@@ -2,8 +2,10 @@
 score, answer.
 
 Each step is a small method with one job; scoring itself is the `Scorer` chain
-(see `gateway.chain.job`). The pipeline owns the response headers, the metrics of the
-request and its one access-log line.
+(see `gateway.chain.job`). A request sampled for shadow scoring of a tiered alias
+(`gateway.chain.shadow`) has its answer written out first, then the shadow starts.
+The pipeline owns the response headers, the metrics of the request and its one
+access-log line.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.chain.job import Facts, Report, ScoreJob, Scorer
+from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
 from gateway.http.auth import Authenticator
@@ -52,6 +55,7 @@ class Pipeline:
         metrics: Metrics,
         routing: DeploymentState,
         governance: Governance,
+        shadow: ShadowRunner | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -60,6 +64,7 @@ class Pipeline:
         self.metrics = metrics
         self.routing = routing
         self.governance = governance
+        self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
@@ -129,7 +134,12 @@ class Pipeline:
             Report(warnings=[*parsed.warnings, *route.warnings]),
         )
         scored = await self.scorer.score(job)
-        return self._answer(parsed, job, scored.scores, scored.search_units, started)
+        response = self._answer(parsed, job, scored.scores, scored.search_units, started)
+        shadow = self.shadow.sample(job, scored.scores, parsed.top_n) if self.shadow else None
+        if shadow is not None and self.shadow is not None:
+            await _send(request, response)  # the caller's answer goes out first
+            self.shadow.start(shadow)
+        return response
 
     async def _read(self, request: web.Request, team: str) -> bytes:
         """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
@@ -195,6 +205,15 @@ class Pipeline:
             latency_ms=round(elapsed * 1000.0, 2),
             error=outcome.error,
         )
+
+
+async def _send(request: web.Request, response: web.Response) -> None:
+    """Write the answer out now (aiohttp then sees it sent and sends nothing more)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:  # the caller went away: nothing to deliver
+        pass
 
 
 def _request_id(request: web.Request) -> str:

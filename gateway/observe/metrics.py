@@ -20,6 +20,7 @@ from prometheus_client import (
 # Set by the parent of several workers: each writes its samples to files there.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+SHARE_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 1)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -63,11 +64,25 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.dependency_up = Gauge(
+            "rerank_dependency_up",
+            "1 while a shared dependency (redis) answered the last readiness check, 0 while "
+            "not: the gateway still serves, degraded (the worst worker).",
+            ["dependency"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self.hedges = Counter(
             "rerank_hedges",
             "Hedged calls started (a second deployment, or the fast tier of an alias), by "
             "outcome: won (its answer was used), lost (cancelled), failed.",
             ["model", "outcome"],
+            registry=r,
+        )
+        self.tier_backup_answers = Counter(
+            "rerank_tier_backup_answers",
+            "Requests to a tiered alias answered by the backup tier (pro was late or failed).",
+            ["alias", "model"],
             registry=r,
         )
         self.tier_selections = Counter(
@@ -185,6 +200,51 @@ class Metrics:
             "rerank_governance_store_errors",
             "Failed reads or writes of the limits and usage store (Redis).",
             ["store", "operation"],
+            registry=r,
+        )
+
+        # Shadow quality evaluation (gateway.chain.shadow): how the served tier's ranking
+        # agrees with the other tier's, per alias, team and direction (fast_vs_pro, ...).
+        agreement = ["alias", "team", "direction"]
+        self.shadow_ndcg = Histogram(
+            "rerank_shadow_ndcg",
+            "NDCG@k of the served ranking against the other tier's (k = top_n or 10).",
+            agreement,
+            buckets=SHARE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_overlap = Histogram(
+            "rerank_shadow_overlap",
+            "Share of the reference tier's top k that the served top k contains.",
+            agreement,
+            buckets=SHARE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_rank_correlation = Histogram(
+            "rerank_shadow_rank_correlation",
+            "Spearman rank correlation of the served and reference rankings.",
+            agreement,
+            buckets=(-0.5, 0, 0.25, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1),
+            registry=r,
+        )
+        self.shadow_calls = Counter(
+            "rerank_shadow_calls",
+            "Shadow scorings by outcome: scored, skipped_cap (daily cost cap), skipped_rate "
+            "(its rate limit), failed.",
+            ["alias", "outcome"],
+            registry=r,
+        )
+        self.shadow_cost_usd = Counter(
+            "rerank_shadow_cost_usd",
+            "What shadow scoring cost (billed to the gateway's _shadow/<alias> account).",
+            ["alias"],
+            registry=r,
+        )
+        self.shadow_guard = Gauge(
+            "rerank_shadow_guard_stopped",
+            "1 while an alias does not downgrade a team: fast's agreement fell below min_ndcg.",
+            ["alias", "team"],
+            multiprocess_mode="livemax",
             registry=r,
         )
 

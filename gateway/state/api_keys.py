@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
@@ -125,7 +126,10 @@ class KeyKeeper:
             )
 
     async def _run(self) -> None:
-        client: aioredis.Redis = self.store.client
+        client = self.store.client
+        if isinstance(client, RedisCluster):  # no pub/sub here: polling alone keeps the bound
+            await self._poll_only()
+            return
         pubsub = None
         next_poll = self.clock() + self.refresh_s
         while True:
@@ -151,6 +155,16 @@ class KeyKeeper:
                         await pubsub.aclose()
                     pubsub = None
                 await asyncio.sleep(min(self.refresh_s, 1.0))  # back off before reconnecting
+
+
+    async def _poll_only(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+                await self.flush_used()
+            except StoreUnavailable as exc:
+                self._warn(error=str(exc)[:200], effect="serving the last known keys")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,10 @@ from gateway.state.catalog import Catalog
 from policies.breaker import OPEN, STATE_NAMES
 from policies.failover import Failover, HedgeSettings
 from policies.health import HealthBook
+from policies.latency import LatencyPrior, LatencySettings
+from policies.latency_priors import family_prior
 from policies.retry_budget import RetryBudget
-from policies.tier_choice import TierBackup, TierSelector
+from policies.tier_choice import TierBackup, TierEstimate, TierSelector
 from providers.types import Deployment
 
 BUDGET_HEADER = "X-Latency-Budget-Ms"
@@ -77,7 +79,9 @@ class DeploymentState:
                 continue
             deployments = catalog.deployments[name]
             for entry, deployment in zip(model.deployments, deployments, strict=True):
-                self.health.add(deployment.name, entry.latency_prior_ms or model.latency_prior_ms)
+                configured = entry.latency_prior_ms or model.latency_prior_ms
+                prior, source = _prior(configured, deployment.model, settings.latency)
+                self.health.add(deployment.name, prior, source)
                 self.served_models.setdefault(deployment.name, []).append(name)
             self.models[name] = ModelRouting(
                 deployments, model.max_attempts, model.hedge, model.fallback, model.timeout_s
@@ -91,6 +95,8 @@ class DeploymentState:
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
         self.failover = Failover(self.health, self.retry_budget, settings.backoff)
         self.selector = TierSelector(settings.overhead_ms / 1000.0)
+        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
+        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
 
     def fallback_modes(self) -> dict[str, str]:
         return {name: m.fallback for name, m in self.models.items()}
@@ -117,6 +123,7 @@ class DeploymentState:
                 alias.tiers,
                 budget_ms / 1000.0 if budget_ms else None,
                 lambda m: self.estimate(m, docs, chars),
+                downgrade=not self.stops_downgrade(model, team),
             )
             self.metrics.tier_selections.labels(model, choice.tier, choice.reason).inc()
             if choice.warning:
@@ -130,19 +137,17 @@ class DeploymentState:
         deadline_s = min(limit_s, header_ms / 1000.0) if header_ms else limit_s
         return Resolution(model, time.monotonic() - elapsed_s + deadline_s, warnings, backup)
 
-    def estimate(self, model: str, docs: int, chars: int) -> tuple[bool, float | None]:
-        """(any deployment not open, best predicted p90 among them or None if unknown)."""
-        available = False
-        best: float | None = None
+    def estimate(self, model: str, docs: int, chars: int) -> TierEstimate:
+        """The best predicted p90 among the deployments whose breaker is not open."""
+        best = TierEstimate(available=False, p90_s=float("inf"), confident=False)
         for deployment in self.models[model].deployments:
             health = self.health[deployment.name]
             if health.breaker.state == OPEN:
                 continue
-            available = True
-            p90 = health.latency.predict(docs, chars, TIER_QUANTILE)
-            if p90 is not None and (best is None or p90 < best):
-                best = p90
-        return available, best
+            p = health.latency.estimate(docs, chars, TIER_QUANTILE)
+            if not best.available or p.seconds < best.p90_s:
+                best = TierEstimate(True, p.seconds, p.confident)
+        return best
 
     def hedge_delay_s(
         self, model: ModelRouting, first: Deployment, docs: int, chars: int
@@ -155,6 +160,18 @@ class DeploymentState:
 
     def usable(self, deployment: Deployment) -> bool:
         return self.health[deployment.name].usable(deployment)
+
+    def servable(self) -> tuple[bool, list[str]]:
+        """(can some model be served, the deployments whose breaker is open). A model can
+        while one of its deployments' breakers is not open or it has a fallback; an alias
+        can when one of its tiers can."""
+        open_now = sorted(n for n, h in self.health.items() if h.breaker.state == OPEN)
+        closed = set(open_now)
+        can = any(
+            m.fallback != "error" or any(d.name not in closed for d in m.deployments)
+            for m in self.models.values()
+        )
+        return can or not self.models, open_now
 
     def snapshot(self) -> dict[str, object]:
         """Per-deployment state for operators (GET /admin/deployments)."""
@@ -170,8 +187,22 @@ class DeploymentState:
                 "in_flight": health.in_flight,
                 "latency_ms": health.latency.quantiles(),
                 "latency_samples": health.latency.samples(),
+                "latency_prior_ms": health.latency.describe_prior(),
             }
         return {"deployments": deployments, "retry_budget": self.retry_budget.snapshot()}
+
+
+def _prior(
+    configured: LatencyPrior | None, upstream_model: str, settings: LatencySettings
+) -> tuple[LatencyPrior | None, str]:
+    """A deployment's latency prior and where it comes from: the config, its model
+    family's default, or (None) the broad default."""
+    if configured is not None:
+        return configured, "configured"
+    family = family_prior(upstream_model) if settings.family_priors else None
+    if family is not None:
+        return family.prior, f"default for {family.family}"
+    return None, "broad default"
 
 
 def parse_budget(value: str | None) -> int | None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
@@ -38,6 +39,7 @@ from policies.usage import (
     UsageStore,
     day_of,
 )
+from policies.usage_buffer import BufferedUsageStore
 
 Clock = Callable[[], float]
 
@@ -94,7 +96,7 @@ class Governance:
         config: Config,
         catalog: Catalog,
         metrics: Metrics,
-        redis: aioredis.Redis | None = None,
+        redis: aioredis.Redis | RedisCluster | None = None,
         clock: Clock = time.time,
     ) -> None:
         self.metrics = metrics
@@ -126,6 +128,14 @@ class Governance:
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
+        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
+        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
+
+    def add_account(self, quota: TeamQuota) -> None:
+        """A gateway-owned account (shadow scoring): its own limits, listed in reports."""
+        self.quotas[quota.team] = quota
+        if quota.team not in self.report_teams:
+            self.report_teams.append(quota.team)
 
     def body_limit(self, team: str) -> int:
         return self.limits.body_limit(team)
@@ -195,13 +205,14 @@ def report_teams(config: Config) -> list[str]:
     return sorted(config.teams) if config.auth.mode == "keys" else [ANONYMOUS]
 
 
-def _stores(config: Config, redis: aioredis.Redis | None) -> tuple[QuotaStore, UsageStore]:
+def _stores(
+    config: Config, redis: aioredis.Redis | RedisCluster | None
+) -> tuple[QuotaStore, UsageStore]:
     if config.limits.limits_backend == "memory":
         return MemoryQuotaStore(), MemoryUsageStore(config.limits.usage_retention_days)
     if redis is None:  # config validation requires state.redis_url for this backend
         raise ValueError("limits.limits_backend is redis but no Redis client was given")
     prefix = config.limits.redis_prefix
-    return (
-        RedisQuotaStore(redis, prefix),
-        RedisUsageStore(redis, prefix, config.limits.usage_retention_days),
-    )
+    # Records that fail during an outage or a Sentinel failover are written later.
+    usage = BufferedUsageStore(RedisUsageStore(redis, prefix, config.limits.usage_retention_days))
+    return RedisQuotaStore(redis, prefix), usage

@@ -128,7 +128,13 @@ class Ledger:
                 )
             gov.metrics.budget_rejections.labels(team, refusal.limit).inc()
             await gov.usage.event(team, claim.model, REJECTED_BUDGET)
-            raise _budget_error(team, request, refusal)
+            note = ""
+            if quota.downgrades and claim.alias and gov.stops_downgrade(claim.alias, team):
+                note = (
+                    f"; not downgraded to the fast tier of '{claim.alias}': its rankings for "
+                    "this team agree with pro's below shadow.min_ndcg (see GET /admin/tiers)"
+                )
+            raise _budget_error(team, request, refusal, note)
         gov.metrics.ratelimit_rejections.labels(team, refusal.limit).inc()
         await gov.usage.event(team, claim.model, REJECTED_RATE)
         raise _rate_error(team, request, refusal)
@@ -137,6 +143,8 @@ class Ledger:
         """The model a budget downgrade would serve this claim with, if any."""
         if not quota.downgrades or claim.alias is None or claim.over_budget is not None:
             return None
+        if self.gov.stops_downgrade(claim.alias, claim.team):
+            return None  # fast's agreement with pro fell below the alias's min_ndcg
         fast = self.tiers.get(claim.alias, {}).get("fast")
         return fast if fast is not None and fast != claim.model else None
 
@@ -169,7 +177,7 @@ def _rate_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiError:
     )
 
 
-def _budget_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiError:
+def _budget_error(team: str, request: QuotaRequest, refusal: Refusal, note: str = "") -> ApiError:
     window = refusal.window
     assert window is not None
     resets = datetime.fromtimestamp(window.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -178,7 +186,7 @@ def _budget_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiErro
         f"budget exhausted: team '{team}' has spent {dollars(refusal.spent_micros)} of its "
         f"{_period(refusal)} budget of {dollars(window.limit_micros)} (budget.{refusal.limit}) "
         f"and this request needs about {dollars(request.cost_micros)}; the budget resets at "
-        f"{resets} (in {_duration(refusal.retry_after_s)})",
+        f"{resets} (in {_duration(refusal.retry_after_s)}){note}",
         retry_after_s=refusal.retry_after_s,
     )
 

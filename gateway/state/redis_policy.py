@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Literal
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.observe.logs import log
 
@@ -23,11 +24,13 @@ class StartupRefused(Exception):
 
 
 async def check_eviction(
-    client: aioredis.Redis, url: str, on_evicting: Literal["refuse", "warn"]
+    client: aioredis.Redis | RedisCluster, url: str, on_evicting: Literal["refuse", "warn"]
 ) -> str | None:
-    """The state Redis's policy (None if it could not be read); refuse or warn if it evicts."""
+    """The state Redis's policy (None if it could not be read); refuse or warn if it evicts.
+
+    A cluster answers per node; the first node that may evict decides."""
     try:
-        info = await client.info("memory")
+        answer = await client.info("memory")
     except (aioredis.RedisError, OSError, TimeoutError) as exc:
         log.warning(
             "redis_policy_unchecked",
@@ -35,6 +38,11 @@ async def check_eviction(
             effect="maxmemory-policy not checked; the gateway serves on and checks nothing later",
         )
         return None
+    per_node = [v for v in answer.values() if isinstance(v, dict)] if answer else []
+    infos = per_node if "maxmemory_policy" not in answer and per_node else [answer]
+    info = next(
+        (i for i in infos if i.get("maxmemory_policy", SAFE_POLICY) != SAFE_POLICY), infos[0]
+    )
     policy = str(info.get("maxmemory_policy", SAFE_POLICY))
     if policy == SAFE_POLICY:
         return policy

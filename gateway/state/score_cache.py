@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from gateway.config import Config
+from gateway.config.loader import StateConfig
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
+from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from policies.cache import MemoryStore, RedisStore, ScoreStore, TieredStore
 
@@ -35,6 +33,7 @@ class CacheSettings:
     uncacheable: frozenset[str]  # models whose scores depend on the whole batch
     fleet_wait_s: float | None = None  # single flight across processes: longest wait
     fleet_poll_s: float = 0.01
+    slot_tagged: bool = False  # Redis Cluster: one request's keys share a slot
 
     @classmethod
     def from_config(cls, config: Config, catalog: Catalog) -> CacheSettings:
@@ -53,6 +52,8 @@ class CacheSettings:
                 else None
             ),
             fleet_poll_s=cache.fleet_poll_ms / 1000.0,
+            slot_tagged=cache.backend in ("redis", "tiered")
+            and getattr(redis_client.target(config.state), "mode", None) == "cluster",
         )
 
 
@@ -86,14 +87,11 @@ def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
         return None
     if cache.backend == "memory":
         return MemoryStore(cache.max_entries, cache.max_bytes)
-    url = cache.redis_url or config.state.redis_url  # its own (evicting) Redis, if given
-    assert url  # enforced by the config's cross-check
-    client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=cache.redis_timeout_s,
-        socket_connect_timeout=cache.redis_timeout_s,
-        retry=Retry(NoBackoff(), 0),  # a failed call is a miss; retries would only add latency
-    )
+    # cache.redis_url: the cache's own Redis (it may evict); else the state Redis.
+    state = StateConfig(redis_url=cache.redis_url) if cache.redis_url else config.state
+    # No retries: a failed call is a miss, and retrying would only add latency.
+    client = redis_client.connect(state, timeout_s=cache.redis_timeout_s)
+    assert client is not None  # the config's cross-check requires a Redis URL
     shared = RedisStore(
         client,
         key_prefix=cache.key_prefix,

@@ -4,6 +4,10 @@ A request's keys are read with one MGET and written with one pipelined batch of
 `SET key value PX ttl`, so 100 documents cost one round trip each way. Values are
 8-byte little-endian doubles (the exact score, so a hit answers what the upstream did).
 
+On Redis Cluster the gateway tags a request's keys so they share one slot (see
+`policies.cache.keys`), and a lookup is one MGET; keys in several slots are grouped by
+slot, one MGET per slot, pipelined (the client sends each node its share at once).
+
 Fleet-wide single flight uses short leases here too: `take_lease` (one `SET NX PX`) tells
 the first process to miss a set of documents that it fetches them; the others `peek`
 until the scores land (or the lease is gone) and `set_many(..., release=lease)` writes the
@@ -22,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from policies.cache.store import ErrorHook
@@ -35,7 +40,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: aioredis.Redis | RedisCluster,
         *,
         key_prefix: str,
         timeout_s: float,
@@ -57,7 +62,7 @@ class RedisStore:
         prefix = self.prefix
         try:
             async with asyncio.timeout(self.timeout_s):
-                values = await self.client.mget([prefix + k for k in keys])
+                values = await _mget(self.client, [prefix + k for k in keys])
         except FAILURES as exc:
             self._failed(exc)
             return [None] * len(keys)
@@ -103,12 +108,18 @@ class RedisStore:
         """The scores of `keys` and whether `lease` is still held, in one round trip."""
         if not self._available():
             return [None] * len(keys), False
-        pipe = self.client.pipeline(transaction=False)
-        pipe.mget([self.prefix + k for k in keys])
-        pipe.exists(self._lease_key(lease))
+        full = [self.prefix + k for k in keys]
         try:
             async with asyncio.timeout(self.timeout_s):
-                values, held = await pipe.execute()
+                if isinstance(self.client, RedisCluster):  # the lease is in another slot
+                    values, held = await asyncio.gather(
+                        _mget(self.client, full), self.client.exists(self._lease_key(lease))
+                    )
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    pipe.mget(full)
+                    pipe.exists(self._lease_key(lease))
+                    values, held = await pipe.execute()
         except FAILURES as exc:
             self._failed(exc)
             return [None] * len(keys), False
@@ -135,6 +146,26 @@ class RedisStore:
     def _failed(self, exc: BaseException) -> None:
         self._resume_at = self.clock() + self.backoff_s
         self.on_error(self.backend, exc)
+
+
+async def _mget(client: aioredis.Redis | RedisCluster, keys: list[bytes]) -> list[object]:
+    if not isinstance(client, RedisCluster):
+        return list(await client.mget(keys))
+    by_slot: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        by_slot.setdefault(client.keyslot(key), []).append(i)
+    if len(by_slot) == 1:
+        return list(await client.mget(keys))
+    # One MGET per slot, pipelined: the cluster client sends each node its share at once.
+    pipe = client.pipeline(transaction=False)
+    groups = list(by_slot.values())
+    for group in groups:
+        pipe.execute_command("MGET", *(keys[i] for i in group))
+    values: list[object] = [None] * len(keys)
+    for group, replies in zip(groups, await pipe.execute(), strict=True):
+        for i, value in zip(group, replies, strict=True):
+            values[i] = value
+    return values
 
 
 def _unpack(value: object) -> float | None:

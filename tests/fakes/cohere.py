@@ -4,7 +4,8 @@ Like the real service it requires a Bearer key, rejects unknown fields with 422,
 validates the body, and answers `{"id","results","meta"}` with `{"id","message"}`
 errors. Scores are deterministic per (query, document), independent of the batch.
 Tests steer it with `faults` (delay, error status with Retry-After, malformed JSON,
-hang, connection reset) and read what it received from `calls`.
+hang, connection reset), may replace its `score` function, and read what it received
+from `calls`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class FakeCohere:
     calls: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each call
+    # How it scores (query, document); tests give two fakes different opinions.
+    score: Callable[[str, str], float] = fake_score
     # Set at shutdown, so hanging handlers end and the server stops without waiting.
     _shutdown: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -118,7 +121,7 @@ class FakeCohere:
             injected = await inject(self.faults, request, self.error, self._shutdown)
             if injected is not None:
                 return injected
-        return answer(body, version, self.error)
+        return answer(body, version, self.error, self.score)
 
 
 ErrorFactory = Callable[..., web.Response]  # (status, message, headers=None)
@@ -158,7 +161,12 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
-def answer(body: Any, version: int, error: ErrorFactory = error) -> web.Response:
+def answer(
+    body: Any,
+    version: int,
+    error: ErrorFactory = error,
+    score: Callable[[str, str], float] = fake_score,
+) -> web.Response:
     """Validate a body as Cohere does and rank it; errors from `error` (Cohere's shape)."""
     if not isinstance(body, dict):
         return error(400, "invalid request: body must be an object")
@@ -179,9 +187,7 @@ def answer(body: Any, version: int, error: ErrorFactory = error) -> web.Response
         return error(400, "invalid request: list of documents must not be empty")
     if not all(isinstance(d, str) for d in docs):
         return error(400, "invalid request: documents must be strings")
-    scored = sorted(
-        ((i, fake_score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0])
-    )
+    scored = sorted(((i, score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0]))
     if body.get("top_n") is not None:
         scored = scored[: body["top_n"]]
     return web.json_response(

@@ -101,8 +101,8 @@ def test_readme_governance_example_is_valid() -> None:
 
     from tests.governance.helpers import ROOT
 
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("```yaml", readme.index("## Cost governance")) + len("```yaml")
+    readme = (ROOT / "docs" / "governance.md").read_text()
+    start = readme.index("```yaml", readme.index("# Cost governance")) + len("```yaml")
     data = yaml.safe_load(readme[start : readme.index("```", start)].replace("<64 hex>", "a" * 64))
     data["providers"] = {"cohere-prod": {"type": "cohere", "api_key": "k"}}
     config = parse_config(data, {})

@@ -89,10 +89,12 @@ bundled Redis Service. Empty when there is no Redis.
 {{- if and .Values.redis.enabled .Values.redis.url }}
 {{- fail "redis: set either redis.url (external Redis) or redis.enabled (bundled Redis), not both" }}
 {{- end }}
-{{- if and $state.redis_url (or .Values.redis.enabled .Values.redis.url) }}
+{{- if and (or $state.redis_url $state.sentinel) (or .Values.redis.enabled .Values.redis.url) }}
 {{- fail "config.state.redis_url is set: leave redis.url empty and redis.enabled false, or drop config.state.redis_url" }}
 {{- end }}
-{{- if $state.redis_url }}
+{{- if $state.sentinel }}
+{{- /* a state.sentinel block: the gateway builds its URL; nothing to fill in */}}
+{{- else if $state.redis_url }}
 {{- $state.redis_url }}
 {{- else if .Values.redis.url }}
 {{- .Values.redis.url }}
@@ -149,7 +151,7 @@ ${VAR} reference (or empty). Called with (list $value $path).
 {{- include "rerank-gateway.checkNoLiteralSecrets" (list $v (printf "%s[%d]" $path $i)) }}
 {{- end }}
 {{- else if kindIs "string" $value }}
-{{- if and (regexMatch "^rediss?://[^/@:]*:[^/@]+@" $value) (not (regexMatch "^rediss?://[^/@:]*:\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}@" $value)) }}
+{{- if and (regexMatch "^rediss?(\\+sentinel|\\+cluster)?://[^/@:]*:[^/@]+@" $value) (not (regexMatch "^rediss?(\\+sentinel|\\+cluster)?://[^/@:]*:\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}@" $value)) }}
 {{- fail (printf "%s has a literal password in a Redis URL: write it as ${REDIS_PASSWORD} and put REDIS_PASSWORD in the Secret named by secrets.existingSecret" $path) }}
 {{- end }}
 {{- end }}
@@ -187,11 +189,17 @@ The gateway config as a dict: .Values.config with the chart's wiring applied.
 {{- $_ = set $state "on_evicting_redis" "warn" }}
 {{- end }}
 {{- $_ = set $cfg "state" $state }}
+{{- /* Every shared backend on Redis unless the values say otherwise (explicitly). */}}
 {{- $cache := get $cfg "cache" | default dict }}
 {{- if not (hasKey $cache "backend") }}
 {{- $_ = set $cache "backend" "redis" }}
 {{- end }}
 {{- $_ = set $cfg "cache" $cache }}
+{{- $limits := get $cfg "limits" | default dict }}
+{{- if not (hasKey $limits "limits_backend") }}
+{{- $_ = set $limits "limits_backend" "redis" }}
+{{- end }}
+{{- $_ = set $cfg "limits" $limits }}
 {{- end }}
 {{- include "rerank-gateway.checkNoLiteralSecrets" (list $cfg "config") }}
 {{- toYaml $cfg }}
