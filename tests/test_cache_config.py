@@ -44,7 +44,8 @@ def test_redis_backends_need_a_redis_url() -> None:
     own = parse_config({**BASE, "cache": {"backend": "redis", "redis_url": "redis://c:6379/1"}}, {})
     assert (own.cache.redis_url, own.state.redis_url) == ("redis://c:6379/1", None)
     assert problems(cache={"backend": "redis", "redis_url": "http://c"}) == [
-        "cache: redis_url must start with redis://, rediss:// or unix://"
+        "cache: redis_url must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "redis+cluster://"
     ]
 
 

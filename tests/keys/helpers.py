@@ -54,6 +54,8 @@ def keyed_config(upstream: str, prefix: str, **teams: dict[str, Any]) -> dict[st
     data = gateway_config({"cohere-a": upstream}, cache={"backend": "none"})
     data["state"] = {"redis_url": REDIS_URL}
     data["auth"].update(api_keys_prefix=prefix, api_keys_refresh_s=REFRESH_S)
+    # Counters and usage (in Redis by default with state.redis_url) under the test's prefix.
+    data["limits"] = {"redis_prefix": prefix}
     for team, settings in teams.items():
         data["teams"].setdefault(team, {}).update(settings)
     return data

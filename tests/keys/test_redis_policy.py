@@ -36,6 +36,7 @@ def evicting(server: OwnRedis) -> None:
 def config_on(upstream: str, state_url: str, **sections: Any) -> dict[str, Any]:
     data = keyed_config(upstream, "rg-policy:")
     data["state"] = {"redis_url": state_url, **sections.pop("state", {})}
+    data["limits"] = {"limits_backend": "memory"}  # nothing left behind in the shared Redis
     data.update(sections)
     return data
 
