@@ -16,9 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
 from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.config import Config
-from gateway.errors import ApiError, error_response
 from gateway.http.admin import usage_report
 from gateway.http.auth import Authenticator
+from gateway.http.edge import middleware as edge_middleware
 from gateway.http.keys import (
     create_key,
     keys_route,
@@ -205,7 +205,7 @@ def build_app(
     app.router.add_get("/admin/tiers", admin_route(tiers_route))
     app.on_startup.append(_start)
     app.on_cleanup.append(_stop)
-    app.middlewares.append(_json_errors)
+    app.middlewares.append(edge_middleware)  # request ids; routing errors as JSON
     return app
 
 
@@ -251,7 +251,7 @@ def _static_json(document: dict[str, Any]) -> Handler:
 
 
 def admin_route(handler: Handler) -> Handler:
-    """Guard an /admin/ handler with the admin key (refusals answered by `_json_errors`)."""
+    """Guard an /admin/ handler with the admin key (refusals answered by the edge middleware)."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         current(request).pipeline.auth.check_admin(request.headers.get("Authorization"))
@@ -334,22 +334,6 @@ async def tiers_route(request: web.Request) -> web.Response:
 async def metrics_route(request: web.Request) -> web.Response:
     data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    """Every error outside the rerank pipeline (which answers its own, for its access log)
-    becomes a response here, in Cohere's JSON shape: `ApiError`s raised by the admin and
-    other routes, and aiohttp's routing errors (404, 405) instead of its text pages."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = {404: f"no route {request.path}; use POST /v2/rerank"}.get(exc.status, exc.reason)
-        return error_response(ApiError(exc.status, message))
 
 
 async def _start(app: web.Application) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Collection
@@ -28,7 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
     serve.add_argument("--workers", type=int, help="worker processes (overrides server.workers)")
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?")
+    check.add_argument(
+        "--schema", action="store_true", help="print the config's JSON Schema instead"
+    )
     hk = sub.add_parser("hash-key", help="print the SHA-256 digest of a key, for the config")
     hk.add_argument("key", nargs="?", help="the key to hash")
     hk.add_argument("--new", action="store_true", help="make a fresh random key and print both")
@@ -51,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "hash-key":
         return _hash_key(args)
     if args.command == "check-config":
-        return _check(args.path)
+        return _schema() if args.schema else _check(args.path)
     if args.command == "usage":
         from gateway.usage_cli import run_usage
 
@@ -95,7 +99,17 @@ def _hash_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(path: str) -> int:
+def _schema() -> int:
+    from gateway.config.schema import config_schema
+
+    print(json.dumps(config_schema(), indent=2))
+    return 0
+
+
+def _check(path: str | None) -> int:
+    if path is None:
+        print("check-config: give a config file, or --schema", file=sys.stderr)
+        return 2
     config = _load(path)
     if config is None:
         return 1

@@ -8,7 +8,6 @@ that does not invite the wrong retry and a message that says what happened upstr
 from __future__ import annotations
 
 import math
-import uuid
 
 import orjson
 from aiohttp import web
@@ -44,16 +43,22 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, f"invalid request: {message}")
 
 
-def error_response(error: ApiError, request_id: str | None = None) -> web.Response:
-    body = orjson.dumps({"id": str(uuid.uuid4()), "message": error.message})
-    headers = {}
+def error_response(error: ApiError, request_id: str) -> web.Response:
+    """The error in Cohere's shape. Its `id` is the request id: the one in the
+    X-Request-Id header and in every log line of the request, so the id an SDK shows
+    is the one to search the logs for."""
+    body = orjson.dumps({"id": request_id, "message": _encodable(error.message)})
+    headers = {"X-Request-Id": request_id}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
-    if request_id:
-        headers["X-Request-Id"] = request_id
     return web.Response(
         body=body, status=error.status, content_type="application/json", headers=headers
     )
+
+
+def _encodable(text: str) -> str:
+    # orjson refuses lone surrogates (undecodable header or path bytes kept by aiohttp).
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def from_provider_error(

@@ -30,6 +30,7 @@ from aiohttp import web
 from gateway.app import RUNTIME, build_app, reload
 from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.config.advice import scale_warnings
+from gateway.http.edge import GatewayRunner
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
 from gateway.startup import port_problem, restart_needed, summary, version
@@ -53,7 +54,7 @@ async def _serve(
     config_path: str | None, config: Config, host: str, port: int, reuse_port: bool
 ) -> int:
     app = build_app(config)
-    runner = web.AppRunner(
+    runner = GatewayRunner(  # malformed HTTP answered in Cohere's shape
         app, access_log=None, handle_signals=False, shutdown_timeout=config.server.drain_timeout_s
     )
     # Handlers first: a SIGTERM that arrives while starting becomes a clean drain.

@@ -12,7 +12,10 @@ Only failures that are the deployment's fault (retryable: connection, timeout, 4
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 from policies.window import SlidingWindow
 
@@ -24,12 +27,12 @@ _CALLS, _FAILURES = 0, 1
 
 @dataclass
 class BreakerSettings:
-    failures: int = field(default=5, metadata={"min": 1})  # consecutive failures that open it
-    error_rate: float = field(default=0.5, metadata={"min": 0.01, "max": 1.0})
-    min_calls: int = field(default=20, metadata={"min": 1})  # before error_rate is judged
-    window_s: float = field(default=30.0, metadata={"min": 0.01})
-    cooldown_s: float = field(default=30.0, metadata={"min": 0.001})
-    probes: int = field(default=3, metadata={"min": 1})
+    failures: Annotated[int, Ge(1)] = 5  # consecutive failures that open it
+    error_rate: Annotated[float, Interval(ge=0.01, le=1.0)] = 0.5
+    min_calls: Annotated[int, Ge(1)] = 20  # before error_rate is judged
+    window_s: Annotated[float, Ge(0.01)] = 30.0
+    cooldown_s: Annotated[float, Ge(0.001)] = 30.0
+    probes: Annotated[int, Ge(1)] = 3
 
 
 class CircuitBreaker:

@@ -8,9 +8,11 @@ periods in UTC, so a budget resets at 00:00 UTC (daily) or on the 1st (monthly).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
+
+from annotated_types import Ge
 
 from policies.pricing import MICROS_PER_USD
 
@@ -22,8 +24,8 @@ MONTH = "usd_per_month"
 class BudgetConfig:
     """`teams.<t>.budget`."""
 
-    usd_per_day: float | None = field(default=None, metadata={"min": 0.0})
-    usd_per_month: float | None = field(default=None, metadata={"min": 0.0})
+    usd_per_day: Annotated[float, Ge(0.0)] | None = None
+    usd_per_month: Annotated[float, Ge(0.0)] | None = None
     # downgrade: a tiered alias is served by its fast tier instead of refusing.
     on_exhausted: Literal["reject", "downgrade"] = "reject"
 

@@ -31,7 +31,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
+
+from annotated_types import Ge, Interval
 
 from policies.first_wins import Race
 from policies.health import HealthBook
@@ -51,18 +53,18 @@ HEDGE_WON, HEDGE_LOST, HEDGE_FAILED = "won", "lost", "failed"
 
 @dataclass
 class BackoffSettings:
-    base_ms: float = field(default=25.0, metadata={"min": 0.0})
-    max_ms: float = field(default=1000.0, metadata={"min": 0.0})
+    base_ms: Annotated[float, Ge(0.0)] = 25.0
+    max_ms: Annotated[float, Ge(0.0)] = 1000.0
     # A longer Retry-After is not waited out inside a request: the deployment is skipped
     # (and if it was the last one, the caller gets the 429/503 with that Retry-After).
-    max_retry_after_ms: float = field(default=1000.0, metadata={"min": 0.0})
+    max_retry_after_ms: Annotated[float, Ge(0.0)] = 1000.0
 
 
 @dataclass
 class HedgeSettings:
     enabled: bool = False
-    delay_ms: float | None = field(default=None, metadata={"min": 1.0})  # None: observed p95
-    max_hedges: int = field(default=1, metadata={"min": 1, "max": 3})
+    delay_ms: Annotated[float, Ge(1.0)] | None = None  # None: observed p95
+    max_hedges: Annotated[int, Interval(ge=1, le=3)] = 1
 
 
 @dataclass(slots=True)

@@ -25,7 +25,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge
 
 # Size class boundaries: a call with at most DOCS[i] documents and CHARS[i] characters
 # is in class i (or a higher class if either measure is larger).
@@ -47,11 +50,11 @@ _RESCALE_AT = 64.0
 class LatencyPrior:
     """What a call is expected to take before the gateway has seen enough of them."""
 
-    base_ms: float = field(default=100.0, metadata={"min": 0.0})
-    per_doc_ms: float = field(default=0.0, metadata={"min": 0.0})
-    per_kchar_ms: float = field(default=0.0, metadata={"min": 0.0})
+    base_ms: Annotated[float, Ge(0.0)] = 100.0
+    per_doc_ms: Annotated[float, Ge(0.0)] = 0.0
+    per_kchar_ms: Annotated[float, Ge(0.0)] = 0.0
     # How many observations the prior is worth while there are few (see the module doc).
-    weight: float = field(default=3.0, metadata={"min": 0.0})
+    weight: Annotated[float, Ge(0.0)] = 3.0
 
     def predict_s(self, docs: int, chars: int) -> float:
         return (self.base_ms + self.per_doc_ms * docs + self.per_kchar_ms * chars / 1000) / 1000
@@ -64,8 +67,8 @@ BROAD_DEFAULT = LatencyPrior(base_ms=250.0, per_doc_ms=1.0, per_kchar_ms=1.0, we
 
 @dataclass
 class LatencySettings:
-    half_life_s: float = field(default=60.0, metadata={"min": 0.1})
-    min_samples: int = field(default=10, metadata={"min": 1})
+    half_life_s: Annotated[float, Ge(0.1)] = 60.0
+    min_samples: Annotated[int, Ge(1)] = 10
     # Use the default priors of known model families (policies.latency_priors) for
     # deployments without a configured latency_prior_ms.
     family_priors: bool = True

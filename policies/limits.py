@@ -13,7 +13,9 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from annotated_types import Ge, Interval
 
 Action = Literal["reject", "truncate"]
 REJECT: Action = "reject"
@@ -24,12 +26,12 @@ TRUNCATE: Action = "truncate"
 class RequestLimits:
     """One level of limits; None means "inherit from the level above" (or no limit)."""
 
-    max_documents: int | None = field(default=None, metadata={"min": 1, "max": 10_000})
-    max_query_chars: int | None = field(default=None, metadata={"min": 1})
-    max_document_chars: int | None = field(default=None, metadata={"min": 1})
+    max_documents: Annotated[int, Interval(ge=1, le=10_000)] | None = None
+    max_query_chars: Annotated[int, Ge(1)] | None = None
+    max_document_chars: Annotated[int, Ge(1)] | None = None
     # Approximated as chars x pricing.tokens_per_char; the smaller of the two limits holds.
-    max_document_tokens: int | None = field(default=None, metadata={"min": 1})
-    max_body_bytes: int | None = field(default=None, metadata={"min": 1024})
+    max_document_tokens: Annotated[int, Ge(1)] | None = None
+    max_body_bytes: Annotated[int, Ge(1024)] | None = None
     overfetch: Action | None = None  # what to do with more than max_documents
     long_documents: Action | None = None  # what to do with a document over its limit
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 from policies.billing import BillingRules
 from providers.types import Deployment
@@ -41,22 +44,17 @@ FREE_PROVIDER_TYPES = frozenset({"local", "tei", "vllm", "infinity", "nim"})
 class ModelPrice:
     """`pricing.models.<model>`: the model's price, and per-provider exceptions."""
 
-    usd_per_1k_units: float | None = field(default=None, metadata={"min": 0.0})
-    providers: dict[str, float] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for name, price in self.providers.items():
-            if price < 0:
-                raise ValueError(f"providers.{name}: a price cannot be negative (got {price})")
+    usd_per_1k_units: Annotated[float, Ge(0.0)] | None = None
+    providers: dict[str, Annotated[float, Ge(0.0)]] = field(default_factory=dict)
 
 
 @dataclass
 class PricingConfig:
     """The `pricing:` section: prices and the search-unit estimate's approximations."""
 
-    default_usd_per_1k_units: float = field(default=2.00, metadata={"min": 0.0})
-    chunk_tokens: int = field(default=500, metadata={"min": 1})
-    tokens_per_char: float = field(default=0.25, metadata={"min": 0.01, "max": 4.0})
+    default_usd_per_1k_units: Annotated[float, Ge(0.0)] = 2.00
+    chunk_tokens: Annotated[int, Ge(1)] = 500
+    tokens_per_char: Annotated[float, Interval(ge=0.01, le=4.0)] = 0.25
     models: dict[str, ModelPrice] = field(default_factory=dict)
 
     def rules(self) -> BillingRules:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from policies.budget import BudgetConfig, Window, fits, windows
-from policies.ratelimit import Gcra, RateLimitConfig, limiters
+from policies.ratelimit import Gcra, RateLimitConfig, limiters, retry_seconds, to_us
 
 RATE_LIMIT = "rate_limit"
 BUDGET = "budget"
@@ -38,6 +38,11 @@ class QuotaRequest:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
+    """Why a request was refused and when to retry. For a rate limit, `retry_after_s` is
+    the wait until every limit admits the same request (the longest, named by `limit`),
+    in whole seconds rounded up, as Retry-After says it; for a budget, the time until
+    the window resets."""
+
     kind: str  # rate_limit | budget
     limit: str  # requests_per_minute | search_units_per_minute | usd_per_day | usd_per_month
     retry_after_s: float
@@ -97,10 +102,11 @@ class TeamQuota:
 
 
 class MemoryQuotaStore:
-    """Counters in this process. Atomic because nothing in a method awaits."""
+    """Counters in this process. Atomic because nothing in a method awaits. The same
+    arithmetic as the Redis store's script (integer microseconds, the longest wait)."""
 
     def __init__(self) -> None:
-        self._tats: dict[tuple[str, str], float] = {}  # (team, limit) -> GCRA TAT
+        self._tats: dict[tuple[str, str], int] = {}  # (team, limit) -> GCRA TAT (us)
         self._spent: dict[
             tuple[str, str], tuple[str, int]
         ] = {}  # (team, budget) -> (period, micros)
@@ -111,14 +117,16 @@ class MemoryQuotaStore:
             spent = self._spent_in(team, window)
             if request.enforce_budget and not fits(spent, request.cost_micros, window):
                 return Refusal(BUDGET, window.name, window.resets_at - now, spent, window)
-        new_tats: list[tuple[tuple[str, str], float]] = []
-        for gcra, cost in ((request.requests, 1), (request.unit_rate, request.units)):
-            if gcra is None or cost <= 0:
-                continue
-            verdict = gcra.check(self._tats.get((team, gcra.name)), now, cost)
-            if not verdict.allowed:
-                return Refusal(RATE_LIMIT, gcra.name, verdict.retry_after_s)
-            new_tats.append(((team, gcra.name), verdict.tat))
+        now_us = to_us(now)
+        new_tats: list[tuple[tuple[str, str], int]] = []
+        longest: tuple[int, str] | None = None
+        for gcra, cost in cells(request):
+            verdict = gcra.check(self._tats.get((team, gcra.name)), now_us, cost)
+            if not verdict.allowed and (longest is None or verdict.wait_us > longest[0]):
+                longest = (verdict.wait_us, gcra.name)
+            new_tats.append(((team, gcra.name), verdict.tat_us))
+        if longest is not None:
+            return Refusal(RATE_LIMIT, longest[1], retry_seconds(longest[0]))
         self._tats.update(new_tats)
         for window in request.windows:
             spent = self._spent_in(team, window)
@@ -128,7 +136,7 @@ class MemoryQuotaStore:
     async def adjust(self, request: QuotaRequest, units_delta: int, cost_delta_micros: int) -> None:
         gcra = request.unit_rate
         if gcra is not None and units_delta and (request.team, gcra.name) in self._tats:
-            self._tats[request.team, gcra.name] += units_delta * gcra.interval_s
+            self._tats[request.team, gcra.name] += units_delta * gcra.interval_us
         for window in request.windows:
             period, spent = self._spent.get((request.team, window.name), ("", 0))
             if period == window.period:  # a period that has ended is not touched
@@ -137,3 +145,9 @@ class MemoryQuotaStore:
     def _spent_in(self, team: str, window: Window) -> int:
         period, spent = self._spent.get((team, window.name), ("", 0))
         return spent if period == window.period else 0
+
+
+def cells(request: QuotaRequest) -> list[tuple[Gcra, int]]:
+    """The rate limiters a request is charged on, with its cost in each."""
+    pairs = ((request.requests, 1), (request.unit_rate, request.units))
+    return [(gcra, cost) for gcra, cost in pairs if gcra is not None and cost > 0]

@@ -10,9 +10,14 @@ here and in the Redis store's Lua script.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge
 
 WINDOW_S = 60.0
+US = 1_000_000
+WINDOW_US = 60 * US
 REQUESTS = "requests_per_minute"
 SEARCH_UNITS = "search_units_per_minute"
 
@@ -21,8 +26,8 @@ SEARCH_UNITS = "search_units_per_minute"
 class RateLimitConfig:
     """`teams.<t>.rate_limit`."""
 
-    requests_per_minute: int | None = field(default=None, metadata={"min": 1})
-    search_units_per_minute: int | None = field(default=None, metadata={"min": 1})
+    requests_per_minute: Annotated[int, Ge(1)] | None = None
+    search_units_per_minute: Annotated[int, Ge(1)] | None = None
 
     def __post_init__(self) -> None:
         if self.requests_per_minute is None and self.search_units_per_minute is None:
@@ -32,32 +37,52 @@ class RateLimitConfig:
 @dataclass(frozen=True, slots=True)
 class Verdict:
     allowed: bool
-    tat: float  # the new TAT if allowed
-    retry_after_s: float  # when the same request would be admitted, if not allowed
+    tat_us: int  # the new TAT if allowed
+    wait_us: int  # until the same request would be admitted, if not allowed (> 0)
 
 
 @dataclass(frozen=True, slots=True)
 class Gcra:
-    """`per_minute` cells per minute, bursts up to `per_minute`."""
+    """`per_minute` cells per minute, bursts up to `per_minute`.
+
+    Times are whole microseconds and the emission interval is rounded down to one, so
+    the arithmetic is exact in integers, here and in Lua (whose doubles hold integers to
+    2**53, i.e. epoch microseconds until the year 2255): a burst admits exactly
+    `per_minute` cells, never one fewer to a rounding error.
+    """
 
     name: str  # the limit's config name, for messages and metrics
     per_minute: int
 
     @property
-    def interval_s(self) -> float:
-        return WINDOW_S / self.per_minute
+    def interval_us(self) -> int:
+        return max(1, WINDOW_US // self.per_minute)
 
-    def check(self, tat: float | None, now: float, cost: int) -> Verdict:
-        start = now if tat is None or tat < now else tat
-        new_tat = start + cost * self.interval_s
-        over = new_tat - now - WINDOW_S
-        if over > 0:
-            return Verdict(False, start, over)
-        return Verdict(True, new_tat, 0.0)
+    @property
+    def window_us(self) -> int:
+        """The burst tolerance: `per_minute` intervals (60 s, less the rounding)."""
+        return self.interval_us * self.per_minute
+
+    def check(self, tat_us: int | None, now_us: int, cost: int) -> Verdict:
+        start = now_us if tat_us is None or tat_us < now_us else tat_us
+        new_tat = start + cost * self.interval_us
+        wait = new_tat - now_us - self.window_us
+        if wait > 0:
+            return Verdict(False, start, wait)
+        return Verdict(True, new_tat, 0)
 
     def fits_ever(self, cost: int) -> bool:
         """False when `cost` exceeds a whole window: retrying can never help."""
         return cost <= self.per_minute
+
+
+def to_us(seconds: float) -> int:
+    return round(seconds * US)
+
+
+def retry_seconds(wait_us: int) -> float:
+    """A wait as Retry-After says it: whole seconds, rounded up (never 0)."""
+    return float(max(1, -(-wait_us // US)))
 
 
 def limiters(config: RateLimitConfig | None) -> tuple[Gcra | None, Gcra | None]:

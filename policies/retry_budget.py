@@ -8,7 +8,10 @@ first attempt never does. `min_per_s` keeps a few retries available at low traff
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge, Interval
 
 from policies.window import SlidingWindow
 
@@ -17,9 +20,9 @@ _REQUESTS, _RETRIES = 0, 1
 
 @dataclass
 class RetryBudgetSettings:
-    ratio: float = field(default=0.2, metadata={"min": 0.0, "max": 1.0})
-    min_per_s: float = field(default=1.0, metadata={"min": 0.0})
-    window_s: float = field(default=10.0, metadata={"min": 0.1})
+    ratio: Annotated[float, Interval(ge=0.0, le=1.0)] = 0.2
+    min_per_s: Annotated[float, Ge(0.0)] = 1.0
+    window_s: Annotated[float, Ge(0.1)] = 10.0
 
 
 class RetryBudget:

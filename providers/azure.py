@@ -9,9 +9,11 @@ to the deployment name. Azure bills in `meta.billed_units`, which is passed on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+
+from annotated_types import Ge
 
 from providers.cohere import CohereOptions, CohereProvider
 from providers.http import check_http_url
@@ -25,8 +27,9 @@ class AzureOptions:
     auth_header: Literal["authorization", "api-key"] = "authorization"
     path: str | None = None  # explicit path after base_url; default derived from base_url
     endpoint_url: str | None = None  # replaces base_url's scheme and host (private endpoint)
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["azure"] = "azure"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_http_url("base_url", self.base_url)

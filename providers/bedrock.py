@@ -11,12 +11,13 @@ Bedrock reports no usage, so `search_units` is None and the gateway estimates it
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import orjson
 import yarl
+from annotated_types import Ge
 
 from providers.http import (
     HttpResponse,
@@ -55,8 +56,9 @@ class BedrockOptions:
     profile: str | None = None  # AWS shared-config profile; default: the standard chain
     api_key: str | None = None  # Bedrock API key, sent as Bearer instead of SigV4 (invoke)
     forward_max_tokens_per_doc: bool = False
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["bedrock"] = "bedrock"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         if not _REGION.match(self.region):

@@ -6,10 +6,11 @@ with a Bearer key and maps Cohere's answer and errors onto the provider contract
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 import orjson
+from annotated_types import Ge
 
 from providers.http import (
     HttpResponse,
@@ -26,9 +27,10 @@ from providers.types import UpstreamCall, UpstreamResult
 class CohereOptions:
     base_url: str = "https://api.cohere.com"
     api_key: str | None = None
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
     path: str = "/v2/rerank"
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["cohere"] = "cohere"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_http_url("base_url", self.base_url)

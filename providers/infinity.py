@@ -11,8 +11,10 @@ unknown model it is (like a 404: this deployment's configuration, failed over).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge
 
 from providers.answers import parse_ranked, usage_tokens
 from providers.http import HttpResponse, status_error
@@ -25,9 +27,10 @@ class InfinityOptions:
     base_url: str
     api_key: str | None = None  # Infinity's optional --api-key
     path: str = "/rerank"  # with INFINITY_URL_PREFIX, put the prefix in front
-    max_batch_size: int = field(default=2048, metadata={"min": 1})
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_batch_size: Annotated[int, Ge(1)] = 2048
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["infinity"] = "infinity"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_endpoint(self)

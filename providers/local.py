@@ -14,6 +14,9 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from annotated_types import Gt, Interval
 
 from providers.types import UpstreamCall, UpstreamResult
 
@@ -25,14 +28,9 @@ _INLINE_CHARS = 100_000  # above this much text, score in a worker thread
 class LocalOptions:
     """BM25 parameters; the defaults are the usual ones."""
 
-    k1: float = 1.2
-    b: float = 0.75
-
-    def __post_init__(self) -> None:
-        if self.k1 <= 0:
-            raise ValueError(f"k1 must be positive (got {self.k1})")
-        if not 0 <= self.b <= 1:
-            raise ValueError(f"b must be between 0 and 1 (got {self.b})")
+    k1: Annotated[float, Gt(0.0)] = 1.2
+    b: Annotated[float, Interval(ge=0.0, le=1.0)] = 0.75
+    type: Literal["local"] = "local"  # the config's `type` key: selects this options class
 
 
 def tokenize(text: str) -> list[str]:

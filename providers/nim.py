@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge
 
 from providers.answers import NimShaped, align, decode
 from providers.http import HttpResponse
@@ -28,9 +30,10 @@ class NimOptions:
     path: str = "/v1/ranking"
     score: Literal["sigmoid", "logit"] = "sigmoid"
     truncate: Literal["END", "NONE"] = "END"
-    max_batch_size: int = field(default=512, metadata={"min": 1})  # NIM's passages per request
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_batch_size: Annotated[int, Ge(1)] = 512  # NIM's passages per request
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["nim"] = "nim"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_endpoint(self)

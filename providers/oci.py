@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import oci
 import orjson
+from annotated_types import Ge
 
 from providers.credentials import LazyCredential
 from providers.http import (
@@ -57,8 +58,9 @@ class OciOptions:
     pass_phrase: str | None = None
     serving_mode: Literal["on_demand", "dedicated"] = "on_demand"
     endpoint_id: str | None = None  # for serving_mode: dedicated
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["oci"] = "oci"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_http_url("endpoint_url", self.endpoint_url)

@@ -1,7 +1,8 @@
 """Provider types by config name: the options dataclass each reads and how to build it.
 
-Adding a backend means one entry here; the gateway's config loader reads the options
-dataclass from the provider's YAML mapping (everything but `type`).
+Adding a backend means one entry here, and a `type: Literal["<name>"] = "<name>"` field on
+its options dataclass: the gateway's config loader reads each `providers.<name>` mapping as
+the options dataclass whose `type` it names (a union discriminated on `type`).
 
 The cloud types whose SDK is an optional extra (`rerank-gateway[bedrock]`, `[oci]`) are
 imported on first use, so a gateway without them installs and starts light; naming such a
@@ -93,6 +94,17 @@ PROVIDER_TYPES: MutableMapping[str, ProviderType] = _Types(
         "local": ProviderType(LocalOptions, LocalProvider),
     }
 )
+
+
+def installed_types() -> dict[str, ProviderType]:
+    """The types whose code imports here (a lazy type without its extra is left out)."""
+    found = {}
+    for name in list(PROVIDER_TYPES):
+        try:
+            found[name] = PROVIDER_TYPES[name]
+        except MissingExtra:
+            continue
+    return found
 
 
 def build_provider(name: str, type_name: str, options: Any) -> Provider:

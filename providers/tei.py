@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge
 
 from providers.http import (
     HttpResponse,
@@ -37,10 +39,11 @@ class TeiOptions:
     api_key: str | None = None  # TEI's --api-key; sent as a Bearer token
     path: str = "/rerank"
     # TEI's --max-client-batch-size: documents per upstream request.
-    max_batch_size: int = field(default=32, metadata={"min": 1})
+    max_batch_size: Annotated[int, Ge(1)] = 32
     truncate: bool = False  # ask TEI to cut over-long inputs instead of refusing them
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["tei"] = "tei"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_endpoint(self)

@@ -10,8 +10,10 @@ Usage: `usage.prompt_tokens`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge
 
 from providers.answers import parse_ranked, usage_tokens
 from providers.http import HttpResponse
@@ -27,9 +29,10 @@ class VllmOptions:
     api_key: str | None = None  # vLLM's --api-key / VLLM_API_KEY
     path: str = "/v1/rerank"
     # vLLM batches internally and takes any number of documents: no split by default.
-    max_batch_size: int | None = field(default=None, metadata={"min": 1})
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_batch_size: Annotated[int, Ge(1)] | None = None
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["vllm"] = "vllm"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_endpoint(self)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Interval
 
 from providers.answers import VoyageShaped, align, decode, usage_tokens
 from providers.http import HttpResponse
@@ -27,9 +29,10 @@ class VoyageOptions:
     base_url: str = "https://api.voyageai.com"
     path: str = "/v1/rerank"
     truncation: bool = True  # False: Voyage refuses over-long inputs instead of cutting them
-    max_batch_size: int = field(default=1000, metadata={"min": 1, "max": 1000})
-    timeout_s: float = field(default=30.0, metadata={"min": 0.001})
-    max_connections: int = field(default=100, metadata={"min": 1})
+    max_batch_size: Annotated[int, Interval(ge=1, le=1000)] = 1000
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 100
+    type: Literal["voyage"] = "voyage"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
         check_endpoint(self)

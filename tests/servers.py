@@ -14,6 +14,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from gateway.app import RUNTIME
+from gateway.http.edge import GatewayRunner
+
 T = TypeVar("T")
 
 
@@ -40,7 +43,9 @@ class ServerLoop:
         return self.run(self._serve(app, port))
 
     async def _serve(self, app: web.Application, port: int) -> str:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        # A gateway app is served as in production (JSON answers to malformed HTTP).
+        runner_class = GatewayRunner if RUNTIME in app else web.AppRunner
+        runner = runner_class(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

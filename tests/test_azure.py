@@ -10,8 +10,7 @@ import pytest
 import structlog
 from cohere.core.api_error import ApiError as SdkApiError
 
-from gateway.config import parse_config
-from gateway.config.reader import ConfigError
+from gateway.config import ConfigError, parse_config
 from providers.azure import rerank_url
 from tests.clouds import DOCS, QUERY, client, expected_order, expected_scores, one_model
 from tests.fakes.azure import AZURE_KEY, FOUNDRY_PATH, FakeAzure

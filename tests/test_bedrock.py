@@ -22,8 +22,7 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 from cohere.core.api_error import ApiError as SdkApiError
 
-from gateway.config import parse_config
-from gateway.config.reader import ConfigError
+from gateway.config import ConfigError, parse_config
 from tests.clouds import (
     DOCS,
     QUERY,

@@ -113,6 +113,7 @@ async def test_a_downgrade_never_stores_fast_scores_under_the_pro_model(
     if backend == "redis":
         cache["key_prefix"] = cache_prefix
         data["state"] = {"redis_url": "redis://127.0.0.1:6379/0"}
+        data["limits"]["redis_prefix"] = cache_prefix  # budgets in Redis too, this test's own
     url = start_gateway(data)
     spend = {"model": ALIAS, "query": QUERY, "documents": SPEND}
     status, headers, _ = await post(url, spend, TEAM_KEY)

@@ -440,11 +440,16 @@ FAKE_LIVE_KEY = "sk-live-THIS-MUST-NOT-BE-RENDERED-42"
             {
                 "config": {
                     "providers": {
-                        "bedrock": {"type": "bedrock", "aws_secret_access_key": FAKE_LIVE_KEY}
+                        "oci": {
+                            "type": "oci",
+                            "region": "us-chicago-1",
+                            "compartment_id": "ocid1.compartment.oc1..x",
+                            "pass_phrase": FAKE_LIVE_KEY,
+                        }
                     }
                 }
             },
-            r"aws_secret_access_key looks like a secret",
+            r"config\.providers\.oci\.pass_phrase looks like a secret",
         ),
         (
             {"redis": {"url": f"redis://:{FAKE_LIVE_KEY}@redis:6379/0"}},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import aiohttp
 import pytest
@@ -16,7 +17,7 @@ from tests.conftest import TEAM_KEY, gateway_config
 
 @dataclass
 class BrokenOptions:
-    pass
+    type: Literal["broken"] = "broken"  # options name their provider type (the config's `type`)
 
 
 class BrokenProvider:

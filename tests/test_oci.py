@@ -20,8 +20,7 @@ from cohere.core.api_error import ApiError as SdkApiError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.config import parse_config
-from gateway.config.reader import ConfigError
+from gateway.config import ConfigError, parse_config
 from providers.oci import OciOptions
 from tests.clouds import DOCS, QUERY, client, expected_order, expected_scores, one_model
 from tests.fakes.oci import COMPARTMENT, PATH, FakeOci, OciFaults

@@ -23,7 +23,7 @@ import yaml
 from redis.cluster import key_slot
 
 from gateway.config import parse_config
-from gateway.config.loader import StateConfig
+from gateway.config.model import StateConfig
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
 from gateway.state.score_cache import build_store

@@ -9,8 +9,7 @@ from collections.abc import Callable
 import pytest
 from cohere.core.api_error import ApiError as SdkApiError
 
-from gateway.config import parse_config
-from gateway.config.reader import ConfigError
+from gateway.config import ConfigError, parse_config
 from tests.clouds import client, expected_order, expected_scores
 from tests.fakes.cohere import Faults
 from tests.fakes.strict import token_count

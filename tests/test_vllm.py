@@ -10,8 +10,7 @@ import pytest
 from cohere.core.api_error import ApiError as SdkApiError
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.config import parse_config
-from gateway.config.reader import ConfigError
+from gateway.config import ConfigError, parse_config
 from providers.http import HttpResponse
 from providers.types import MALFORMED, ProviderError
 from providers.vllm import VllmOptions, VllmProvider

@@ -178,9 +178,8 @@ class ShadowRunner:
         try:
             scored = await self.inner.score(job)
         except ApiError as exc:
-            outcome = FAILED
-            if exc.status == 429:
-                outcome = SKIPPED_CAP if exc.message.startswith("budget") else SKIPPED_RATE
+            # The shadow account's own quota: 402 is its daily cap, 429 its rate limit.
+            outcome = {402: SKIPPED_CAP, 429: SKIPPED_RATE}.get(exc.status, FAILED)
             self._count(sample.alias, outcome)
             return
         except Exception as exc:  # never the caller's problem: counted and logged

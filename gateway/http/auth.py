@@ -20,7 +20,9 @@ from policies.api_keys import MANAGE, RERANK, KeyDirectory, KeyRecord
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+    # surrogateescape: a header's undecodable bytes (aiohttp keeps them as lone
+    # surrogates) hash to a digest that matches no key instead of raising.
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def new_key() -> str:
@@ -35,6 +37,13 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip() or None
+
+
+def _check_token(token: str, what: str) -> None:
+    """Keys are visible ASCII (`new_key` makes URL-safe base64): anything else, such as
+    raw non-UTF-8 bytes in the header, is a wrong key, answered without quoting it."""
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        raise ApiError(401, f"invalid {what}: keys are printable ASCII without spaces")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ class Authenticator:
         token = bearer_token(authorization)
         if token is None:
             raise ApiError(401, "no api key supplied; send `Authorization: Bearer <team key>`")
+        _check_token(token, "api token")
         digest = hash_key(token)
         team = self.teams.get(digest)
         if team is not None:
@@ -101,8 +111,11 @@ class Authenticator:
     def principal(self, authorization: str | None) -> Actor:
         """The admin, or a team's manager (who may manage that team's keys and usage)."""
         token = bearer_token(authorization)
+        if self.admin_digest is None and not self.managers and self.directory is None:
+            raise ApiError(403, "admin routes are disabled: set auth.admin_key_sha256")
         if token is None:
             raise ApiError(401, "no admin key supplied; send `Authorization: Bearer <admin key>`")
+        _check_token(token, "admin key")
         digest = hash_key(token)
         if self.admin_digest is not None and secrets.compare_digest(digest, self.admin_digest):
             return ADMIN

@@ -227,10 +227,15 @@ def _rerank_operation(version: int) -> dict[str, Any]:
                 "or an upstream rejected the request's content."
             ),
             "401": _error("Missing or unknown team key."),
+            "402": {
+                **_error("The team's budget is used up; Retry-After says when it resets."),
+                "headers": retry,
+            },
             "404": _error("Unknown model."),
             "413": _error("Body larger than the configured limit."),
+            "415": _error("A Content-Encoding other than identity, gzip, deflate, br, zstd."),
             "422": _error("Unknown field."),
-            "429": {**_error("Throttled; see Retry-After."), "headers": retry},
+            "429": {**_error("Rate limited or throttled; see Retry-After."), "headers": retry},
             "502": _error("An upstream answered badly or refused the gateway's credentials."),
             "503": {
                 **_error("No deployment could answer, or every circuit breaker is open."),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 import traceback
-import uuid
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -22,6 +21,7 @@ from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
 from gateway.http.auth import Authenticator
+from gateway.http.edge import ACCEPTED_ENCODINGS, CLOSE_CONNECTION, internal_error, request_id
 from gateway.http.wire import RerankRequest, parse_body, render_response
 from gateway.observe.logs import access_log, log
 from gateway.observe.metrics import Metrics
@@ -30,7 +30,6 @@ from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
 from gateway.state.governance import Governance
 
 UNKNOWN = "unknown"
-_MAX_REQUEST_ID = 128
 
 
 @dataclass(slots=True)
@@ -69,7 +68,7 @@ class Pipeline:
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
-        outcome = Outcome(request_id=_request_id(request))
+        outcome = Outcome(request_id=request_id(request))
         self.metrics.in_flight.inc()
         self.in_flight += 1
         try:
@@ -86,14 +85,7 @@ class Pipeline:
                 traceback="".join(traceback.format_tb(exc.__traceback__)),
             )
             outcome.status, outcome.error = 500, f"internal error ({exc.__class__.__name__})"
-            response = error_response(
-                ApiError(
-                    500,
-                    f"internal error in the gateway; the operators can find it by request id "
-                    f"{outcome.request_id}",
-                ),
-                outcome.request_id,
-            )
+            response = error_response(internal_error(outcome.request_id), outcome.request_id)
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
@@ -145,8 +137,9 @@ class Pipeline:
         """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
         try:
             return await _read_body(request, self.governance.body_limit(team), team)
-        except ApiError:
-            self.governance.body_rejected(team)
+        except ApiError as exc:
+            if exc.status == 413:
+                await self.governance.body_rejected(team)
             raise
 
     def resolve(
@@ -216,14 +209,8 @@ async def _send(request: web.Request, response: web.Response) -> None:
         pass
 
 
-def _request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-Id", "").strip()
-    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
-        return given
-    return str(uuid.uuid4())
-
-
 async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
+    _check_encoding(request)
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, team)
     try:
@@ -231,6 +218,12 @@ async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit, team) from None
     except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (encoding, framing)
+        # The parser stopped inside the body, so the connection cannot carry another
+        # request: the 400 says `Connection: close`, and the body counts as ended so that
+        # aiohttp does not read on into the error (which dropped the connection without
+        # a word and logged "Unhandled exception").
+        request[CLOSE_CONNECTION] = True
+        request.content.feed_eof()
         raise _unreadable(exc) from None
     if len(body) > limit:  # a team limit below the server's, on a body without Content-Length
         raise _too_large(limit, team)
@@ -243,6 +236,19 @@ def _too_large(limit: int, team: str) -> ApiError:
         f"request body too large: the limit is {limit} bytes (max_body_bytes for team "
         f"'{team}'); send fewer or shorter documents",
     )
+
+
+def _check_encoding(request: web.Request) -> None:
+    """415 for a Content-Encoding aiohttp does not decode (it would pass the bytes on as
+    they are, and the caller would get a puzzling "not valid JSON")."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding and encoding not in ACCEPTED_ENCODINGS:
+        raise ApiError(
+            415,
+            f"unsupported Content-Encoding {encoding[:40]!r}: send the body uncompressed or "
+            f"with one of {', '.join(ACCEPTED_ENCODINGS)}",
+            log_message="unsupported Content-Encoding",  # a header value: not for the log
+        )
 
 
 def _unreadable(exc: web.RequestPayloadError) -> ApiError:

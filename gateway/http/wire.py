@@ -16,6 +16,14 @@ import orjson
 from gateway.errors import ApiError, bad_request
 
 MAX_DOCUMENTS = 10_000  # Cohere's hard limit on documents (x chunks) per request
+# Integer fields have an upper bound each, so no value reaches a provider that JSON
+# encoders (orjson: 64-bit) or upstream schemas (int32 in OCI's and Bedrock's) refuse.
+# Cohere documents no maximum for top_n or max_tokens_per_doc: 2**31 - 1 is the largest
+# value every upstream decodes, far above any real document or result count.
+MAX_INT32 = 2**31 - 1
+MAX_PRIORITY = 999  # documented: 0-999
+# documented: documents x max_chunks_per_doc < 10,000, so one document has at most 9,999
+MAX_CHUNKS_PER_DOC = MAX_DOCUMENTS - 1
 _V2_FIELDS = frozenset(
     {
         "model",
@@ -109,7 +117,7 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
         texts = raw_docs  # the common case: plain strings, nothing to extract
     else:
         texts = [_document_text(d, i, rank_fields) for i, d in enumerate(raw_docs)]
-    chunks = _optional_int(body, "max_chunks_per_doc", low=1)
+    chunks = _optional_int(body, "max_chunks_per_doc", low=1, high=MAX_CHUNKS_PER_DOC)
     if chunks is not None and len(texts) * chunks >= MAX_DOCUMENTS:
         raise bad_request(
             "number of total max chunks (number of documents * max chunks per doc) "
@@ -127,10 +135,10 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
         query=query,
         texts=texts,
         documents=raw_docs,
-        top_n=_optional_int(body, "top_n", low=1),
-        max_tokens_per_doc=_optional_int(body, "max_tokens_per_doc", low=1),
+        top_n=_optional_int(body, "top_n", low=1, high=MAX_INT32),
+        max_tokens_per_doc=_optional_int(body, "max_tokens_per_doc", low=1, high=MAX_INT32),
         return_documents=bool(return_documents),
-        priority=_optional_int(body, "priority", low=0, high=999),
+        priority=_optional_int(body, "priority", low=0, high=MAX_PRIORITY),
     )
 
 
@@ -143,20 +151,27 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _optional_int(
-    body: dict[str, Any], key: str, *, low: int, high: int | None = None
-) -> int | None:
+def _optional_int(body: dict[str, Any], key: str, *, low: int, high: int) -> int | None:
     value = body.get(key)
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
-        value = int(value)
+        value = int(value)  # 3.0 is 3; 1e300 is an integer too, and out of range below
     if not isinstance(value, int) or isinstance(value, bool):
         raise bad_request(f"{key} must be an integer")
-    if value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise bad_request(f"{key} must be {bounds} (got {value})")
+    if not low <= value <= high:
+        # Only the bound that matters is named when the upper one is just int32's.
+        bounds = f"at least {low}" if value < low and high == MAX_INT32 else (
+            f"between {low} and {high}"
+        )
+        raise bad_request(f"{key} must be {bounds} (got {_shown(value)})")
     return value
+
+
+def _shown(value: int) -> str:
+    # A 300-digit number is not worth echoing whole.
+    text = str(value)
+    return text if len(text) <= 20 else f"a {len(text)}-digit number"
 
 
 def _rank_fields(value: Any) -> list[str] | None:

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import sys
 import time
+import traceback
 from collections.abc import Callable, MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
+
+# The loggers of aiohttp and asyncio (and any library's) that would otherwise print
+# plain text and tracebacks; they all reach the root logger.
+FOREIGN_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.client", "asyncio")
 
 
 def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None) -> None:
     """`stream`: a binary stream for the lines (default stdout; the CLI uses stderr)."""
     renderers: list[structlog.typing.Processor]
+    foreign_renderers: list[structlog.typing.Processor]  # the stdlib formatter wants str
     if fmt == "json":
-        renderers = [structlog.processors.JSONRenderer(serializer=orjson.dumps)]
+        renderers = [structlog.processors.JSONRenderer(serializer=_dumps)]
+        foreign_renderers = [structlog.processors.JSONRenderer(serializer=_dumps_str)]
     else:
         renderers = [structlog.dev.ConsoleRenderer(colors=False), _encode]
+        foreign_renderers = renderers[:1]
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_pid,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            _add_pid,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            *renderers,
-        ],
+        processors=[*shared, *renderers],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
@@ -36,6 +46,98 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None
         logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
+    route_stdlib_logging(level, [*shared, _foreign_fields], foreign_renderers)
+
+
+def route_stdlib_logging(
+    level: str,
+    pre_chain: list[structlog.typing.Processor],
+    renderers: list[structlog.typing.Processor],
+    stream: BinaryIO | None = None,
+) -> None:
+    """Send every stdlib log record (aiohttp's, asyncio's, boto's) through structlog's
+    processors as one JSON line on stdout, the way the gateway's own lines go.
+
+    A foreign record keeps its logger name, level and message; an exception becomes
+    its class and the frames it passed through, never its text: aiohttp's parser
+    errors quote the raw header bytes they choked on, Authorization included.
+    """
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre_chain,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
+    )
+    handler = _BytesLineHandler(stream or sys.stdout.buffer)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _BytesLineHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.getLevelNamesMapping()[level.upper()])
+    for name in FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()  # no plain-text handler of their own
+        foreign.propagate = True
+
+
+class _BytesLineHandler(logging.Handler):
+    """One write of bytes per record, as structlog's BytesLogger does."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+            data = line if isinstance(line, bytes) else line.encode("utf-8", "replace")
+            self.stream.write(data + b"\n")
+            self.stream.flush()
+        except Exception:  # pragma: no cover - as logging.StreamHandler
+            self.handleError(record)
+
+
+def _foreign_fields(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A stdlib record's fields, with exception text replaced by its class and frames."""
+    record = event.get("_record")
+    if isinstance(record, logging.LogRecord):
+        event["logger"] = record.name
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            event["error"] = _summary(exc)
+            event["traceback"] = "".join(traceback.format_tb(exc.__traceback__))
+            record.exc_info = None  # never formatted with its message
+            record.exc_text = None
+        event.pop("exc_info", None)
+    event["event"] = _scrub(str(event.get("event", "")))
+    return event
+
+
+def _summary(exc: BaseException) -> str:
+    # Class names only: an aiohttp parser error's text holds the bytes it could not parse.
+    cause = exc.__cause__ or exc.__context__
+    name = type(exc).__name__
+    return f"{name} (from {type(cause).__name__})" if cause is not None else name
+
+
+_BYTES_REPR = re.compile(r"b(['\"]).*?\1", re.DOTALL)
+
+
+def _scrub(message: str) -> str:
+    """A foreign message without quoted bytes (b'...'): those are raw request data."""
+    return _BYTES_REPR.sub("b'<redacted>'", message)[:500]
+
+
+def _dumps(event: Any, **_kw: Any) -> bytes:
+    try:
+        return orjson.dumps(event, default=repr)
+    except TypeError:  # a lone surrogate (undecodable request bytes): json escapes it
+        return json.dumps(event, default=repr).encode()
+
+
+def _dumps_str(event: Any, **kw: Any) -> str:
+    return _dumps(event, **kw).decode()
 
 
 def _encode(_logger: Any, _name: str, line: Any) -> bytes:

@@ -212,8 +212,10 @@ def parse_budget(value: str | None) -> int | None:
     text = value.strip()
     # The length check comes first: int() refuses strings of thousands of digits.
     if not (text.isascii() and text.isdigit()) or len(text) > 9 or int(text) <= 0:
-        raise bad_request(
-            f"the {BUDGET_HEADER} header must be a positive whole number of milliseconds, "
-            f"at most 9 digits (got {value[:40]!r}); leave it out to use the default"
+        rule = f"the {BUDGET_HEADER} header must be a positive whole number of milliseconds"
+        error = bad_request(
+            f"{rule}, at most 9 digits (got {value[:40]!r}); leave it out to use the default"
         )
+        error.log_message = f"invalid request: {rule}"  # the log gets no header values
+        raise error
     return int(text)

@@ -42,6 +42,7 @@ from policies.usage import (
 from policies.usage_buffer import BufferedUsageStore
 
 Clock = Callable[[], float]
+UNPARSED_MODEL = "unknown"  # the model of a request refused before its body was read
 
 
 class UsageRecorder:
@@ -140,8 +141,11 @@ class Governance:
     def body_limit(self, team: str) -> int:
         return self.limits.body_limit(team)
 
-    def body_rejected(self, team: str) -> None:
+    async def body_rejected(self, team: str) -> None:
+        """A 413 for max_body_bytes: counted like every other enforcement, in the metric
+        and in the usage report's rejected_limits (the model is not known: unparsed)."""
         self.metrics.overfetch.labels(team, "max_body_bytes", "reject").inc()
+        await self.usage.event(team, UNPARSED_MODEL, REJECTED_LIMITS)
 
     async def apply_limits(
         self, team: str, model: str, query: str, texts: list[str]

@@ -15,6 +15,7 @@ model that actually scores.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -169,24 +170,32 @@ def _rate_error(team: str, request: QuotaRequest, refusal: Refusal) -> ApiError:
     gcra = request.requests if refusal.limit == REQUESTS else request.unit_rate
     what = "requests" if refusal.limit == REQUESTS else "search units"
     per_minute = gcra.per_minute if gcra is not None else 0
+    wait_s = max(1, math.ceil(refusal.retry_after_s))  # the same whole seconds as Retry-After
     return ApiError(
         429,
         f"rate limit exceeded: team '{team}' may use {per_minute} {what} per minute "
-        f"(rate_limit.{refusal.limit}); retry in {refusal.retry_after_s:.1f} s",
+        f"(rate_limit.{refusal.limit}); retry in {wait_s} s",
         retry_after_s=refusal.retry_after_s,
     )
 
 
-def _budget_error(team: str, request: QuotaRequest, refusal: Refusal, note: str = "") -> ApiError:
+def _budget_error(
+    team: str, request: QuotaRequest, refusal: Refusal, note: str = ""
+) -> ApiError:
+    """402, Cohere's status for a billing limit: unlike 429, the official SDKs (and so
+    LangChain and LlamaIndex) do not retry it, so an over-budget call fails at once
+    instead of sleeping through retries that cannot succeed before the reset. Retry-After
+    still says when the budget resets, for callers that schedule work."""
     window = refusal.window
     assert window is not None
     resets = datetime.fromtimestamp(window.resets_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return ApiError(
-        429,
+        402,
         f"budget exhausted: team '{team}' has spent {dollars(refusal.spent_micros)} of its "
         f"{_period(refusal)} budget of {dollars(window.limit_micros)} (budget.{refusal.limit}) "
         f"and this request needs about {dollars(request.cost_micros)}; the budget resets at "
-        f"{resets} (in {_duration(refusal.retry_after_s)}){note}",
+        f"{resets} (in {_duration(refusal.retry_after_s)}){note}. Retrying sooner will not help: "
+        "ask the gateway's operators to raise the budget, or wait for the reset",
         retry_after_s=refusal.retry_after_s,
     )
 

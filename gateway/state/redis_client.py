@@ -33,7 +33,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from gateway.config.loader import StateConfig
+from gateway.config.model import StateConfig
 from gateway.observe.logs import log
 
 Client: TypeAlias = "aioredis.Redis | RedisCluster"

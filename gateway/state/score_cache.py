@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import Config
-from gateway.config.loader import StateConfig
+from gateway.config.model import StateConfig
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client

@@ -7,6 +7,7 @@ the real Redis), so the two implementations cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import redis as redis_sync
 
 from policies.budget import BudgetConfig, windows
 from policies.quota import BUDGET, RATE_LIMIT, MemoryQuotaStore, QuotaStore, TeamQuota
-from policies.ratelimit import Gcra, RateLimitConfig
+from policies.ratelimit import Gcra, RateLimitConfig, retry_seconds, to_us
 from policies.redis_quota import RedisQuotaStore
 from tests.governance.helpers import FakeClock, async_redis
 
@@ -25,19 +26,32 @@ MIDNIGHT = datetime(2026, 11, 6, tzinfo=UTC).timestamp()
 
 
 def test_gcra_bursts_a_minute_then_paces() -> None:
-    gcra = Gcra("requests_per_minute", 60)
+    gcra, now = Gcra("requests_per_minute", 60), to_us(NOON)
     tat = None
     for _ in range(60):
-        verdict = gcra.check(tat, NOON, 1)
+        verdict = gcra.check(tat, now, 1)
         assert verdict.allowed
-        tat = verdict.tat
-    refused = gcra.check(tat, NOON, 1)
-    assert not refused.allowed and refused.retry_after_s == pytest.approx(1.0)
-    assert gcra.check(tat, NOON + 1.0, 1).allowed
+        tat = verdict.tat_us
+    refused = gcra.check(tat, now, 1)
+    assert not refused.allowed and refused.wait_us == 1_000_000
+    assert gcra.check(tat, now + 1_000_000, 1).allowed
     # After a quiet spell the bucket is full again, not fuller.
-    assert gcra.check(tat, NOON + 3600, 60).allowed
-    assert not gcra.check(tat, NOON + 3600, 61).allowed
+    assert gcra.check(tat, now + 3600 * 1_000_000, 60).allowed
+    assert not gcra.check(tat, now + 3600 * 1_000_000, 61).allowed
     assert not gcra.fits_ever(61) and gcra.fits_ever(60)
+
+
+@pytest.mark.parametrize("per_minute", [1, 7, 13, 60, 997, 1000, 65_537])
+def test_a_burst_admits_exactly_the_limit_whatever_the_rounding(per_minute: int) -> None:
+    """Was one too few for limits like 7/min: a 60 s window / 7 rounded to 3 decimals of
+    a millisecond made the 7th cell 0.003 ms over (and "retry in 0.0 s")."""
+    gcra, now = Gcra("requests_per_minute", per_minute), to_us(NOON) + 123_457
+    tat, admitted = None, 0
+    while (verdict := gcra.check(tat, now, 1)).allowed:
+        tat, admitted = verdict.tat_us, admitted + 1
+    assert admitted == per_minute
+    assert verdict.wait_us == gcra.interval_us  # one cell away, exactly
+    assert retry_seconds(verdict.wait_us) == math.ceil(gcra.interval_us / 1e6)
 
 
 def test_budget_windows_are_utc_day_and_month() -> None:
@@ -58,7 +72,7 @@ async def store(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncItera
         yield MemoryQuotaStore()
         return
     client = async_redis()
-    yield RedisQuotaStore(client, redis_prefix)
+    yield RedisQuotaStore(client, redis_prefix, server_time=False)
     await client.aclose()
 
 
@@ -160,7 +174,7 @@ async def test_settle_after_the_period_ended_leaves_the_new_one_alone(store: Quo
 @pytest.fixture
 async def redis_store(redis_prefix: str) -> AsyncIterator[RedisQuotaStore]:
     client = async_redis()
-    yield RedisQuotaStore(client, redis_prefix)
+    yield RedisQuotaStore(client, redis_prefix, server_time=False)
     await client.aclose()
 
 
@@ -219,11 +233,11 @@ async def test_keys_are_hash_tagged_per_team_and_expire(
     assert keys == [
         f"{redis_prefix}{{search}}:budget:2026-11",
         f"{redis_prefix}{{search}}:budget:2026-11-05",
-        f"{redis_prefix}{{search}}:rate",
+        f"{redis_prefix}{{search}}:gcra",
     ]
     assert all(redis_client.ttl(k) > 0 for k in keys)
-    rate = {k.decode(): float(v) for k, v in redis_client.hgetall(keys[2]).items()}
-    assert rate == {
-        "requests_per_minute": pytest.approx((NOON + 12) * 1000),
-        "search_units_per_minute": pytest.approx((NOON + 3.6) * 1000),
+    rate = {k.decode(): int(v) for k, v in redis_client.hgetall(keys[2]).items()}
+    assert rate == {  # integer microseconds
+        "requests_per_minute": int(NOON + 12) * 1_000_000,
+        "search_units_per_minute": int(NOON) * 1_000_000 + 3_600_000,
     }

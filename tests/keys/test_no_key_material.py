@@ -58,7 +58,7 @@ async def test_redis_logs_and_audit_hold_no_key_material(
         assert status == 200
         pair.servers.run(pair.keeper(1).flush_used())
     keys = [k["key"] for k in issued]
-    secrets = [k.rsplit("_", 1)[1] for k in keys]
+    secrets = [k.split("_", 2)[2] for k in keys]  # rgk_<hex id>_<secret>
     stored = dump_prefix(redis_client, key_prefix)
     for key, secret in zip(keys, secrets, strict=True):
         assert key.encode() not in stored and secret.encode() not in stored

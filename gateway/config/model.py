@@ -1,0 +1,307 @@
+"""The gateway's configuration as dataclasses: one per section, read by `loader`.
+
+Bounds are `Annotated` constraints from annotated-types, as in the policies' and providers'
+own settings dataclasses; checks that span fields raise ValueError in `__post_init__`, and
+the loader reports them at that section's key path. Only this module and the loader know
+pydantic: policies and providers stay plain dataclasses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
+
+from annotated_types import Ge, Interval
+from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetPydanticSchema, with_config
+from pydantic_core import core_schema
+
+from policies.breaker import BreakerSettings
+from policies.budget import BudgetConfig
+from policies.failover import BackoffSettings, HedgeSettings
+from policies.latency import LatencyPrior, LatencySettings
+from policies.limits import RequestLimits
+from policies.pricing import PricingConfig
+from policies.ratelimit import RateLimitConfig
+from policies.retry_budget import RetryBudgetSettings
+from providers.registry import installed_types
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+TIERS = ("pro", "fast")
+
+
+def _check_digest(value: str, what: str) -> str:
+    digest = value.strip().lower()
+    if not _HEX64.match(digest):
+        raise ValueError(
+            f"{what} must be a SHA-256 hex digest of 64 characters "
+            "(make one with `rerank-gateway hash-key KEY`)"
+        )
+    return digest
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: Annotated[int, Interval(ge=0, le=65535)] = 8080
+    workers: Annotated[int, Interval(ge=1, le=64)] = 1
+    request_timeout_s: Annotated[float, Ge(0.01)] = 30.0  # default deadline of a request
+    max_body_bytes: Annotated[int, Ge(1024)] = 16 * 1024 * 1024
+    v1_default_model: str | None = None  # used when a /v1/rerank body names no model
+    drain_timeout_s: Annotated[float, Ge(0.0)] = 20.0  # on SIGTERM: time to finish requests
+    # /readyz answers 503 while Redis is unreachable (opt-in, for fail-closed teams);
+    # otherwise a Redis outage is reported in the body and rerank_dependency_up only.
+    ready_requires_redis: bool = False
+
+
+@dataclass
+class AuthConfig:
+    mode: Literal["keys", "none"] = "keys"
+    admin_key_sha256: str | None = None
+    # API keys (POST /admin/keys) live in state.redis_url; each replica re-reads them on
+    # a change message and at the latest every api_keys_refresh_s (see docs/teams-and-keys.md).
+    api_keys_refresh_s: Annotated[float, Interval(ge=0.1, le=300.0)] = 5.0
+    api_keys_prefix: str = "rerank:"
+
+    def __post_init__(self) -> None:
+        if self.admin_key_sha256 is not None:
+            self.admin_key_sha256 = _check_digest(self.admin_key_sha256, "admin_key_sha256")
+
+
+@dataclass
+class TeamConfig:
+    key_sha256: list[str] = field(default_factory=list)
+    cache: Literal["shared", "isolated"] = "shared"  # isolated: cache entries of its own
+    limits: RequestLimits | None = None  # over-fetch limits, overriding the model's and global
+    rate_limit: RateLimitConfig | None = None
+    budget: BudgetConfig | None = None
+    latency_budget_ms: Annotated[int, Ge(1)] | None = None  # default for tiered aliases
+    shadow_sample_rate: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None  # overrides
+    manager_key_sha256: list[str] = field(default_factory=list)  # may manage the team's keys
+    models: list[str] | None = None  # the models (and aliases) it may use; None: all
+
+    def __post_init__(self) -> None:
+        self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
+        self.manager_key_sha256 = [
+            _check_digest(k, "every manager_key_sha256 entry") for k in self.manager_key_sha256
+        ]
+        if self.models == []:
+            raise ValueError("models: [] would refuse every request; leave it out to allow all")
+
+
+@dataclass
+class DeploymentConfig:
+    provider: str
+    model: str | None = None  # upstream model id; defaults to the gateway model's name
+    weight: Annotated[float, Ge(0.0)] = 1.0
+    priority: int = 0
+    max_in_flight: Annotated[int, Ge(1)] | None = None  # bulkhead: calls at once per process
+    latency_prior_ms: LatencyPrior | None = None  # overrides the model's prior
+
+
+@dataclass
+class ShadowConfig:
+    """`models.<alias>.shadow`: score a sample of requests by the other tier too, in the
+    background, to measure what the tier choice trades (see docs/tiers.md)."""
+
+    sample_rate: Annotated[float, Interval(ge=0.0, le=1.0)] = 0.02
+    max_usd_per_day: Annotated[float, Ge(0.0)] = 5.0  # billed to account `_shadow/<alias>`
+    max_per_minute: Annotated[int, Ge(1)] = 60  # shadow calls, its own rate limit
+    min_ndcg: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None  # guard: stop downgrades
+    min_samples: Annotated[int, Ge(1)] = 30  # samples before the guard may act
+    window: Annotated[int, Ge(1)] = 500  # rolling window of samples per alias, team, direction
+
+
+@dataclass
+class ModelConfig:
+    deployments: list[DeploymentConfig] = field(default_factory=list)
+    tiers: dict[str, str] | None = None
+    cache_family: str | None = None  # models naming the same family share cache entries
+    cache_ttl_s: Annotated[float, Ge(1.0)] | None = None  # overrides cache.ttl_s
+    limits: RequestLimits | None = None  # over-fetch limits, overriding the global ones
+    # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
+    timeout_s: Annotated[float, Ge(0.01)] | None = None  # deadline; else server.request_timeout_s
+    max_attempts: Annotated[int, Interval(ge=1, le=10)] = 3
+    fallback: Literal["error", "passthrough", "local"] = "error"
+    hedge: HedgeSettings = field(default_factory=HedgeSettings)
+    latency_prior_ms: LatencyPrior | None = None
+    latency_budget_ms: Annotated[int, Ge(1)] | None = None  # tiered alias: default budget
+    shadow: ShadowConfig | None = None  # tiered alias: shadow quality evaluation
+
+    def __post_init__(self) -> None:
+        if self.limits is not None and self.limits.max_body_bytes is not None:
+            raise ValueError(
+                "limits.max_body_bytes cannot be set per model (the model is known only after "
+                "the body is read); set it globally or per team"
+            )
+        if self.tiers is not None and self.deployments:
+            raise ValueError("a model has either deployments or tiers, not both")
+        if self.tiers is not None and (self.cache_family or self.cache_ttl_s):
+            raise ValueError(
+                "cache_family and cache_ttl_s belong on the models a tier names, not on the alias"
+            )
+        if self.tiers is None and self.shadow is not None:
+            raise ValueError("shadow is for tiered aliases (it compares their two tiers)")
+        if self.shadow is not None and set(self.tiers or ()) != set(TIERS):
+            raise ValueError("shadow needs both tiers, pro and fast, to compare")
+        if self.tiers is None and self.latency_budget_ms is not None:
+            raise ValueError("latency_budget_ms is for tiered aliases; use timeout_s here")
+        if self.tiers is not None and self.latency_prior_ms is not None:
+            raise ValueError("latency_prior_ms belongs on the models an alias's tiers name")
+        if self.tiers is None and not self.deployments:
+            raise ValueError("needs deployments (a list of {provider, model}) or tiers")
+        for tier in self.tiers or {}:
+            if tier not in TIERS:
+                raise ValueError(f"unknown tier {tier!r} (tiers are: {', '.join(TIERS)})")
+
+
+@dataclass
+class CacheConfig:
+    backend: Literal["none", "memory", "redis", "tiered"] = "memory"
+    ttl_s: Annotated[float, Ge(1.0)] = 86_400.0
+    max_entries: Annotated[int, Ge(1)] | None = 100_000  # memory level
+    max_bytes: Annotated[int, Ge(1024)] | None = None  # memory level, approximate
+    key_prefix: str = "rg:s:"
+    redis_timeout_s: Annotated[float, Interval(ge=0.001, le=5.0)] = 0.08
+    # After a Redis failure the cache skips Redis for this long.
+    redis_backoff_s: Annotated[float, Interval(ge=0.0, le=300.0)] = 1.0
+    # Single flight across processes sharing Redis (backend redis or tiered).
+    fleet_single_flight: bool = True
+    fleet_max_wait_ms: Annotated[float, Ge(0.0)] = 2000.0  # then fetch yourself
+    fleet_poll_ms: Annotated[float, Ge(1.0)] = 10.0
+    redis_url: str | None = None  # the cache's own (evicting) Redis; default state.redis_url
+
+    def __post_init__(self) -> None:
+        _check_redis_url(self.redis_url)
+        if self.backend in ("memory", "tiered") and not (self.max_entries or self.max_bytes):
+            raise ValueError(f"backend {self.backend} needs max_entries or max_bytes as a bound")
+
+
+@dataclass
+class RedisErrorPolicy:
+    """What limits do when Redis cannot be reached: admit (open) or refuse with 503 (closed)."""
+
+    rate_limit: Literal["open", "closed"] = "open"
+    budget: Literal["open", "closed"] = "closed"
+
+
+@dataclass
+class LimitsConfig(RequestLimits):
+    """Global over-fetch limits (models and teams override them) and where counters live."""
+
+    max_documents: Annotated[int, Interval(ge=1, le=10_000)] = 100
+    limits_backend: Literal["memory", "redis"] = "memory"  # usage reports follow it
+    on_redis_error: RedisErrorPolicy = field(default_factory=RedisErrorPolicy)
+    redis_prefix: str = "rerank:"
+    usage_retention_days: Annotated[int, Ge(1)] = 400
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
+
+
+@dataclass
+class SentinelConfig:
+    """Redis behind Sentinel: the gateway asks the sentinels where the master is."""
+
+    service: str  # the master's name in the sentinels' config (`sentinel monitor NAME ...`)
+    sentinels: list[str] = field(default_factory=list)  # host:port of each sentinel
+    password: str | None = None  # the master's (and replicas') password
+    sentinel_password: str | None = None  # the sentinels' own, if they require one
+    db: Annotated[int, Ge(0)] = 0
+    tls: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.sentinels:
+            raise ValueError("sentinel.sentinels needs at least one host:port")
+        for address in self.sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"sentinel address {address!r} must be host:port")
+
+
+@dataclass
+class StateConfig:
+    redis_url: str | None = None
+    redis_cluster: bool = False  # redis_url names a Redis Cluster node (or use redis+cluster://)
+    sentinel: SentinelConfig | None = None
+    # At start, a state Redis whose maxmemory-policy may evict (anything but noeviction)
+    # could drop API keys, budgets and counters: refuse to start, or warn loudly.
+    on_evicting_redis: Literal["refuse", "warn"] = "refuse"
+
+    def __post_init__(self) -> None:
+        _check_redis_url(self.redis_url)
+        if self.sentinel is not None:
+            if self.redis_url:
+                raise ValueError("give either redis_url or a sentinel block, not both")
+            # Everything that asks "is there a shared Redis?" reads redis_url; the passwords
+            # stay in the block (gateway.state.redis_client reads them from there).
+            self.redis_url = "redis+sentinel://{}/{}/{}".format(
+                ",".join(self.sentinel.sentinels), self.sentinel.service, self.sentinel.db
+            )
+        sentinel_url = bool(self.redis_url) and str(self.redis_url).startswith("redis+sentinel")
+        if self.redis_cluster and sentinel_url:
+            raise ValueError("redis_cluster and Sentinel exclude each other")
+
+
+def _check_redis_url(url: str | None) -> None:
+    if url and not url.startswith(REDIS_SCHEMES):
+        raise ValueError("redis_url must start with " + ", ".join(REDIS_SCHEMES))
+
+
+@dataclass
+class RoutingConfig:
+    overhead_ms: Annotated[float, Ge(0.0)] = 5.0  # the gateway's own time, for tier selection
+    retry_budget: RetryBudgetSettings = field(default_factory=RetryBudgetSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    backoff: BackoffSettings = field(default_factory=BackoffSettings)
+    latency: LatencySettings = field(default_factory=LatencySettings)
+
+
+@dataclass
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+@dataclass
+class ProviderConfig:
+    """One `providers.<name>` entry: its type and that type's options dataclass."""
+
+    name: str
+    type: str
+    options: Any  # the options dataclass PROVIDER_TYPES names for `type`
+
+
+def _providers_schema(_source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+    """`providers.<name>` mappings read as the options dataclass their `type` picks.
+
+    Built from PROVIDER_TYPES when the validator is built, so a registered type is known.
+    """
+    options: Any = Union[tuple(t.options for t in installed_types().values())]  # noqa: UP007
+    entries = handler.generate_schema(dict[str, Annotated[options, Field(discriminator="type")]])
+    return core_schema.no_info_after_validator_function(_named, entries)
+
+
+def _named(entries: dict[str, Any]) -> dict[str, ProviderConfig]:
+    return {name: ProviderConfig(name, o.type, o) for name, o in entries.items()}
+
+
+Providers = Annotated[dict[str, ProviderConfig], GetPydanticSchema(_providers_schema)]
+
+
+# Parsed YAML is read strictly ("8080" is not a port) and unknown keys are errors; nested
+# dataclasses (those of policies/ and providers/ too) inherit this from Config.
+@with_config(ConfigDict(strict=True, extra="forbid"))
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    teams: dict[str, TeamConfig] = field(default_factory=dict)
+    providers: Providers = field(default_factory=dict)
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
