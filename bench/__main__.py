@@ -7,7 +7,16 @@ on loopback, then drives each with the Python load generator. Scenarios:
   (what the gateway itself adds to every request);
 - `hit-memory`, `hit-redis`: the same bodies repeated, so after warm-up every request is
   a full cache hit (in-process memory; Redis at 127.0.0.1:6379, skipped if none answers);
-- `partial`: every request shares 40 cached documents and sends 10 new ones upstream.
+- `partial`: every request shares 40 cached documents and sends 10 new ones upstream;
+- `miss-memory`: the memory cache on and every request new (the usual miss path);
+- open loop (`--scenarios openloop`): a constant rate (500 and 1,000 req/s) against an
+  upstream that answers in 150 ms, direct and through a gateway side by side, latency
+  measured from the intended send time (no coordinated omission);
+- burst: 1,024 clients connecting at once (does the listen backlog take them all?).
+
+Every row has the CPU the measured server process (with its workers) spent per request,
+from /proc: on a shared machine it moves much less than requests per second do.
+`--quick` shortens every run; `--scenarios` picks groups (closed, openloop, burst).
 """
 
 from __future__ import annotations
@@ -33,8 +42,9 @@ import orjson
 import redis
 import uvloop
 
-from bench import wrk
+from bench import procstat, wrk
 from bench.loadgen import LoadResult, run_load
+from bench.openloop import OpenLoopResult, burst, run_open_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-team-key"
@@ -46,9 +56,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float = 20.0) -> None:
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"the process for port {port} exited: {err[-2000:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -77,6 +90,35 @@ def make_bodies(count: int, docs: int = 50, doc_chars: int = 800, seed: int = 7)
         )
         for _ in range(count)
     ]
+
+
+class MissBodies(Sequence[bytes]):
+    """A virtual list of bodies that are all new: the query is salted per body, so no
+    document key repeats (50 documents scored upstream every time)."""
+
+    def __init__(self) -> None:
+        first = orjson.loads(make_bodies(1)[0])
+        self.query = first["query"]
+        self.documents = first["documents"]
+        self.salt = uuid.uuid4().hex[:8]
+        # The body around the query's start, so a new body is one concatenation.
+        marker = "\u0001salt\u0001"
+        whole = orjson.dumps(
+            {"model": "rerank-v3.5", "query": marker + self.query, "documents": self.documents}
+        )
+        self._head, _, self._tail = whole.partition(orjson.dumps(marker)[1:-1])
+
+    def __len__(self) -> int:
+        return 2**31
+
+    @overload
+    def __getitem__(self, i: int) -> bytes: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, i: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(i, slice):
+            raise TypeError("MissBodies is not sliceable")
+        return b"%s%s-%d %s" % (self._head, self.salt.encode(), i, self._tail)
 
 
 class PartialBodies(Sequence[bytes]):
@@ -140,14 +182,23 @@ def load(
     headers: dict[str, str],
     concurrency: int,
     seconds: float,
+    pid: int,
 ) -> LoadResult:
     if tool == "wrk":
-        return wrk.run_wrk(url, list(bodies), headers, concurrency, seconds)
+        before = procstat.cpu_seconds(pid)
+        result = wrk.run_wrk(url, list(bodies), headers, concurrency, seconds)
+        result.cpu_s = procstat.cpu_seconds(pid) - before
+        return result
     uvloop.install()
-    return asyncio.run(run_load(url, bodies, headers, concurrency, seconds))
+    probe = lambda: procstat.cpu_seconds(pid)  # noqa: E731
+    return asyncio.run(run_load(url, bodies, headers, concurrency, seconds, cpu_probe=probe))
 
 
-def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | int | str]:
+def cpu_us(cpu_s: float | None, requests: int) -> float | None:
+    return round(cpu_s * 1e6 / requests, 1) if cpu_s is not None and requests else None
+
+
+def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | int | str | None]:
     return {
         "scenario": name,
         "concurrency": concurrency,
@@ -156,10 +207,13 @@ def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | in
         "rps": round(result.rps, 1),
         "p50_ms": round(result.p50, 3),
         "p99_ms": round(result.p99, 3),
+        "cpu_us_per_req": cpu_us(result.cpu_s, result.requests),
     }
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+GROUPS = ("closed", "openloop", "burst")
+DELAY_MS = 150.0
 
 
 def main() -> int:
@@ -169,59 +223,116 @@ def main() -> int:
     parser.add_argument(
         "--tool", choices=("auto", "wrk", "python"), default="auto", help="load generator"
     )
+    parser.add_argument("--quick", action="store_true", help="2 s runs, c=32 and 500 req/s only")
+    parser.add_argument(
+        "--scenarios", default=",".join(GROUPS), help=f"comma-separated groups of {GROUPS}"
+    )
+    parser.add_argument("--rates", default="500,1000", help="open-loop rates (req/s)")
+    parser.add_argument("--burst", type=int, default=1024, help="clients connecting at once")
+    parser.add_argument(
+        "--old-limits",
+        action="store_true",
+        help="the delayed gateway with the former defaults (max_connections 100, backlog 128)",
+    )
     args = parser.parse_args()
+    groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
+    if groups - set(GROUPS):
+        parser.error(f"unknown scenario groups: {sorted(groups - set(GROUPS))}")
+    rates = [float(r) for r in args.rates.split(",")]
+    concurrencies = (1, 32)
+    if args.quick:
+        args.seconds, concurrencies, rates = min(args.seconds, 2.0), (32,), rates[:1]
     if args.tool == "auto":
         args.tool = "wrk" if wrk.available() else "python"
-    print(f"load generator: {args.tool} (the partial scenario always uses the Python one)")
+    print(f"load generator: {args.tool} (the partial and miss scenarios always use the Python one)")
+    conditions = {"load_average_before": [round(x, 2) for x in procstat.load_average()]}
 
     bodies = make_bodies(64)
-    up_port = free_port()
+    up_port, delayed_port = free_port(), free_port()
     prefix = f"rg-bench:{uuid.uuid4().hex}:"
-    gateways = {  # name -> (workers, extra config); each runs as its own process
-        "gateway": (1, "cache: {backend: none}"),
-        "gateway-2w": (2, "cache: {backend: none}"),
-        "hit-memory": (1, "cache: {backend: memory}"),
-    }
-    if redis_available(REDIS_URL):
-        gateways["hit-redis"] = (
-            1,
-            f'cache: {{backend: redis, key_prefix: "{prefix}"}}\n'
-            f'state: {{redis_url: "{REDIS_URL}"}}',
-        )
-    else:
-        print(f"no Redis at {REDIS_URL}: leaving out the hit-redis scenario")
+    # name -> (workers, extra config, upstream port); each runs as its own process
+    gateways: dict[str, tuple[int, str, int]] = {}
+    if "closed" in groups:
+        gateways |= {
+            "gateway": (1, "cache: {backend: none}", up_port),
+            "gateway-2w": (2, "cache: {backend: none}", up_port),
+            "hit-memory": (1, "cache: {backend: memory}", up_port),
+            "miss-memory": (1, "cache: {backend: memory}", up_port),
+        }
+        if redis_available(REDIS_URL):
+            gateways["hit-redis"] = (
+                1,
+                f'cache: {{backend: redis, key_prefix: "{prefix}"}}\n'
+                f'state: {{redis_url: "{REDIS_URL}"}}',
+                up_port,
+            )
+        else:
+            print(f"no Redis at {REDIS_URL}: leaving out the hit-redis scenario")
+    if groups & {"openloop", "burst"}:
+        limits = "server: {host: 127.0.0.1, workers: 1, backlog: 128}" if args.old_limits else ""
+        gateways["gateway-150ms"] = (1, f"cache: {{backend: memory}}\n{limits}", delayed_port)
     ports = {name: free_port() for name in gateways}
-    procs = [start([sys.executable, "-m", "bench.upstream", str(up_port)])]
-    configs = []
-    for name, (workers, extra) in gateways.items():
-        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-            f.write(gateway_config(up_port, workers, extra))
-        configs.append(f.name)
-        listen = str(ports[name])
-        procs.append(
-            start([sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", listen])
+    procs = {"direct": start([sys.executable, "-m", "bench.upstream", str(up_port)])}
+    if groups & {"openloop", "burst"}:
+        procs["direct-150ms"] = start(
+            [sys.executable, "-m", "bench.upstream", str(delayed_port), "--delay-ms", str(DELAY_MS)]
         )
-    rows = []
+    configs = []
+    for name, (workers, extra, upstream) in gateways.items():
+        text = gateway_config(upstream, workers, extra)
+        if args.old_limits and name == "gateway-150ms":
+            text = text.replace("server: {host: 127.0.0.1, workers: 1}\n", "")
+            text = text.replace(
+                "api_key: upstream-key}", "api_key: upstream-key, max_connections: 100}"
+            )
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write(text)
+        configs.append(f.name)
+        procs[name] = start(
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "serve",
+                "--config",
+                f.name,
+                "--port",
+                str(ports[name]),
+            ]
+        )
+    results: dict = {"rows": [], "openloop": [], "burst": []}
     try:
-        wait_port(up_port)
-        for port in ports.values():
-            wait_port(port)
+        wait_port(up_port, procs["direct"])
+        if groups & {"openloop", "burst"}:
+            wait_port(delayed_port, procs["direct-150ms"])
+        for name, port in ports.items():
+            wait_port(port, procs[name])
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         urls = {"direct": f"http://127.0.0.1:{up_port}/v2/rerank"}
+        urls["direct-150ms"] = f"http://127.0.0.1:{delayed_port}/v2/rerank"
         urls.update({name: f"http://127.0.0.1:{port}/v2/rerank" for name, port in ports.items()})
-        for concurrency in (1, 32):
-            for name, url in urls.items():
-                result = load(args.tool, url, bodies, headers, concurrency, args.seconds)
-                rows.append(row(name, concurrency, result))
-            # Every partial body is new, so it needs the Python generator's virtual list.
-            partial = load(
-                "python", urls["hit-memory"], PartialBodies(), headers, concurrency, args.seconds
-            )
-            rows.append(row("partial", concurrency, partial))
+        pids = {name: proc.pid for name, proc in procs.items()}
+        if "closed" in groups:
+            closed(args, concurrencies, urls, pids, bodies, headers, results["rows"])
+        if "openloop" in groups:
+            for rate in rates:
+                for name in ("direct-150ms", "gateway-150ms"):
+                    results["openloop"].append(
+                        open_loop(name, urls[name], pids[name], rate, args.seconds, headers)
+                    )
+        if "burst" in groups:
+            body = bodies[0]
+            for name in ("direct-150ms", "gateway-150ms"):
+                uvloop.install()
+                outcome = asyncio.run(burst(urls[name], body, headers, args.burst))
+                results["burst"].append({"scenario": name, **outcome})
+        results["rss_mb_after"] = {
+            name: procstat.rss_mb(pid) for name, pid in pids.items() if name in gateways
+        }
     finally:
-        for proc in procs:
+        for proc in procs.values():
             proc.terminate()
-        for proc in procs:
+        for proc in procs.values():
             proc.wait(10)
         for path in configs:
             os.unlink(path)
@@ -230,48 +341,157 @@ def main() -> int:
                 keys = list(client.scan_iter(match=prefix + "*", count=1000))
                 if keys:
                     client.delete(*keys)
-    report(rows, args.out, args.tool)
+    conditions["load_average_after"] = [round(x, 2) for x in procstat.load_average()]
+    report(results, conditions, args)
     return 0
 
 
-def report(rows: list[dict], out: str, tool: str) -> None:
-    head = ("scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms")
-    print("{:<12} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8}".format(*head))
-    for r in rows:
-        print(
-            f"{r['scenario']:<12} {r['concurrency']:>4} {r['requests']:>9} {r['errors']:>6} "
-            f"{r['rps']:>9.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f}"
-        )
-    by = {(r["scenario"], r["concurrency"]): r for r in rows}
-    direct_rps = by["direct", 32]["rps"]
-    summary = {
-        "added_p50_ms_c1": round(by["gateway", 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3),
-        "throughput_ratio_c32": round(by["gateway", 32]["rps"] / direct_rps, 3),
-        "throughput_ratio_c32_2_workers": round(by["gateway-2w", 32]["rps"] / direct_rps, 3),
-    }
-    for name in ("hit-memory", "hit-redis", "partial"):
-        if (name, 1) in by:
-            summary[f"{name}_p50_ms_c1"] = by[name, 1]["p50_ms"]
-            summary[f"{name}_vs_direct_throughput_c32"] = round(by[name, 32]["rps"] / direct_rps, 3)
-    print(
-        f"added p50 at concurrency 1: {summary['added_p50_ms_c1']} ms; "
-        f"gateway/direct throughput at concurrency 32: {summary['throughput_ratio_c32']} "
-        f"(2 workers: {summary['throughput_ratio_c32_2_workers']})"
+def closed(
+    args: argparse.Namespace,
+    concurrencies: Sequence[int],
+    urls: dict[str, str],
+    pids: dict[str, int],
+    bodies: list[bytes],
+    headers: dict[str, str],
+    rows: list[dict],
+) -> None:
+    repeated = ("direct", "gateway", "gateway-2w", "hit-memory", "hit-redis")
+    for concurrency in concurrencies:
+        for name in repeated:
+            if name in urls and name in pids:
+                result = load(
+                    args.tool, urls[name], bodies, headers, concurrency, args.seconds, pids[name]
+                )
+                rows.append(row(name, concurrency, result))
+        # Every partial and miss body is new, so they need the Python generator's virtual list.
+        for name, source, many in (
+            ("partial", "hit-memory", PartialBodies()),
+            ("miss-memory", "miss-memory", MissBodies()),
+        ):
+            result = load(
+                "python", urls[source], many, headers, concurrency, args.seconds, pids[source]
+            )
+            rows.append(row(name, concurrency, result))
+
+
+def open_loop(
+    name: str, url: str, pid: int, rate: float, seconds: float, headers: dict[str, str]
+) -> dict:
+    uvloop.install()
+    many = MissBodies()
+    cpu_before = procstat.cpu_seconds(pid)
+    result: OpenLoopResult = asyncio.run(
+        run_open_loop(url, many.__getitem__, headers, rate, seconds)
     )
-    Path(out).write_text(
+    cpu_s = procstat.cpu_seconds(pid) - cpu_before  # includes the warm-up second
+    warm = int(rate) + result.sent
+    return {
+        "scenario": name,
+        "rate": rate,
+        "sent": result.sent,
+        "ok": result.ok,
+        "errors": result.errors,
+        **{f"error {k}": v for k, v in result.error_kinds.items()},
+        "p50_ms": round(result.percentile(0.50), 3),
+        "p90_ms": round(result.percentile(0.90), 3),
+        "p99_ms": round(result.percentile(0.99), 3),
+        "max_ms": round(max(result.latencies_ms, default=float("nan")), 3),
+        "max_send_lag_ms": round(result.max_lag_ms, 3),
+        "cpu_us_per_req": cpu_us(cpu_s, warm),
+    }
+
+
+def report(results: dict, conditions: dict, args: argparse.Namespace) -> None:
+    rows = results["rows"]
+    summary: dict[str, float] = {}
+    if rows:
+        head = ("scenario", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms", "cpu µs")
+        print("{:<12} {:>4} {:>9} {:>6} {:>9} {:>8} {:>8} {:>8}".format(*head))
+        for r in rows:
+            cpu = r["cpu_us_per_req"]
+            print(
+                f"{r['scenario']:<12} {r['concurrency']:>4} {r['requests']:>9} {r['errors']:>6} "
+                f"{r['rps']:>9.1f} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} "
+                f"{'-' if cpu is None else f'{cpu:.0f}':>8}"
+            )
+        by = {(r["scenario"], r["concurrency"]): r for r in rows}
+        top = max(r["concurrency"] for r in rows)
+        direct_rps = by["direct", top]["rps"]
+        if ("gateway", 1) in by:
+            summary["added_p50_ms_c1"] = round(
+                by["gateway", 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3
+            )
+        for name in ("gateway", "gateway-2w", "hit-memory", "hit-redis", "partial", "miss-memory"):
+            if (name, top) in by and direct_rps:
+                summary[f"{name}_vs_direct_throughput_c{top}"] = round(
+                    by[name, top]["rps"] / direct_rps, 3
+                )
+                summary[f"{name}_cpu_us_per_req_c{top}"] = by[name, top]["cpu_us_per_req"]
+        print(", ".join(f"{k}: {v}" for k, v in summary.items()))
+    if results["openloop"]:
+        print(
+            f"open loop, upstream answering in {DELAY_MS:.0f} ms, latency from the intended send:"
+        )
+        head = (
+            "scenario",
+            "req/s",
+            "sent",
+            "errors",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "lag ms",
+            "cpu µs",
+        )
+        print("{:<14} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8} {:>7} {:>7}".format(*head))
+        for r in results["openloop"]:
+            print(
+                f"{r['scenario']:<14} {r['rate']:>6.0f} {r['sent']:>7} {r['errors']:>6} "
+                f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['max_ms']:>8.2f} "
+                f"{r['max_send_lag_ms']:>7.1f} {r['cpu_us_per_req'] or 0:>7.0f}"
+            )
+        by_rate: dict[float, dict[str, dict]] = {}
+        for r in results["openloop"]:
+            by_rate.setdefault(r["rate"], {})[r["scenario"]] = r
+        for rate, pair in by_rate.items():
+            if len(pair) == 2:
+                d, g = pair["direct-150ms"], pair["gateway-150ms"]
+                summary[f"open_{rate:.0f}_added_p50_ms"] = round(g["p50_ms"] - d["p50_ms"], 3)
+                summary[f"open_{rate:.0f}_added_p99_ms"] = round(g["p99_ms"] - d["p99_ms"], 3)
+                print(
+                    f"  {rate:.0f} req/s: added p50 {g['p50_ms'] - d['p50_ms']:.2f} ms, "
+                    f"added p99 {g['p99_ms'] - d['p99_ms']:.2f} ms, gateway errors {g['errors']}"
+                )
+    for b in results["burst"]:
+        print(
+            f"burst {b['scenario']}: "
+            + ", ".join(f"{k} {v}" for k, v in b.items() if k != "scenario")
+        )
+    if results.get("rss_mb_after"):
+        print(
+            "RSS after the runs (MB per process): "
+            + ", ".join(f"{k} {v}" for k, v in results["rss_mb_after"].items())
+        )
+    print(
+        f"load average before {conditions['load_average_before']}, "
+        f"after {conditions['load_average_after']}"
+    )
+    Path(args.out).write_text(
         json.dumps(
             {
                 "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "load_generator": tool,
+                "conditions": conditions,
+                "load_generator": args.tool,
+                "seconds": args.seconds,
                 "request": {"documents": 50, "bytes": 40_000},
-                "rows": rows,
+                **results,
                 "summary": summary,
             },
             indent=2,
         )
         + "\n"
     )
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

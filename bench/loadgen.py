@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,6 +19,7 @@ class LoadResult:
     latencies_ms: list[float]
     fixed_p50_ms: float | None = None  # when the load tool reports percentiles only
     fixed_p99_ms: float | None = None
+    cpu_s: float | None = None  # CPU the measured process spent over the measured window
 
     @property
     def rps(self) -> float:
@@ -47,7 +48,10 @@ async def run_load(
     concurrency: int,
     seconds: float,
     warmup_s: float = 1.0,
+    cpu_probe: Callable[[], float] | None = None,
 ) -> LoadResult:
+    """`cpu_probe` (CPU seconds of the server so far) is read when the measured window
+    opens and once every request has finished."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     latencies: list[float] = []
     errors = 0
@@ -74,5 +78,11 @@ async def run_load(
                     else:
                         errors += 1
 
+        async def window_opens() -> float:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            return cpu_probe() if cpu_probe else 0.0
+
+        opened = asyncio.create_task(window_opens())
         await asyncio.gather(*(client(w) for w in range(concurrency)))
-    return LoadResult(len(latencies), errors, seconds, latencies)
+        cpu_s = cpu_probe() - await opened if cpu_probe else None
+    return LoadResult(len(latencies), errors, seconds, latencies, cpu_s=cpu_s)

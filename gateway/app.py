@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
 from gateway.chain.shadow import ShadowRunner, book_for
 from gateway.config import Config
+from gateway.errors import ApiError, error_response
+from gateway.http import status
 from gateway.http.admin import usage_report
-from gateway.http.auth import Authenticator
+from gateway.http.auth import Authenticator, bearer_token, hash_key
 from gateway.http.edge import middleware as edge_middleware
+from gateway.http.edge import request_id
 from gateway.http.keys import (
     create_key,
     keys_route,
@@ -30,6 +34,7 @@ from gateway.http.keys import (
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import Tracing
 from gateway.state import redis_client
 from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
@@ -41,6 +46,7 @@ from gateway.state.score_cache import CacheSettings, build_store
 from policies.api_keys import KeyDirectory
 from policies.cache import ScoreStore
 from policies.redis_keys import RedisKeyStore
+from providers.http import HttpTransport
 
 _READY_TIMEOUT_S = 1.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -60,6 +66,7 @@ class Gateway:
     redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
     shadow: ShadowRunner | None = None
+    tracing: Tracing | None = None
     watchers: list[asyncio.Task[None]] = field(default_factory=list)  # Sentinel master moves
     keeper: KeyKeeper | None = None  # this replica's snapshot of the API keys
     keys: KeyService | None = None  # None without state.redis_url: no API keys
@@ -86,6 +93,7 @@ class Gateway:
             task.cancel()
         if self.keeper is not None:
             await self.keeper.close()
+        await self.governance.alerts.close()
         if self.shadow is not None:
             await self.shadow.close()
         await self.catalog.close()
@@ -93,6 +101,8 @@ class Gateway:
             await self.cache_store.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.tracing is not None:  # flushes queued spans; blocking, so off the loop
+            await asyncio.to_thread(self.tracing.close)
 
 
 @dataclass
@@ -105,6 +115,8 @@ class Runtime:
     started: bool = False  # set once the gateway's providers are started
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
     wall_clock: Callable[[], float] = time.time  # for API key expiry
+    span_exporter: Any = None  # tests: where spans go instead of OTLP
+    started_at: float = field(default_factory=time.time)  # for the status page's uptime
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -119,11 +131,16 @@ def build_gateway(
     config: Config,
     metrics: Metrics,
     clock: Callable[[], float] | None = None,
+    span_exporter: Any = None,
     wall_clock: Callable[[], float] = time.time,
 ) -> Gateway:
     """`clock` drives breakers, the retry budget and latency decay; `wall_clock` API key
-    expiry (tests inject fakes)."""
+    expiry (tests inject fakes); `span_exporter` receives the spans instead of OTLP (tests)."""
     catalog = Catalog(config)
+    for name, provider in catalog.providers.items():
+        transport = getattr(provider, "transport", None)
+        if isinstance(transport, HttpTransport):  # shows when max_connections binds
+            transport.on_pool_wait = metrics.upstream_pool_waits.labels(name).inc
     # Limits, budgets and usage: connection errors are retried briefly, so a Sentinel
     # failover reconnects to the new master instead of failing (gateway.state.redis_client).
     redis = redis_client.connect(
@@ -157,7 +174,10 @@ def build_gateway(
     deployments.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
     shadow = ShadowRunner(config, layers[SHADOW_ENTRY], governance, metrics, book)
     scorer = layers[LAYERS[0].name]
-    pipeline = Pipeline(config, catalog, auth, scorer, metrics, deployments, governance, shadow)
+    tracing = Tracing.build(config.telemetry, exporter=span_exporter)
+    pipeline = Pipeline(
+        config, catalog, auth, scorer, metrics, deployments, governance, shadow, tracing
+    )
     return Gateway(
         config,
         catalog,
@@ -167,6 +187,7 @@ def build_gateway(
         redis,
         cache_store,
         shadow,
+        tracing,
         keeper=keeper,
         keys=keys,
     )
@@ -177,11 +198,14 @@ def build_app(
     metrics: Metrics | None = None,
     *,
     clock: Callable[[], float] | None = None,
+    span_exporter: Any = None,
     wall_clock: Callable[[], float] = time.time,
 ) -> web.Application:
     metrics = metrics or Metrics()
-    gateway = build_gateway(config, metrics, clock, wall_clock)
-    runtime = Runtime(metrics, gateway, clock=clock, wall_clock=wall_clock)
+    gateway = build_gateway(config, metrics, clock, span_exporter, wall_clock)
+    runtime = Runtime(
+        metrics, gateway, clock=clock, span_exporter=span_exporter, wall_clock=wall_clock
+    )
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
@@ -194,6 +218,8 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
+    if config.server.metrics_port is None:  # otherwise only the metrics listener has them
+        add_status_routes(app)
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_usage)  # the admin, or a manager for its team
@@ -209,6 +235,25 @@ def build_app(
     return app
 
 
+def build_metrics_app(app: web.Application) -> web.Application:
+    """The private listener (`server.metrics_port`): /metrics for Prometheus, and the status
+    page (still behind the admin key). It serves the same runtime as `app`."""
+    private = web.Application()
+    private[RUNTIME] = app[RUNTIME]
+    private.router.add_get("/metrics", _exposition)
+    private.router.add_get("/healthz", healthz)
+    add_status_routes(private)
+    private.middlewares.append(edge_middleware)
+    return private
+
+
+def add_status_routes(app: web.Application) -> None:
+    app.router.add_get("/admin/status", status_page)
+    app.router.add_get("/admin/status.json", admin_route(status_json))
+    app.router.add_post("/admin/login", status_login)
+    app.router.add_post("/admin/logout", status_logout)
+
+
 async def reload(app: web.Application, config: Config) -> None:
     """Serve `config` from now on; the old gateway finishes its requests, then closes.
 
@@ -216,7 +261,9 @@ async def reload(app: web.Application, config: Config) -> None:
     needs a restart.
     """
     runtime = app[RUNTIME]
-    fresh = build_gateway(config, runtime.metrics, runtime.clock, runtime.wall_clock)
+    fresh = build_gateway(
+        config, runtime.metrics, runtime.clock, runtime.span_exporter, runtime.wall_clock
+    )
     try:
         await fresh.start()
     except BaseException:  # e.g. StartupRefused: the old gateway keeps serving
@@ -332,8 +379,114 @@ async def tiers_route(request: web.Request) -> web.Response:
 
 
 async def metrics_route(request: web.Request) -> web.Response:
+    """/metrics on the public port: absent when a metrics port is configured, behind a
+    bearer token when one is set (its labels name every team and its spend)."""
+    server = current(request).config.server
+    if server.metrics_port is not None:
+        raise web.HTTPNotFound()
+    if server.metrics_token_sha256 is not None:
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is None or not secrets.compare_digest(
+            hash_key(token), server.metrics_token_sha256
+        ):
+            return error_response(
+                ApiError(401, "metrics need `Authorization: Bearer <metrics token>`"),
+                request_id(request),
+            )
+    return await _exposition(request)
+
+
+async def _exposition(request: web.Request) -> web.Response:
     data = request.app[RUNTIME].metrics.exposition()
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _is_admin(request: web.Request) -> bool:
+    """The admin key from the header, or from the session cookie the login form set."""
+    auth = current(request).pipeline.auth
+    header = request.headers.get("Authorization")
+    cookie = request.cookies.get(status.COOKIE)
+    if header is None and cookie:
+        header = f"Bearer {cookie}"
+    try:
+        auth.check_admin(header)
+    except ApiError:
+        return False
+    return True
+
+
+def _html(text: str, status_code: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status_code, content_type="text/html", headers=_PAGE_HEADERS
+    )
+
+
+async def _status_data(request: web.Request) -> dict[str, Any]:
+    runtime = request.app[RUNTIME]
+    gateway = runtime.gateway
+    return await status.collect(
+        gateway.config,
+        gateway.pipeline.routing,
+        gateway.governance,
+        runtime.metrics,
+        gateway.redis,
+        runtime.started_at,
+        runtime.draining,
+    )
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """`GET /admin/status`: the page when signed in, else the sign-in form."""
+    if current(request).config.auth.admin_key_sha256 is None:
+        return error_response(
+            ApiError(403, "admin routes are disabled: set auth.admin_key_sha256"),
+            request_id(request),
+        )
+    if not _is_admin(request):
+        return _html(status.login_page())
+    return _html(status.render(await _status_data(request)))
+
+
+async def status_json(request: web.Request) -> web.Response:
+    data = await _status_data(request)
+    return web.Response(body=orjson.dumps(data), content_type="application/json")
+
+
+async def status_login(request: web.Request) -> web.StreamResponse:
+    """The sign-in form's POST: a good key becomes an HTTP-only, same-site session cookie."""
+    form = await request.post()
+    key = form.get("key")
+    given = f"Bearer {key}" if isinstance(key, str) and key else None
+    try:
+        current(request).pipeline.auth.check_admin(given)
+    except ApiError as exc:
+        return _html(status.login_page(exc.message), exc.status)
+    response = _see_status()
+    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
+    response.set_cookie(
+        status.COOKIE, str(key), path="/admin/", httponly=True, samesite="Strict", secure=secure
+    )
+    return response
+
+
+async def status_logout(request: web.Request) -> web.StreamResponse:
+    response = _see_status()
+    response.del_cookie(status.COOKIE, path="/admin/")
+    return response
+
+
+def _see_status() -> web.Response:
+    return web.Response(status=303, headers={**_PAGE_HEADERS, "Location": "/admin/status"})
 
 
 async def _start(app: web.Application) -> None:

@@ -27,7 +27,7 @@ from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
-from gateway.app import RUNTIME, build_app, reload
+from gateway.app import RUNTIME, build_app, build_metrics_app, reload
 from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.config.advice import scale_warnings
 from gateway.http.edge import GatewayRunner
@@ -68,7 +68,9 @@ async def _serve(
         log.error("startup_refused", reason=str(exc))
         return 1
     try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port).start()
+        await web.TCPSite(
+            runner, host, port, reuse_port=reuse_port, backlog=config.server.backlog
+        ).start()
     except OSError as exc:  # lost a race with another process since the check
         log.error("cannot_listen", host=host, port=port, error=exc.strerror)
         await runner.cleanup()  # closes the upstream sessions: no "Unclosed" noise
@@ -77,6 +79,8 @@ async def _serve(
     # freezing it keeps the garbage collector from walking it again and again.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(config.server.gc_threshold, *gc.get_threshold()[1:])  # docs/performance.md
+    private = await _start_metrics_listener(app, config, reuse_port)
     log.info("listening", host=host, port=port, models=sorted(config.models))
     reloads: set[asyncio.Task[None]] = set()
 
@@ -92,8 +96,27 @@ async def _serve(
     in_flight = app[RUNTIME].gateway.pipeline.in_flight
     log.info("draining", in_flight=in_flight, timeout_s=config.server.drain_timeout_s)
     await runner.cleanup()  # stop accepting, wait for handlers, then close providers
+    if private is not None:
+        await private.cleanup()
     log.info("stopped")
     return 0
+
+
+async def _start_metrics_listener(
+    app: web.Application, config: Config, reuse_port: bool
+) -> web.AppRunner | None:
+    """/metrics and the status page on `server.metrics_host:metrics_port`, when set.
+    Workers share the port like the public one; any of them answers for all."""
+    server = config.server
+    if server.metrics_port is None:
+        return None
+    runner = web.AppRunner(build_metrics_app(app), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(
+        runner, server.metrics_host, server.metrics_port, reuse_port=reuse_port
+    ).start()
+    log.info("metrics_listening", host=server.metrics_host, port=server.metrics_port)
+    return runner
 
 
 async def _reload(app: web.Application, config_path: str | None, alone: bool) -> None:

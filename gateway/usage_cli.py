@@ -26,6 +26,9 @@ _COLUMNS = (
     ("documents", "documents"),
     ("search_units", "units"),
     ("cost_usd", "cost_usd"),
+    ("tokens", "tokens"),
+    ("unit", "billed_in"),
+    ("billed_units", "billed"),
     ("saved_search_units", "saved_units"),
     ("saved_cost_usd", "saved_usd"),
     ("rejected", "rejected"),
@@ -96,10 +99,19 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(text)
 
 
+def _billed(figures: dict[str, Any]) -> str:
+    """The figure the row was billed by; `-` for totals, events and mixed rows."""
+    if figures.get("unit") is None or figures.get("billed_units") is None:
+        return "-"
+    return str(figures["billed_units"])
+
+
 def _cells(figures: dict[str, Any]) -> list[str]:
     figures = {
         **figures,
         "rejected": sum(figures[k] for k in (REJECTED_LIMITS, REJECTED_RATE, REJECTED_BUDGET)),
+        "unit": figures.get("unit") or "-",
+        "billed_units": _billed(figures),
     }
     return [
         f"{figures[key]:.4f}" if key.endswith("_usd") else str(figures[key]) for key, _ in _COLUMNS

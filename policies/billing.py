@@ -6,6 +6,11 @@ the chunk size (about 500 tokens, the query included) is split into chunks that 
 count as a document. Upstreams that report `billed_units` are believed; for the
 others (Bedrock, OCI) and before any call (to reserve budget) we estimate.
 Tokens are approximated from characters: no tokenizer runs on the hot path.
+
+Token-billed upstreams (Rerank 5, Jina, Voyage, self-hosted servers) count every
+(query, document) pair they score: the query's tokens once per document plus the
+document's own. `estimate_tokens` reserves for that before the call; the upstream's own
+usage figure, when it gives one, settles the reservation afterwards.
 """
 
 from __future__ import annotations
@@ -51,6 +56,18 @@ class BillingRules:
         total = sum(self.chunks(query_tokens, doc, max_tokens_per_doc) for doc in documents)
         return math.ceil(total / DOCUMENTS_PER_UNIT)
 
+    def estimate_tokens(
+        self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None
+    ) -> int:
+        """Tokens one upstream call with these texts is expected to bill (query per pair)."""
+        query_tokens = self.tokens(len(query))
+        total = 0
+        for doc in documents:
+            doc_tokens = self.tokens(len(doc))
+            if max_tokens_per_doc is not None:
+                doc_tokens = min(doc_tokens, max_tokens_per_doc)
+            total += query_tokens + doc_tokens
+        return total
+
 
 DEFAULT_RULES = BillingRules()
-

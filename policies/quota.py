@@ -59,6 +59,10 @@ class QuotaStore(Protocol):
         """Move a reservation's search units and cost by the deltas (negative: refund)."""
         ...
 
+    async def spent(self, team: str, windows: tuple[Window, ...]) -> dict[str, int]:
+        """What each budget window has charged so far (micro-dollars), by budget name."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TeamQuota:
@@ -141,6 +145,9 @@ class MemoryQuotaStore:
             period, spent = self._spent.get((request.team, window.name), ("", 0))
             if period == window.period:  # a period that has ended is not touched
                 self._spent[request.team, window.name] = (period, spent + cost_delta_micros)
+
+    async def spent(self, team: str, windows: tuple[Window, ...]) -> dict[str, int]:
+        return {window.name: self._spent_in(team, window) for window in windows}
 
     def _spent_in(self, team: str, window: Window) -> int:
         period, spent = self._spent.get((team, window.name), ("", 0))

@@ -150,6 +150,7 @@ class RedisQuotaStore:
     ) -> None:
         self.prefix = prefix
         self.server_time = server_time
+        self._client = client
         self._reserve = client.register_script(RESERVE_LUA)
         self._adjust = client.register_script(ADJUST_LUA)
 
@@ -187,6 +188,13 @@ class RedisQuotaStore:
             spent = int(float(rest[1]))
             return Refusal(BUDGET, window.name, window.resets_at - request.now, spent, window)
         return Refusal(RATE_LIMIT, rest[0], retry_seconds(int(rest[1])))
+
+    async def spent(self, team: str, windows: tuple[Window, ...]) -> dict[str, int]:
+        if not windows:
+            return {}
+        keys = [team_key(self.prefix, team, f"budget:{w.period}") for w in windows]
+        values = await guarded(lambda: self._client.mget(keys))
+        return {w.name: int(float(v or 0)) for w, v in zip(windows, values, strict=True)}
 
     async def adjust(self, request: QuotaRequest, units_delta: int, cost_delta_micros: int) -> None:
         if not units_delta and not cost_delta_micros:

@@ -4,6 +4,11 @@ A bucket holds integer counters (money in micro-dollars) per (model, deployment)
 events without a deployment (rejections, truncations) use deployment "". Reports sum
 the buckets of a date range. `MemoryUsageStore` is per process; the Redis one
 (`policies.redis_usage`) is shared by replicas and read by `rerank-gateway usage`.
+
+Every served request counts its search units and tokens (each the upstream's figure, or
+the gateway's estimate where it gives none) and, in a `billed_<kind>` counter, the figure
+its price bills by. A report row states that kind as `unit` and the figure as
+`billed_units`: `search_units`, `tokens`, `request` (flat: the upstream calls) or `free`.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ from policies.budget import usd
 REQUESTS = "requests"
 DOCUMENTS = "documents"
 SEARCH_UNITS = "search_units"
+TOKENS = "tokens"
 COST = "cost_micros"
 SAVED_UNITS = "saved_search_units"
+SAVED_TOKENS = "saved_tokens"
 SAVED_COST = "saved_cost_micros"
 REJECTED_LIMITS = "rejected_limits"  # over-fetch limits (reject)
 REJECTED_RATE = "rejected_rate_limit"
@@ -31,8 +38,10 @@ FIELDS = (
     REQUESTS,
     DOCUMENTS,
     SEARCH_UNITS,
+    TOKENS,
     COST,
     SAVED_UNITS,
+    SAVED_TOKENS,
     SAVED_COST,
     REJECTED_LIMITS,
     REJECTED_RATE,
@@ -41,6 +50,13 @@ FIELDS = (
     DOWNGRADED,
 )
 MAX_REPORT_DAYS = 400
+# The figure a request's price billed it by, per price kind (`policies.pricing.KINDS`);
+# a free request counts 1 in `billed_free`.
+BILLED_KINDS = ("search_units", "tokens", "request", "free")
+
+
+def billed_counter(kind: str) -> str:
+    return f"billed_{kind}"
 
 Slot = tuple[str, str]  # (model, deployment)
 
@@ -127,6 +143,7 @@ async def collect(
         for (model, deployment), counts in sorted(slots.items()):
             rows.append({"team": team, "model": model, "deployment": deployment or None})
             rows[-1].update(_figures(counts))
+            rows[-1].update(_billed(counts))
             team_total.update(counts)
         if slots:
             totals[team] = _figures(team_total)
@@ -137,6 +154,17 @@ async def collect(
         "rows": rows,
         "totals": totals,
     }
+
+
+def _billed(counts: Mapping[str, int]) -> dict[str, Any]:
+    """The row's price kind and the figure it was billed by (`mixed` if the price changed)."""
+    kinds = [kind for kind in BILLED_KINDS if counts.get(billed_counter(kind), 0)]
+    if not kinds:
+        return {"unit": None, "billed_units": 0}
+    if len(kinds) > 1:
+        return {"unit": "mixed", "billed_units": None}
+    kind = kinds[0]
+    return {"unit": kind, "billed_units": 0 if kind == "free" else counts[billed_counter(kind)]}
 
 
 def _figures(counts: Mapping[str, int]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ class AzureOptions:
     path: str | None = None  # explicit path after base_url; default derived from base_url
     endpoint_url: str | None = None  # replaces base_url's scheme and host (private endpoint)
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["azure"] = "azure"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -57,7 +57,7 @@ class BedrockOptions:
     api_key: str | None = None  # Bedrock API key, sent as Bearer instead of SigV4 (invoke)
     forward_max_tokens_per_doc: bool = False
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["bedrock"] = "bedrock"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
@@ -152,7 +152,9 @@ class BedrockProvider:
             headers = await self.signer.sign(url, data, headers)
         # encoded=True: yarl would otherwise decode %3A and the signed path would differ.
         timeout = min(self.options.timeout_s, call.timeout_s)
-        resp = await self.transport.post(yarl.URL(url, encoded=True), data, headers, timeout)
+        resp = await self.transport.post(
+            yarl.URL(url, encoded=True), data, headers, timeout, call.trace_headers
+        )
         if resp.status >= 400:
             raise self.error(resp)
         return self.parse(resp, len(call.documents))

@@ -29,7 +29,7 @@ class CohereOptions:
     api_key: str | None = None
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
     path: str = "/v2/rerank"
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["cohere"] = "cohere"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
@@ -74,7 +74,9 @@ class CohereProvider:
         headers = self.headers
         if call.request_id:
             headers = {**headers, "X-Request-Id": call.request_id}
-        resp = await self.transport.post(self.url, orjson.dumps(self.body(call)), headers, timeout)
+        resp = await self.transport.post(
+            self.url, orjson.dumps(self.body(call)), headers, timeout, call.trace_headers
+        )
         if resp.status >= 400:
             raise status_error(self.name, resp)
         return self.parse(resp, len(call.documents))
@@ -85,15 +87,18 @@ class CohereProvider:
         scores = scores_from_ranks(self.name, results, count, resp=resp)
         return UpstreamResult(
             scores=scores,
-            search_units=_billed_search_units(payload),
+            search_units=_billed(payload, "search_units"),
+            tokens=_billed(payload, "input_tokens"),
             upstream_request_id=resp.request_id or _str_or_none(payload.get("id")),
         )
 
 
-def _billed_search_units(payload: dict[str, Any]) -> int | None:
+def _billed(payload: dict[str, Any], name: str) -> int | None:
+    """`meta.billed_units.<name>`: `search_units` (v3.5/v4) or `input_tokens` (token-billed
+    models such as Rerank 5), when the upstream states it."""
     meta = payload.get("meta")
     billed = meta.get("billed_units") if isinstance(meta, dict) else None
-    units = billed.get("search_units") if isinstance(billed, dict) else None
+    units = billed.get(name) if isinstance(billed, dict) else None
     if isinstance(units, (int, float)) and not isinstance(units, bool) and units >= 0:
         return int(units)
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -54,12 +54,19 @@ class HttpResponse:
 
 
 class HttpTransport:
-    """A keep-alive connection pool to one upstream, opened on the running loop."""
+    """A keep-alive connection pool to one upstream, opened on the running loop.
 
-    def __init__(self, label: str, max_connections: int = 100) -> None:
+    `on_pool_wait` (set by whoever counts it) is called for each call that finds all
+    `max_connections` in use and so queues for one: the sign that the pool binds.
+    Counted here rather than with an aiohttp TraceConfig, which costs every call.
+    """
+
+    def __init__(self, label: str, max_connections: int = 1024) -> None:
         self.label = label  # the provider's name, used in error messages
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._busy = 0  # calls holding or waiting for a connection
+        self.on_pool_wait: Callable[[], None] | None = None
 
     async def start(self) -> None:
         if self._session is None:
@@ -78,9 +85,16 @@ class HttpTransport:
             self._session = None
 
     async def post(
-        self, url: Any, body: bytes, headers: Mapping[str, str], timeout_s: float
+        self,
+        url: Any,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        trace: Sequence[tuple[str, str]] = (),
     ) -> HttpResponse:
-        """POST `body` as given (signed bytes stay the sent bytes) and read the answer."""
+        """POST `body` as given (signed bytes stay the sent bytes) and read the answer.
+
+        `trace` adds the attempt's trace context headers; signatures never cover them."""
         if self._session is None:
             await self.start()
         assert self._session is not None
@@ -91,6 +105,11 @@ class HttpTransport:
                 retryable=False,
             )
         timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._busy += 1
+        if self._busy > self._max_connections and self.on_pool_wait is not None:
+            self.on_pool_wait()
+        if trace:
+            headers = {**headers, **dict(trace)}
         try:
             async with self._session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False
@@ -115,6 +134,8 @@ class HttpTransport:
                 kind=CONNECT,
                 retryable=True,
             ) from exc
+        finally:
+            self._busy -= 1
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

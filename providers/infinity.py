@@ -29,7 +29,7 @@ class InfinityOptions:
     path: str = "/rerank"  # with INFINITY_URL_PREFIX, put the prefix in front
     max_batch_size: Annotated[int, Ge(1)] = 2048
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["infinity"] = "infinity"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

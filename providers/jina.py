@@ -26,7 +26,7 @@ class JinaOptions:
     path: str = "/v1/rerank"
     max_batch_size: Annotated[int, Ge(1)] | None = None
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["jina"] = "jina"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

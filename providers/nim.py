@@ -32,7 +32,7 @@ class NimOptions:
     truncate: Literal["END", "NONE"] = "END"
     max_batch_size: Annotated[int, Ge(1)] = 512  # NIM's passages per request
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["nim"] = "nim"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

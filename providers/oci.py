@@ -59,7 +59,7 @@ class OciOptions:
     serving_mode: Literal["on_demand", "dedicated"] = "on_demand"
     endpoint_id: str | None = None  # for serving_mode: dedicated
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["oci"] = "oci"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
@@ -171,7 +171,7 @@ class OciProvider:
         data = orjson.dumps(self.body(call))
         headers = await self.sign(data)
         timeout = min(self.options.timeout_s, call.timeout_s)
-        resp = await self.transport.post(self.url, data, headers, timeout)
+        resp = await self.transport.post(self.url, data, headers, timeout, call.trace_headers)
         if resp.status >= 400:
             raise self.error(resp)
         payload = load_json(self.name, resp)

@@ -69,7 +69,9 @@ class RerankHttpProvider:
 
         async def score(documents: Sequence[str]) -> UpstreamResult:
             body = orjson.dumps(self.body(call, documents))
-            resp = await self.transport.post(self.url, body, headers, timeout)
+            resp = await self.transport.post(
+                self.url, body, headers, timeout, call.trace_headers
+            )
             if resp.status >= 400:
                 raise self.error(resp)
             return self.parse(resp, len(documents))

@@ -42,7 +42,7 @@ class TeiOptions:
     max_batch_size: Annotated[int, Ge(1)] = 32
     truncate: bool = False  # ask TEI to cut over-long inputs instead of refusing them
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["tei"] = "tei"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -25,6 +25,9 @@ class UpstreamCall:
     timeout_s: float  # what is left of the request's deadline for this attempt
     max_tokens_per_doc: int | None = None
     request_id: str = ""
+    # W3C trace context of this attempt (`traceparent`, `tracestate`), sent as headers so
+    # the upstream's span is a child of the attempt; empty when tracing is off.
+    trace_headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ class VoyageOptions:
     truncation: bool = True  # False: Voyage refuses over-long inputs instead of cutting them
     max_batch_size: Annotated[int, Interval(ge=1, le=1000)] = 1000
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 100
+    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["voyage"] = "voyage"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -314,6 +314,8 @@ def test_default_config(chart: helm.Chart) -> None:
     assert rendered.config["server"] == {
         "host": "0.0.0.0",
         "port": 8080,
+        "metrics_port": 9090,
+        "metrics_host": "0.0.0.0",
         "drain_timeout_s": 20,
         "workers": 1,
         "request_timeout_s": 30,
@@ -699,7 +701,10 @@ def test_service_monitor_scrapes_the_gateway_service(chart: helm.Chart) -> None:
     assert subset(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
     (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint["port"] == service["spec"]["ports"][0]["name"]
+    # It scrapes the private metrics port, not the one the API is served on.
+    assert endpoint["port"] == "metrics" == service["spec"]["ports"][1]["name"]
+    assert service["spec"]["ports"][1]["port"] == 9090
+    assert port_number(rendered.container, "metrics") == rendered.config["server"]["metrics_port"]
     assert endpoint["path"] == "/metrics"
     assert endpoint["interval"] == "15s"
     assert not render(chart).all("ServiceMonitor")
@@ -709,9 +714,10 @@ def test_network_policies(chart: helm.Chart) -> None:
     rendered = render(chart, values_of("full"))
     gateway_policy = rendered.one("NetworkPolicy", "gateway")["spec"]
     assert gateway_policy["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = gateway_policy["ingress"]
+    ingress, metrics = gateway_policy["ingress"]
     assert [port_number(rendered.container, p["port"]) for p in ingress["ports"]] == [8080]
     assert len(ingress["from"]) == 2
+    assert [port_number(rendered.container, p["port"]) for p in metrics["ports"]] == [9090]
     egress_ports = {
         (p["port"], p.get("protocol")) for rule in gateway_policy["egress"] for p in rule["ports"]
     }
@@ -1007,6 +1013,45 @@ def test_dashboard_metrics_exist_in_the_gateway_with_those_labels() -> None:
     for name, labels in METRIC_LABELS.items():
         assert name in exported, f"the gateway exports no {name}"
         assert set(exported[name]._labelnames) == labels, name
+
+
+def test_metrics_port_can_be_turned_off_or_moved(chart: helm.Chart) -> None:
+    shared = render(chart, {"metrics": {"port": None, "serviceMonitor": {"enabled": True}}})
+    assert "metrics_port" not in shared.config["server"]
+    assert [p["name"] for p in shared.container["ports"]] == ["http"]
+    assert shared.one("ServiceMonitor")["spec"]["endpoints"][0]["port"] == "http"
+    moved = render(chart, {"metrics": {"port": 9464}})
+    assert moved.config["server"]["metrics_port"] == 9464
+    assert port_number(moved.container, "metrics") == 9464
+    with pytest.raises(helm.HelmRenderError, match=r"set metrics\.port only"):
+        render(chart, {"config": {"server": {"metrics_port": 9000}}})
+
+
+def test_the_ingress_routes_only_the_rerank_api(chart: helm.Chart) -> None:
+    assert not render(chart).all("Ingress")
+    values = {
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "hosts": ["rerank.example.com"],
+            "tls": [{"hosts": ["rerank.example.com"], "secretName": "rerank-tls"}],
+        }
+    }
+    rendered = render(chart, values)
+    ingress = rendered.one("Ingress")
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == "rerank.example.com"
+    paths = rule["http"]["paths"]
+    assert [(p["path"], p["pathType"]) for p in paths] == [
+        ("/v2/rerank", "Exact"),
+        ("/v1/rerank", "Exact"),
+        ("/openapi.json", "Exact"),
+    ]
+    assert {p["backend"]["service"]["port"]["name"] for p in paths} == {"http"}
+    for path in paths:
+        assert not path["path"].startswith(("/metrics", "/admin"))
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    # An Ingress without a host is refused (see test_ingress_with_tls).
 
 
 # --------------------------------------------------------------------------------------

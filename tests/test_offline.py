@@ -153,6 +153,6 @@ def test_the_documented_tier_snippet_extends_the_offline_config() -> None:
         data[section].update(entries)
     config = parse_config(data, {"ADMIN_KEY_SHA256": "0" * 64, "COHERE_API_KEY": "k"})
     assert config.models["rerank-auto"].tiers == {
-        "pro": "rerank-v4.0-pro",
+        "pro": "rerank-v5.0-pro",
         "fast": "bge-reranker-v2-m3",
     }

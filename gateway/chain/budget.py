@@ -3,7 +3,9 @@
 It sits inside the cache (cache hits are neither rate limited nor billed) and outside
 dispatch (one reservation however many deployments, retries and hedges dispatch tries,
 so failover is never rate limited). The decisions are the ledger's
-(`gateway.state.ledger`); this layer only brackets the inner call with them.
+(`gateway.state.ledger`); this layer only brackets the inner call with them, handing the
+ledger what the call used (search units, tokens, calls): the ledger prices it in
+micro-dollars, whatever unit the serving deployment bills.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Protocol
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.state.ledger import Admission, Claim
+from policies.pricing import Usage
 
 
 class Ledger(Protocol):
@@ -21,7 +24,7 @@ class Ledger(Protocol):
     async def admit(self, claim: Claim) -> Admission | None: ...
 
     async def settle(
-        self, admission: Admission | None, claim: Claim, deployment: str | None, units: int
+        self, admission: Admission | None, claim: Claim, deployment: str | None, usage: Usage
     ) -> None: ...
 
     async def refund(self, admission: Admission | None) -> None: ...
@@ -49,5 +52,5 @@ class BudgetLayer:
         except BaseException:
             await asyncio.shield(self.ledger.refund(admission))
             raise
-        await self.ledger.settle(admission, claim, job.report.deployment, scored.search_units)
+        await self.ledger.settle(admission, claim, job.report.deployment, scored.usage)
         return scored

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.chain.coalesce import Fleet, Flights
 from gateway.chain.job import Scored, ScoreJob, Scorer
+from gateway.observe import tracing
 from gateway.observe.metrics import Metrics
 from gateway.state.score_cache import CacheSettings
 from policies.cache import KeySpace, ScoreStore
@@ -93,11 +94,12 @@ class CacheLayer:
         upstream = sum(1 for i in missing if keys[i] in fetched.sent)
         sent = [wanted[key] for key in fetched.sent]
         await self._record(job, len(keys) - len(missing), upstream, sent)
-        return Scored(scores, fetched.search_units)
+        return Scored(scores, fetched.search_units, fetched.tokens, fetched.calls)
 
     async def _bypass(self, job: ScoreJob) -> Scored:
         scored = await self.inner.score(job)
         job.report.cache_status = "bypass"
+        tracing.event("cache.lookup", status="bypass", documents=len(job.documents))
         self._lookups["bypass"].inc()
         self._documents["upstream"].inc(len(job.documents))
         return scored
@@ -108,6 +110,9 @@ class CacheLayer:
         total = len(job.documents)
         status = "hit" if upstream == 0 else "miss" if upstream == total else "partial"
         job.report.cache_status = status
+        tracing.event(
+            "cache.lookup", status=status, documents=total, cached=cached, upstream=upstream
+        )
         self._lookups[status].inc()
         for source, count in (
             ("cache", cached),

@@ -33,6 +33,7 @@ from typing import Any
 
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe import tracing
 from gateway.observe.metrics import Metrics
 from policies.cache import SharedStore
 
@@ -92,11 +93,15 @@ class Flight:
 class Fetched:
     scores: dict[bytes, float] = field(default_factory=dict)
     search_units: int = 0  # billed for the calls this request made
+    tokens: int = 0
+    calls: int = 0
     sent: set[bytes] = field(default_factory=set)  # keys this request sent upstream
 
     def add(self, flight: Flight, scored: Scored, report: Report) -> None:
         self.scores.update(zip(flight.keys, scored.scores, strict=True))
         self.search_units += scored.search_units
+        self.tokens += scored.tokens
+        self.calls += scored.calls
         self.sent.update(flight.keys)
         report.add_upstream(flight.job.report)
 
@@ -122,7 +127,10 @@ class Flights:
                 joined.setdefault(flight, []).append(key)
         fetched = Fetched()
         own = self._launch(job, lead, write, register=True) if lead else None
-        await _wait(job.facts, [f.ready for f in joined], own)
+        # A child span only when this request waits for others' flights.
+        waiting = tracing.span("coalesce.wait", joined=len(joined)) if joined else None
+        with waiting or tracing.UNTRACED:
+            await _wait(job.facts, [f.ready for f in joined], own)
         if own is not None and own.remote:
             fetched.scores.update(zip(own.keys, own.task.result().scores, strict=True))
         elif own is not None:

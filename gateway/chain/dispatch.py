@@ -15,6 +15,8 @@ from functools import partial
 
 from gateway.chain.job import Scored, ScoreJob
 from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
+from gateway.observe import tracing
+from gateway.observe.events import CREDENTIALS_REFUSED
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
 from gateway.state.deployments import DeploymentState
@@ -75,10 +77,15 @@ class Dispatch:
             report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
             self._record(facts.model, failover)
         report.deployment = deployment.name
+        # The upstream's own figures settle the reservation; where it gives none, the same
+        # estimate the reservation made stands in.
         units = result.search_units
         if units is None:
             units = self.billing.estimate(job.query, job.documents, job.max_tokens_per_doc)
-        return Scored(result.scores, units)
+        tokens = result.tokens
+        if tokens is None:
+            tokens = self.billing.estimate_tokens(job.query, job.documents, job.max_tokens_per_doc)
+        return Scored(result.scores, units, tokens, 1)
 
     async def _call(
         self, job: ScoreJob, deployment: Deployment, timeout_s: float
@@ -92,13 +99,18 @@ class Dispatch:
             request_id=job.facts.request_id,
         )
         started = time.perf_counter()
-        try:
-            result = await deployment.provider.rerank(call)
-        except ProviderError as exc:
-            self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
-            self._observe(deployment, started)
-            _log_failure(deployment, exc, job.facts.request_id)
-            raise
+        with tracing.attempt(deployment, call) as traced:  # the attempt's CLIENT span
+            try:
+                result = await deployment.provider.rerank(traced.stamp(call))
+            except ProviderError as exc:
+                self.metrics.upstream_errors.labels(deployment.name, exc.kind).inc()
+                if exc.kind == AUTH:  # logged as upstream_auth_failed, with the status and code
+                    self.metrics.credentials_refused.labels(deployment.name).inc()
+                    self.metrics.operator_events.labels(CREDENTIALS_REFUSED).inc()
+                self._observe(deployment, started)
+                _log_failure(deployment, exc, job.facts.request_id)
+                raise
+            traced.answered(result, deployment.model)
         self._observe(deployment, started)
         return result
 
@@ -176,6 +188,6 @@ def _log_failure(deployment: Deployment, exc: ProviderError, request_id: str) ->
         "upstream_request_id": exc.upstream_request_id,
     }
     if exc.kind == AUTH:
-        log.warning("upstream_auth_failed", **fields)
+        log.warning("upstream_auth_failed", operator_event=True, **fields)
     else:
         log.info("upstream_error", retryable=exc.retryable, **fields)

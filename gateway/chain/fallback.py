@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
 from providers.local import LocalOptions, LocalProvider
 from providers.types import UpstreamCall
@@ -31,6 +32,7 @@ class Fallback:
         self.modes = modes
         self.metrics = metrics
         self.local = LocalProvider("fallback", LocalOptions())
+        self.events = events.Events(metrics)
 
     async def score(self, job: ScoreJob) -> Scored:
         try:
@@ -49,4 +51,6 @@ class Fallback:
             job.report.deployment = f"fallback/{mode}"
             job.report.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
             self.metrics.fallbacks.labels(facts.model, mode).inc()
+            tracing.event("fallback", model=facts.model, mode=mode)
+            self.events.repeating(events.FALLBACK, facts.model, model=facts.model, mode=mode)
             return Scored(scores, 0)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from policies.pricing import Usage
 from policies.tier_choice import TierBackup
 
 
@@ -96,6 +97,14 @@ class ScoreJob:
 class Scored:
     scores: list[float]  # aligned with ScoreJob.documents
     search_units: int  # billed for this job's upstream calls; 0 when none was made
+    # Tokens of this job's upstream calls (the upstream's figure, else the estimate) and how
+    # many calls it made: what token-priced and per-request prices bill.
+    tokens: int = 0
+    calls: int = 0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.search_units, self.tokens, self.calls)
 
 
 class Scorer(Protocol):

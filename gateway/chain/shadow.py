@@ -186,9 +186,8 @@ class ShadowRunner:
             log.warning("shadow_failed", alias=sample.alias, error=exc.__class__.__name__)
             self._count(sample.alias, FAILED)
             return
-        cost = self.governance.prices.cost_micros(
-            facts.model, job.report.deployment, scored.search_units
-        )
+        # Priced in the unit the reference deployment bills (search units, tokens, flat).
+        cost = self.governance.prices.charge(facts.model, job.report.deployment, scored.usage)
         day = day_of(self.governance.clock())
         spent = self.spent_micros[sample.alias]
         spent[day] = spent.get(day, 0) + cost

@@ -15,6 +15,7 @@ import time
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
+from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
 from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
 from policies.first_wins import Race
@@ -27,6 +28,7 @@ class TierRace:
     def __init__(self, inner: Scorer, metrics: Metrics) -> None:
         self.inner = inner
         self.metrics = metrics
+        self.events = events.Events(metrics)
 
     async def score(self, job: ScoreJob) -> Scored:
         backup = job.facts.backup
@@ -37,7 +39,7 @@ class TierRace:
 
         def start(which: str, model: str) -> None:
             forks[which] = job.rerun(job.facts.serving(model))
-            race.start(which, self.inner.score(forks[which]))
+            race.start(which, tracing.leg(which, model, self.inner.score(forks[which])))
 
         start(PRIMARY, job.facts.model)
         switch_at = time.monotonic() + backup.after_s
@@ -56,6 +58,7 @@ class TierRace:
                     may_switch = False
                     if job.facts.remaining_s() > 0:
                         start(BACKUP, backup.model)
+                        self.events.repeating(events.TIER_BACKUP, backup.alias, alias=backup.alias)
                     continue
                 which, future = done
                 failure = future.exception()

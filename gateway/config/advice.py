@@ -7,7 +7,7 @@ replicas, limits kept in memory are enforced by each process on its own.
 
 from __future__ import annotations
 
-from gateway.config.loader import Config
+from gateway.config.model import Config
 
 
 def scale_warnings(config: Config, workers: int | None = None) -> list[str]:

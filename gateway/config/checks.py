@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 
 from gateway.config.errors import Problems
-from gateway.config.model import Config
+from gateway.config.model import Config, ModelConfig
+from policies.model_version import cohere_version
 
 
 def cross_check(config: Config, problems: Problems, failed: set[str]) -> None:
@@ -30,6 +31,7 @@ def cross_check(config: Config, problems: Problems, failed: set[str]) -> None:
                 problems.add(
                     path, f"{target!r} is itself tiered; a tier must name a model with deployments"
                 )
+        _check_one_version(name, model, problems)
     redis_cache = config.cache.backend in ("redis", "tiered")
     cache_redis = config.cache.redis_url or config.state.redis_url
     if redis_cache and not cache_redis and not failed & {"cache", "state"}:
@@ -94,6 +96,24 @@ def _check_team_access(config: Config, problems: Problems, failed: set[str]) -> 
                     f"teams.{team}.manager_key_sha256[{i}]",
                     "a manager key must be a key of its own, not a team key or the admin key",
                 )
+
+
+def _check_one_version(name: str, model: ModelConfig, problems: Problems) -> None:
+    """A model's deployments serve one Cohere version: scores of two versions (v3.5, v4,
+    v5's calibrated ones) are not comparable, and the model's cache entries are shared."""
+    found: dict[str, str] = {}
+    for dep in model.deployments:
+        version = cohere_version(dep.model or name)
+        if version is not None:
+            found.setdefault(version, dep.model or name)
+    if len(found) > 1:
+        listed = ", ".join(f"{upstream!r} ({version})" for version, upstream in found.items())
+        problems.add(
+            f"models.{name}.deployments",
+            f"the deployments serve different model versions: {listed}; their scores are not "
+            "comparable and would share cache entries. Make one model per version (join them "
+            "with tiers or fallback)",
+        )
 
 
 def _check_governance(config: Config, problems: Problems, failed: set[str]) -> None:

@@ -24,6 +24,7 @@ from policies.limits import RequestLimits
 from policies.pricing import PricingConfig
 from policies.ratelimit import RateLimitConfig
 from policies.retry_budget import RetryBudgetSettings
+from providers.http import check_http_url
 from providers.registry import installed_types
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -52,6 +53,22 @@ class ServerConfig:
     # /readyz answers 503 while Redis is unreachable (opt-in, for fail-closed teams);
     # otherwise a Redis outage is reported in the body and rerank_dependency_up only.
     ready_requires_redis: bool = False
+    # /metrics and /admin/status data on a listener of their own (see docs/observability.md);
+    # the public port then answers /metrics with 404.
+    metrics_port: Annotated[int, Interval(ge=0, le=65535)] | None = None
+    metrics_host: str = "127.0.0.1"
+    # Without a metrics port: /metrics on the public port needs this bearer token (digest).
+    metrics_token_sha256: str | None = None
+    # Listen queue of connections not yet accepted; the kernel caps it at net.core.somaxconn.
+    backlog: Annotated[int, Interval(ge=1, le=65535)] = 2048
+    # Allocations between young-generation collections (CPython's default is 700).
+    gc_threshold: Annotated[int, Ge(1)] = 20_000
+
+    def __post_init__(self) -> None:
+        if self.metrics_token_sha256 is not None:
+            self.metrics_token_sha256 = _check_digest(
+                self.metrics_token_sha256, "metrics_token_sha256"
+            )
 
 
 @dataclass
@@ -69,6 +86,33 @@ class AuthConfig:
 
 
 @dataclass
+class AlertsConfig:
+    """Budget alerts: a log event and metric at each threshold, and an optional webhook."""
+
+    thresholds: list[float] = field(default_factory=lambda: [0.8, 1.0])  # fractions of a budget
+    webhook_url: str | None = None  # POSTed a JSON alert once per threshold and period
+    webhook_timeout_s: Annotated[float, Interval(ge=0.1, le=60.0)] = 5.0
+    webhook_attempts: Annotated[int, Interval(ge=1, le=20)] = 5  # with exponential back-off
+
+    def __post_init__(self) -> None:
+        if not self.thresholds or any(not 0.0 < t <= 10.0 for t in self.thresholds):
+            raise ValueError("thresholds must be fractions of the budget above 0, e.g. [0.8, 1.0]")
+        self.thresholds = sorted(set(self.thresholds))
+        check_http_url("webhook_url", self.webhook_url)
+
+
+@dataclass
+class TelemetryConfig:
+    """OpenTelemetry traces; unset keys fall back to the standard OTEL_* variables."""
+
+    otlp_endpoint: str | None = None  # off unless this or OTEL_EXPORTER_OTLP_ENDPOINT is set
+    protocol: Literal["http/protobuf", "grpc"] | None = None  # default http/protobuf
+    sample_ratio: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None  # of new traces
+    service_name: str | None = None  # default rerank-gateway
+    headers: dict[str, str] = field(default_factory=dict)  # sent to the collector
+
+
+@dataclass
 class TeamConfig:
     key_sha256: list[str] = field(default_factory=list)
     cache: Literal["shared", "isolated"] = "shared"  # isolated: cache entries of its own
@@ -79,6 +123,7 @@ class TeamConfig:
     shadow_sample_rate: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None  # overrides
     manager_key_sha256: list[str] = field(default_factory=list)  # may manage the team's keys
     models: list[str] | None = None  # the models (and aliases) it may use; None: all
+    alerts: AlertsConfig | None = None  # budget alerts of this team; else the global ones
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -305,3 +350,5 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)

@@ -87,8 +87,13 @@ _RESPONSE = {
                 },
                 "billed_units": {
                     "type": "object",
-                    "required": ["search_units"],
-                    "properties": {"search_units": {"type": "integer", "minimum": 0}},
+                    "description": "What this request cost, in the unit of the deployment that "
+                    "served it: search_units, or input_tokens for token-priced models",
+                    "minProperties": 1,
+                    "properties": {
+                        "search_units": {"type": "integer", "minimum": 0},
+                        "input_tokens": {"type": "integer", "minimum": 1},
+                    },
                 },
                 "warnings": {"type": "array", "items": {"type": "string"}},
             },
@@ -299,8 +304,10 @@ _USAGE_FIGURES = {
         "requests",
         "documents",
         "search_units",
+        "tokens",
         "cost_usd",
         "saved_search_units",
+        "saved_tokens",
         "saved_cost_usd",
         "rejected_limits",
         "rejected_rate_limit",
@@ -322,12 +329,24 @@ _USAGE_REPORT = {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": ["team", "model", "deployment", *_USAGE_FIGURES],
+                "required": [
+                    "team",
+                    "model",
+                    "deployment",
+                    *_USAGE_FIGURES,
+                    "unit",
+                    "billed_units",
+                ],
                 "properties": {
                     "team": {"type": "string"},
                     "model": {"type": "string"},
                     "deployment": {"type": ["string", "null"]},
                     **_USAGE_FIGURES,
+                    "unit": {
+                        "description": "the price kind the row was billed by",
+                        "enum": ["search_units", "tokens", "request", "free", "mixed", None],
+                    },
+                    "billed_units": {"type": ["integer", "null"], "minimum": 0},
                 },
                 "additionalProperties": False,
             },

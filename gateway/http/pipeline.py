@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.chain.job import Facts, Report, ScoreJob, Scorer
+from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
@@ -25,6 +25,7 @@ from gateway.http.edge import ACCEPTED_ENCODINGS, CLOSE_CONNECTION, internal_err
 from gateway.http.wire import RerankRequest, parse_body, render_response
 from gateway.observe.logs import access_log, log
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
 from gateway.state.governance import Governance
@@ -42,6 +43,7 @@ class Outcome:
     documents: int = 0
     status: int = 200
     error: str | None = None
+    trace: RequestTrace | None = None
 
 
 class Pipeline:
@@ -55,6 +57,7 @@ class Pipeline:
         routing: DeploymentState,
         governance: Governance,
         shadow: ShadowRunner | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -63,12 +66,15 @@ class Pipeline:
         self.metrics = metrics
         self.routing = routing
         self.governance = governance
+        self.tracing = tracing  # None: tracing off, no span objects at all
         self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
         outcome = Outcome(request_id=request_id(request))
+        trace = self.tracing.start(request) if self.tracing is not None else None
+        outcome.trace = trace
         self.metrics.in_flight.inc()
         self.in_flight += 1
         try:
@@ -90,6 +96,9 @@ class Pipeline:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
         elapsed = time.perf_counter() - started
+        if trace is not None:  # the caller can hand the trace id to the platform team
+            response.headers["traceparent"] = trace.traceparent
+            trace.finish(outcome.status, response.headers, outcome.error)
         self._record(outcome, elapsed, response)
         return response
 
@@ -103,6 +112,8 @@ class Pipeline:
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model, visible=caller.models)
         caller.check_model(outcome.model)  # 403 naming the models the team may use
+        if outcome.trace is not None:
+            outcome.trace.request(outcome.model, outcome.team, outcome.documents, parsed.top_n)
         enforced = await self.governance.apply_limits(
             outcome.team, outcome.model, parsed.query, parsed.texts
         )
@@ -126,7 +137,7 @@ class Pipeline:
             Report(warnings=[*parsed.warnings, *route.warnings]),
         )
         scored = await self.scorer.score(job)
-        response = self._answer(parsed, job, scored.scores, scored.search_units, started)
+        response = self._answer(parsed, job, scored, started)
         shadow = self.shadow.sample(job, scored.scores, parsed.top_n) if self.shadow else None
         if shadow is not None and self.shadow is not None:
             await _send(request, response)  # the caller's answer goes out first
@@ -159,12 +170,14 @@ class Pipeline:
         self,
         parsed: RerankRequest,
         job: ScoreJob,
-        scores: list[float],
-        search_units: int,
+        scored: Scored,
         started: float,
     ) -> web.Response:
         facts, report = job.facts, job.report
-        body = render_response(parsed, facts.request_id, scores, search_units, report.warnings)
+        billed = self.governance.billed_units(
+            report.model or facts.model, report.deployment, scored.usage
+        )
+        body = render_response(parsed, facts.request_id, scored.scores, billed, report.warnings)
         total_ms = (time.perf_counter() - started) * 1000.0
         upstream_ms = report.upstream_s * 1000.0
         headers = {
@@ -197,6 +210,7 @@ class Pipeline:
             status=outcome.status,
             latency_ms=round(elapsed * 1000.0, 2),
             error=outcome.error,
+            **({"trace_id": outcome.trace.trace_id} if outcome.trace is not None else {}),
         )
 
 

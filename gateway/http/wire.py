@@ -7,7 +7,7 @@ JSON `null` means "not set" for every optional field (SDKs send explicit nulls).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -226,7 +226,7 @@ def render_response(
     request: RerankRequest,
     response_id: str,
     scores: Sequence[float],
-    search_units: int,
+    billed_units: int | Mapping[str, int],
     warnings: Sequence[str] = (),
 ) -> bytes:
     """Cohere's response: results by descending score (ties by index), top_n applied."""
@@ -244,7 +244,11 @@ def render_response(
         results = [{"index": i, "relevance_score": scores[i]} for i in order]
     meta: dict[str, Any] = {
         "api_version": {"version": str(request.api_version)},
-        "billed_units": {"search_units": search_units},
+        "billed_units": (
+            {"search_units": billed_units}
+            if isinstance(billed_units, int)
+            else dict(billed_units)
+        ),
     }
     if warnings:
         meta["warnings"] = list(warnings)

@@ -51,6 +51,13 @@ class Metrics:
             ["deployment", "kind"],
             registry=r,
         )
+        self.upstream_pool_waits = Counter(
+            "rerank_upstream_pool_waits",
+            "Upstream calls that found every pooled connection of their provider in use and "
+            "queued for one (raise the provider's max_connections).",
+            ["provider"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "rerank_in_flight_requests",
             "Rerank requests being handled.",
@@ -203,6 +210,39 @@ class Metrics:
             registry=r,
         )
 
+        # Operator events (gateway.observe.events).
+        self.operator_events = Counter(
+            "rerank_operator_events",
+            "Operator events logged, by event (breaker_opened, credentials_refused, "
+            "budget_threshold_crossed, tier_downgraded, fallback_engaged, ...).",
+            ["event"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "rerank_breaker_transitions",
+            "Circuit breaker state changes per deployment, by the state entered.",
+            ["deployment", "state"],
+            registry=r,
+        )
+        self.credentials_refused = Counter(
+            "rerank_credentials_refused",
+            "Upstream calls whose credentials the deployment refused (401/403, expired).",
+            ["deployment"],
+            registry=r,
+        )
+        self.budget_alerts = Counter(
+            "rerank_budget_alerts",
+            "Budget thresholds crossed (once per team, budget, threshold and period).",
+            ["team", "budget", "threshold"],
+            registry=r,
+        )
+        self.alert_webhooks = Counter(
+            "rerank_alert_webhooks",
+            "Budget alert webhook deliveries by outcome (sent, failed, dropped).",
+            ["outcome"],
+            registry=r,
+        )
+
         # Shadow quality evaluation (gateway.chain.shadow): how the served tier's ranking
         # agrees with the other tier's, per alias, team and direction (fast_vs_pro, ...).
         agreement = ["alias", "team", "direction"]
@@ -247,6 +287,20 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+
+    def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """(labels, value) of every sample called `name`, across workers when several
+        share the metrics directory (for the status page)."""
+        registry = self.registry
+        if os.environ.get(MULTIPROC_ENV):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return [
+            (dict(sample.labels), float(sample.value))
+            for family in registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        ]
 
     def exposition(self) -> bytes:
         """The text for /metrics: this process's registry, or all workers' files."""

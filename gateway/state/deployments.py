@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from gateway.config import Config, ModelConfig
 from gateway.errors import bad_request
+from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
 from gateway.state.catalog import Catalog
-from policies.breaker import OPEN, STATE_NAMES
+from policies.breaker import HALF_OPEN, OPEN, STATE_NAMES
 from policies.failover import Failover, HedgeSettings
 from policies.health import HealthBook
 from policies.latency import LatencyPrior, LatencySettings
@@ -64,12 +65,9 @@ class DeploymentState:
         clock = clock or time.monotonic
         settings = config.routing
         self.metrics = metrics
-        self.health = HealthBook(
-            settings.breaker,
-            settings.latency,
-            clock,
-            on_state=lambda name, state: metrics.breaker_state.labels(name).set(state),
-        )
+        self.events = events.Events(metrics)
+        self._breaker_states: dict[str, int] = {}
+        self.health = HealthBook(settings.breaker, settings.latency, clock, self._breaker_changed)
         self.models: dict[str, ModelRouting] = {}
         self.aliases: dict[str, ModelConfig] = {}
         self.served_models: dict[str, list[str]] = {}  # deployment -> gateway models
@@ -97,6 +95,39 @@ class DeploymentState:
         self.selector = TierSelector(settings.overhead_ms / 1000.0)
         # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
         self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
+
+    def _breaker_changed(self, name: str, state: int) -> None:
+        """Export the state; log and count a change (not the first state, at startup)."""
+        self.metrics.breaker_state.labels(name).set(state)
+        before = self._breaker_states.get(name)
+        self._breaker_states[name] = state
+        if before is None or before == state:
+            return
+        self.metrics.breaker_transitions.labels(name, STATE_NAMES[state]).inc()
+        calls, error_rate = self.health[name].breaker.recent()
+        settings = self.health.breaker_settings
+        if state == OPEN:
+            event, level = events.BREAKER_OPENED, "warning"
+            if before == HALF_OPEN:
+                reason = "probe_failed"
+            elif calls >= settings.min_calls and error_rate >= settings.error_rate:
+                reason = "error_rate"
+            else:
+                reason = "consecutive_failures"
+        elif state == HALF_OPEN:
+            event, level, reason = events.BREAKER_HALF_OPEN, "info", "cooldown_elapsed"
+        else:
+            event, level, reason = events.BREAKER_CLOSED, "info", "probes_succeeded"
+        self.events.emit(
+            event,
+            level,
+            deployment=name,
+            reason=reason,
+            models=self.served_models.get(name, []),
+            recent_calls=calls,
+            recent_error_rate=round(error_rate, 4),
+            cooldown_s=settings.cooldown_s if state == OPEN else None,
+        )
 
     def fallback_modes(self) -> dict[str, str]:
         return {name: m.fallback for name, m in self.models.items()}
@@ -126,8 +157,12 @@ class DeploymentState:
                 downgrade=not self.stops_downgrade(model, team),
             )
             self.metrics.tier_selections.labels(model, choice.tier, choice.reason).inc()
+            tracing.event("tier.choice", alias=model, tier=choice.tier, reason=choice.reason)
             if choice.warning:
                 warnings.append(choice.warning)
+                self.events.repeating(
+                    events.TIER_NONE_FIT, model, alias=model, tier=choice.tier, budget_ms=budget_ms
+                )
             model, backup = choice.model, choice.backup
         limit_s = self.models[model].timeout_s
         if limit_s is None and alias is not None:

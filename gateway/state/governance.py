@@ -20,9 +20,11 @@ from gateway.config import Config
 from gateway.errors import ApiError, bad_request
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
+from gateway.state.alerts import BudgetAlerts
 from gateway.state.catalog import Catalog
 from policies.limits import Enforced, LimitExceeded, LimitPolicy
-from policies.pricing import MICROS_PER_USD, PriceTable
+from policies.pricing import FREE, MICROS_PER_USD, PriceTable, Usage
+from policies.pricing import TOKENS as TOKEN_PRICED
 from policies.quota import MemoryQuotaStore, QuotaStore, StoreUnavailable, TeamQuota
 from policies.redis_quota import RedisQuotaStore
 from policies.redis_usage import RedisUsageStore
@@ -32,11 +34,14 @@ from policies.usage import (
     REJECTED_LIMITS,
     REQUESTS,
     SAVED_COST,
+    SAVED_TOKENS,
     SAVED_UNITS,
     SEARCH_UNITS,
+    TOKENS,
     TRUNCATED,
     MemoryUsageStore,
     UsageStore,
+    billed_counter,
     day_of,
 )
 from policies.usage_buffer import BufferedUsageStore
@@ -59,25 +64,34 @@ class UsageRecorder:
         self._warn = ThrottledWarning("usage_not_recorded")
 
     async def served(
-        self, team: str, model: str, deployment: str, documents: int, units: int, cost: int
+        self, team: str, model: str, deployment: str, documents: int, usage: Usage, cost: int
     ) -> None:
         """One answered request that went upstream (called once, on settle)."""
-        self.metrics.search_units.labels(team, model, deployment).inc(units)
+        price = self.prices.price(model, deployment or None)
+        self.metrics.search_units.labels(team, model, deployment).inc(usage.search_units)
         self.metrics.cost_usd.labels(team, model, deployment).inc(cost / MICROS_PER_USD)
-        counts = {REQUESTS: 1, DOCUMENTS: documents, SEARCH_UNITS: units, COST: cost}
+        counts = {
+            REQUESTS: 1,
+            DOCUMENTS: documents,
+            SEARCH_UNITS: usage.search_units,
+            TOKENS: usage.tokens,
+            COST: cost,
+            billed_counter(price.kind): 1 if price.kind == FREE else price.billed(usage),
+        }
         await self._add(team, model, deployment, counts)
 
-    async def record_saved(self, team: str, model: str, units: int) -> None:
-        """Hook for the cache layer: `units` that did not go upstream thanks to the cache.
+    async def record_saved(self, team: str, model: str, saved: Usage) -> None:
+        """Hook for the cache layer: usage that did not go upstream thanks to the cache.
 
         Valued at the model's dearest deployment price (the one a reservation uses).
         """
-        if units <= 0:
+        if saved.search_units <= 0 and saved.tokens <= 0:
             return
-        saved = self.prices.cost_micros(model, None, units)
-        self.metrics.saved_search_units.labels(team, model).inc(units)
-        self.metrics.saved_usd.labels(team, model).inc(saved / MICROS_PER_USD)
-        await self._add(team, model, "", {SAVED_UNITS: units, SAVED_COST: saved})
+        cost = self.prices.charge(model, None, saved)
+        self.metrics.saved_search_units.labels(team, model).inc(saved.search_units)
+        self.metrics.saved_usd.labels(team, model).inc(cost / MICROS_PER_USD)
+        counts = {SAVED_UNITS: saved.search_units, SAVED_TOKENS: saved.tokens, SAVED_COST: cost}
+        await self._add(team, model, "", counts)
 
     async def event(self, team: str, model: str, name: str) -> None:
         """Count a rejection, truncation or downgrade (no deployment involved)."""
@@ -129,6 +143,7 @@ class Governance:
         self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
         self.shared = config.limits.limits_backend == "redis"
         self.report_teams = report_teams(config)
+        self.alerts = BudgetAlerts(config, metrics, redis)  # thresholds and webhooks
         # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
         self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
 
@@ -177,11 +192,27 @@ class Governance:
 
         The same estimate a reservation uses, so savings and spend add up."""
         rules = self.rules
-        saved = rules.estimate(query, documents, max_tokens_per_doc) - rules.estimate(
+        units = rules.estimate(query, documents, max_tokens_per_doc) - rules.estimate(
             query, sent, max_tokens_per_doc
         )
-        if saved > 0:  # counted in metrics and usage reports, in units and dollars
-            await self.usage.record_saved(team, model, saved)
+        tokens = rules.estimate_tokens(query, documents, max_tokens_per_doc) - (
+            rules.estimate_tokens(query, sent, max_tokens_per_doc)
+        )
+        # Counted in metrics and usage reports, in units, tokens and dollars.
+        await self.usage.record_saved(team, model, Usage(max(0, units), max(0, tokens)))
+
+    def billed_units(self, model: str, deployment: str | None, usage: Usage) -> dict[str, int]:
+        """`meta.billed_units` of an answer: what it cost, in the unit its price bills.
+
+        Search-unit and flat prices: `search_units`; token prices: `input_tokens` (Cohere's
+        field for token billing on its other endpoints). A free or fully cached answer
+        bills `search_units: 0`."""
+        price = self.prices.price(model, deployment)
+        if not price.paid or usage.calls == 0:
+            return {"search_units": 0}
+        if price.kind == TOKEN_PRICED:
+            return {"input_tokens": max(1, usage.tokens)}
+        return {"search_units": max(1, usage.search_units)}
 
     def store_down(self, quota: TeamQuota) -> None:
         """The quota store failed: raise 503 if any of the team's limits fails closed."""

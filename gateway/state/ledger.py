@@ -3,8 +3,13 @@
 The budget layer of the scoring chain (`gateway.chain.budget`) talks to governance only
 through this: `admit` reserves the estimated search units and their cost against the
 team's rate limits and budgets in one atomic step (or refuses with 429/400), `settle`
-corrects the reservation to the real units and the price of the deployment that served
+corrects the reservation to the real usage and the price of the deployment that served
 and records usage, `refund` returns it when the upstream call failed.
+
+Cost is in micro-dollars whatever unit the upstream bills: a reservation prices the
+estimated search units, tokens and one call at the model's dearest deployment
+(`policies.pricing`); the settlement prices what the serving deployment reported, or the
+same estimate when it reported nothing.
 
 Over budget, a team whose budget says `on_exhausted: downgrade` and that asked for a
 tiered alias is not refused: `admit` raises `Downgrade`, a signal for the downgrade layer
@@ -21,8 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.errors import ApiError, bad_request
+from gateway.observe import tracing
+from gateway.observe.events import TIER_DOWNGRADE
 from gateway.state.governance import Governance
 from policies.budget import usd
+from policies.pricing import Usage
 from policies.quota import BUDGET, QuotaRequest, QuotaStore, Refusal, StoreUnavailable, TeamQuota
 from policies.ratelimit import REQUESTS
 from policies.usage import DOWNGRADED, REJECTED_BUDGET, REJECTED_RATE
@@ -82,7 +90,8 @@ class Ledger:
                 f"'{claim.team}' may use in a minute (rate_limit.search_units_per_minute="
                 f"{quota.unit_rate.per_minute}); send fewer or shorter documents"
             )
-        cost = gov.prices.cost_micros(claim.model, None, units)
+        tokens = gov.rules.estimate_tokens(claim.query, claim.documents, claim.max_tokens_per_doc)
+        cost = gov.prices.charge(claim.model, None, Usage(units, tokens, 1))
         request = quota.request(units, cost, gov.clock(), enforce_budget=claim.over_budget is None)
         store = gov.quota_store
         try:
@@ -91,21 +100,29 @@ class Ledger:
             gov.store_down(quota)  # raises 503 when the limits fail closed
             store = gov.local_quota
             refusal = await store.reserve(request)
+        tracing.event(
+            "budget.reserve",
+            units=request.units,
+            outcome=refusal.limit if refusal is not None else "admitted",
+            shared=store is gov.quota_store,
+        )
         if refusal is not None:
             await self._refuse(quota, claim, request, refusal)
         return Admission(request, store)
 
     async def settle(
-        self, admission: Admission | None, claim: Claim, deployment: str | None, units: int
+        self, admission: Admission | None, claim: Claim, deployment: str | None, usage: Usage
     ) -> None:
         """Correct the reservation to what was billed, and record the usage (once)."""
         gov = self.gov
-        cost = gov.prices.cost_micros(claim.model, deployment, units)
+        cost = gov.prices.charge(claim.model, deployment, usage)
         if admission is not None:
             reserved = admission.request
-            await self._adjust(admission, units - reserved.units, cost - reserved.cost_micros)
+            units = usage.search_units - reserved.units
+            await self._adjust(admission, units, cost - reserved.cost_micros)
+            gov.alerts.settled(admission.store, reserved)  # thresholds, in the background
         await gov.usage.served(
-            claim.team, claim.model, deployment or "", len(claim.documents), units, cost
+            claim.team, claim.model, deployment or "", len(claim.documents), usage, cost
         )
 
     async def refund(self, admission: Admission | None) -> None:
@@ -152,6 +169,8 @@ class Ledger:
     async def downgraded(self, team: str, model: str, limit: str) -> None:
         """Count a request served by `model` past the team's budget `limit`."""
         self.gov.metrics.budget_downgrades.labels(team, limit).inc()
+        tracing.event("budget.downgrade", budget=limit, model=model)
+        self.gov.alerts.events.repeating(TIER_DOWNGRADE, team, team=team, budget=limit, model=model)
         await self.gov.usage.event(team, model, DOWNGRADED)
 
     async def _adjust(self, admission: Admission, units: int, cost: int) -> None:

@@ -19,6 +19,7 @@ from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from policies.cache import MemoryStore, RedisStore, ScoreStore, TieredStore
+from policies.model_version import versions
 
 _LOG_INTERVAL_S = 30.0
 
@@ -40,7 +41,9 @@ class CacheSettings:
         models = {name: m for name, m in config.models.items() if name in catalog.deployments}
         cache = config.cache
         return cls(
-            families={name: m.cache_family or name for name, m in models.items()},
+            families={
+                name: family(m.cache_family or name, catalog, name) for name, m in models.items()
+            },
             ttl_s={name: m.cache_ttl_s or config.cache.ttl_s for name, m in models.items()},
             isolated_teams=frozenset(
                 name for name, team in config.teams.items() if team.cache == "isolated"
@@ -56,6 +59,13 @@ class CacheSettings:
             and getattr(redis_client.target(config.state), "mode", None) == "cluster",
         )
 
+
+
+def family(base: str, catalog: Catalog, model: str) -> str:
+    """`<cache_family or model name>@<versions its deployments serve>`: scores of two model
+    versions never share entries, even under one name or one configured family."""
+    served = versions(d.model for d in catalog.deployments.get(model, ()))
+    return f"{base}@{'+'.join(served)}"
 
 
 class ErrorReporter:

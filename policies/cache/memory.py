@@ -53,11 +53,14 @@ class MemoryStore:
     def put_now(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
         expires = self.clock() + ttl_s
         entries = self._entries
+        move = entries.move_to_end
         for key, score in zip(keys, scores, strict=True):
+            if key in entries:  # a new key is inserted last already: no move needed
+                move(key)
             entries[key] = (score, expires)
-            entries.move_to_end(key)
-        while len(entries) > self.capacity:
-            entries.popitem(last=False)
+        pop = entries.popitem
+        for _ in range(len(entries) - self.capacity):
+            pop(last=False)
 
     async def get_many(self, keys: Sequence[bytes], ttl_s: float) -> list[float | None]:
         return self.get_now(keys)

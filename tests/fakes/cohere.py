@@ -78,6 +78,9 @@ class FakeCohere:
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each call
     # How it scores (query, document); tests give two fakes different opinions.
     score: Callable[[str, str], float] = fake_score
+    # Rerank 5 bills tokens: report them as `meta.billed_units.input_tokens` (the field
+    # Cohere's other endpoints bill tokens by; v5's own shape is UNVERIFIED), or nothing.
+    report_tokens: bool = True
     # Set at shutdown, so hanging handlers end and the server stops without waiting.
     _shutdown: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -121,7 +124,7 @@ class FakeCohere:
             injected = await inject(self.faults, request, self.error, self._shutdown)
             if injected is not None:
                 return injected
-        return answer(body, version, self.error, self.score)
+        return answer(body, version, self.error, self.score, report_tokens=self.report_tokens)
 
 
 ErrorFactory = Callable[..., web.Response]  # (status, message, headers=None)
@@ -161,11 +164,23 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> w
     return web.Response(status=status, body=body, content_type="application/json", headers=headers)
 
 
+TOKEN_MODELS = ("rerank-v5.0-pro", "rerank-v5.0-fast")
+
+
+def pair_tokens(query: str, documents: list[str]) -> int:
+    """What the fake bills a token-priced model: one token per word of each (query, document)
+    pair, at least one per pair (the same stand-in tokenizer as the other fakes)."""
+    words = len(_WORD.findall(query))
+    return sum(max(1, words + len(_WORD.findall(d))) for d in documents)
+
+
 def answer(
     body: Any,
     version: int,
     error: ErrorFactory = error,
     score: Callable[[str, str], float] = fake_score,
+    *,
+    report_tokens: bool = True,
 ) -> web.Response:
     """Validate a body as Cohere does and rank it; errors from `error` (Cohere's shape)."""
     if not isinstance(body, dict):
@@ -190,14 +205,16 @@ def answer(
     scored = sorted(((i, score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0]))
     if body.get("top_n") is not None:
         scored = scored[: body["top_n"]]
+    meta: dict[str, Any] = {"api_version": {"version": str(version)}}
+    if body.get("model") not in TOKEN_MODELS:
+        meta["billed_units"] = {"search_units": math.ceil(len(docs) / 100)}
+    elif report_tokens:
+        meta["billed_units"] = {"input_tokens": pair_tokens(query, docs)}
     return web.json_response(
         {
             "id": str(uuid.uuid4()),
             "results": [{"index": i, "relevance_score": s} for i, s in scored],
-            "meta": {
-                "api_version": {"version": str(version)},
-                "billed_units": {"search_units": math.ceil(len(docs) / 100)},
-            },
+            "meta": meta,
         },
         headers={"x-debug-trace-id": uuid.uuid4().hex},
     )

@@ -12,6 +12,7 @@ import pytest
 import redis as redis_sync
 from aiohttp import web
 
+from policies.billing import BillingRules
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, governed, post
@@ -314,14 +315,18 @@ async def test_usage_endpoint_needs_the_admin_key_and_reports(
             "requests": 2,
             "documents": 4,
             "search_units": 2,
+            "tokens": 2 * BillingRules().estimate_tokens(BODY["query"], BODY["documents"]),
             "cost_usd": 0.004,
             "saved_search_units": 0,
+            "saved_tokens": 0,
             "saved_cost_usd": 0.0,
             "rejected_limits": 0,
             "rejected_rate_limit": 0,
             "rejected_budget": 0,
             "truncated": 0,
             "downgraded": 0,
+            "unit": "search_units",
+            "billed_units": 2,
         }
     ]
     status, _, report = await get(url + "/admin/usage", ADMIN_KEY)

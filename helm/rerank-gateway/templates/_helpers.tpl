@@ -172,6 +172,15 @@ The gateway config as a dict: .Values.config with the chart's wiring applied.
 {{- end }}
 {{- $_ := set $server "host" (get $server "host" | default "0.0.0.0") }}
 {{- $_ = set $server "port" $port }}
+{{- $metricsPort := .Values.metrics.port }}
+{{- if and (hasKey $server "metrics_port") (ne (toString $server.metrics_port) (toString $metricsPort)) }}
+{{- fail (printf "config.server.metrics_port (%v) differs from metrics.port (%v): set metrics.port only; the chart writes it into the config" $server.metrics_port $metricsPort) }}
+{{- end }}
+{{- if $metricsPort }}
+{{- $_ = set $server "metrics_port" (int $metricsPort) }}
+{{- /* Prometheus scrapes the pod IP; the Ingress never routes this port. */}}
+{{- $_ = set $server "metrics_host" (get $server "metrics_host" | default "0.0.0.0") }}
+{{- end }}
 {{- if not (hasKey $server "drain_timeout_s") }}
 {{- $_ = set $server "drain_timeout_s" 20 }}
 {{- end }}
