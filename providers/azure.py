@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from annotated_types import Ge
 
 from providers.cohere import CohereOptions, CohereProvider
-from providers.http import check_http_url
+from providers.http import check_endpoint, check_http_url
 from providers.types import UpstreamCall
 
 
@@ -32,15 +32,13 @@ class AzureOptions:
     type: Literal["azure"] = "azure"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_http_url("base_url", self.base_url)
+        check_endpoint(self.base_url, self.path)
         check_http_url("endpoint_url", self.endpoint_url)
         if self.endpoint_url is not None and urlsplit(self.endpoint_url).path not in ("", "/"):
             raise ValueError(
                 "endpoint_url replaces only the scheme and host of base_url; "
                 f"put paths in base_url or path (got {self.endpoint_url!r})"
             )
-        if self.path is not None and not self.path.startswith("/"):
-            raise ValueError(f"path must start with / (got {self.path!r})")
 
 
 def rerank_url(base_url: str, path: str | None = None) -> str:

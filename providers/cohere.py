@@ -15,7 +15,8 @@ from annotated_types import Ge
 from providers.http import (
     HttpResponse,
     HttpTransport,
-    check_http_url,
+    bearer_headers,
+    check_endpoint,
     load_json,
     scores_from_ranks,
     status_error,
@@ -33,9 +34,7 @@ class CohereOptions:
     type: Literal["cohere"] = "cohere"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_http_url("base_url", self.base_url)
-        if not self.path.startswith("/"):
-            raise ValueError(f"path must start with / (got {self.path!r})")
+        check_endpoint(self.base_url, self.path)
 
 
 class CohereProvider:
@@ -49,9 +48,7 @@ class CohereProvider:
         self.options = options
         self.url = options.base_url.rstrip("/") + options.path
         self.transport = HttpTransport(name, options.max_connections)
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if options.api_key:
-            self.headers["Authorization"] = f"Bearer {options.api_key}"
+        self.headers = bearer_headers(options.api_key)
 
     async def start(self) -> None:
         await self.transport.start()

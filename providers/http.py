@@ -300,6 +300,13 @@ def check_http_url(name: str, value: str | None) -> None:
         raise ValueError(f"{name} must start with http:// or https:// (got {value!r})")
 
 
+def check_endpoint(base_url: str, path: str | None) -> None:
+    """Config validation of an upstream's `base_url` and `path` (ValueError naming them)."""
+    check_http_url("base_url", base_url)
+    if path is not None and not path.startswith("/"):
+        raise ValueError(f"path must start with / (got {path!r})")
+
+
 def bearer_headers(api_key: str | None) -> dict[str, str]:
     """JSON request headers, with `Authorization: Bearer <key>` when a key is set."""
     headers = {"Content-Type": "application/json", "Accept": "application/json"}

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import parse_ranked, usage_tokens
-from providers.http import HttpResponse, status_error
-from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.http import HttpResponse, check_endpoint, status_error
+from providers.rerank_http import RerankHttpProvider
 from providers.types import ProviderError, UpstreamCall, UpstreamResult
 
 
@@ -33,7 +33,7 @@ class InfinityOptions:
     type: Literal["infinity"] = "infinity"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_endpoint(self)
+        check_endpoint(self.base_url, self.path)
 
 
 class InfinityProvider(RerankHttpProvider):

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import parse_ranked, usage_tokens
-from providers.http import HttpResponse
-from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.http import HttpResponse, check_endpoint
+from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 
@@ -30,7 +30,7 @@ class JinaOptions:
     type: Literal["jina"] = "jina"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_endpoint(self)
+        check_endpoint(self.base_url, self.path)
         if not self.api_key:
             raise ValueError("api_key must not be empty: Jina refuses calls without a key")
 

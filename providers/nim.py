@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import NimShaped, align, decode
-from providers.http import HttpResponse
-from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.http import HttpResponse, check_endpoint
+from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 
@@ -36,7 +36,7 @@ class NimOptions:
     type: Literal["nim"] = "nim"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_endpoint(self)
+        check_endpoint(self.base_url, self.path)
 
 
 def sigmoid(x: float) -> float:

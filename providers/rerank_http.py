@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from providers.batching import in_batches
-from providers.http import HttpResponse, HttpTransport, bearer_headers, check_http_url, status_error
+from providers.http import HttpResponse, HttpTransport, bearer_headers, status_error
 from providers.types import ProviderError, UpstreamCall, UpstreamResult
 
 
@@ -33,13 +33,6 @@ class HttpOptions(Protocol):
     def max_connections(self) -> int: ...
     @property
     def max_batch_size(self) -> int | None: ...  # None: never split
-
-
-def check_endpoint(options: HttpOptions) -> None:
-    """Config validation shared by these providers (ValueError naming the option)."""
-    check_http_url("base_url", options.base_url)
-    if not options.path.startswith("/"):
-        raise ValueError(f"path must start with / (got {options.path!r})")
 
 
 class RerankHttpProvider:

@@ -18,13 +18,14 @@ from annotated_types import Ge
 
 from providers.http import (
     HttpResponse,
+    check_endpoint,
     count_or_none,
     error_detail,
     load_json,
     scores_from_ranks,
     status_error,
 )
-from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.rerank_http import RerankHttpProvider
 from providers.types import ProviderError, UpstreamCall, UpstreamResult
 
 # TEI's error types and whether another try (here or elsewhere) can help.
@@ -46,7 +47,7 @@ class TeiOptions:
     type: Literal["tei"] = "tei"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_endpoint(self)
+        check_endpoint(self.base_url, self.path)
 
 
 class TeiProvider(RerankHttpProvider):

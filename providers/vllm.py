@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import parse_ranked, usage_tokens
-from providers.http import HttpResponse
-from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.http import HttpResponse, check_endpoint
+from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 GUARDED_PATHS = ("/v1/rerank", "/v2/rerank")
@@ -35,7 +35,7 @@ class VllmOptions:
     type: Literal["vllm"] = "vllm"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_endpoint(self)
+        check_endpoint(self.base_url, self.path)
         if not self.path.rstrip("/").endswith(GUARDED_PATHS):
             raise ValueError(
                 f"path must end in /v1/rerank or /v2/rerank (got {self.path!r}): vLLM's "

@@ -16,8 +16,8 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Interval
 
 from providers.answers import VoyageShaped, align, decode, usage_tokens
-from providers.http import HttpResponse
-from providers.rerank_http import RerankHttpProvider, check_endpoint
+from providers.http import HttpResponse, check_endpoint
+from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 EMPTY_SCORE = 0.0
@@ -35,7 +35,7 @@ class VoyageOptions:
     type: Literal["voyage"] = "voyage"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
-        check_endpoint(self)
+        check_endpoint(self.base_url, self.path)
         if not self.api_key:
             raise ValueError("api_key must not be empty: Voyage refuses calls without a key")
 
