@@ -23,17 +23,29 @@ from gateway.http.admin import usage_report
 from gateway.http.auth import Authenticator, bearer_token, hash_key
 from gateway.http.edge import middleware as edge_middleware
 from gateway.http.edge import request_id
+from gateway.http.keys import (
+    create_key,
+    keys_route,
+    list_keys,
+    own_team_query,
+    revoke_key,
+    rotate_key,
+)
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
 from gateway.state import redis_client
+from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
 from gateway.state.ledger import Ledger
+from gateway.state.redis_policy import check_eviction
 from gateway.state.score_cache import CacheSettings, build_store
+from policies.api_keys import KeyDirectory
 from policies.cache import ScoreStore
+from policies.redis_keys import RedisKeyStore
 from providers.http import HttpTransport
 
 _READY_TIMEOUT_S = 1.0
@@ -56,8 +68,14 @@ class Gateway:
     shadow: ShadowRunner | None = None
     tracing: Tracing | None = None
     watchers: list[asyncio.Task[None]] = field(default_factory=list)  # Sentinel master moves
+    keeper: KeyKeeper | None = None  # this replica's snapshot of the API keys
+    keys: KeyService | None = None  # None without state.redis_url: no API keys
 
     async def start(self) -> None:
+        if self.redis is not None:
+            state = self.config.state
+            assert state.redis_url is not None
+            await check_eviction(self.redis, state.redis_url, state.on_evicting_redis)
         await self.catalog.start()
         # A cluster client learns the slot map on first use; learn it now, not on a request
         # (whose 80 ms cache budget it would exceed). Failing here is fine: it retries later.
@@ -67,10 +85,14 @@ class Gateway:
             if redis_client.target(self.config.state) is not None:
                 task = asyncio.create_task(redis_client.follow_master(client))
                 self.watchers.append(task)
+        if self.keeper is not None:
+            await self.keeper.start()
 
     async def close(self) -> None:
         for task in self.watchers:
             task.cancel()
+        if self.keeper is not None:
+            await self.keeper.close()
         await self.governance.alerts.close()
         if self.shadow is not None:
             await self.shadow.close()
@@ -92,6 +114,7 @@ class Runtime:
     draining: bool = False
     started: bool = False  # set once the gateway's providers are started
     clock: Callable[[], float] | None = None  # for routing policies; None: time.monotonic
+    wall_clock: Callable[[], float] = time.time  # for API key expiry
     span_exporter: Any = None  # tests: where spans go instead of OTLP
     started_at: float = field(default_factory=time.time)  # for the status page's uptime
 
@@ -109,15 +132,15 @@ def build_gateway(
     metrics: Metrics,
     clock: Callable[[], float] | None = None,
     span_exporter: Any = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> Gateway:
-    """`clock` drives breakers, the retry budget and latency decay (tests inject a fake);
-    `span_exporter` receives the spans instead of OTLP (tests)."""
+    """`clock` drives breakers, the retry budget and latency decay; `wall_clock` API key
+    expiry (tests inject fakes); `span_exporter` receives the spans instead of OTLP (tests)."""
     catalog = Catalog(config)
     for name, provider in catalog.providers.items():
         transport = getattr(provider, "transport", None)
         if isinstance(transport, HttpTransport):  # shows when max_connections binds
             transport.on_pool_wait = metrics.upstream_pool_waits.labels(name).inc
-    auth = Authenticator(config)
     # Limits, budgets and usage: connection errors are retried briefly, so a Sentinel
     # failover reconnects to the new master instead of failing (gateway.state.redis_client).
     redis = redis_client.connect(
@@ -126,6 +149,13 @@ def build_gateway(
         max_connections=_REDIS_CONNECTIONS,
         retries=_REDIS_RETRIES,
     )
+    keeper = keys = None
+    if redis is not None:  # API keys live in the state Redis, next to budgets and usage
+        store = RedisKeyStore(redis, config.auth.api_keys_prefix)
+        keeper = KeyKeeper(store, config.auth.api_keys_refresh_s)
+        keys = KeyService(config, store, keeper, wall_clock)
+    directory: KeyDirectory | None = keeper.directory if keeper is not None else None
+    auth = Authenticator(config, directory, wall_clock)
     governance = Governance(config, catalog, metrics, redis)
     cache_store = build_store(config, metrics)
     deployments = DeploymentState(config, catalog, metrics, clock)
@@ -149,7 +179,17 @@ def build_gateway(
         config, catalog, auth, scorer, metrics, deployments, governance, shadow, tracing
     )
     return Gateway(
-        config, catalog, metrics, pipeline, governance, redis, cache_store, shadow, tracing
+        config,
+        catalog,
+        metrics,
+        pipeline,
+        governance,
+        redis,
+        cache_store,
+        shadow,
+        tracing,
+        keeper=keeper,
+        keys=keys,
     )
 
 
@@ -159,10 +199,13 @@ def build_app(
     *,
     clock: Callable[[], float] | None = None,
     span_exporter: Any = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> web.Application:
     metrics = metrics or Metrics()
-    gateway = build_gateway(config, metrics, clock, span_exporter)
-    runtime = Runtime(metrics, gateway, clock=clock, span_exporter=span_exporter)
+    gateway = build_gateway(config, metrics, clock, span_exporter, wall_clock)
+    runtime = Runtime(
+        metrics, gateway, clock=clock, span_exporter=span_exporter, wall_clock=wall_clock
+    )
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
@@ -179,7 +222,11 @@ def build_app(
         add_status_routes(app)
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
-    app.router.add_get("/admin/usage", admin_route(admin_usage))
+    app.router.add_get("/admin/usage", admin_usage)  # the admin, or a manager for its team
+    app.router.add_post("/admin/keys", keys_route(_key_actor, create_key))
+    app.router.add_get("/admin/keys", keys_route(_key_actor, list_keys))
+    app.router.add_delete("/admin/keys/{id}", keys_route(_key_actor, revoke_key))
+    app.router.add_post("/admin/keys/{id}/rotate", keys_route(_key_actor, rotate_key))
     app.router.add_get("/admin/deployments", admin_route(deployments_route))
     app.router.add_get("/admin/tiers", admin_route(tiers_route))
     app.on_startup.append(_start)
@@ -214,8 +261,14 @@ async def reload(app: web.Application, config: Config) -> None:
     needs a restart.
     """
     runtime = app[RUNTIME]
-    fresh = build_gateway(config, runtime.metrics, runtime.clock, runtime.span_exporter)
-    await fresh.start()
+    fresh = build_gateway(
+        config, runtime.metrics, runtime.clock, runtime.span_exporter, runtime.wall_clock
+    )
+    try:
+        await fresh.start()
+    except BaseException:  # e.g. StartupRefused: the old gateway keeps serving
+        await fresh.close()
+        raise
     old, runtime.gateway = runtime.gateway, fresh
     await retire(old, config.server.drain_timeout_s)
 
@@ -254,9 +307,20 @@ def admin_route(handler: Handler) -> Handler:
     return guarded
 
 
+def _key_actor(request: web.Request) -> tuple[Actor, KeyService | None]:
+    """The admin or a team manager, and this gateway's key service."""
+    gateway = current(request)
+    return gateway.pipeline.auth.principal(request.headers.get("Authorization")), gateway.keys
+
+
 async def admin_usage(request: web.Request) -> web.Response:
-    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON."""
-    report = await usage_report(current(request).governance, request.query)
+    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON
+    (a manager key: its own team's only)."""
+    gateway = current(request)
+    actor = gateway.pipeline.auth.principal(request.headers.get("Authorization"))
+    query = own_team_query(actor, request.query)
+    api_teams = gateway.keeper.directory.teams() if gateway.keeper is not None else set()
+    report = await usage_report(gateway.governance, query, api_teams)
     return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 

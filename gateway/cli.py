@@ -1,4 +1,4 @@
-"""`rerank-gateway`: serve, check-config, hash-key, usage."""
+"""`rerank-gateway`: serve, check-config, hash-key, usage, keys."""
 
 from __future__ import annotations
 
@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: the 1st)")
     usage.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: today, UTC)")
     usage.add_argument("--json", action="store_true", help="print the JSON report instead")
+    from gateway.keys_cli import add_parser
+
+    add_parser(sub)
     return parser
 
 
@@ -61,6 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         if config is None:
             return 1
         return run_usage(config, args.team, args.start, args.end, as_json=args.json)
+    if args.command == "keys":
+        from gateway.keys_cli import run_keys
+
+        config = None
+        if args.config:
+            config = _load(args.config)
+            if config is None:
+                return 1
+        return run_keys(args, config)
     return _serve(args)
 
 

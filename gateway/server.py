@@ -34,6 +34,7 @@ from gateway.http.edge import GatewayRunner
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
 from gateway.startup import port_problem, restart_needed, summary, version
+from gateway.state.redis_policy import StartupRefused
 
 
 def run_worker(config_path: str | None, host: str, port: int, reuse_port: bool) -> None:
@@ -61,7 +62,11 @@ async def _serve(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await runner.setup()
+    try:
+        await runner.setup()  # starts the gateway: checks the state Redis, loads API keys
+    except StartupRefused as exc:  # one clear line and exit 1, not a traceback
+        log.error("startup_refused", reason=str(exc))
+        return 1
     try:
         await web.TCPSite(
             runner, host, port, reuse_port=reuse_port, backlog=config.server.backlog
@@ -124,7 +129,11 @@ async def _reload(app: web.Application, config_path: str | None, alone: bool) ->
         log.error("reload_rejected", path=config_path, problems=exc.problems)
         return
     old = app[RUNTIME].gateway.config
-    await reload(app, config)
+    try:
+        await reload(app, config)
+    except StartupRefused as exc:  # e.g. the new state Redis may evict: the old one serves
+        log.error("reload_rejected", path=config_path, problems=[str(exc)])
+        return
     log.info("reloaded", path=config_path, models=sorted(config.models))
     if alone:  # with workers, the supervisor says it once for all of them
         _report_restart_needed(old, config)

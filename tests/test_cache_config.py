@@ -34,13 +34,19 @@ def test_redis_backends_need_a_redis_url() -> None:
     for backend in ("redis", "tiered"):
         found = problems(cache={"backend": backend})
         assert found == [
-            f"cache.backend: `{backend}` keeps scores in Redis but state.redis_url is not set; "
-            "set it or use backend memory"
+            f"cache.backend: `{backend}` keeps scores in Redis but neither cache.redis_url nor "
+            "state.redis_url is set; set one or use backend memory"
         ]
     ok = parse_config(
         {**BASE, "cache": {"backend": "redis"}, "state": {"redis_url": "redis://h:6379/0"}}, {}
     )
     assert ok.cache.backend == "redis"
+    own = parse_config({**BASE, "cache": {"backend": "redis", "redis_url": "redis://c:6379/1"}}, {})
+    assert (own.cache.redis_url, own.state.redis_url) == ("redis://c:6379/1", None)
+    assert problems(cache={"backend": "redis", "redis_url": "http://c"}) == [
+        "cache: redis_url must start with redis://, rediss://, unix://, redis+sentinel://, "
+        "redis+cluster://"
+    ]
 
 
 def test_bad_cache_values_are_named() -> None:

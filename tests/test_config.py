@@ -140,3 +140,33 @@ def test_embedded_default_is_offline_unless_cohere_key_set() -> None:
     online = default_config({"COHERE_API_KEY": "sk"})
     assert online.providers["cohere"].options.api_key == "sk"
     assert {"rerank-v3.5", "rerank-v4.0-pro", "rerank-v4.0-fast"} <= set(online.models)
+
+
+def test_team_model_lists_and_manager_keys_are_checked() -> None:
+    from gateway.http.auth import hash_key
+
+    def found(**search: object) -> list[str]:
+        data = {
+            "auth": {"mode": "keys", "admin_key_sha256": hash_key("admin")},
+            "teams": {"search": {"key_sha256": [hash_key("team")], **search}},
+            "providers": {"local": {"type": "local"}},
+            "models": {"local-bm25": {"deployments": [{"provider": "local"}]}},
+        }
+        try:
+            parse_config(data, {})
+        except ConfigError as exc:
+            return exc.problems
+        return []
+
+    assert found(models=["local-bm25"], manager_key_sha256=[hash_key("manager")]) == []
+    assert found(models=["rerank-v9"]) == [
+        "teams.search.models[0]: unknown model 'rerank-v9' (models: local-bm25)"
+    ]
+    assert found(models=[])[0] == (
+        "teams.search: models: [] would refuse every request; leave it out to allow all"
+    )
+    for reused in ("team", "admin"):
+        assert found(manager_key_sha256=[hash_key(reused)]) == [
+            "teams.search.manager_key_sha256[0]: a manager key must be a key of its own, not a "
+            "team key or the admin key"
+        ]

@@ -765,7 +765,8 @@ def test_bundled_redis_is_wired_into_the_config(chart: helm.Chart) -> None:
     service = rendered.one("Service", "redis")
     port = service["spec"]["ports"][0]["port"]
     url = f"redis://{service['metadata']['name']}.{NAMESPACE}.svc:{port}/0"
-    assert rendered.config["state"] == {"redis_url": url}
+    # The bundled Redis evicts (volatile-lru): the gateway starts with a warning, not refused.
+    assert rendered.config["state"] == {"redis_url": url, "on_evicting_redis": "warn"}
     assert rendered.config["cache"] == {"backend": "redis"}
     redis = rendered.one("Deployment", "redis")
     assert subset(service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])

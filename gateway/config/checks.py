@@ -33,12 +33,14 @@ def cross_check(config: Config, problems: Problems, failed: set[str]) -> None:
                 )
         _check_one_version(name, model, problems)
     redis_cache = config.cache.backend in ("redis", "tiered")
-    if redis_cache and not config.state.redis_url and not failed & {"cache", "state"}:
+    cache_redis = config.cache.redis_url or config.state.redis_url
+    if redis_cache and not cache_redis and not failed & {"cache", "state"}:
         problems.add(
             "cache.backend",
-            f"`{config.cache.backend}` keeps scores in Redis but state.redis_url is not set; "
-            "set it or use backend memory",
+            f"`{config.cache.backend}` keeps scores in Redis but neither cache.redis_url nor "
+            "state.redis_url is set; set one or use backend memory",
         )
+    _check_team_access(config, problems, failed)
     _check_governance(config, problems, failed)
     default_model = config.server.v1_default_model
     if default_model is not None and default_model not in config.models:
@@ -67,11 +69,33 @@ def cross_check(config: Config, problems: Problems, failed: set[str]) -> None:
             "`none` is only allowed when server.host is a loopback address "
             f"(got {config.server.host!r}); use `keys` and give each team a key",
         )
-    if config.auth.mode == "keys" and not owners:
+    # With state.redis_url, keys may come from the admin API instead of the file.
+    if config.auth.mode == "keys" and not owners and not config.state.redis_url:
         problems.add(
             "teams",
-            "auth.mode is `keys` but no team has a key_sha256; every request would be refused",
+            "auth.mode is `keys` but no team has a key_sha256 (and without state.redis_url "
+            "there are no API keys); every request would be refused",
         )
+
+
+def _check_team_access(config: Config, problems: Problems, failed: set[str]) -> None:
+    """Team model lists name served models; manager keys are nobody else's keys."""
+    served = set(config.models)
+    team_keys = {d for t in config.teams.values() for d in t.key_sha256}
+    admin = config.auth.admin_key_sha256
+    for team, tc in config.teams.items():
+        for i, model in enumerate(tc.models or []):
+            if "models" not in failed and model not in served:
+                known = ", ".join(sorted(served)) or "none"
+                problems.add(
+                    f"teams.{team}.models[{i}]", f"unknown model {model!r} (models: {known})"
+                )
+        for i, digest in enumerate(tc.manager_key_sha256):
+            if digest in team_keys or digest == admin:
+                problems.add(
+                    f"teams.{team}.manager_key_sha256[{i}]",
+                    "a manager key must be a key of its own, not a team key or the admin key",
+                )
 
 
 def _check_one_version(name: str, model: ModelConfig, problems: Problems) -> None:

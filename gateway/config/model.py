@@ -75,6 +75,10 @@ class ServerConfig:
 class AuthConfig:
     mode: Literal["keys", "none"] = "keys"
     admin_key_sha256: str | None = None
+    # API keys (POST /admin/keys) live in state.redis_url; each replica re-reads them on
+    # a change message and at the latest every api_keys_refresh_s (see docs/teams-and-keys.md).
+    api_keys_refresh_s: Annotated[float, Interval(ge=0.1, le=300.0)] = 5.0
+    api_keys_prefix: str = "rerank:"
 
     def __post_init__(self) -> None:
         if self.admin_key_sha256 is not None:
@@ -117,10 +121,17 @@ class TeamConfig:
     budget: BudgetConfig | None = None
     latency_budget_ms: Annotated[int, Ge(1)] | None = None  # default for tiered aliases
     shadow_sample_rate: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None  # overrides
+    manager_key_sha256: list[str] = field(default_factory=list)  # may manage the team's keys
+    models: list[str] | None = None  # the models (and aliases) it may use; None: all
     alerts: AlertsConfig | None = None  # budget alerts of this team; else the global ones
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
+        self.manager_key_sha256 = [
+            _check_digest(k, "every manager_key_sha256 entry") for k in self.manager_key_sha256
+        ]
+        if self.models == []:
+            raise ValueError("models: [] would refuse every request; leave it out to allow all")
 
 
 @dataclass
@@ -203,8 +214,10 @@ class CacheConfig:
     fleet_single_flight: bool = True
     fleet_max_wait_ms: Annotated[float, Ge(0.0)] = 2000.0  # then fetch yourself
     fleet_poll_ms: Annotated[float, Ge(1.0)] = 10.0
+    redis_url: str | None = None  # the cache's own (evicting) Redis; default state.redis_url
 
     def __post_init__(self) -> None:
+        _check_redis_url(self.redis_url)
         if self.backend in ("memory", "tiered") and not (self.max_entries or self.max_bytes):
             raise ValueError(f"backend {self.backend} needs max_entries or max_bytes as a bound")
 
@@ -256,10 +269,12 @@ class StateConfig:
     redis_url: str | None = None
     redis_cluster: bool = False  # redis_url names a Redis Cluster node (or use redis+cluster://)
     sentinel: SentinelConfig | None = None
+    # At start, a state Redis whose maxmemory-policy may evict (anything but noeviction)
+    # could drop API keys, budgets and counters: refuse to start, or warn loudly.
+    on_evicting_redis: Literal["refuse", "warn"] = "refuse"
 
     def __post_init__(self) -> None:
-        if self.redis_url and not self.redis_url.startswith(REDIS_SCHEMES):
-            raise ValueError("redis_url must start with " + ", ".join(REDIS_SCHEMES))
+        _check_redis_url(self.redis_url)
         if self.sentinel is not None:
             if self.redis_url:
                 raise ValueError("give either redis_url or a sentinel block, not both")
@@ -271,6 +286,11 @@ class StateConfig:
         sentinel_url = bool(self.redis_url) and str(self.redis_url).startswith("redis+sentinel")
         if self.redis_cluster and sentinel_url:
             raise ValueError("redis_cluster and Sentinel exclude each other")
+
+
+def _check_redis_url(url: str | None) -> None:
+    if url and not url.startswith(REDIS_SCHEMES):
+        raise ValueError("redis_url must start with " + ", ".join(REDIS_SCHEMES))
 
 
 @dataclass

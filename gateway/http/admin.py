@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -15,9 +15,12 @@ from policies.usage import collect, report_range
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def usage_report(governance: Governance, query: Mapping[str, str]) -> dict[str, Any]:
-    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost per team."""
-    teams = governance.report_teams
+async def usage_report(
+    governance: Governance, query: Mapping[str, str], api_teams: Collection[str] = ()
+) -> dict[str, Any]:
+    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost per team
+    (the configured teams and those that only have API keys)."""
+    teams = sorted({*governance.report_teams, *api_teams})
     team = query.get("team")
     if team:
         if team not in teams:

@@ -1,13 +1,22 @@
-"""Bearer keys to teams. Config holds only SHA-256 digests of keys, never keys."""
+"""Bearer keys to callers. Nothing here holds a key: the config holds SHA-256 digests of
+team, manager and admin keys; API keys (issued by `POST /admin/keys`) are digests in the
+shared store, read from this replica's in-process snapshot, so resolving any key costs one
+hash and dict lookups, never a Redis round trip."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from gateway.config import Config
 from gateway.errors import ApiError
+from gateway.state.api_keys import ADMIN, Actor, team_models
 from gateway.state.governance import ANONYMOUS
+from policies.api_keys import MANAGE, RERANK, KeyDirectory, KeyRecord
 
 
 def hash_key(key: str) -> str:
@@ -37,30 +46,122 @@ def _check_token(token: str, what: str) -> None:
         raise ApiError(401, f"invalid {what}: keys are printable ASCII without spaces")
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a rerank request, and which models they may name (None: all)."""
+
+    team: str
+    models: frozenset[str] | None = None
+    key_id: str | None = None  # an API key's id; None for a key from the config
+
+    def check_model(self, model: str) -> None:
+        """403 naming the models the caller may use, when `model` is not one of them."""
+        if self.models is not None and model not in self.models:
+            whose = f"API key {self.key_id} of team" if self.key_id else "team"
+            # Empty when the team's list no longer has any of the key's models.
+            usable = ", ".join(sorted(self.models)) or "none (ask for a new key)"
+            raise ApiError(
+                403,
+                f"model '{model}' is not available to {whose} '{self.team}'; it may use: {usable}",
+            )
+
+
 class Authenticator:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        directory: KeyDirectory | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.required = config.auth.mode == "keys"
         self.teams = {digest: team for team, tc in config.teams.items() for digest in tc.key_sha256}
+        self.managers = {
+            digest: team for team, tc in config.teams.items() for digest in tc.manager_key_sha256
+        }
+        self.models = {team: team_models(config, team) for team in config.teams}
         self.admin_digest = config.auth.admin_key_sha256
+        self.directory = directory  # None: no API keys (no state.redis_url)
+        self.clock = clock
 
-    def team_for(self, authorization: str | None) -> str:
+    def caller(self, authorization: str | None) -> Caller:
         if not self.required:
-            return ANONYMOUS
+            return Caller(ANONYMOUS)
         token = bearer_token(authorization)
         if token is None:
             raise ApiError(401, "no api key supplied; send `Authorization: Bearer <team key>`")
         _check_token(token, "api token")
-        team = self.teams.get(hash_key(token))
-        if team is None:
+        digest = hash_key(token)
+        team = self.teams.get(digest)
+        if team is not None:
+            return Caller(team, self.models[team])
+        record = self._api_key(digest)
+        if record is None:
             raise ApiError(401, "invalid api token")
-        return team
+        if RERANK not in record.scopes:
+            raise ApiError(
+                403,
+                f"API key {record.id} has scopes {', '.join(record.scopes)}, not {RERANK}: it "
+                "cannot rerank; use a team key",
+            )
+        return Caller(record.team, self._key_models(record), record.id)
 
-    def check_admin(self, authorization: str | None) -> None:
+    def team_for(self, authorization: str | None) -> str:
+        return self.caller(authorization).team
+
+    def principal(self, authorization: str | None) -> Actor:
+        """The admin, or a team's manager (who may manage that team's keys and usage)."""
         token = bearer_token(authorization)
-        if self.admin_digest is None:
+        if self.admin_digest is None and not self.managers and self.directory is None:
             raise ApiError(403, "admin routes are disabled: set auth.admin_key_sha256")
         if token is None:
             raise ApiError(401, "no admin key supplied; send `Authorization: Bearer <admin key>`")
         _check_token(token, "admin key")
-        if not secrets.compare_digest(hash_key(token), self.admin_digest):
-            raise ApiError(401, "invalid admin key")
+        digest = hash_key(token)
+        if self.admin_digest is not None and secrets.compare_digest(digest, self.admin_digest):
+            return ADMIN
+        team = self.managers.get(digest)
+        if team is not None:
+            return Actor("manager", team)
+        record = self._api_key(digest)
+        if record is not None and MANAGE in record.scopes:
+            return Actor("manager", record.team, record.id)
+        if self.admin_digest is None:
+            raise ApiError(403, "admin routes are disabled: set auth.admin_key_sha256")
+        raise ApiError(401, "invalid admin key")
+
+    def check_admin(self, authorization: str | None) -> None:
+        """Only the global admin (a manager key is refused with a message saying so)."""
+        actor = self.principal(authorization)
+        if actor.role != ADMIN.role:
+            raise ApiError(
+                403,
+                f"this route needs the admin key; a manager key of team '{actor.team}' may only "
+                f"manage that team's keys (/admin/keys) and read its usage "
+                f"(/admin/usage?team={actor.team})",
+            )
+
+    def _api_key(self, digest: str) -> KeyRecord | None:
+        """The live API key of this digest; 401 saying so when it has expired."""
+        if self.directory is None:
+            return None
+        record = self.directory.find(digest)
+        if record is None:
+            return None
+        now = self.clock()
+        if record.expired(now):
+            assert record.expires is not None
+            when = datetime.fromtimestamp(record.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise ApiError(
+                401,
+                f"API key {record.prefix}... expired at {when}; ask an admin or your team's "
+                "manager for a new key",
+            )
+        self.directory.note_use(record, now)
+        return record
+
+    def _key_models(self, record: KeyRecord) -> frozenset[str] | None:
+        team = self.models.get(record.team)
+        if record.models is None:
+            return team
+        own = frozenset(record.models)
+        return own if team is None else own & team

@@ -435,6 +435,118 @@ def _query(name: str, description: str) -> dict[str, Any]:
     }
 
 
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_STRINGS_OR_NULL = {"type": ["array", "null"], "items": {"type": "string"}}
+_API_KEY: dict[str, Any] = {
+    "type": "object",
+    "description": "An API key's metadata (never the key, never its digest).",
+    "required": ["id", "team", "prefix", "created", "expires", "expired", "scopes"],
+    "properties": {
+        "id": {"type": "string"},
+        "team": {"type": "string"},
+        "name": {"type": ["string", "null"]},
+        "prefix": {"type": "string", "description": "`rgk_<id>`: how the key starts."},
+        "created": {"type": "number", "description": "Epoch seconds."},
+        "expires": _NUMBER_OR_NULL,
+        "expired": {"type": "boolean"},
+        "last_used": {**_NUMBER_OR_NULL, "description": "Epoch seconds, to the minute."},
+        "scopes": {"type": "array", "items": {"enum": ["rerank", "manage"]}},
+        "models": {**_STRINGS_OR_NULL, "description": "Narrows the team's models; null: all."},
+        "created_by": {"type": "string"},
+        "rotated_from": {"type": ["string", "null"]},
+    },
+    "additionalProperties": False,
+}
+_ISSUED_KEY = {
+    "type": "object",
+    "description": "A new key, shown this once, with its metadata.",
+    "required": [*_API_KEY["required"], "key", "warnings"],
+    "properties": {
+        **_API_KEY["properties"],
+        "key": {"type": "string"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+        "old_key": {"$ref": "#/components/schemas/ApiKey"},
+    },
+    "additionalProperties": False,
+}
+_CREATE_KEY = {
+    "type": "object",
+    "properties": {
+        "team": {"type": "string", "description": "Required for the admin; a manager's own."},
+        "name": {"type": "string"},
+        "expires_at": {"type": "string", "description": "ISO 8601 with a zone."},
+        "expires_in_s": {"type": "number", "exclusiveMinimum": 0},
+        "scopes": {"type": "array", "items": {"enum": ["rerank", "manage"]}},
+        "models": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+    },
+    "additionalProperties": False,
+}
+_KEY_ERRORS = {
+    "401": _error("Missing or wrong admin or manager key; an expired manager key."),
+    "403": _error("A manager key outside its team, or API keys disabled (no state.redis_url)."),
+    "503": _error("The key store (Redis) is unreachable."),
+}
+
+
+def _json_body(schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"required": False, "content": {"application/json": {"schema": ref}}}
+
+
+def _json_answer(description: str, schema: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def _key_paths() -> dict[str, Any]:
+    key_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "/admin/keys": {
+            "post": {
+                "summary": "Issue an API key (admin: any team; a manager: its own team)",
+                "requestBody": _json_body("CreateKey"),
+                "responses": {
+                    "201": _json_answer("The key, shown this once.", "IssuedKey"),
+                    "400": _error("Invalid body: the message names the field."),
+                    **_KEY_ERRORS,
+                },
+            },
+            "get": {
+                "summary": "List API keys (metadata only; a manager sees its own team's)",
+                "parameters": [_query("team", "Only this team's keys.")],
+                "responses": {
+                    "200": _json_answer("The keys.", "KeyList"),
+                    **_KEY_ERRORS,
+                },
+            },
+        },
+        "/admin/keys/{id}": {
+            "delete": {
+                "summary": "Revoke an API key: refused by every replica within the refresh bound",
+                "parameters": [key_id],
+                "responses": {
+                    "200": _text("{id, team, revoked: true}."),
+                    "404": _error("No such key (or another team's, for a manager)."),
+                    **_KEY_ERRORS,
+                },
+            }
+        },
+        "/admin/keys/{id}/rotate": {
+            "post": {
+                "summary": "A new key like this one; the old one keeps working for grace_s",
+                "parameters": [key_id],
+                "requestBody": _json_body("RotateKey"),
+                "responses": {
+                    "201": _json_answer("The new key, and the old key's new expiry.", "IssuedKey"),
+                    "404": _error("No such key (or another team's, for a manager)."),
+                    "409": _error("The key has already expired."),
+                    **_KEY_ERRORS,
+                },
+            }
+        },
+    }
+
+
 def admin_spec() -> dict[str, Any]:
     """The admin routes (admin key required)."""
     return {
@@ -445,9 +557,11 @@ def admin_spec() -> dict[str, Any]:
             "/admin/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _text("OpenAPI 3.1.")}}
             },
+            **_key_paths(),
             "/admin/usage": {
                 "get": {
-                    "summary": "Usage and cost per team, model and deployment, by UTC day range",
+                    "summary": "Usage and cost per team, model and deployment, by UTC day range "
+                    "(a manager key: its own team's)",
                     "parameters": [
                         _query("team", "One configured team (default: all)."),
                         _query("from", "First day, YYYY-MM-DD (default: the 1st of the month)."),
@@ -512,6 +626,21 @@ def admin_spec() -> dict[str, Any]:
                 "Error": _ERROR,
                 "UsageReport": _USAGE_REPORT,
                 "Deployments": _DEPLOYMENTS,
+                "ApiKey": _API_KEY,
+                "IssuedKey": _ISSUED_KEY,
+                "KeyList": {
+                    "type": "object",
+                    "required": ["keys"],
+                    "properties": {
+                        "keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}
+                    },
+                },
+                "CreateKey": _CREATE_KEY,
+                "RotateKey": {
+                    "type": "object",
+                    "properties": {"grace_s": {"type": "number", "minimum": 0, "default": 86400}},
+                    "additionalProperties": False,
+                },
                 "TiersReport": _TIERS_REPORT,
             },
         },

@@ -105,11 +105,13 @@ class Pipeline:
     async def _serve(
         self, request: web.Request, api_version: int, outcome: Outcome, started: float
     ) -> web.Response:
-        outcome.team = self.auth.team_for(request.headers.get("Authorization"))
+        caller = self.auth.caller(request.headers.get("Authorization"))
+        outcome.team = caller.team
         body = await self._read(request, outcome.team)
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
-        outcome.model = self.catalog.require(parsed.model)
+        outcome.model = self.catalog.require(parsed.model, visible=caller.models)
+        caller.check_model(outcome.model)  # 403 naming the models the team may use
         if outcome.trace is not None:
             outcome.trace.request(outcome.model, outcome.team, outcome.documents, parsed.top_n)
         enforced = await self.governance.apply_limits(

@@ -20,7 +20,8 @@ import structlog
 FOREIGN_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.web", "aiohttp.client", "asyncio")
 
 
-def configure_logging(level: str = "info", fmt: str = "json") -> None:
+def configure_logging(level: str = "info", fmt: str = "json", stream: Any = None) -> None:
+    """`stream`: a binary stream for the lines (default stdout; the CLI uses stderr)."""
     renderers: list[structlog.typing.Processor]
     foreign_renderers: list[structlog.typing.Processor]  # the stdlib formatter wants str
     if fmt == "json":
@@ -42,7 +43,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         ),
         # Each line goes out in one write of bytes, so workers sharing stdout (a pipe)
         # never interleave parts of their lines.
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(stream or sys.stdout.buffer),
         cache_logger_on_first_use=True,
     )
     route_stdlib_logging(level, [*shared, _foreign_fields], foreign_renderers)
@@ -153,6 +154,8 @@ def _add_pid(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutab
 _PID = os.getpid()
 access_log = structlog.get_logger("rerank_gateway.access")
 log = structlog.get_logger("rerank_gateway")
+# Who created, rotated or revoked which API key, and when (never the key itself).
+audit_log = structlog.get_logger("rerank_gateway.audit")
 
 
 class ThrottledWarning:

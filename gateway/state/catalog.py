@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from gateway.config import Config
 from gateway.errors import ApiError
 from providers.registry import build_provider
@@ -35,8 +37,10 @@ class Catalog:
     def knows(self, name: str) -> bool:
         return name in self.deployments or name in self.tiers
 
-    def require(self, name: str | None) -> str:
-        """The configured model a request names, or Cohere's 404 / 400."""
+    def require(self, name: str | None, visible: Collection[str] | None = None) -> str:
+        """The configured model a request names, or Cohere's 404 / 400.
+
+        `visible`: the models the caller may use, the only ones a 404 lists (None: all)."""
         if name is None:
             name = self.default_v1_model
             if name is None:
@@ -44,7 +48,8 @@ class Catalog:
                     400, "invalid request: a model parameter is required for this endpoint."
                 )
         if not self.knows(name):
-            available = ", ".join(sorted([*self.deployments, *self.tiers]))
+            served = [*self.deployments, *self.tiers] if visible is None else visible
+            available = ", ".join(sorted(served))
             raise ApiError(
                 404,
                 f"model '{name}' not found, make sure the correct model ID was used and that you "

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import Config
+from gateway.config.model import StateConfig
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
@@ -96,9 +97,11 @@ def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
         return None
     if cache.backend == "memory":
         return MemoryStore(cache.max_entries, cache.max_bytes)
+    # cache.redis_url: the cache's own Redis (it may evict); else the state Redis.
+    state = StateConfig(redis_url=cache.redis_url) if cache.redis_url else config.state
     # No retries: a failed call is a miss, and retrying would only add latency.
-    client = redis_client.connect(config.state, timeout_s=cache.redis_timeout_s)
-    assert client is not None  # the config's cross-check requires state.redis_url
+    client = redis_client.connect(state, timeout_s=cache.redis_timeout_s)
+    assert client is not None  # the config's cross-check requires a Redis URL
     shared = RedisStore(
         client,
         key_prefix=cache.key_prefix,

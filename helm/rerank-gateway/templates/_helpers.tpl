@@ -193,6 +193,10 @@ The gateway config as a dict: .Values.config with the chart's wiring applied.
 {{- if $redisUrl }}
 {{- $state := get $cfg "state" | default dict }}
 {{- $_ = set $state "redis_url" $redisUrl }}
+{{- /* The bundled (trial) Redis evicts by design; the gateway would refuse it by default. */}}
+{{- if and .Values.redis.enabled (ne (toString .Values.redis.maxmemoryPolicy) "noeviction") (not (hasKey $state "on_evicting_redis")) }}
+{{- $_ = set $state "on_evicting_redis" "warn" }}
+{{- end }}
 {{- $_ = set $cfg "state" $state }}
 {{- /* Every shared backend on Redis unless the values say otherwise (explicitly). */}}
 {{- $cache := get $cfg "cache" | default dict }}

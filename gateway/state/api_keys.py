@@ -1,0 +1,402 @@
+"""API keys at run time: the replica's snapshot kept fresh, and the one place keys change.
+
+`KeyKeeper` keeps this replica's `KeyDirectory` (what the hot path reads) in step with the
+shared store: it loads every record at start, then reloads whenever the store's version
+moves, learning of it by pub/sub at once or, should a message be lost, by polling the
+version every `auth.api_keys_refresh_s`. That interval is the bound within which every
+replica honours a new, rotated or revoked key. The same task writes out last use (per
+minute) in the background, so a request never waits on Redis for its key.
+
+`KeyService` creates, lists, rotates and revokes keys for an `Actor` (the admin, a team's
+manager, or the CLI), checks what that actor may do, and writes an audit log event for
+every change (who, when, which key id; never the key). The admin routes
+(`gateway.http.keys`) and `rerank-gateway keys` both call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.config import Config
+from gateway.errors import ApiError, bad_request
+from gateway.observe.logs import ThrottledWarning, audit_log
+from policies.api_keys import (
+    RERANK,
+    KeyDirectory,
+    KeyRecord,
+    check_scopes,
+    digest_of,
+    new_api_key,
+)
+from policies.quota import StoreUnavailable
+from policies.redis_keys import RedisKeyStore
+
+Clock = Callable[[], float]
+T = TypeVar("T")
+STORE_RETRY_S = 5.0
+_TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_MAX_NAME = 200
+_PUBSUB_WAIT_S = 1.0  # one wait for a change message; the poll interval is counted apart
+
+
+class KeyKeeper:
+    """This replica's snapshot of the API keys, refreshed from the shared store."""
+
+    def __init__(
+        self,
+        store: RedisKeyStore,
+        refresh_s: float,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self.clock = clock
+        self.directory = KeyDirectory()
+        self._task: asyncio.Task[None] | None = None
+        self._reloaded = asyncio.Condition()
+        # A reload that read the store before a change made here must not undo it.
+        self._lock = asyncio.Lock()
+        self._warn = ThrottledWarning("api_keys_store_unreachable")
+
+    async def start(self) -> None:
+        try:
+            await self.reload()
+        except StoreUnavailable as exc:  # YAML keys still work; API keys once Redis answers
+            self._warn(error=str(exc)[:200], effect="API keys not honoured until it answers")
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush_used()
+
+    async def reload(self) -> None:
+        async with self._lock:
+            records, version = await self.store.load()
+            self.directory.replace_all(records, version)
+        async with self._reloaded:
+            self._reloaded.notify_all()
+
+    async def refresh(self) -> bool:
+        """Reload if the store's version moved; True when it did."""
+        version = await self.store.version()
+        if version == self.directory.version:
+            return False
+        await self.reload()
+        return True
+
+    async def change(self, write: Awaitable[T], apply: Callable[[KeyDirectory], None]) -> T:
+        """Write a change to the store, then apply it here at once (no reload in between)."""
+        async with self._lock:
+            result = await write
+            apply(self.directory)
+            return result
+
+    async def flush_used(self) -> None:
+        used = self.directory.take_used()
+        try:
+            await self.store.mark_used(used)
+        except StoreUnavailable:
+            for key_id, when in used.items():  # keep them for the next flush
+                self.directory.requeue_used(key_id, when)
+            raise
+
+    async def wait_for_version(self, version: str) -> None:
+        """Until the snapshot is at `version` or later (tests wait on this, not on time)."""
+        async with self._reloaded:
+            await self._reloaded.wait_for(
+                lambda: (
+                    self.directory.version is not None
+                    and int(self.directory.version) >= int(version)
+                )
+            )
+
+    async def _run(self) -> None:
+        client = self.store.client
+        if isinstance(client, RedisCluster):  # no pub/sub here: polling alone keeps the bound
+            await self._poll_only()
+            return
+        pubsub = None
+        next_poll = self.clock() + self.refresh_s
+        while True:
+            try:
+                if pubsub is None:
+                    pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    await pubsub.subscribe(self.store.channel)
+                    await self.refresh()  # a change made while not subscribed
+                message = await pubsub.get_message(timeout=_PUBSUB_WAIT_S)
+                if message is not None or self.clock() >= next_poll:
+                    next_poll = self.clock() + self.refresh_s
+                    await self.refresh()
+                    await self.flush_used()
+            except asyncio.CancelledError:
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                raise
+            except (StoreUnavailable, aioredis.RedisError, OSError, TimeoutError) as exc:
+                self._warn(error=exc.__class__.__name__, effect="serving the last known keys")
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        await pubsub.aclose()
+                    pubsub = None
+                await asyncio.sleep(min(self.refresh_s, 1.0))  # back off before reconnecting
+
+
+    async def _poll_only(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await self.refresh()
+                await self.flush_used()
+            except StoreUnavailable as exc:
+                self._warn(error=str(exc)[:200], effect="serving the last known keys")
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who changes keys: the admin, a team's manager, or the CLI against Redis."""
+
+    role: str  # "admin", "manager" or "cli"
+    team: str | None = None  # a manager's team
+    key_id: str | None = None  # a manager's API key id (None: a key from the config)
+
+    def describe(self) -> str:
+        if self.role == "manager":
+            via = f"API key {self.key_id}" if self.key_id else "a manager key from the config"
+            return f"manager of team {self.team} ({via})"
+        return self.role
+
+    def may_manage(self, team: str) -> bool:
+        return self.role != "manager" or self.team == team
+
+    def audit(self) -> dict[str, Any]:
+        return {"actor": self.describe(), "actor_role": self.role, "actor_team": self.team}
+
+
+ADMIN = Actor("admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    record: KeyRecord
+    key: str  # shown once, never stored
+    warnings: list[str]
+
+    def answer(self, now: float) -> dict[str, Any]:
+        return {"key": self.key, **self.record.public(None, now), "warnings": self.warnings}
+
+
+class KeyService:
+    """Create, list, rotate and revoke API keys; each change is audited."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: RedisKeyStore,
+        keeper: KeyKeeper | None = None,
+        clock: Clock = time.time,
+        via: str = "api",
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.keeper = keeper  # this replica's snapshot, updated at once on a change
+        self.clock = clock
+        self.via = via
+
+    async def create(
+        self,
+        actor: Actor,
+        team: str,
+        *,
+        name: str | None = None,
+        expires: float | None = None,
+        scopes: Sequence[str] = (RERANK,),
+        models: Sequence[str] | None = None,
+    ) -> Issued:
+        now = self.clock()
+        self._check_team(actor, team)
+        if name is not None and (len(name) > _MAX_NAME or not name.isprintable()):
+            raise bad_request(f"name must be printable and at most {_MAX_NAME} characters")
+        if expires is not None and expires <= now:
+            raise bad_request("expires is in the past; give a future time (epoch seconds)")
+        try:
+            checked = check_scopes(scopes)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+        key_id, key = new_api_key()
+        record = KeyRecord(
+            id=key_id,
+            team=team,
+            digest=digest_of(key),
+            created=now,
+            name=name,
+            expires=expires,
+            scopes=checked,
+            models=self._check_models(team, models),
+            created_by=actor.describe(),
+        )
+        await self._change(self.store.save(record), lambda d: d.put(record))
+        self._audit("api_key_created", actor, record, scopes=list(checked))
+        return Issued(record, key, self._warnings(team))
+
+    async def listing(self, actor: Actor, team: str | None = None) -> list[dict[str, Any]]:
+        if actor.role == "manager":
+            if team is not None and team != actor.team:
+                raise _not_your_team(actor, team)
+            team = actor.team
+        records, _ = await _guard(self.store.load())
+        used = await _guard(self.store.last_used())
+        now = self.clock()
+        chosen = [r for r in records if team is None or r.team == team]
+        chosen.sort(key=lambda r: (r.team, r.created, r.id))
+        return [r.public(used.get(r.id), now) for r in chosen]
+
+    async def revoke(self, actor: Actor, key_id: str) -> KeyRecord:
+        record = await self._existing(actor, key_id)
+        if not await self._change(self.store.delete(key_id), lambda d: d.drop(key_id)):
+            raise _unknown_key(key_id)
+        self._audit("api_key_revoked", actor, record)
+        return record
+
+    async def rotate(self, actor: Actor, key_id: str, grace_s: float) -> tuple[Issued, KeyRecord]:
+        """A new key like the old one; the old one stays valid for `grace_s` more."""
+        if grace_s < 0:
+            raise bad_request("grace_s must be 0 or more seconds")
+        old = await self._existing(actor, key_id)
+        now = self.clock()
+        if old.expired(now):
+            raise ApiError(
+                409, f"key {key_id} has already expired; create a new key instead of rotating"
+            )
+        new_id, key = new_api_key()
+        record = KeyRecord(
+            id=new_id,
+            team=old.team,
+            digest=digest_of(key),
+            created=now,
+            name=old.name,
+            expires=None,
+            scopes=old.scopes,
+            models=old.models,
+            created_by=actor.describe(),
+            rotated_from=old.id,
+        )
+        ends = now + grace_s
+        retired = old.with_expiry(ends if old.expires is None else min(old.expires, ends))
+
+        def apply(directory: KeyDirectory) -> None:
+            directory.put(record)
+            directory.put(retired)
+
+        await self._change(self.store.save(record, retired), apply)
+        self._audit(
+            "api_key_rotated", actor, record, replaces=old.id, old_key_expires=retired.expires
+        )
+        return Issued(record, key, self._warnings(old.team)), retired
+
+    def _check_team(self, actor: Actor, team: str) -> None:
+        if not isinstance(team, str) or not _TEAM_NAME.match(team):
+            raise bad_request(
+                "team must be 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                "or digit"
+            )
+        if not actor.may_manage(team):
+            raise _not_your_team(actor, team)
+
+    def _check_models(self, team: str, models: Sequence[str] | None) -> tuple[str, ...] | None:
+        """A key's models narrow its team's: each must be one the team may use."""
+        if models is None:
+            return None
+        allowed = team_models(self.config, team)
+        visible = sorted(allowed if allowed is not None else self.config.models)
+        if not models:
+            raise bad_request("models is empty: leave it out for all of the team's models")
+        for model in models:
+            if model not in visible:
+                raise bad_request(
+                    f"model {model!r} is not one team '{team}' may use; choose among: "
+                    f"{', '.join(visible)}"
+                )
+        return tuple(dict.fromkeys(models))
+
+    async def _existing(self, actor: Actor, key_id: str) -> KeyRecord:
+        record = await _guard(self.store.get(key_id))
+        # A manager is told the same about another team's key as about no key at all.
+        if record is None or not actor.may_manage(record.team):
+            raise _unknown_key(key_id)
+        return record
+
+    async def _change(self, write: Awaitable[T], apply: Callable[[KeyDirectory], None]) -> T:
+        """Write to the store (503 when it is down), then update this replica's snapshot."""
+        try:
+            if self.keeper is None:
+                return await write
+            return await self.keeper.change(write, apply)
+        except StoreUnavailable:
+            raise _store_down() from None
+
+    def _warnings(self, team: str) -> list[str]:
+        if team in self.config.teams:
+            return []
+        return [
+            f"team {team!r} is not in the config: it has no rate limit, budget or model list "
+            f"of its own; add teams.{team} to set them"
+        ]
+
+    def _audit(self, event: str, actor: Actor, record: KeyRecord, **extra: Any) -> None:
+        audit_log.info(
+            event,
+            audit=True,
+            via=self.via,
+            **actor.audit(),
+            key_id=record.id,
+            team=record.team,
+            at=datetime.fromtimestamp(self.clock(), UTC).isoformat(),
+            **extra,
+        )
+
+
+def team_models(config: Config, team: str) -> frozenset[str] | None:
+    """The models (and aliases) a team may name; None: every model."""
+    tc = config.teams.get(team)
+    return None if tc is None or tc.models is None else frozenset(tc.models)
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    try:
+        return await call
+    except StoreUnavailable:
+        raise _store_down() from None
+
+
+def _store_down() -> ApiError:
+    return ApiError(
+        503, "the key store (Redis) is unreachable; retry shortly", retry_after_s=STORE_RETRY_S
+    )
+
+
+def _unknown_key(key_id: str) -> ApiError:
+    return ApiError(404, f"no API key with id {key_id!r}; list them with GET /admin/keys")
+
+
+def _not_your_team(actor: Actor, team: str) -> ApiError:
+    return ApiError(
+        403,
+        f"a manager key of team '{actor.team}' may only manage the keys of its own team, "
+        f"not those of team '{team}'; ask an admin",
+    )
