@@ -442,6 +442,7 @@ async def _status_data(request: web.Request) -> dict[str, Any]:
         gateway.redis,
         runtime.started_at,
         runtime.draining,
+        gateway.shadow.report() if gateway.shadow is not None else None,
     )
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import jsonschema
 import pytest
 
@@ -136,6 +137,16 @@ async def test_ndcg_matches_the_hand_computation_and_the_caller_does_not_wait(
     assert await metric(url, "rerank_shadow_ndcg_count", **labels) == 1
     assert await metric(url, "rerank_shadow_ndcg_sum", **labels) == pytest.approx(NDCG_AT_3)
     assert await metric(url, "rerank_shadow_calls_total", alias=ALIAS, outcome="scored") == 1
+    # The status page shows the same agreement.
+    status, page = await get(url, "/admin/status.json", ADMIN)
+    (row,) = [r for r in page["agreement"] if r["direction"] == "fast_vs_pro"]
+    assert (row["alias"], row["team"], row["samples"]) == (ALIAS, "search", 1)
+    assert row["ndcg_mean"] == pytest.approx(NDCG_AT_3, abs=1e-4)
+    async with aiohttp.ClientSession() as session, session.get(
+        url + "/admin/status", headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    ) as resp:
+        html = await resp.text()
+    assert 'id="agreement"' in html and f"{NDCG_AT_3:.3f}" in html
 
     # Billed to the gateway's account, not the team's.
     status, usage = await get(url, "/admin/usage", ADMIN)

@@ -58,8 +58,10 @@ async def collect(
     redis: redis_client.Client | None,
     started: float,
     draining: bool = False,
+    shadow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Everything the page shows, as plain data (also served as JSON)."""
+    """Everything the page shows, as plain data (also served as JSON); `shadow` is the
+    shadow evaluation's report (GET /admin/tiers), when an alias is shadowed."""
     now = time.time()
     snapshot = routing.snapshot()
     return {
@@ -80,7 +82,32 @@ async def collect(
         else ("this process"),
         "cache": _cache(metrics),
         "tiers": _tiers(metrics),
+        "agreement": _agreement(shadow),
     }
+
+
+def _agreement(report: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per alias, team and direction of the shadow evaluation's windows."""
+    rows = []
+    for alias, entry in sorted(((report or {}).get("aliases") or {}).items()):
+        for team, directions in sorted(entry.get("teams", {}).items()):
+            for direction, summary in sorted(directions.items()):
+                if not isinstance(summary, Mapping):
+                    continue  # the guard's state, shown on the fast_quality row
+                rows.append(
+                    {
+                        "alias": alias,
+                        "team": team,
+                        "direction": direction,
+                        "samples": summary.get("samples", 0),
+                        "ndcg_mean": summary.get("ndcg_mean"),
+                        "ndcg_p10": summary.get("ndcg_p10"),
+                        "downgrades": directions.get("downgrades", "")
+                        if direction == "fast_quality"
+                        else "",
+                    }
+                )
+    return rows
 
 
 async def _redis_status(redis: redis_client.Client | None) -> str:
@@ -280,6 +307,7 @@ def render(data: dict[str, Any]) -> str:
         + _teams_html(data["teams"], data["usage_scope"])
         + _cache_html(data["cache"])
         + _tiers_html(data["tiers"])
+        + _agreement_html(data["agreement"])
         + "</main>",
         refresh=True,
     )
@@ -355,3 +383,26 @@ def _tiers_html(tiers: list[dict[str, Any]]) -> str:
             f"</tr></thead><tbody>{rows}</tbody></table>"
         )
     return f'<section id="tiers"><h2>Tier choices</h2>{body}</section>'
+
+
+def _agreement_html(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        body = '<p class="muted">No shadow samples yet (see models.&lt;alias&gt;.shadow).</p>'
+    else:
+
+        def ndcg(value: Any) -> str:
+            return "—" if value is None else f"{value:.3f}"
+
+        cells = "".join(
+            f"<tr><td>{_esc(r['alias'])}</td><td>{_esc(r['team'])}</td>"
+            f"<td>{_esc(r['direction'])}</td><td class=\"n\">{_esc(r['samples'])}</td>"
+            f'<td class="n">{ndcg(r["ndcg_mean"])}</td><td class="n">{ndcg(r["ndcg_p10"])}</td>'
+            f"<td>{_esc(r['downgrades'])}</td></tr>"
+            for r in rows
+        )
+        body = (
+            "<table><thead><tr><th>Alias</th><th>Team</th><th>Direction</th><th>Samples</th>"
+            "<th>NDCG mean</th><th>NDCG p10</th><th>Downgrades</th></tr></thead>"
+            f"<tbody>{cells}</tbody></table>"
+        )
+    return f'<section id="agreement"><h2>Tier agreement (shadow)</h2>{body}</section>'
