@@ -170,7 +170,16 @@ class OwnSentinel(_Processes):
     def _replica_known(self) -> bool:
         replicas = self.sentinel().sentinel_slaves(SERVICE)
         link = redis.Redis(port=self.replica_port).info("replication")
-        return bool(replicas) and link.get("master_link_status") == "up"
+        return bool(replicas) and link.get("master_link_status") == "up" and self._writable()
+
+    def _writable(self) -> bool:
+        """The master counts a replica in sync, so min-replicas-to-write lets it take writes
+        (it learns that from the replica's acknowledgements, a second or so after the link)."""
+        info = redis.Redis(port=self.master_port_now()).info("replication")
+        return int(info.get("min_slaves_good_slaves", 0)) >= 1
+
+    def wait_writable(self) -> None:
+        _until(self._writable, "the master to count a replica in sync")
 
     def wait_old_master_rejoined(self) -> None:
         """Until the old master is a replica of the new one, in sync and counted by it (what

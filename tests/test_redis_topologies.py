@@ -62,6 +62,8 @@ def sentinel() -> Iterator[OwnSentinel]:
 def topology(request: pytest.FixtureRequest) -> str:
     """The `state.redis_url` of each topology in turn."""
     own: OwnCluster | OwnSentinel = request.getfixturevalue(request.param)
+    if isinstance(own, OwnSentinel):  # an earlier test's failover may still be settling
+        own.wait_writable()
     return own.url
 
 
