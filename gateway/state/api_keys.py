@@ -47,6 +47,7 @@ STORE_RETRY_S = 5.0
 _TEAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _MAX_NAME = 200
 _PUBSUB_WAIT_S = 1.0  # one wait for a change message; the poll interval is counted apart
+_CLOSE_WAIT_S = 1.0  # longest wait for the listener to stop at shutdown
 
 
 class KeyKeeper:
@@ -78,8 +79,9 @@ class KeyKeeper:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: closing a pub/sub connection cancelled mid-read can hang, and a
+            # shutdown must not wait on it.
+            await asyncio.wait({self._task}, timeout=_CLOSE_WAIT_S)
             self._task = None
         with contextlib.suppress(StoreUnavailable):
             await self.flush_used()
@@ -146,7 +148,7 @@ class KeyKeeper:
             except asyncio.CancelledError:
                 if pubsub is not None:
                     with contextlib.suppress(Exception):
-                        await pubsub.aclose()
+                        await asyncio.wait_for(pubsub.aclose(), _CLOSE_WAIT_S)
                 raise
             except (StoreUnavailable, aioredis.RedisError, OSError, TimeoutError) as exc:
                 self._warn(error=exc.__class__.__name__, effect="serving the last known keys")
