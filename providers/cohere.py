@@ -13,9 +13,8 @@ import orjson
 from annotated_types import Ge
 
 from providers.http import (
+    HttpProvider,
     HttpResponse,
-    HttpTransport,
-    bearer_headers,
     check_endpoint,
     load_json,
     scores_from_ranks,
@@ -37,24 +36,11 @@ class CohereOptions:
         check_endpoint(self.base_url, self.path)
 
 
-class CohereProvider:
+class CohereProvider(HttpProvider):
     """The `cohere` provider type: Cohere's v2 rerank protocol over HTTP."""
 
     type = "cohere"
-    batch_relative = False
-
-    def __init__(self, name: str, options: CohereOptions) -> None:
-        self.name = name
-        self.options = options
-        self.url = options.base_url.rstrip("/") + options.path
-        self.transport = HttpTransport(name, options.max_connections)
-        self.headers = bearer_headers(options.api_key)
-
-    async def start(self) -> None:
-        await self.transport.start()
-
-    async def close(self) -> None:
-        await self.transport.close()
+    options: CohereOptions
 
     def body(self, call: UpstreamCall) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -300,6 +300,27 @@ def check_http_url(name: str, value: str | None) -> None:
         raise ValueError(f"{name} must start with http:// or https:// (got {value!r})")
 
 
+class HttpProvider:
+    """What every HTTP provider starts with: its URL, pooled transport and JSON headers
+    (with a Bearer key when one is set); subclasses add `rerank`."""
+
+    type = ""
+    batch_relative = False
+
+    def __init__(self, name: str, options: Any) -> None:
+        self.name = name
+        self.options = options
+        self.url = options.base_url.rstrip("/") + options.path
+        self.transport = HttpTransport(name, options.max_connections)
+        self.headers = bearer_headers(options.api_key)
+
+    async def start(self) -> None:
+        await self.transport.start()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+
 def check_endpoint(base_url: str, path: str | None) -> None:
     """Config validation of an upstream's `base_url` and `path` (ValueError naming them)."""
     check_http_url("base_url", base_url)

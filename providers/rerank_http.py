@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from providers.batching import in_batches
-from providers.http import HttpResponse, HttpTransport, bearer_headers, status_error
+from providers.http import HttpProvider, HttpResponse, status_error
 from providers.types import ProviderError, UpstreamCall, UpstreamResult
 
 
@@ -35,24 +35,10 @@ class HttpOptions(Protocol):
     def max_batch_size(self) -> int | None: ...  # None: never split
 
 
-class RerankHttpProvider:
+class RerankHttpProvider(HttpProvider):
     """Base of the JSON rerankers: subclasses give `type`, `body` and `parse`."""
 
-    type = ""
-    batch_relative = False
-
-    def __init__(self, name: str, options: HttpOptions) -> None:
-        self.name = name
-        self.options = options
-        self.url = options.base_url.rstrip("/") + options.path
-        self.transport = HttpTransport(name, options.max_connections)
-        self.headers = bearer_headers(options.api_key)
-
-    async def start(self) -> None:
-        await self.transport.start()
-
-    async def close(self) -> None:
-        await self.transport.close()
+    options: HttpOptions
 
     async def rerank(self, call: UpstreamCall) -> UpstreamResult:
         timeout = min(self.options.timeout_s, call.timeout_s)
