@@ -14,6 +14,7 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.http.auth import hash_key
 from tests.fakes.cohere import FakeCohere
+from tests.redis_server import OwnRedis
 from tests.servers import ServerLoop
 
 TEAM_KEY = "team-search-key"
@@ -93,11 +94,25 @@ def redis_client() -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def cache_prefix(redis_client: redis.Redis) -> Iterator[str]:
-    """A key prefix of this test's own in the shared Redis; its keys are deleted afterwards."""
-    prefix = f"rg-test:{uuid.uuid4().hex}:"
+def scratch_prefix(redis_client: redis.Redis, label: str) -> Iterator[str]:
+    """A key prefix of one test's own in the shared Redis; its keys are deleted afterwards,
+    nothing else is."""
+    prefix = f"{label}{uuid.uuid4().hex[:12]}:"
     yield prefix
     keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
     if keys:
         redis_client.delete(*keys)
+
+
+@pytest.fixture
+def cache_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    yield from scratch_prefix(redis_client, "rg-test:")
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    """A redis-server of this test's own, on a free port, that the test may stop."""
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
