@@ -1,17 +1,25 @@
-"""The HTTP plumbing every remote provider shares: one pooled aiohttp session per
-upstream, exceptions mapped to `ProviderError`, error bodies and `Retry-After` parsed."""
+"""The HTTP plumbing every remote provider shares: one keep-alive connection pool per
+upstream (providers/http1.py), exceptions mapped to `ProviderError`, error bodies and
+`Retry-After` parsed."""
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import orjson
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 
+from providers.http1 import (
+    ConnectionPool,
+    Disconnected,
+    ResponseError,
+    parse_target,
+    request_head,
+)
 from providers.types import (
     AUTH,
     CONNECT,
@@ -58,31 +66,22 @@ class HttpTransport:
 
     `on_pool_wait` (set by whoever counts it) is called for each call that finds all
     `max_connections` in use and so queues for one: the sign that the pool binds.
-    Counted here rather than with an aiohttp TraceConfig, which costs every call.
     """
 
     def __init__(self, label: str, max_connections: int = 1024) -> None:
         self.label = label  # the provider's name, used in error messages
         self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._busy = 0  # calls holding or waiting for a connection
+        self._pool: ConnectionPool | None = None
         self.on_pool_wait: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ttl_dns_cache=300, keepalive_timeout=60
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # upstream APIs set no cookies we need
-                skip_auto_headers=("User-Agent",),
-            )
+        if self._pool is None:
+            self._pool = ConnectionPool(self._max_connections, keepalive_s=60.0)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     async def post(
         self,
@@ -94,48 +93,54 @@ class HttpTransport:
     ) -> HttpResponse:
         """POST `body` as given (signed bytes stay the sent bytes) and read the answer.
 
-        `trace` adds the attempt's trace context headers; signatures never cover them."""
-        if self._session is None:
+        `url` is a string or a yarl URL, sent as it is encoded. `trace` adds the attempt's
+        trace context headers; signatures never cover them."""
+        if self._pool is None:
             await self.start()
-        assert self._session is not None
+        assert self._pool is not None
         if timeout_s <= 0:
             raise ProviderError(
                 f"{self.label}: no time left in the request deadline",
                 kind=TIMEOUT,
                 retryable=False,
             )
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._busy += 1
-        if self._busy > self._max_connections and self.on_pool_wait is not None:
-            self.on_pool_wait()
         if trace:
             headers = {**headers, **dict(trace)}
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            ) as resp:
-                data = await resp.read()
-                return HttpResponse(resp.status, resp.headers, data)
+            target = parse_target(str(url))
+            head = request_head(target, headers, len(body))
+        except ValueError as exc:
+            raise ProviderError(
+                f"cannot call {self.label}: {exc}", kind=CONNECT, retryable=False
+            ) from exc
+        try:
+            async with asyncio.timeout(timeout_s):
+                answer = await self._pool.request(target, head, body, self.on_pool_wait)
         except TimeoutError as exc:
             raise ProviderError(
                 f"{self.label} did not answer within {timeout_s:.3g} s",
                 kind=TIMEOUT,
                 retryable=True,
             ) from exc
-        except aiohttp.ClientPayloadError as exc:
+        except (ResponseError, Disconnected) as exc:
+            if isinstance(exc, Disconnected) and exc.before_answer:
+                raise _unreachable(self.label, exc) from exc
             raise ProviderError(
-                f"{self.label} sent an incomplete response ({exc.__class__.__name__})",
+                f"{self.label} sent an incomplete or invalid response ({exc})",
                 kind=MALFORMED,
                 retryable=True,
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderError(
-                f"cannot reach {self.label}: {exc.__class__.__name__}",
-                kind=CONNECT,
-                retryable=True,
-            ) from exc
-        finally:
-            self._busy -= 1
+        except OSError as exc:  # refused, reset, DNS, TLS (ssl.SSLError is an OSError)
+            raise _unreachable(self.label, exc) from exc
+        return HttpResponse(
+            answer.status, CIMultiDictProxy(CIMultiDict(answer.headers)), answer.body
+        )
+
+
+def _unreachable(label: str, exc: OSError) -> ProviderError:
+    return ProviderError(
+        f"cannot reach {label}: {exc.__class__.__name__}", kind=CONNECT, retryable=True
+    )
 
 
 def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:

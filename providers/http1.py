@@ -1,0 +1,385 @@
+"""A lean keep-alive HTTP/1.1 client for upstream POSTs: asyncio protocols and the
+httptools (llhttp) parser, nothing else.
+
+Why not aiohttp's client: on the bench machine it spent ~260 µs of CPU on each 40 KB
+rerank call, as much as the whole gateway's server side, where this one spends a few
+tens (docs/performance.md has the measurement). A rerank call needs little of what
+aiohttp offers: one POST with a whole body, a whole answer, keep-alive, TLS, a deadline.
+Redirects, cookies, proxies and streaming are not used (they were not used before either).
+
+`ConnectionPool.request` is the one entry point; `HttpTransport` (providers/http.py)
+maps its exceptions to `ProviderError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import zlib
+from collections import deque
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import NamedTuple, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # an answer to a rerank is kilobytes; a bound, not a tuning
+
+
+class ResponseError(Exception):
+    """The upstream's answer broke HTTP/1.1: bad framing, cut short, or too large."""
+
+
+class Disconnected(ConnectionResetError):
+    """The connection closed before the answer was complete.
+
+    `before_answer` is true when not one byte of it arrived: on a reused connection that
+    is the server closing an idle keep-alive as we sent, and the request is safe to resend.
+    """
+
+    def __init__(self, before_answer: bool) -> None:
+        super().__init__(
+            "the upstream closed the connection" + (" before answering" * before_answer)
+        )
+        self.before_answer = before_answer
+
+
+class Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+
+
+class Target(NamedTuple):
+    origin: Origin
+    path: bytes  # the request target as it goes on the wire (already percent-encoded)
+    host_header: str
+
+
+@lru_cache(maxsize=1024)
+def parse_target(url: str) -> Target:
+    """Where a URL string sends a request. The path is kept exactly as given: signed
+    requests (SigV4) must send the path that was signed."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    default = 443 if parts.scheme == "https" else 80
+    port = parts.port or default
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(
+        Origin(parts.scheme, host, port),
+        path.encode("ascii"),
+        shown if port == default else f"{shown}:{port}",
+    )
+
+
+class Response(NamedTuple):
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection: sends a request, parses its answer, and can be reused."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._status = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._received = False
+        self._headers_done = False
+        self._complete = False
+        self._keep_alive = False
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._waiter is None or self._waiter.done():
+            return
+        if self._headers_done and self._reads_to_close():
+            self._finish()  # no Content-Length, not chunked: the close ends the body
+        else:
+            self._fail(Disconnected(before_answer=not self._received))
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: this connection is unusable
+            self.close()
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ResponseError(f"an invalid HTTP response ({exc})"))
+
+    # -- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > MAX_RESPONSE_BYTES:
+            self._fail(ResponseError(f"a response larger than {MAX_RESPONSE_BYTES} bytes"))
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status < 200:  # 1xx interim answers (we never send Expect) are skipped
+            self._headers.clear()
+            self._headers_done = False
+            return
+        self._keep_alive = self._parser.should_keep_alive()  # read now: the parser resets
+        self._finish()
+
+    # -- use
+
+    @property
+    def reusable(self) -> bool:
+        return (
+            self._complete
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and self._keep_alive
+        )
+
+    async def exchange(self, head: bytes, body: bytes) -> Response:
+        """Send one request and wait for its whole answer."""
+        if self.transport is None:
+            raise Disconnected(before_answer=True)
+        self._status, self._size = 0, 0
+        self._headers, self._body = [], []
+        self._received = self._headers_done = self._complete = self._keep_alive = False
+        self._waiter = waiter = self._loop.create_future()
+        self.transport.writelines((head, body))
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
+        return Response(self._status, headers, _decoded(headers, b"".join(self._body)))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def _finish(self) -> None:
+        self._complete = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, exc: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(exc)
+        self.close()
+
+    def _reads_to_close(self) -> bool:
+        names = {k.lower() for k, _ in self._headers}
+        return b"content-length" not in names and b"transfer-encoding" not in names
+
+
+def _decoded(headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """Undo a gzip or deflate Content-Encoding (we ask for none, but a server may send it)."""
+    for name, value in headers:
+        if name.lower() == "content-encoding":
+            coding = value.strip().lower()
+            if coding in ("gzip", "x-gzip", "deflate"):
+                wbits = 47 if coding != "deflate" else zlib.MAX_WBITS
+                try:
+                    return zlib.decompress(body, wbits)
+                except zlib.error as exc:
+                    raise ResponseError(f"a {coding} body that does not decode") from exc
+            if coding not in ("", "identity"):
+                raise ResponseError(f"a body in an encoding we cannot read ({coding})")
+    return body
+
+
+class ConnectionPool:
+    """Keep-alive connections to any number of origins, at most `max_connections` open.
+
+    A call that finds every connection busy waits in line (`on_wait` is told); a
+    connection idle longer than `keepalive_s` is closed rather than reused.
+    """
+
+    def __init__(self, max_connections: int, keepalive_s: float = 60.0) -> None:
+        self.max_connections = max_connections
+        self.keepalive_s = keepalive_s
+        self._idle: dict[Origin, list[Connection]] = {}
+        self._open: set[Connection] = set()
+        self._opening = 0
+        self._queue: deque[tuple[Origin, asyncio.Future[Connection | None]]] = deque()
+        self._ssl: ssl.SSLContext | None = None
+
+    async def request(
+        self, target: Target, head: bytes, body: bytes, on_wait: Callable[[], None] | None = None
+    ) -> Response:
+        """POST-style exchange on a pooled connection; a request that met an idle
+        connection the server had just closed is sent once more on a new one."""
+        for attempt in (1, 2):
+            conn, reused = await self._acquire(target.origin, on_wait)
+            done = False
+            try:
+                response = await conn.exchange(head, body)
+                done = True
+                return response
+            except Disconnected as exc:
+                if not (reused and exc.before_answer and attempt == 1):
+                    raise
+            finally:
+                self._release(target.origin, conn, done and conn.reusable)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for conn in list(self._open):
+            conn.close()
+        self._open.clear()
+        self._idle.clear()
+        while self._queue:
+            _, fut = self._queue.popleft()
+            if not fut.done():
+                fut.set_exception(ConnectionAbortedError("the connection pool was closed"))
+
+    async def _acquire(
+        self, origin: Origin, on_wait: Callable[[], None] | None
+    ) -> tuple[Connection, bool]:
+        loop = asyncio.get_running_loop()
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()  # the most recently used: its server is least likely to close it
+            if conn.transport is not None and loop.time() - conn.idle_since < self.keepalive_s:
+                return conn, True
+            self._drop(conn)
+        while len(self._open) + self._opening >= self.max_connections:
+            if self._close_one_idle():
+                break
+            if on_wait is not None:
+                on_wait()
+                on_wait = None  # counted once per call, however long it waits
+            conn_or_none = await self._wait_in_line(origin, loop)
+            if conn_or_none is not None:
+                return conn_or_none, True
+        self._opening += 1
+        try:
+            conn = await self._connect(origin, loop)
+        finally:
+            self._opening -= 1
+        self._open.add(conn)
+        return conn, False
+
+    async def _wait_in_line(
+        self, origin: Origin, loop: asyncio.AbstractEventLoop
+    ) -> Connection | None:
+        """Wait for a connection handed over by `_release` (or None: a slot to open one)."""
+        fut: asyncio.Future[Connection | None] = loop.create_future()
+        entry = (origin, fut)
+        self._queue.append(entry)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                handed = fut.result()  # handed over just as we were cancelled: pass it on
+                if handed is not None:
+                    self._release(origin, handed, True)
+                else:
+                    self._wake_one()
+            else:
+                with contextlib.suppress(ValueError):  # already handed over and gone
+                    self._queue.remove(entry)
+            raise
+
+    async def _connect(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> Connection:
+        tls = None
+        if origin.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()  # verifies certificates and names
+            tls = self._ssl
+        _, conn = await loop.create_connection(
+            lambda: Connection(loop),
+            origin.host,
+            origin.port,
+            ssl=tls,
+            server_hostname=origin.host if tls else None,
+        )
+        return conn
+
+    def _release(self, origin: Origin, conn: Connection, reusable: bool) -> None:
+        if not reusable:
+            self._drop(conn)
+            return
+        for i, (wanted, fut) in enumerate(self._queue):
+            if wanted == origin and not fut.done():
+                del self._queue[i]
+                fut.set_result(conn)
+                return
+        if self._queue:  # callers wait for another origin: make room for them
+            self._drop(conn)
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        idle = self._idle.setdefault(origin, [])
+        idle.append(conn)
+        oldest = idle[0]
+        if oldest is not conn and conn.idle_since - oldest.idle_since >= self.keepalive_s:
+            del idle[0]
+            self._drop(oldest)
+
+    def _drop(self, conn: Connection) -> None:
+        conn.close()
+        if conn in self._open:
+            self._open.discard(conn)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._queue:
+            _, fut = self._queue.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+
+    def _close_one_idle(self) -> bool:
+        for idle in self._idle.values():
+            if idle:
+                conn = idle.pop(0)
+                conn.close()
+                self._open.discard(conn)
+                return True
+        return False
+
+
+def request_head(target: Target, headers: Mapping[str, str], length: int) -> bytes:
+    """The request line and headers of a POST of `length` bytes to `target`."""
+    lines = [f"POST {target.path.decode('ascii')} HTTP/1.1"]
+    have_host = have_length = False
+    for name, value in headers.items():
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise ValueError(f"header {name!r} holds a line break")
+        lower = name.lower()
+        if lower == "host":
+            have_host = True
+        elif lower == "content-length":
+            have_length = True
+        lines.append(f"{name}: {value}")
+    if not have_host:
+        lines.append(f"Host: {target.host_header}")
+    if not have_length:
+        lines.append(f"Content-Length: {length}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8")

@@ -1,0 +1,369 @@
+"""The upstream HTTP/1.1 client (providers/http1.py) against real loopback servers:
+keep-alive, framing, a server closing idle connections, cut-short and invalid answers,
+deadlines, cancellation, the pool limit and TLS with certificate checks."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gzip
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from providers.http import HttpTransport
+from providers.types import CONNECT, MALFORMED, TIMEOUT, ProviderError
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+# A scripted server: called with each request (head and body bytes) and the writer.
+Script = Callable[[bytes, bytes, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A loopback HTTP/1.1 server whose answers are raw bytes from a script; it counts
+    connections and keeps every request head it read."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.heads: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"{'https' if tls else 'http'}://127.0.0.1:{port}/v2/rerank"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                body = await reader.readexactly(length)
+                self.heads.append(head)
+                await self.script(head, body, writer)
+                if writer.is_closing():
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[RawServer, str]]]]:
+    servers: list[RawServer] = []
+
+    async def start(script: Script, tls: ssl.SSLContext | None = None) -> tuple[RawServer, str]:
+        server = RawServer(script)
+        servers.append(server)
+        return server, await server.start(tls)
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+async def answer_ok(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+    writer.write(OK)
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(serve) -> None:
+    server, url = await serve(answer_ok)
+    transport = HttpTransport("up")
+    try:
+        for _ in range(3):
+            answer = await transport.post(url, b'{"a": 1}', {"Authorization": "Bearer k"}, 5)
+            assert (answer.status, answer.body) == (200, b"{}")
+            assert answer.headers["content-type"] == "application/json"
+    finally:
+        await transport.close()
+    assert server.connections == 1
+    head = server.heads[0].decode()
+    assert head.startswith("POST /v2/rerank HTTP/1.1\r\n")
+    port = url.split(":")[2].split("/")[0]
+    assert f"\r\nHost: 127.0.0.1:{port}\r\n" in head
+    assert "\r\nContent-Length: 8\r\n" in head
+    assert "\r\nAuthorization: Bearer k\r\n" in head
+
+
+async def test_a_signed_path_goes_on_the_wire_as_encoded(serve) -> None:
+    server, url = await serve(answer_ok)
+    transport = HttpTransport("up")
+    try:
+        base = url.rsplit("/v2/rerank", 1)[0]
+        await transport.post(base + "/model/arn%3Aaws%3Ax/invoke?x=1", b"{}", {}, 5)
+    finally:
+        await transport.close()
+    assert server.heads[0].startswith(b"POST /model/arn%3Aaws%3Ax/invoke?x=1 HTTP/1.1\r\n")
+
+
+async def test_chunked_and_gzip_answers_are_decoded(serve) -> None:
+    payload = b'{"results": []}'
+    packed = gzip.compress(payload)
+
+    async def chunked_gzip(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        half = len(packed) // 2
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n\r\n"
+            + b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+            % (half, packed[:half], len(packed) - half, packed[half:])
+        )
+
+    _, url = await serve(chunked_gzip)
+    transport = HttpTransport("up")
+    try:
+        assert (await transport.post(url, b"{}", {}, 5)).body == payload
+    finally:
+        await transport.close()
+
+
+async def test_an_answer_without_length_ends_at_the_close(serve) -> None:
+    async def until_close(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok": true}')
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(until_close)
+    transport = HttpTransport("up")
+    try:
+        assert (await transport.post(url, b"{}", {}, 5)).body == b'{"ok": true}'
+        assert (await transport.post(url, b"{}", {}, 5)).status == 200
+    finally:
+        await transport.close()
+    assert server.connections == 2  # Connection: close is honoured: no reuse
+
+
+async def test_an_idle_connection_the_server_closed_is_replaced_not_failed(serve) -> None:
+    # The server answers and then closes without saying so, as a keep-alive timeout does.
+    async def answer_then_close(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(answer_then_close)
+    transport = HttpTransport("up")
+    try:
+        for _ in range(3):
+            assert (await transport.post(url, b"{}", {}, 5)).status == 200
+            await asyncio.sleep(0.05)  # the close reaches the client while it is idle
+    finally:
+        await transport.close()
+    assert server.connections == 3
+
+
+async def test_a_close_just_as_a_reused_connection_sends_is_retried_once(serve) -> None:
+    # The second request on the connection is read and dropped without an answer: the
+    # race a keep-alive timeout makes. The client resends once, on a new connection.
+    seen: list[int] = []
+
+    async def drop_second(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        seen.append(1)
+        if len(seen) == 2:
+            writer.close()
+            return
+        writer.write(OK)
+
+    server, url = await serve(drop_second)
+    transport = HttpTransport("up")
+    try:
+        assert (await transport.post(url, b"{}", {}, 5)).status == 200
+        assert (await transport.post(url, b"{}", {}, 5)).status == 200
+    finally:
+        await transport.close()
+    assert (len(seen), server.connections) == (3, 2)
+
+
+async def test_a_new_connection_closed_before_answering_is_a_connect_error(serve) -> None:
+    async def drop(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server, url = await serve(drop)
+    transport = HttpTransport("up")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await transport.post(url, b"{}", {}, 5)
+    finally:
+        await transport.close()
+    assert (caught.value.kind, caught.value.retryable) == (CONNECT, True)
+    assert server.connections == 1  # not resent: a new connection has no stale excuse
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"cut":',  # cut short
+        b"HTTP/1.1 2x0 OK\r\nContent-Length: 2\r\n\r\n{}",  # not HTTP
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["cut-short", "invalid-status", "bad-gzip"],
+)
+async def test_a_broken_answer_is_malformed_and_retryable(serve, answer: bytes) -> None:
+    async def broken(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    _, url = await serve(broken)
+    transport = HttpTransport("up")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await transport.post(url, b"{}", {}, 5)
+    finally:
+        await transport.close()
+    assert (caught.value.kind, caught.value.retryable) == (MALFORMED, True)
+
+
+async def test_a_deadline_is_a_timeout_and_the_late_connection_is_not_reused(serve) -> None:
+    calls: list[int] = []
+
+    async def slow_first(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            await asyncio.sleep(0.5)
+        writer.write(OK)
+
+    server, url = await serve(slow_first)
+    transport = HttpTransport("up")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await transport.post(url, b"{}", {}, 0.1)
+        assert caught.value.kind == TIMEOUT
+        assert (await transport.post(url, b"{}", {}, 5)).body == b"{}"
+    finally:
+        await transport.close()
+    assert server.connections == 2  # the late answer never lands on the next request
+
+
+async def test_a_cancelled_call_closes_its_connection_and_frees_its_slot(serve) -> None:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        if not arrived.is_set():
+            arrived.set()
+            await release.wait()
+        writer.write(OK)
+
+    server, url = await serve(hold)
+    transport = HttpTransport("up", max_connections=1)
+    try:
+        loser = asyncio.create_task(transport.post(url, b"{}", {}, 5))  # a hedge's loser
+        await arrived.wait()
+        waiting = asyncio.create_task(transport.post(url, b"{}", {}, 5))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # a call cancelled while waiting in line gives its place back
+        loser.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loser
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        release.set()
+        assert (await transport.post(url, b"{}", {}, 5)).status == 200
+    finally:
+        await transport.close()
+    assert server.connections == 2
+
+
+async def test_a_line_break_in_a_header_is_refused_before_sending(serve) -> None:
+    server, url = await serve(answer_ok)
+    transport = HttpTransport("up")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await transport.post(url, b"{}", {"Authorization": "Bearer k\r\nX-Evil: 1"}, 5)
+    finally:
+        await transport.close()
+    assert (caught.value.kind, caught.value.retryable) == (CONNECT, False)
+    assert server.connections == 0
+
+
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_checks_the_certificate(
+    serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    server, url = await serve(answer_ok, tls)
+    untrusting = HttpTransport("up")
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await untrusting.post(url, b"{}", {}, 5)
+        assert caught.value.kind == CONNECT  # an unknown issuer is refused
+        assert server.heads == []
+    finally:
+        await untrusting.close()
+    # The same server, once its certificate is trusted (OpenSSL reads SSL_CERT_FILE).
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    trusting = HttpTransport("up")
+    try:
+        for _ in range(2):
+            assert (await trusting.post(url, b"{}", {}, 5)).body == b"{}"
+    finally:
+        await trusting.close()
+    assert len(server.heads) == 2 and server.heads[0].startswith(b"POST /v2/rerank HTTP/1.1")
+
+
+def test_the_same_client_under_uvloop() -> None:
+    # The gateway's processes run on uvloop, whose transports are not asyncio's classes.
+    import uvloop
+
+    async def scenario() -> tuple[int, list[bytes]]:
+        server = RawServer(answer_ok)
+        url = await server.start()
+        transport = HttpTransport("up")
+        try:
+            bodies = [(await transport.post(url, b"{}", {}, 5)).body for _ in range(3)]
+        finally:
+            await transport.close()
+            await server.close()
+        return server.connections, bodies
+
+    assert uvloop.run(scenario()) == (1, [b"{}"] * 3)
