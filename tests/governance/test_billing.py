@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.billing import BillingRules
 from policies.pricing import ModelPrice, PriceTable, PricingConfig, cost_micros
@@ -111,3 +113,29 @@ def test_price_table_order_and_defaults() -> None:
     # Before the call the deployment is unknown: reserve at the dearest one.
     assert table.cost_micros("negotiated", None, 2) == cost_micros(2, 1.5)
     assert table.cost_micros("negotiated", "azure/Cohere-rerank-v3.5", 2) == 2_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    chunk_tokens=st.sampled_from([50, 500, 512]),
+    tokens_per_char=st.sampled_from([0.25, 0.3, 1.0]),
+    query_chars=st.integers(0, 3000),
+    doc_chars=st.lists(st.integers(0, 5000), max_size=120),
+    max_tokens=st.sampled_from([None, 1, 10, 300, 5000]),
+)
+def test_the_one_pass_estimates_equal_the_per_document_rules(
+    chunk_tokens: int,
+    tokens_per_char: float,
+    query_chars: int,
+    doc_chars: list[int],
+    max_tokens: int | None,
+) -> None:
+    # estimate() skips the per-document loop when the longest document fits one chunk;
+    # estimate_tokens() maps in C. Both must equal the rules applied one document at a time.
+    rules = BillingRules(chunk_tokens=chunk_tokens, tokens_per_char=tokens_per_char)
+    query, docs = "q" * query_chars, ["d" * n for n in doc_chars]
+    query_tokens = rules.tokens(query_chars)
+    chunks = sum(rules.chunks(query_tokens, doc, max_tokens) for doc in docs)
+    assert rules.estimate(query, docs, max_tokens) == -(-chunks // 100)
+    tokens = sum(query_tokens + min(rules.tokens(len(d)), max_tokens or 10**9) for d in docs)
+    assert rules.estimate_tokens(query, docs, max_tokens) == tokens
