@@ -74,8 +74,8 @@ class CacheLayer:
         found: list[float | None] = (
             [None] * len(keys) if fresh else await store.get_many(keys, ttl_s)
         )
-        missing = [i for i, score in enumerate(found) if score is None]
-        if not missing:
+        misses = found.count(None)
+        if not misses:
             await self._record(job, cached=len(keys), upstream=0, sent=())
             return Scored([s for s in found if s is not None], 0)
 
@@ -87,13 +87,30 @@ class CacheLayer:
             else:
                 await store.set_many(written, scores, ttl_s)
 
-        # Keyed by digest, so a document repeated within the request is sent once.
-        wanted = {keys[i]: job.documents[i] for i in missing}
+        # Keyed by digest, so a document repeated within the request is sent once. A full
+        # miss (the usual case) is mapped in C.
+        if misses == len(keys):
+            wanted = dict(zip(keys, job.documents, strict=True))
+        else:
+            wanted = {
+                k: doc for k, doc, s in zip(keys, job.documents, found, strict=True) if s is None
+            }
         fetched = await self.flights.fetch(job, wanted, join=not fresh, write=write)
-        scores = [fetched.scores[keys[i]] if s is None else s for i, s in enumerate(found)]
-        upstream = sum(1 for i in missing if keys[i] in fetched.sent)
-        sent = [wanted[key] for key in fetched.sent]
-        await self._record(job, len(keys) - len(missing), upstream, sent)
+        if misses == len(keys):
+            scores = list(map(fetched.scores.__getitem__, keys))
+        else:
+            scores = [
+                fetched.scores[k] if s is None else s for k, s in zip(keys, found, strict=True)
+            ]
+        # Positions this request sent upstream itself: all missing ones unless it joined
+        # other requests' flights for some.
+        upstream, sent = misses, list(wanted.values())
+        if len(fetched.sent) < len(wanted):
+            upstream = sum(
+                1 for k, s in zip(keys, found, strict=True) if s is None and k in fetched.sent
+            )
+            sent = [wanted[key] for key in fetched.sent]
+        await self._record(job, len(keys) - misses, upstream, sent)
         return Scored(scores, fetched.search_units, fetched.tokens, fetched.calls)
 
     async def _bypass(self, job: ScoreJob) -> Scored:

@@ -87,6 +87,8 @@ class Flight:
     ready: asyncio.Future[dict[bytes, float] | None]
     task: asyncio.Task[Scored] = field(init=False)
     remote: bool = False  # another process fetched the scores (nothing sent from here)
+    # The keys this flight registered for others to join (none once it is released).
+    registered: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -119,12 +121,15 @@ class Flights:
         """Scores of `wanted` (key -> document text); `join=False` sends every document."""
         joined: dict[Flight, list[bytes]] = {}
         lead: dict[bytes, str] = {}
-        for key, doc in wanted.items():
-            flight = self._in_flight.get(key) if join else None
-            if flight is None:
-                lead[key] = doc
-            else:
-                joined.setdefault(flight, []).append(key)
+        if not join or self._in_flight.keys().isdisjoint(wanted):
+            lead = wanted  # the usual case, checked in C: nothing of it is in flight
+        else:
+            for key, doc in wanted.items():
+                flight = self._in_flight.get(key)
+                if flight is None:
+                    lead[key] = doc
+                else:
+                    joined.setdefault(flight, []).append(key)
         fetched = Fetched()
         own = self._launch(job, lead, write, register=True) if lead else None
         # A child span only when this request waits for others' flights.
@@ -155,9 +160,13 @@ class Flights:
         loop = asyncio.get_running_loop()
         flight = Flight(list(docs), job.subset(list(docs.values())), loop.create_future())
         if register:
-            for key in flight.keys:
-                # A no-cache request may repeat a document in flight: leave that flight be.
-                self._in_flight.setdefault(key, flight)
+            in_flight = self._in_flight
+            if in_flight.keys().isdisjoint(docs):
+                flight.registered = flight.keys
+                in_flight.update(dict.fromkeys(flight.keys, flight))
+            else:  # a no-cache request may repeat a document in flight: leave that one be
+                flight.registered = [key for key in flight.keys if key not in in_flight]
+                in_flight.update(dict.fromkeys(flight.registered, flight))
         flight.task = asyncio.create_task(self._fly(flight, write))
         self._tasks.add(flight.task)
         flight.task.add_done_callback(lambda _: self._release(flight))
@@ -206,9 +215,12 @@ class Flights:
     def _release(self, flight: Flight) -> None:
         if not flight.ready.done():
             flight.ready.set_result(None)
-        for key in flight.keys:
-            if self._in_flight.get(key) is flight:
-                del self._in_flight[key]
+        # Only this flight ever holds its registered keys, so they go without a check;
+        # emptied at once, as a flight is released twice when it fails.
+        registered, flight.registered = flight.registered, []
+        pop = self._in_flight.pop
+        for key in registered:
+            pop(key)
         task = getattr(flight, "task", None)  # unset while the flight is being launched
         if task is not None and task.done():
             self._tasks.discard(task)

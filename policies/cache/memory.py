@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from itertools import repeat
 
 # What one entry costs in CPython (a 16-byte digest key, a (score, expiry) tuple and the
 # OrderedDict slot), measured with tracemalloc; `max_bytes` is converted with it.
@@ -53,11 +54,11 @@ class MemoryStore:
     def put_now(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
         expires = self.clock() + ttl_s
         entries = self._entries
-        move = entries.move_to_end
-        for key, score in zip(keys, scores, strict=True):
-            if key in entries:  # a new key is inserted last already: no move needed
-                move(key)
-            entries[key] = (score, expires)
+        # Keys stored already move to the end (a new key is inserted last anyway); the
+        # usual batch has none, and the intersection and the update both run in C.
+        for key in entries.keys() & keys:
+            entries.move_to_end(key)
+        entries.update(zip(keys, zip(scores, repeat(expires)), strict=True))
         pop = entries.popitem
         for _ in range(len(entries) - self.capacity):
             pop(last=False)
