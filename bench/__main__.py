@@ -16,7 +16,10 @@ on loopback, then drives each with the Python load generator. Scenarios:
 
 Every row has the CPU the measured server process (with its workers) spent per request,
 from /proc: on a shared machine it moves much less than requests per second do.
-`--quick` shortens every run; `--scenarios` picks groups (closed, openloop, burst).
+- soak (`--scenarios soak`, opt-in): a million partial-hit requests (`--soak-requests`)
+  with the gateway's RSS read every tenth of the run: does memory settle?
+
+`--quick` shortens every run; `--scenarios` picks groups (closed, openloop, burst, soak).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ import uvloop
 from bench import procstat, wrk
 from bench.loadgen import LoadResult, run_load
 from bench.openloop import OpenLoopResult, burst, run_open_loop
+from bench.soak import run_soak
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-team-key"
@@ -213,7 +217,8 @@ def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | in
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-GROUPS = ("closed", "openloop", "burst")
+GROUPS = ("closed", "openloop", "burst")  # what `make bench` runs
+OPT_IN = ("soak",)  # long: only when asked for
 DELAY_MS = 150.0
 
 
@@ -226,7 +231,12 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true", help="2 s runs, c=32 and 500 req/s only")
     parser.add_argument(
-        "--scenarios", default=",".join(GROUPS), help=f"comma-separated groups of {GROUPS}"
+        "--scenarios",
+        default=",".join(GROUPS),
+        help=f"comma-separated groups of {GROUPS + OPT_IN}",
+    )
+    parser.add_argument(
+        "--soak-requests", type=int, default=1_000_000, help="requests of the soak run"
     )
     parser.add_argument("--rates", default="500,1000", help="open-loop rates (req/s)")
     parser.add_argument("--burst", type=int, default=1024, help="clients connecting at once")
@@ -237,8 +247,8 @@ def main() -> int:
     )
     args = parser.parse_args()
     groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
-    if groups - set(GROUPS):
-        parser.error(f"unknown scenario groups: {sorted(groups - set(GROUPS))}")
+    if groups - set(GROUPS + OPT_IN):
+        parser.error(f"unknown scenario groups: {sorted(groups - set(GROUPS + OPT_IN))}")
     rates = [float(r) for r in args.rates.split(",")]
     concurrencies = (1, 32)
     if args.quick:
@@ -272,6 +282,8 @@ def main() -> int:
     if groups & {"openloop", "burst"}:
         limits = "server: {host: 127.0.0.1, workers: 1, backlog: 128}" if args.old_limits else ""
         gateways["gateway-150ms"] = (1, f"cache: {{backend: memory}}\n{limits}", delayed_port)
+    if "soak" in groups:  # the memory cache fills to its bound and churns
+        gateways["gateway-soak"] = (1, "cache: {backend: memory}", up_port)
     ports = {name: free_port() for name in gateways}
     procs = {"direct": start([sys.executable, "-m", "bench.upstream", str(up_port)])}
     if groups & {"openloop", "burst"}:
@@ -301,7 +313,7 @@ def main() -> int:
                 str(ports[name]),
             ]
         )
-    results: dict = {"rows": [], "openloop": [], "burst": []}
+    results: dict = {"rows": [], "openloop": [], "burst": [], "soak": None}
     try:
         wait_port(up_port, procs["direct"])
         if groups & {"openloop", "burst"}:
@@ -327,6 +339,8 @@ def main() -> int:
                 uvloop.install()
                 outcome = asyncio.run(burst(urls[name], body, headers, args.burst))
                 results["burst"].append({"scenario": name, **outcome})
+        if "soak" in groups:
+            results["soak"] = soak(urls["gateway-soak"], pids["gateway-soak"], args, headers)
         results["rss_mb_after"] = {
             name: procstat.rss_mb(pid) for name, pid in pids.items() if name in gateways
         }
@@ -373,6 +387,24 @@ def closed(
                 "python", urls[source], many, headers, concurrency, args.seconds, pids[source]
             )
             rows.append(row(name, concurrency, result))
+
+
+def soak(url: str, pid: int, args: argparse.Namespace, headers: dict[str, str]) -> dict:
+    """`--soak-requests` partial-hit requests (40 cached documents, 10 new), RSS sampled."""
+    uvloop.install()
+    total = args.soak_requests
+    every = max(1, total // 10)
+    print(f"soak: {total} requests at concurrency 32 (RSS every {every}) ...", flush=True)
+    result = asyncio.run(
+        run_soak(url, PartialBodies().body, headers, total, 32, every, lambda: procstat.rss_mb(pid))
+    )
+    return {
+        "requests": result.requests,
+        "errors": result.errors,
+        "seconds": round(result.seconds, 1),
+        "rps": round(result.requests / result.seconds, 1) if result.seconds else None,
+        "rss_mb": result.rss_mb,
+    }
 
 
 def open_loop(
@@ -468,6 +500,13 @@ def report(results: dict, conditions: dict, args: argparse.Namespace) -> None:
             f"burst {b['scenario']}: "
             + ", ".join(f"{k} {v}" for k, v in b.items() if k != "scenario")
         )
+    if results.get("soak"):
+        run = results["soak"]
+        print(
+            f"soak: {run['requests']} requests, {run['errors']} errors, {run['seconds']} s "
+            f"({run['rps']} req/s); RSS MB by requests answered:"
+        )
+        print("  " + ", ".join(f"{n}: {mb[0] if mb else '-'}" for n, mb in run["rss_mb"]))
     if results.get("rss_mb_after"):
         print(
             "RSS after the runs (MB per process): "
