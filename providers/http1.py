@@ -91,7 +91,7 @@ class Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[Response] | None = None
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] = []
@@ -100,6 +100,7 @@ class Connection(asyncio.Protocol):
         self._headers_done = False
         self._complete = False
         self._keep_alive = False
+        self._spoiled = False
 
     # -- asyncio.Protocol
 
@@ -127,6 +128,10 @@ class Connection(asyncio.Protocol):
             self._fail(ResponseError(f"an invalid HTTP response ({exc})"))
 
     # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second answer to one request: the stream is out of step
+            self._spoiled = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
@@ -159,6 +164,7 @@ class Connection(asyncio.Protocol):
             and self.transport is not None
             and not self.transport.is_closing()
             and self._keep_alive
+            and not self._spoiled
         )
 
     async def exchange(self, head: bytes, body: bytes) -> Response:
@@ -171,11 +177,9 @@ class Connection(asyncio.Protocol):
         self._waiter = waiter = self._loop.create_future()
         self.transport.writelines((head, body))
         try:
-            await waiter
+            return await waiter
         finally:
             self._waiter = None
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
-        return Response(self._status, headers, _decoded(headers, b"".join(self._body)))
 
     def close(self) -> None:
         if self.transport is not None:
@@ -183,9 +187,19 @@ class Connection(asyncio.Protocol):
             self.transport = None
 
     def _finish(self) -> None:
+        """The answer is whole: taken now, so nothing parsed after it can mix in."""
+        if self._complete:
+            return
         self._complete = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is None or self._waiter.done():
+            return
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
+        try:
+            body = _decoded(headers, b"".join(self._body))
+        except ResponseError as exc:
+            self._fail(exc)
+            return
+        self._waiter.set_result(Response(self._status, headers, body))
 
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -228,6 +242,7 @@ class ConnectionPool:
         self._opening = 0
         self._queue: deque[tuple[Origin, asyncio.Future[Connection | None]]] = deque()
         self._ssl: ssl.SSLContext | None = None
+        self._closed = False
 
     async def request(
         self, target: Target, head: bytes, body: bytes, on_wait: Callable[[], None] | None = None
@@ -249,6 +264,7 @@ class ConnectionPool:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        self._closed = True  # calls still under way close their connections when done
         for conn in list(self._open):
             conn.close()
         self._open.clear()
@@ -280,6 +296,9 @@ class ConnectionPool:
         self._opening += 1
         try:
             conn = await self._connect(origin, loop)
+        except BaseException:
+            self._wake_one()  # the slot this call held is free again
+            raise
         finally:
             self._opening -= 1
         self._open.add(conn)
@@ -322,7 +341,7 @@ class ConnectionPool:
         return conn
 
     def _release(self, origin: Origin, conn: Connection, reusable: bool) -> None:
-        if not reusable:
+        if not reusable or self._closed:
             self._drop(conn)
             return
         for i, (wanted, fut) in enumerate(self._queue):

@@ -232,6 +232,22 @@ async def test_a_broken_answer_is_malformed_and_retryable(serve, answer: bytes) 
     assert (caught.value.kind, caught.value.retryable) == (MALFORMED, True)
 
 
+async def test_a_second_answer_to_one_request_spoils_the_connection(serve) -> None:
+    # An upstream out of step (two answers at once): the first is the answer, and the
+    # connection is not reused, so the extra one never answers the next request.
+    async def twice(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK + OK.replace(b"{}", b"[]"))
+
+    server, url = await serve(twice)
+    transport = HttpTransport("up")
+    try:
+        assert (await transport.post(url, b"{}", {}, 5)).body == b"{}"
+        assert (await transport.post(url, b"{}", {}, 5)).body == b"{}"
+    finally:
+        await transport.close()
+    assert server.connections == 2
+
+
 async def test_a_deadline_is_a_timeout_and_the_late_connection_is_not_reused(serve) -> None:
     calls: list[int] = []
 
@@ -367,3 +383,21 @@ def test_the_same_client_under_uvloop() -> None:
         return server.connections, bodies
 
     assert uvloop.run(scenario()) == (1, [b"{}"] * 3)
+
+
+async def test_a_failed_connect_hands_its_slot_to_the_next_call_in_line() -> None:
+    # Nothing listens on the port: both calls must fail to connect. The second waits for
+    # the only slot; were the slot not passed on, it would wait out its deadline instead.
+    from tests.servers import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v2/rerank"
+    transport = HttpTransport("up", max_connections=1)
+    try:
+        outcomes = await asyncio.gather(
+            transport.post(url, b"{}", {}, 5),
+            transport.post(url, b"{}", {}, 5),
+            return_exceptions=True,
+        )
+    finally:
+        await transport.close()
+    assert [(type(e), getattr(e, "kind", None)) for e in outcomes] == [(ProviderError, CONNECT)] * 2
