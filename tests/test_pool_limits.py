@@ -4,8 +4,11 @@ the listen backlog is a setting."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -15,6 +18,8 @@ from gateway.config import ConfigError, load_config
 from gateway.observe.metrics import Metrics
 from providers.cohere import CohereOptions
 from providers.http import HttpTransport
+from tests.conftest import TEAM_KEY, gateway_config
+from tests.fakes.cohere import FakeCohere, Faults
 
 
 async def test_a_call_that_finds_the_pool_full_is_counted_and_still_served() -> None:
@@ -93,3 +98,40 @@ def test_the_gateway_counts_pool_waits_per_provider(tmp_path: Path) -> None:
         metrics.registry.get_sample_value("rerank_upstream_pool_waits_total", {"provider": "up"})
         == 1.0
     )
+
+
+async def test_past_max_in_flight_a_request_is_shed_with_503_and_counted(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    fake, upstream = fake_cohere
+    held = threading.Event()
+    fake.faults = Faults(hold=held, times=1)  # the first call waits for the test
+    url = start_gateway(gateway_config({"cohere-a": upstream}, server={"max_in_flight": 1}))
+    body = {"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"]}
+    headers = {"Authorization": f"Bearer {TEAM_KEY}"}
+    async with aiohttp.ClientSession() as session:
+
+        async def rerank(docs: tuple[str, ...] = ("a", "b")) -> tuple[int, dict, str | None]:
+            sent = {**body, "documents": list(docs)}
+            async with session.post(url + "/v2/rerank", json=sent, headers=headers) as resp:
+                return resp.status, await resp.json(), resp.headers.get("Retry-After")
+
+        first = asyncio.create_task(rerank())
+        await asyncio.to_thread(fake.faults.arrived.wait, 10)
+        status, answer, retry_after = await rerank()  # one is in flight: no room
+        assert (status, retry_after) == (503, "1")
+        assert set(answer) == {"id", "message"}
+        assert "server.max_in_flight" in answer["message"]
+        held.set()
+        assert (await first)[0] == 200
+        assert (await rerank(("c", "d")))[0] == 200  # room again once the first is answered
+        async with session.get(url + "/metrics") as resp:
+            metrics = await resp.text()
+    assert "rerank_requests_shed_total 1.0" in metrics.splitlines()
+    assert len(fake.calls) == 2  # the shed request never reached the upstream
+
+
+def test_max_in_flight_is_off_by_default_and_bounded(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, BASE)).server.max_in_flight is None
+    with pytest.raises(ConfigError, match="max_in_flight"):
+        load_config(write(tmp_path, BASE + "server: {max_in_flight: 0}\n"))

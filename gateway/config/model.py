@@ -63,6 +63,9 @@ class ServerConfig:
     backlog: Annotated[int, Interval(ge=1, le=65535)] = 2048
     # Allocations between young-generation collections (CPython's default is 700).
     gc_threshold: Annotated[int, Ge(1)] = 20_000
+    # Rerank requests one process handles at once; beyond it, 503 with Retry-After at
+    # once instead of a queue that grows until callers time out. None: no limit.
+    max_in_flight: Annotated[int, Ge(1)] | None = None
 
     def __post_init__(self) -> None:
         if self.metrics_token_sha256 is not None:

@@ -69,10 +69,13 @@ class Pipeline:
         self.tracing = tracing  # None: tracing off, no span objects at all
         self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
+        self.max_in_flight = config.server.max_in_flight
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
         outcome = Outcome(request_id=request_id(request))
+        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
+            return self._shed(outcome, started)
         trace = self.tracing.start(request) if self.tracing is not None else None
         outcome.trace = trace
         self.metrics.in_flight.inc()
@@ -100,6 +103,20 @@ class Pipeline:
             response.headers["traceparent"] = trace.traceparent
             trace.finish(outcome.status, response.headers, outcome.error)
         self._record(outcome, elapsed, response)
+        return response
+
+    def _shed(self, outcome: Outcome, started: float) -> web.StreamResponse:
+        """At capacity: refused before reading the body, so shedding stays cheap."""
+        self.metrics.shed.inc()
+        error = ApiError(
+            503,
+            f"the gateway is at capacity ({self.max_in_flight} requests in flight in this "
+            "process, server.max_in_flight); retry shortly",
+            retry_after_s=1.0,
+        )
+        outcome.status, outcome.error = error.status, error.message
+        response = error_response(error, outcome.request_id)
+        self._record(outcome, time.perf_counter() - started, response)
         return response
 
     async def _serve(

@@ -58,6 +58,11 @@ class Metrics:
             ["provider"],
             registry=r,
         )
+        self.shed = Counter(
+            "rerank_requests_shed",
+            "Rerank requests answered 503 at once because server.max_in_flight were in flight.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "rerank_in_flight_requests",
             "Rerank requests being handled.",
