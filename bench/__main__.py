@@ -5,6 +5,8 @@ on loopback, then drives each with the Python load generator. Scenarios:
 
 - `direct`, `gateway`: the upstream alone and through a gateway with the cache off
   (what the gateway itself adds to every request);
+- `floor`: a proxy that only forwards (aiohttp's server, the gateway's upstream client):
+  what any gateway on this stack costs before its own logic (`bench/floor.py`);
 - `hit-memory`, `hit-redis`: the same bodies repeated, so after warm-up every request is
   a full cache hit (in-process memory; Redis at 127.0.0.1:6379, skipped if none answers);
 - `partial`: every request shares 40 cached documents and sends 10 new ones upstream;
@@ -286,6 +288,12 @@ def main() -> int:
         gateways["gateway-soak"] = (1, "cache: {backend: memory}", up_port)
     ports = {name: free_port() for name in gateways}
     procs = {"direct": start([sys.executable, "-m", "bench.upstream", str(up_port)])}
+    if "closed" in groups:  # the framework floor: aiohttp's server and our client, nothing else
+        floor_port = free_port()
+        upstream_url = f"http://127.0.0.1:{up_port}/v2/rerank"
+        procs["floor"] = start(
+            [sys.executable, "-m", "bench.floor", str(floor_port), upstream_url]
+        )
     if groups & {"openloop", "burst"}:
         procs["direct-150ms"] = start(
             [sys.executable, "-m", "bench.upstream", str(delayed_port), "--delay-ms", str(DELAY_MS)]
@@ -320,10 +328,14 @@ def main() -> int:
             wait_port(delayed_port, procs["direct-150ms"])
         for name, port in ports.items():
             wait_port(port, procs[name])
+        if "floor" in procs:
+            wait_port(floor_port, procs["floor"])
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         urls = {"direct": f"http://127.0.0.1:{up_port}/v2/rerank"}
         urls["direct-150ms"] = f"http://127.0.0.1:{delayed_port}/v2/rerank"
         urls.update({name: f"http://127.0.0.1:{port}/v2/rerank" for name, port in ports.items()})
+        if "floor" in procs:
+            urls["floor"] = f"http://127.0.0.1:{floor_port}/v2/rerank"
         pids = {name: proc.pid for name, proc in procs.items()}
         if "closed" in groups:
             closed(args, concurrencies, urls, pids, bodies, headers, results["rows"])
@@ -370,7 +382,7 @@ def closed(
     headers: dict[str, str],
     rows: list[dict],
 ) -> None:
-    repeated = ("direct", "gateway", "gateway-2w", "hit-memory", "hit-redis")
+    repeated = ("direct", "floor", "gateway", "gateway-2w", "hit-memory", "hit-redis")
     for concurrency in concurrencies:
         for name in repeated:
             if name in urls and name in pids:
@@ -450,11 +462,11 @@ def report(results: dict, conditions: dict, args: argparse.Namespace) -> None:
         by = {(r["scenario"], r["concurrency"]): r for r in rows}
         top = max(r["concurrency"] for r in rows)
         direct_rps = by["direct", top]["rps"]
-        if ("gateway", 1) in by:
-            summary["added_p50_ms_c1"] = round(
-                by["gateway", 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3
-            )
-        for name in ("gateway", "gateway-2w", "hit-memory", "hit-redis", "partial", "miss-memory"):
+        for name, key in (("gateway", "added_p50_ms_c1"), ("floor", "floor_added_p50_ms_c1")):
+            if (name, 1) in by:
+                summary[key] = round(by[name, 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3)
+        names = ("floor", "gateway", "gateway-2w", "hit-memory", "hit-redis", "partial")
+        for name in (*names, "miss-memory"):
             if (name, top) in by and direct_rps:
                 summary[f"{name}_vs_direct_throughput_c{top}"] = round(
                     by[name, top]["rps"] / direct_rps, 3

@@ -76,6 +76,24 @@ class _Conn(asyncio.Protocol):
         if self.answer is not None and not self.answer.done():
             self.answer.set_exception(ConnectionResetError("connection lost"))
 
+    def send(self, head: bytes, data: bytes) -> asyncio.Future[int]:
+        """POST `data` (`head`: the request line and headers from `target`); the future
+        resolves to the answer's status."""
+        self.answer = asyncio.get_running_loop().create_future()
+        assert self.transport is not None
+        self.transport.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(data), data))
+        return self.answer
+
+
+def target(url: str, headers: dict[str, str]) -> tuple[str, int, bytes]:
+    """Host, port and the request head (all but Content-Length) of POSTs to `url`."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    head = f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
+    return host, port, head.encode()
+
 
 async def run_open_loop(
     url: str,
@@ -88,11 +106,7 @@ async def run_open_loop(
 ) -> OpenLoopResult:
     """Send `rate` requests per second for `warmup_s + seconds`; measure the last `seconds`."""
     result = OpenLoopResult(rate, seconds, 0, 0, 0)
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    head = f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()
-    )
+    host, port, head = target(url, headers)
     loop = asyncio.get_running_loop()
     idle: list[_Conn] = []
     tasks: set[asyncio.Task[None]] = set()
@@ -107,13 +121,7 @@ async def run_open_loop(
             if conn is None:
                 transport, conn = await loop.create_connection(_Conn, host, port)
                 conn.transport = transport  # uvloop may call connection_made later
-            data = body(i)
-            conn.answer = loop.create_future()
-            assert conn.transport is not None
-            conn.transport.write(
-                b"%sContent-Length: %d\r\n\r\n%s" % (head.encode(), len(data), data)
-            )
-            status = await asyncio.wait_for(conn.answer, timeout_s)
+            status = await asyncio.wait_for(conn.send(head, body(i)), timeout_s)
             if status != 200:
                 kind = f"status {status}"
         except (OSError, TimeoutError) as exc:

@@ -12,9 +12,8 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-from bench.openloop import _Conn
+from bench.openloop import _Conn, target
 
 
 @dataclass
@@ -36,12 +35,7 @@ async def run_soak(
     rss: Callable[[], list[float]],
     timeout_s: float = 30.0,
 ) -> SoakResult:
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    head = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    ).encode()
+    host, port, head = target(url, headers)
     loop = asyncio.get_running_loop()
     result = SoakResult(rss_mb=[(0, rss())])
     next_i = 0
@@ -55,12 +49,8 @@ async def run_soak(
             if conn is None or conn.closed:
                 transport, conn = await loop.create_connection(_Conn, host, port)
                 conn.transport = transport  # type: ignore[assignment]
-            data = body(i)
-            conn.answer = loop.create_future()
-            assert conn.transport is not None
-            conn.transport.write(b"%sContent-Length: %d\r\n\r\n%s" % (head, len(data), data))
             try:
-                status = await asyncio.wait_for(conn.answer, timeout_s)
+                status = await asyncio.wait_for(conn.send(head, body(i)), timeout_s)
             except (OSError, TimeoutError):
                 status = 0
                 conn = None

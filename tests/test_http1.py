@@ -82,20 +82,34 @@ async def serve() -> AsyncIterator[Callable[..., Awaitable[tuple[RawServer, str]
         await server.close()
 
 
+@pytest.fixture
+async def client() -> AsyncIterator[HttpTransport]:
+    transport = HttpTransport("up")
+    yield transport
+    await transport.close()
+
+
+async def failure(
+    client: HttpTransport, url: str, headers: dict[str, str] | None = None, timeout_s: float = 5
+) -> ProviderError:
+    """The error a call fails with (the test fails if it succeeds)."""
+    with pytest.raises(ProviderError) as caught:
+        await client.post(url, b"{}", headers or {}, timeout_s)
+    return caught.value
+
+
 async def answer_ok(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
     writer.write(OK)
 
 
-async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(serve) -> None:
+async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(
+    serve, client: HttpTransport
+) -> None:
     server, url = await serve(answer_ok)
-    transport = HttpTransport("up")
-    try:
-        for _ in range(3):
-            answer = await transport.post(url, b'{"a": 1}', {"Authorization": "Bearer k"}, 5)
-            assert (answer.status, answer.body) == (200, b"{}")
-            assert answer.headers["content-type"] == "application/json"
-    finally:
-        await transport.close()
+    for _ in range(3):
+        answer = await client.post(url, b'{"a": 1}', {"Authorization": "Bearer k"}, 5)
+        assert (answer.status, answer.body) == (200, b"{}")
+        assert answer.headers["content-type"] == "application/json"
     assert server.connections == 1
     head = server.heads[0].decode()
     assert head.startswith("POST /v2/rerank HTTP/1.1\r\n")
@@ -105,18 +119,14 @@ async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(serve)
     assert "\r\nAuthorization: Bearer k\r\n" in head
 
 
-async def test_a_signed_path_goes_on_the_wire_as_encoded(serve) -> None:
+async def test_a_signed_path_goes_on_the_wire_as_encoded(serve, client: HttpTransport) -> None:
     server, url = await serve(answer_ok)
-    transport = HttpTransport("up")
-    try:
-        base = url.rsplit("/v2/rerank", 1)[0]
-        await transport.post(base + "/model/arn%3Aaws%3Ax/invoke?x=1", b"{}", {}, 5)
-    finally:
-        await transport.close()
+    base = url.rsplit("/v2/rerank", 1)[0]
+    await client.post(base + "/model/arn%3Aaws%3Ax/invoke?x=1", b"{}", {}, 5)
     assert server.heads[0].startswith(b"POST /model/arn%3Aaws%3Ax/invoke?x=1 HTTP/1.1\r\n")
 
 
-async def test_chunked_and_gzip_answers_are_decoded(serve) -> None:
+async def test_chunked_and_gzip_answers_are_decoded(serve, client: HttpTransport) -> None:
     payload = b'{"results": []}'
     packed = gzip.compress(payload)
 
@@ -129,30 +139,24 @@ async def test_chunked_and_gzip_answers_are_decoded(serve) -> None:
         )
 
     _, url = await serve(chunked_gzip)
-    transport = HttpTransport("up")
-    try:
-        assert (await transport.post(url, b"{}", {}, 5)).body == payload
-    finally:
-        await transport.close()
+    assert (await client.post(url, b"{}", {}, 5)).body == payload
 
 
-async def test_an_answer_without_length_ends_at_the_close(serve) -> None:
+async def test_an_answer_without_length_ends_at_the_close(serve, client: HttpTransport) -> None:
     async def until_close(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"ok": true}')
         await writer.drain()
         writer.close()
 
     server, url = await serve(until_close)
-    transport = HttpTransport("up")
-    try:
-        assert (await transport.post(url, b"{}", {}, 5)).body == b'{"ok": true}'
-        assert (await transport.post(url, b"{}", {}, 5)).status == 200
-    finally:
-        await transport.close()
+    assert (await client.post(url, b"{}", {}, 5)).body == b'{"ok": true}'
+    assert (await client.post(url, b"{}", {}, 5)).status == 200
     assert server.connections == 2  # Connection: close is honoured: no reuse
 
 
-async def test_an_idle_connection_the_server_closed_is_replaced_not_failed(serve) -> None:
+async def test_an_idle_connection_the_server_closed_is_replaced_not_failed(
+    serve, client: HttpTransport
+) -> None:
     # The server answers and then closes without saying so, as a keep-alive timeout does.
     async def answer_then_close(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(OK)
@@ -160,17 +164,15 @@ async def test_an_idle_connection_the_server_closed_is_replaced_not_failed(serve
         writer.close()
 
     server, url = await serve(answer_then_close)
-    transport = HttpTransport("up")
-    try:
-        for _ in range(3):
-            assert (await transport.post(url, b"{}", {}, 5)).status == 200
-            await asyncio.sleep(0.05)  # the close reaches the client while it is idle
-    finally:
-        await transport.close()
+    for _ in range(3):
+        assert (await client.post(url, b"{}", {}, 5)).status == 200
+        await asyncio.sleep(0.05)  # the close reaches the client while it is idle
     assert server.connections == 3
 
 
-async def test_a_close_just_as_a_reused_connection_sends_is_retried_once(serve) -> None:
+async def test_a_close_just_as_a_reused_connection_sends_is_retried_once(
+    serve, client: HttpTransport
+) -> None:
     # The second request on the connection is read and dropped without an answer: the
     # race a keep-alive timeout makes. The client resends once, on a new connection.
     seen: list[int] = []
@@ -183,27 +185,20 @@ async def test_a_close_just_as_a_reused_connection_sends_is_retried_once(serve) 
         writer.write(OK)
 
     server, url = await serve(drop_second)
-    transport = HttpTransport("up")
-    try:
-        assert (await transport.post(url, b"{}", {}, 5)).status == 200
-        assert (await transport.post(url, b"{}", {}, 5)).status == 200
-    finally:
-        await transport.close()
+    assert (await client.post(url, b"{}", {}, 5)).status == 200
+    assert (await client.post(url, b"{}", {}, 5)).status == 200
     assert (len(seen), server.connections) == (3, 2)
 
 
-async def test_a_new_connection_closed_before_answering_is_a_connect_error(serve) -> None:
+async def test_a_new_connection_closed_before_answering_is_a_connect_error(
+    serve, client: HttpTransport
+) -> None:
     async def drop(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.close()
 
     server, url = await serve(drop)
-    transport = HttpTransport("up")
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await transport.post(url, b"{}", {}, 5)
-    finally:
-        await transport.close()
-    assert (caught.value.kind, caught.value.retryable) == (CONNECT, True)
+    error = await failure(client, url)
+    assert (error.kind, error.retryable) == (CONNECT, True)
     assert server.connections == 1  # not resent: a new connection has no stale excuse
 
 
@@ -216,39 +211,36 @@ async def test_a_new_connection_closed_before_answering_is_a_connect_error(serve
     ],
     ids=["cut-short", "invalid-status", "bad-gzip"],
 )
-async def test_a_broken_answer_is_malformed_and_retryable(serve, answer: bytes) -> None:
+async def test_a_broken_answer_is_malformed_and_retryable(
+    serve, client: HttpTransport, answer: bytes
+) -> None:
     async def broken(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(answer)
         await writer.drain()
         writer.close()
 
     _, url = await serve(broken)
-    transport = HttpTransport("up")
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await transport.post(url, b"{}", {}, 5)
-    finally:
-        await transport.close()
-    assert (caught.value.kind, caught.value.retryable) == (MALFORMED, True)
+    error = await failure(client, url)
+    assert (error.kind, error.retryable) == (MALFORMED, True)
 
 
-async def test_a_second_answer_to_one_request_spoils_the_connection(serve) -> None:
+async def test_a_second_answer_to_one_request_spoils_the_connection(
+    serve, client: HttpTransport
+) -> None:
     # An upstream out of step (two answers at once): the first is the answer, and the
     # connection is not reused, so the extra one never answers the next request.
     async def twice(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
         writer.write(OK + OK.replace(b"{}", b"[]"))
 
     server, url = await serve(twice)
-    transport = HttpTransport("up")
-    try:
-        assert (await transport.post(url, b"{}", {}, 5)).body == b"{}"
-        assert (await transport.post(url, b"{}", {}, 5)).body == b"{}"
-    finally:
-        await transport.close()
+    assert (await client.post(url, b"{}", {}, 5)).body == b"{}"
+    assert (await client.post(url, b"{}", {}, 5)).body == b"{}"
     assert server.connections == 2
 
 
-async def test_a_deadline_is_a_timeout_and_the_late_connection_is_not_reused(serve) -> None:
+async def test_a_deadline_is_a_timeout_and_the_late_connection_is_not_reused(
+    serve, client: HttpTransport
+) -> None:
     calls: list[int] = []
 
     async def slow_first(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
@@ -258,14 +250,8 @@ async def test_a_deadline_is_a_timeout_and_the_late_connection_is_not_reused(ser
         writer.write(OK)
 
     server, url = await serve(slow_first)
-    transport = HttpTransport("up")
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await transport.post(url, b"{}", {}, 0.1)
-        assert caught.value.kind == TIMEOUT
-        assert (await transport.post(url, b"{}", {}, 5)).body == b"{}"
-    finally:
-        await transport.close()
+    assert (await failure(client, url, timeout_s=0.1)).kind == TIMEOUT
+    assert (await client.post(url, b"{}", {}, 5)).body == b"{}"
     assert server.connections == 2  # the late answer never lands on the next request
 
 
@@ -298,15 +284,12 @@ async def test_a_cancelled_call_closes_its_connection_and_frees_its_slot(serve) 
     assert server.connections == 2
 
 
-async def test_a_line_break_in_a_header_is_refused_before_sending(serve) -> None:
+async def test_a_line_break_in_a_header_is_refused_before_sending(
+    serve, client: HttpTransport
+) -> None:
     server, url = await serve(answer_ok)
-    transport = HttpTransport("up")
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await transport.post(url, b"{}", {"Authorization": "Bearer k\r\nX-Evil: 1"}, 5)
-    finally:
-        await transport.close()
-    assert (caught.value.kind, caught.value.retryable) == (CONNECT, False)
+    error = await failure(client, url, {"Authorization": "Bearer k\r\nX-Evil: 1"})
+    assert (error.kind, error.retryable) == (CONNECT, False)
     assert server.connections == 0
 
 
@@ -342,20 +325,14 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 async def test_tls_checks_the_certificate(
-    serve, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve, client: HttpTransport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cert, key = self_signed(tmp_path)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert, key)
     server, url = await serve(answer_ok, tls)
-    untrusting = HttpTransport("up")
-    try:
-        with pytest.raises(ProviderError) as caught:
-            await untrusting.post(url, b"{}", {}, 5)
-        assert caught.value.kind == CONNECT  # an unknown issuer is refused
-        assert server.heads == []
-    finally:
-        await untrusting.close()
+    assert (await failure(client, url)).kind == CONNECT  # an unknown issuer is refused
+    assert server.heads == []
     # The same server, once its certificate is trusted (OpenSSL reads SSL_CERT_FILE).
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     trusting = HttpTransport("up")
