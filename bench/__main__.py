@@ -161,16 +161,20 @@ def redis_available(url: str) -> bool:
         return False
 
 
-def gateway_config(upstream_port: int, workers: int = 1, extra: str = "") -> str:
+def gateway_config(
+    upstream_port: int, workers: int = 1, extra: str = "", server: str = "", provider: str = ""
+) -> str:
+    """`server` and `provider`: more keys of those mappings, as `, key: value` text."""
     import hashlib
 
     digest = hashlib.sha256(KEY.encode()).hexdigest()
+    base_url = f"http://127.0.0.1:{upstream_port}"
     return f"""
-server: {{host: 127.0.0.1, workers: {workers}}}
+server: {{host: 127.0.0.1, workers: {workers}{server}}}
 auth: {{mode: keys}}
 teams: {{bench: {{key_sha256: ["{digest}"]}}}}
 providers:
-  upstream: {{type: cohere, base_url: "http://127.0.0.1:{upstream_port}", api_key: upstream-key}}
+  upstream: {{type: cohere, base_url: "{base_url}", api_key: upstream-key{provider}}}
 models:
   rerank-v3.5: {{deployments: [{{provider: upstream}}]}}
 logging: {{level: warning}}
@@ -247,6 +251,12 @@ def main() -> int:
         action="store_true",
         help="the delayed gateway with the former defaults (max_connections 100, backlog 128)",
     )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="server.max_in_flight of the delayed gateway (admission control)",
+    )
     args = parser.parse_args()
     groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
     if groups - set(GROUPS + OPT_IN):
@@ -281,9 +291,14 @@ def main() -> int:
             )
         else:
             print(f"no Redis at {REDIS_URL}: leaving out the hit-redis scenario")
+    # Keys added to the delayed gateway's server and provider mappings.
+    delayed_server, delayed_provider = "", ""
+    if args.old_limits:
+        delayed_server, delayed_provider = ", backlog: 128", ", max_connections: 100"
+    if args.max_in_flight:
+        delayed_server += f", max_in_flight: {args.max_in_flight}"
     if groups & {"openloop", "burst"}:
-        limits = "server: {host: 127.0.0.1, workers: 1, backlog: 128}" if args.old_limits else ""
-        gateways["gateway-150ms"] = (1, f"cache: {{backend: memory}}\n{limits}", delayed_port)
+        gateways["gateway-150ms"] = (1, "cache: {backend: memory}", delayed_port)
     if "soak" in groups:  # the memory cache fills to its bound and churns
         gateways["gateway-soak"] = (1, "cache: {backend: memory}", up_port)
     ports = {name: free_port() for name in gateways}
@@ -300,12 +315,10 @@ def main() -> int:
         )
     configs = []
     for name, (workers, extra, upstream) in gateways.items():
-        text = gateway_config(upstream, workers, extra)
-        if args.old_limits and name == "gateway-150ms":
-            text = text.replace("server: {host: 127.0.0.1, workers: 1}\n", "")
-            text = text.replace(
-                "api_key: upstream-key}", "api_key: upstream-key, max_connections: 100}"
-            )
+        if name == "gateway-150ms":
+            text = gateway_config(upstream, workers, extra, delayed_server, delayed_provider)
+        else:
+            text = gateway_config(upstream, workers, extra)
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             f.write(text)
         configs.append(f.name)
