@@ -18,7 +18,7 @@ from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
 from gateway.observe import tracing
 from gateway.observe.events import CREDENTIALS_REFUSED
 from gateway.observe.logs import log
-from gateway.observe.metrics import Metrics
+from gateway.observe.metrics import Metrics, child
 from gateway.state.deployments import DeploymentState
 from policies.attempt_order import attempt_order
 from policies.billing import DEFAULT_RULES, BillingRules
@@ -116,7 +116,7 @@ class Dispatch:
 
     def _observe(self, deployment: Deployment, started: float) -> None:
         elapsed = time.perf_counter() - started
-        self.metrics.upstream_duration.labels(deployment.name).observe(elapsed)
+        child(self.metrics.upstream_duration, deployment.name).observe(elapsed)
 
     def _record(self, model: str, report: FailoverReport) -> None:
         for outcome in report.hedges:

@@ -24,7 +24,7 @@ from gateway.http.auth import Authenticator
 from gateway.http.edge import ACCEPTED_ENCODINGS, CLOSE_CONNECTION, internal_error, request_id
 from gateway.http.wire import RerankRequest, parse_body, render_response
 from gateway.observe.logs import access_log, log
-from gateway.observe.metrics import Metrics
+from gateway.observe.metrics import Metrics, child
 from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
@@ -211,8 +211,8 @@ class Pipeline:
 
     def _record(self, outcome: Outcome, elapsed: float, response: web.StreamResponse) -> None:
         model = outcome.model if self.catalog.knows(outcome.model) else UNKNOWN
-        self.metrics.requests.labels(outcome.team, model, str(outcome.status)).inc()
-        self.metrics.request_duration.labels(model).observe(elapsed)
+        child(self.metrics.requests, outcome.team, model, str(outcome.status)).inc()
+        child(self.metrics.request_duration, model).observe(elapsed)
         if outcome.documents:
             self.metrics.documents.observe(outcome.documents)
         access_log.info(

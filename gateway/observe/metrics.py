@@ -7,6 +7,7 @@ reported as "unknown"), deployments from config, kinds and statuses from small s
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,12 +17,27 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 # Set by the parent of several workers: each writes its samples to files there.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 SHARE_BUCKETS = (0.5, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.99, 1)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+def child(metric: MetricWrapperBase, *values: str) -> Any:
+    """`metric.labels(*values)`, remembered: prometheus-client's `labels()` validates and
+    locks on every call (~2 µs), a handful of times per request. The label values are
+    bounded (see above), so the map stays small."""
+    children: dict[tuple[str, ...], Any] | None = getattr(metric, "_rg_children", None)
+    if children is None:
+        children = {}
+        metric._rg_children = children  # type: ignore[attr-defined]
+    found = children.get(values)
+    if found is None:
+        found = children[values] = metric.labels(*values)
+    return found
 
 
 class Metrics:

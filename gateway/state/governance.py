@@ -19,7 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
 from gateway.observe.logs import ThrottledWarning
-from gateway.observe.metrics import Metrics
+from gateway.observe.metrics import Metrics, child
 from gateway.state.alerts import BudgetAlerts
 from gateway.state.catalog import Catalog
 from policies.limits import Enforced, LimitExceeded, LimitPolicy
@@ -68,8 +68,8 @@ class UsageRecorder:
     ) -> None:
         """One answered request that went upstream (called once, on settle)."""
         price = self.prices.price(model, deployment or None)
-        self.metrics.search_units.labels(team, model, deployment).inc(usage.search_units)
-        self.metrics.cost_usd.labels(team, model, deployment).inc(cost / MICROS_PER_USD)
+        child(self.metrics.search_units, team, model, deployment).inc(usage.search_units)
+        child(self.metrics.cost_usd, team, model, deployment).inc(cost / MICROS_PER_USD)
         counts = {
             REQUESTS: 1,
             DOCUMENTS: documents,

@@ -36,20 +36,22 @@ class MemoryStore:
         return len(self._entries)
 
     def get_now(self, keys: Sequence[bytes]) -> list[float | None]:
-        now = self.clock()
         entries = self._entries
-        found: list[float | None] = []
-        for key in keys:
-            entry = entries.get(key)
+        found: list[tuple[float, float] | None] = list(map(entries.get, keys))  # in C
+        if found.count(None) == len(found):
+            return found  # type: ignore[return-value]  # all None: a full miss
+        now = self.clock()
+        scores: list[float | None] = []
+        for key, entry in zip(keys, found, strict=True):
             if entry is None:
-                found.append(None)
+                scores.append(None)
             elif entry[1] <= now:
-                del entries[key]
-                found.append(None)
+                entries.pop(key, None)  # a key repeated in the batch is gone already
+                scores.append(None)
             else:
                 entries.move_to_end(key)
-                found.append(entry[0])
-        return found
+                scores.append(entry[0])
+        return scores
 
     def put_now(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
         expires = self.clock() + ttl_s
