@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import NamedTuple, cast
 from urllib.parse import urlsplit
 
+import aiohappyeyeballs
 import httptools
 
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # an answer to a rerank is kilobytes; a bound, not a tuning
+DNS_TTL_S = 300.0  # how long looked-up addresses are reused (aiohttp's connector: the same)
+HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's suggestion, and aiohttp's
+AddrInfo = tuple[int, int, int, str, tuple]  # one getaddrinfo entry
 
 
 class ResponseError(Exception):
@@ -242,6 +247,7 @@ class ConnectionPool:
         self._opening = 0
         self._queue: deque[tuple[Origin, asyncio.Future[Connection | None]]] = deque()
         self._ssl: ssl.SSLContext | None = None
+        self._dns: dict[Origin, tuple[float, Sequence[AddrInfo]]] = {}
         self._closed = False
 
     async def request(
@@ -331,14 +337,44 @@ class ConnectionPool:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()  # verifies certificates and names
             tls = self._ssl
-        _, conn = await loop.create_connection(
-            lambda: Connection(loop),
-            origin.host,
-            origin.port,
-            ssl=tls,
-            server_hostname=origin.host if tls else None,
-        )
+        addresses = await self._resolve(origin, loop)
+        try:
+            # Happy eyeballs, as aiohttp's connector did: an address family that is routed
+            # but silent (IPv6 often) costs 250 ms, not the whole deadline.
+            sock = await aiohappyeyeballs.start_connection(
+                addresses, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY_S, interleave=1
+            )
+        except OSError:
+            self._dns.pop(origin, None)  # the names may have moved: look them up again
+            raise
+        try:
+            _, conn = await loop.create_connection(
+                lambda: Connection(loop),
+                sock=sock,
+                ssl=tls,
+                server_hostname=origin.host if tls else None,
+            )
+        except BaseException:
+            sock.close()
+            raise
         return conn
+
+    async def _resolve(
+        self, origin: Origin, loop: asyncio.AbstractEventLoop
+    ) -> Sequence[AddrInfo]:
+        """The origin's addresses, looked up at most once per `DNS_TTL_S` (new connections
+        are rare with keep-alive, but a burst opens many at once)."""
+        now = loop.time()
+        cached = self._dns.get(origin)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        addresses = await loop.getaddrinfo(
+            origin.host, origin.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        )
+        if not addresses:  # pragma: no cover - getaddrinfo raises instead
+            raise OSError(f"no address for {origin.host}")
+        self._dns[origin] = (now + DNS_TTL_S, addresses)
+        return addresses
 
     def _release(self, origin: Origin, conn: Connection, reusable: bool) -> None:
         if not reusable or self._closed:

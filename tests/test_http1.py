@@ -378,3 +378,30 @@ async def test_a_failed_connect_hands_its_slot_to_the_next_call_in_line() -> Non
     finally:
         await transport.close()
     assert [(type(e), getattr(e, "kind", None)) for e in outcomes] == [(ProviderError, CONNECT)] * 2
+
+
+async def test_names_are_looked_up_once_for_many_new_connections(
+    serve, client: HttpTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `Connection: close` makes every call open a new connection; the address of
+    # `localhost` is looked up for the first only (and reused for DNS_TTL_S).
+    async def close_each(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1))
+        await writer.drain()
+        writer.close()
+
+    server, url = await serve(close_each)
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def counted(host: str, *args: object, **kwargs: object) -> object:
+        lookups.append(host)
+        return await real(host, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", counted)
+    by_name = url.replace("127.0.0.1", "localhost")
+    for _ in range(3):
+        assert (await client.post(by_name, b"{}", {}, 5)).body == b"{}"
+    assert (server.connections, lookups) == (3, ["localhost"])
+    assert b"\r\nHost: localhost:" in server.heads[0]
