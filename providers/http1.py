@@ -287,7 +287,8 @@ class ConnectionPool:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()  # the most recently used: its server is least likely to close it
-            if conn.transport is not None and loop.time() - conn.idle_since < self.keepalive_s:
+            alive = conn.transport is not None and not conn.transport.is_closing()
+            if alive and loop.time() - conn.idle_since < self.keepalive_s:
                 return conn, True
             self._drop(conn)
         while len(self._open) + self._opening >= self.max_connections:
