@@ -4,14 +4,34 @@ reconfigure)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
 
 from tests.conftest import scratch_prefix
+from tests.fakes.cohere import FakeCohere
+from tests.keys.helpers import Replicas, keyed_config, start_replicas
+from tests.servers import ServerLoop
 
 
 @pytest.fixture
 def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
     yield from scratch_prefix(redis_client, "rg-test-keys-")
+
+
+@pytest.fixture
+def keyed_replicas(
+    servers: ServerLoop,
+    fake_cohere: tuple[FakeCohere, str],
+    key_prefix: str,
+    redis_client: redis.Redis,
+) -> Callable[..., Replicas]:
+    """Starts replicas of the keyed config (one Cohere fake, the test's key prefix):
+    `keyed_replicas()`, `keyed_replicas(count=1)`, `keyed_replicas(wall_clock=clock)`."""
+
+    def start(count: int = 2, wall_clock: Callable[[], float] | None = None) -> Replicas:
+        data = keyed_config(fake_cohere[1], key_prefix)
+        return start_replicas(servers, data, key_prefix, redis_client, count, wall_clock)
+
+    return start

@@ -4,6 +4,7 @@ usage; a team that exists only through API keys gets a usage report too."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import redis
 from gateway.http.auth import hash_key
 from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.keys.helpers import BODY, call, keyed_config, rerank, start_replicas
+from tests.keys.helpers import BODY, Replicas, call, keyed_config, rerank, start_replicas
 from tests.servers import ServerLoop
 
 MANAGER_KEY = "search-manager-key"
@@ -117,15 +118,8 @@ async def test_a_model_outside_the_teams_list_is_403_naming_only_its_models(
     )
 
 
-async def test_an_api_key_narrows_its_teams_models(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
-) -> None:
-    (url,) = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, count=1
-    ).urls
+async def test_an_api_key_narrows_its_teams_models(keyed_replicas: Callable[..., Replicas]) -> None:
+    (url,) = keyed_replicas(count=1).urls
     status, issued = await call(
         "POST", url + "/admin/keys", body={"team": "search", "models": ["local-bm25"]}
     )
@@ -200,17 +194,10 @@ async def test_key_routes_check_their_bodies_and_need_redis(
     assert status == 403 and "API keys are disabled" in answer["message"]
 
 
-async def test_key_answers_match_the_admin_schema(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
-) -> None:
+async def test_key_answers_match_the_admin_schema(keyed_replicas: Callable[..., Replicas]) -> None:
     import jsonschema
 
-    (url,) = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, count=1
-    ).urls
+    (url,) = keyed_replicas(count=1).urls
     _, spec = await call("GET", url + "/admin/openapi.json")
 
     def check(name: str, document: Any) -> None:

@@ -4,24 +4,23 @@ expiry; last use; and a known key keeps working while Redis is down (no round tr
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
 import structlog
 
 from tests.conftest import TEAM_KEY
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import FakeCohere
-from tests.keys.helpers import REFRESH_S, call, keyed_config, rerank, start_replicas
+from tests.keys.helpers import REFRESH_S, Replicas, call, keyed_config, rerank, start_replicas
 from tests.redis_server import OwnRedis
 from tests.servers import ServerLoop
 
 
 async def test_a_key_issued_on_one_replica_works_on_the_other_within_the_bound(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
+    keyed_replicas: Callable[..., Replicas],
 ) -> None:
-    pair = start_replicas(servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client)
+    pair = keyed_replicas()
     a, b = pair.urls
     status, issued = await call("POST", a + "/admin/keys", body={"team": "search", "name": "ci"})
     assert status == 201
@@ -41,12 +40,9 @@ async def test_a_key_issued_on_one_replica_works_on_the_other_within_the_bound(
 
 
 async def test_a_revoked_key_is_refused_by_both_replicas(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
+    keyed_replicas: Callable[..., Replicas],
 ) -> None:
-    pair = start_replicas(servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client)
+    pair = keyed_replicas()
     a, b = pair.urls
     _, issued = await call("POST", a + "/admin/keys", body={"team": "search"})
     pair.wait_all()
@@ -64,18 +60,15 @@ async def test_a_revoked_key_is_refused_by_both_replicas(
 
 
 async def test_rotation_keeps_the_old_key_for_the_grace_period_then_says_it_expired(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
+    keyed_replicas: Callable[..., Replicas],
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
-    pair = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, wall_clock=clock
-    )
+    pair = keyed_replicas(wall_clock=clock)
     a, b = pair.urls
     _, first = await call("POST", a + "/admin/keys", body={"team": "search", "name": "app"})
-    status, rotated = await call("POST", b + f"/admin/keys/{first['id']}/rotate", body={"grace_s": 600})
+    status, rotated = await call(
+        "POST", b + f"/admin/keys/{first['id']}/rotate", body={"grace_s": 600}
+    )
     assert status == 201
     assert rotated["rotated_from"] == first["id"] and rotated["name"] == "app"
     assert rotated["old_key"]["expires"] == clock.now + 600
@@ -102,15 +95,10 @@ async def test_rotation_keeps_the_old_key_for_the_grace_period_then_says_it_expi
 
 
 async def test_a_key_with_an_expiry_gets_401_saying_it_expired(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
+    keyed_replicas: Callable[..., Replicas],
 ) -> None:
     clock = FakeClock(1_800_000_000.0)
-    pair = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, wall_clock=clock
-    )
+    pair = keyed_replicas(wall_clock=clock)
     a, b = pair.urls
     _, issued = await call(
         "POST", a + "/admin/keys", body={"team": "ads", "expires_at": "2027-01-15T09:00:00Z"}
@@ -141,7 +129,11 @@ async def test_last_use_is_recorded_per_minute_in_the_background(
 ) -> None:
     clock = FakeClock(1_800_000_030.0)
     pair = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, wall_clock=clock
+        servers,
+        keyed_config(fake_cohere[1], key_prefix),
+        key_prefix,
+        redis_client,
+        wall_clock=clock,
     )
     a, b = pair.urls
     _, issued = await call("POST", a + "/admin/keys", body={"team": "search"})
@@ -181,7 +173,9 @@ async def test_a_change_without_its_message_is_picked_up_by_polling(
     redis_client: redis.Redis,
 ) -> None:
     """Pub/sub is at most once: a replica that missed the message still converges."""
-    pair = start_replicas(servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client)
+    pair = start_replicas(
+        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client
+    )
     a, b = pair.urls
     _, issued = await call("POST", a + "/admin/keys", body={"team": "search"})
     pair.wait_all()
