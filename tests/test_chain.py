@@ -12,12 +12,12 @@ import asyncio
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from gateway.app import build_gateway
+from gateway.app import Gateway, build_gateway
 from gateway.chain.budget import BudgetLayer
 from gateway.chain.cache import CacheLayer
 from gateway.chain.dispatch import Dispatch
@@ -135,25 +135,32 @@ async def test_a_downgrade_never_stores_fast_scores_under_the_pro_model(
     assert len(fake.calls) == 3
 
 
+@pytest.fixture
+async def tiered_gateway(fake_cohere: tuple[FakeCohere, str]) -> AsyncIterator[Gateway]:
+    """The tiered config with the memory cache, started in-process (the scorer is driven
+    directly), closed after the test."""
+    config = parse_config(tiered_config(fake_cohere[1], {"backend": "memory"}), {})
+    gateway = build_gateway(config, Metrics())
+    await gateway.start()
+    yield gateway
+    await gateway.close()
+
+
 async def test_coalesced_followers_of_a_downgraded_request(
-    fake_cohere: tuple[FakeCohere, str],
+    fake_cohere: tuple[FakeCohere, str], tiered_gateway: Gateway
 ) -> None:
     """A downgraded request's flight is shared only by requests for the fast model, and
     every follower keeps its own report (model, warnings, cache status)."""
-    fake, upstream = fake_cohere
-    config = parse_config(tiered_config(upstream, {"backend": "memory"}), {})
-    metrics = Metrics()
-    gateway = build_gateway(config, metrics)
-    await gateway.start()
-    scorer = gateway.pipeline.scorer
+    fake = fake_cohere[0]
+    scorer, metrics = tiered_gateway.pipeline.scorer, tiered_gateway.metrics
 
     def job(team: str, model: str, docs: list[str], alias: str | None = None) -> ScoreJob:
         facts = Facts("r-" + team, team, model, time.monotonic() + 10, alias=alias)
         return ScoreJob(facts, QUERY, docs)
 
+    held = threading.Event()
     try:
         await scorer.score(job("search", PRO, SPEND, ALIAS))  # the budget is used up
-        held = threading.Event()
         fake.faults = Faults(hold=held)
         downgraded = job("search", PRO, DOCS, ALIAS)
         leader = asyncio.create_task(scorer.score(downgraded))
@@ -169,7 +176,7 @@ async def test_coalesced_followers_of_a_downgraded_request(
         held.set()
         results = await asyncio.gather(leader, joined, other)
     finally:
-        await gateway.close()
+        held.set()
 
     expected = [fake_score(QUERY, d) for d in DOCS]
     assert all(r.scores == expected for r in results)
@@ -187,27 +194,23 @@ async def test_coalesced_followers_of_a_downgraded_request(
 
 
 async def test_a_tier_race_loser_leaves_its_flight_to_the_request_that_joined_it(
-    fake_cohere: tuple[FakeCohere, str],
+    fake_cohere: tuple[FakeCohere, str], tiered_gateway: Gateway
 ) -> None:
     """Pro runs late, fast wins the race and pro's job is cancelled; another request that
     joined pro's flight still gets pro's scores from that one call, and both tiers' scores
     land in the cache under their own model."""
     from policies.tier_choice import TierBackup
 
-    fake, upstream = fake_cohere
-    config = parse_config(tiered_config(upstream, {"backend": "memory"}), {})
-    metrics = Metrics()
-    gateway = build_gateway(config, metrics)
-    await gateway.start()
-    scorer = gateway.pipeline.scorer
+    fake = fake_cohere[0]
+    scorer, metrics = tiered_gateway.pipeline.scorer, tiered_gateway.metrics
 
     def job(team: str, model: str, backup: TierBackup | None = None) -> ScoreJob:
         alias = ALIAS if backup else None
         facts = Facts("r-" + team, team, model, time.monotonic() + 10, alias=alias, backup=backup)
         return ScoreJob(facts, QUERY, DOCS)
 
+    held = threading.Event()
     try:
-        held = threading.Event()
         fake.faults = Faults(hold=held, times=1)  # pro's call hangs, fast's does not
         # Team ads has no budget: while both legs run, each holds a reservation of its own.
         raced = job("ads", PRO, TierBackup(ALIAS, FAST, after_s=0.05))
@@ -223,7 +226,6 @@ async def test_a_tier_race_loser_leaves_its_flight_to_the_request_that_joined_it
         cached = await scorer.score(again)
     finally:
         held.set()
-        await gateway.close()
 
     expected = [fake_score(QUERY, d) for d in DOCS]
     assert won.scores == scored.scores == cached.scores == expected
