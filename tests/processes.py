@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -10,10 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,3 +94,49 @@ class GatewayProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
+
+
+@contextlib.contextmanager
+def gateway_processes(
+    config: Path, logs: Path, count: int = 2, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[list[subprocess.Popen[bytes]], list[str]]]:
+    """`count` gateway processes serving `config` (replicas sharing its Redis), each
+    healthy before the block and stopped after it; logs go to `logs`/gateway-N.log."""
+    procs: list[subprocess.Popen[bytes]] = []
+    urls: list[str] = []
+    try:
+        for i in range(count):
+            port, log = free_port(), logs / f"gateway-{i}.log"
+            command = ["serve", "--config", str(config), "--port", str(port)]
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "gateway", *command],
+                        cwd=ROOT,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=None if env is None else dict(env),
+                    )
+                )
+            urls.append(f"http://127.0.0.1:{port}")
+            _wait_healthy(urls[-1], procs[-1], log)
+        yield procs, urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(20)
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait until this process logged that it listens and the port answers."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if '"listening"' in log.read_text() and httpx.get(url + "/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"gateway at {url} did not start:\n{log.read_text()}")
+        time.sleep(0.05)

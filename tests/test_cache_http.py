@@ -6,9 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +18,10 @@ import yaml
 
 from tests.conftest import OTHER_TEAM_KEY, REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
+from tests.processes import gateway_processes
 from tests.redis_server import OwnRedis
-from tests.servers import ServerLoop, free_port
+from tests.servers import ServerLoop
 
-ROOT = Path(__file__).resolve().parent.parent
 QUERY = "how do reusable rockets land"
 
 
@@ -310,45 +307,11 @@ def two_gateways(
     fake_cohere: tuple[FakeCohere, str], cache_prefix: str, tmp_path: Path
 ) -> Iterator[tuple[str, str]]:
     data = gateway_config({"cohere-a": fake_cohere[1]}, **redis_cache(cache_prefix))
-    data["logging"] = {"level": "warning"}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(data))
-    ports = [free_port(), free_port()]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(p)],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            env={k: v for k, v in os.environ.items() if k != "COHERE_API_KEY"},
-        )
-        for p in ports
-    ]
-    try:
-        for proc, port in zip(procs, ports, strict=True):
-            wait_healthy(proc, port)
-        yield f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.communicate(timeout=20)
-
-
-def wait_healthy(proc: subprocess.Popen[bytes], port: int, timeout: float = 20.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"gateway exited: {proc.stderr.read().decode() if proc.stderr else ''}"
-            )
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"gateway did not listen on {port}")
+    env = {k: v for k, v in os.environ.items() if k != "COHERE_API_KEY"}
+    with gateway_processes(path, tmp_path, env=env) as (_, urls):
+        yield urls[0], urls[1]
 
 
 async def test_two_gateway_processes_share_the_redis_cache(

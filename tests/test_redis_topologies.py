@@ -31,9 +31,10 @@ from gateway.usage_cli import run_usage
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, post
-from tests.governance.test_replicas import LARGE, SMALL, start_gateway_process, wait_healthy
+from tests.governance.test_replicas import LARGE, SMALL
+from tests.processes import gateway_processes
 from tests.redis_topologies import OwnCluster, OwnSentinel
-from tests.servers import ServerLoop, free_port
+from tests.servers import ServerLoop
 
 UNIT_MICROS = 2_000  # rerank-v3.5 at $2.00 per 1,000 search units
 
@@ -219,19 +220,8 @@ def cluster_replicas(
     data["cache"] = {"backend": "none"}  # every request must reach the budget
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(data))
-    procs, urls = [], []
-    try:
-        for i in range(2):
-            port, log = free_port(), tmp_path / f"gateway-{i}.log"
-            procs.append(start_gateway_process(config, port, log))
-            urls.append(f"http://127.0.0.1:{port}")
-            wait_healthy(urls[-1], procs[-1], log)
+    with gateway_processes(config, tmp_path) as (_, urls):
         yield urls, fake
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(20)
 
 
 async def test_budget_burst_over_two_replicas_on_the_cluster(

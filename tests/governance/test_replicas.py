@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis as redis_sync
 import yaml
@@ -20,44 +19,12 @@ import yaml
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import ROOT, get, governed, post
-from tests.servers import ServerLoop, free_port
+from tests.processes import gateway_processes
+from tests.servers import ServerLoop
 
 UNIT_MICROS = 2_000  # rerank-v3.5 at $2.00 per 1,000 search units
 SMALL = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "x"]}
 LARGE = {**SMALL, "documents": [f"document {i}" for i in range(150)]}  # 2 search units
-
-
-def start_gateway_process(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    """Wait until this process logged that it listens and the port answers."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if '"listening"' in log.read_text() and httpx.get(url + "/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"gateway at {url} did not start:\n{log.read_text()}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -75,22 +42,11 @@ def replicas(
     )
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump(data))
-    procs, urls = [], []
-    try:
-        for i in range(2):
-            port, log = free_port(), tmp_path / f"gateway-{i}.log"
-            procs.append(start_gateway_process(config, port, log))
-            urls.append(f"http://127.0.0.1:{port}")
-            wait_healthy(urls[-1], procs[-1], log)
+    with gateway_processes(config, tmp_path) as (procs, urls):
         yield urls, fake, config
         # Still up: a process that lost its port to another server would have exited.
         for proc, url in zip(procs, urls, strict=True):
             assert proc.poll() is None, f"gateway at {url} exited during the test"
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(20)
 
 
 async def test_budget_burst_across_two_replicas(
