@@ -122,19 +122,10 @@ async def test_a_key_with_an_expiry_gets_401_saying_it_expired(
 
 
 async def test_last_use_is_recorded_per_minute_in_the_background(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
+    keyed_replicas: Callable[..., Replicas], key_prefix: str, redis_client: redis.Redis
 ) -> None:
     clock = FakeClock(1_800_000_030.0)
-    pair = start_replicas(
-        servers,
-        keyed_config(fake_cohere[1], key_prefix),
-        key_prefix,
-        redis_client,
-        wall_clock=clock,
-    )
+    pair = keyed_replicas(wall_clock=clock)
     a, b = pair.urls
     _, issued = await call("POST", a + "/admin/keys", body={"team": "search"})
     pair.wait_all()
@@ -167,15 +158,10 @@ async def test_a_known_key_keeps_working_while_redis_is_down(
 
 
 async def test_a_change_without_its_message_is_picked_up_by_polling(
-    servers: ServerLoop,
-    fake_cohere: tuple[FakeCohere, str],
-    key_prefix: str,
-    redis_client: redis.Redis,
+    keyed_replicas: Callable[..., Replicas], key_prefix: str, redis_client: redis.Redis
 ) -> None:
     """Pub/sub is at most once: a replica that missed the message still converges."""
-    pair = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client
-    )
+    pair = keyed_replicas()
     a, b = pair.urls
     _, issued = await call("POST", a + "/admin/keys", body={"team": "search"})
     pair.wait_all()
