@@ -36,6 +36,23 @@ def fake_cohere(servers: ServerLoop) -> tuple[FakeCohere, str]:
     return fake, servers.serve(fake.app())
 
 
+def teams_config(
+    providers: dict[str, Any], models: dict[str, Any], **sections: Any
+) -> dict[str, Any]:
+    """A keyed config: the admin key, teams `search` (TEAM_KEY) and `ads` (OTHER_TEAM_KEY),
+    the given providers and models, and any other sections."""
+    return {
+        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
+        "teams": {
+            "search": {"key_sha256": [hash_key(TEAM_KEY)]},
+            "ads": {"key_sha256": [hash_key(OTHER_TEAM_KEY)]},
+        },
+        "providers": providers,
+        "models": models,
+        **sections,
+    }
+
+
 def gateway_config(upstream_urls: dict[str, str], **sections: Any) -> dict[str, Any]:
     """A keyed config whose model `rerank-v3.5` is served by the given Cohere-compatible
     upstreams (name -> base URL), in priority order, plus the offline `local-bm25`."""
@@ -44,25 +61,16 @@ def gateway_config(upstream_urls: dict[str, str], **sections: Any) -> dict[str, 
         for name, url in upstream_urls.items()
     }
     providers["offline"] = {"type": "local"}
-    data: dict[str, Any] = {
-        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
-        "teams": {
-            "search": {"key_sha256": [hash_key(TEAM_KEY)]},
-            "ads": {"key_sha256": [hash_key(OTHER_TEAM_KEY)]},
+    models = {
+        "rerank-v3.5": {
+            "deployments": [
+                {"provider": name, "model": "rerank-v3.5", "priority": i}
+                for i, name in enumerate(upstream_urls)
+            ]
         },
-        "providers": providers,
-        "models": {
-            "rerank-v3.5": {
-                "deployments": [
-                    {"provider": name, "model": "rerank-v3.5", "priority": i}
-                    for i, name in enumerate(upstream_urls)
-                ]
-            },
-            "local-bm25": {"deployments": [{"provider": "offline"}]},
-        },
+        "local-bm25": {"deployments": [{"provider": "offline"}]},
     }
-    data.update(sections)
-    return data
+    return teams_config(providers, models, **sections)
 
 
 @pytest.fixture

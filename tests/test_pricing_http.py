@@ -10,7 +10,6 @@ on budget; and the cache keeping v4's and v5's scores apart.
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,10 +19,14 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from gateway.http.auth import hash_key
 from policies.billing import BillingRules
 from tests.clouds import client
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, REDIS_URL, TEAM_KEY
+from tests.conftest import (
+    ADMIN_KEY,
+    REDIS_URL,
+    scratch_prefix,
+    teams_config,
+)
 from tests.fakes.cohere import FakeCohere, Faults, pair_tokens
 from tests.fakes.strict import token_count
 from tests.fakes.tei import FakeTei
@@ -39,11 +42,7 @@ ESTIMATE = BillingRules().estimate_tokens(QUERY, DOCS)
 
 @pytest.fixture
 def redis_prefix(redis_client: redis_sync.Redis) -> Iterator[str]:
-    prefix = f"rg-test-{uuid.uuid4().hex[:12]}:"
-    yield prefix
-    keys = list(redis_client.scan_iter(match=prefix + "*", count=1000))
-    if keys:
-        redis_client.delete(*keys)
+    yield from scratch_prefix(redis_client, "rg-test-")
 
 
 def micros(tokens: int, usd_per_million: float = V5_PRO_USD_PER_M) -> int:
@@ -58,17 +57,7 @@ def config(
     budget: dict[str, Any] | None = None,
     **sections: Any,
 ) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
-        "teams": {
-            "search": {"key_sha256": [hash_key(TEAM_KEY)]},
-            "ads": {"key_sha256": [hash_key(OTHER_TEAM_KEY)]},
-        },
-        "providers": providers,
-        "models": models,
-        "cache": {"backend": "none"},
-        **sections,
-    }
+    data = teams_config(providers, models, **{"cache": {"backend": "none"}, **sections})
     if budget is not None:
         data["teams"]["search"]["budget"] = budget
     if prefix:
