@@ -15,11 +15,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
-from gateway.chain.shadow import ShadowRunner, book_for
+from gateway.chain.shadow import ShadowRunner, book_for, shadow_quotas
 from gateway.config import Config
 from gateway.errors import ApiError, error_response
 from gateway.http import status
-from gateway.http.admin import usage_report
+from gateway.http.admin import report_csv, report_format, usage_report
 from gateway.http.auth import Authenticator, bearer_token, hash_key
 from gateway.http.edge import middleware as edge_middleware
 from gateway.http.edge import request_id
@@ -36,15 +36,19 @@ from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import Tracing
 from gateway.state import redis_client
+from gateway.state.accounts import Accounts
+from gateway.state.alerts import BudgetAlerts
 from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
-from gateway.state.governance import Governance
-from gateway.state.ledger import Ledger
-from gateway.state.redis_policy import check_eviction
+from gateway.state.governance import build_governance
+from gateway.state.redis_policy import StartupRefused, check_eviction
 from gateway.state.score_cache import CacheSettings, build_store
+from gateway.state.usage_ledger import UsageLedger
+from gateway.state.usage_reports import UsageReports
 from policies.api_keys import KeyDirectory
 from policies.cache import ScoreStore
+from policies.ledger_pg import SchemaMismatch
 from policies.redis_keys import RedisKeyStore
 from providers.http import HttpTransport
 
@@ -62,7 +66,10 @@ class Gateway:
     catalog: Catalog
     metrics: Metrics
     pipeline: Pipeline
-    governance: Governance
+    accounts: Accounts
+    reports: UsageReports
+    alerts: BudgetAlerts
+    ledger: UsageLedger | None = None
     redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
     shadow: ShadowRunner | None = None
@@ -76,6 +83,11 @@ class Gateway:
             state = self.config.state
             assert state.redis_url is not None
             await check_eviction(self.redis, state.redis_url, state.on_evicting_redis)
+        if self.ledger is not None:
+            try:
+                await self.ledger.start()
+            except SchemaMismatch as exc:
+                raise StartupRefused(str(exc)) from None
         await self.catalog.start()
         # A cluster client learns the slot map on first use; learn it now, not on a request
         # (whose 80 ms cache budget it would exceed). Failing here is fine: it retries later.
@@ -85,6 +97,13 @@ class Gateway:
             if redis_client.target(self.config.state) is not None:
                 task = asyncio.create_task(redis_client.follow_master(client))
                 self.watchers.append(task)
+        if self.ledger is not None and self.redis is not None:
+            # A new Redis (failover, restart from an old snapshot) may have lost budget
+            # writes: the counters are then seeded again from the ledger.
+            watch = redis_client.watch_incarnation(
+                self.redis, self.config.limits.redis_prefix, self.accounts.forget_budgets
+            )
+            self.watchers.append(asyncio.create_task(watch))
         if self.keeper is not None:
             await self.keeper.start()
 
@@ -93,7 +112,7 @@ class Gateway:
             task.cancel()
         if self.keeper is not None:
             await self.keeper.close()
-        await self.governance.alerts.close()
+        await self.alerts.close()
         if self.shadow is not None:
             await self.shadow.close()
         await self.catalog.close()
@@ -101,6 +120,8 @@ class Gateway:
             await self.cache_store.close()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.ledger is not None:  # every answered request's event, written or spilled
+            await self.ledger.close(self.config.server.drain_timeout_s)
         if self.tracing is not None:  # flushes queued spans; blocking, so off the loop
             await asyncio.to_thread(self.tracing.close)
 
@@ -156,34 +177,54 @@ def build_gateway(
         keys = KeyService(config, store, keeper, wall_clock)
     directory: KeyDirectory | None = keeper.directory if keeper is not None else None
     auth = Authenticator(config, directory, wall_clock)
-    governance = Governance(config, catalog, metrics, redis)
+    # Shadow scoring's quality guard, which both kinds of downgrade consult.
+    book = book_for(config)
+    governance = build_governance(
+        config,
+        catalog,
+        metrics,
+        redis,
+        extra_quotas=shadow_quotas(config),
+        stops_downgrade=book.stops_downgrade,
+    )
+    accounts = governance.accounts
     cache_store = build_store(config, metrics)
-    deployments = DeploymentState(config, catalog, metrics, clock)
+    deployments = DeploymentState(config, catalog, metrics, clock, book.stops_downgrade)
     layers = build_layers(
         ChainParts(
             metrics=metrics,
             deployments=deployments,
-            governance=governance,
-            ledger=Ledger(governance),
+            accounts=accounts,
+            usage=governance.usage,
+            rules=accounts.rules,
             cache_store=cache_store,
             cache_settings=CacheSettings.from_config(config, catalog),
         )
     )
-    # Shadow scoring and its quality guard, which both kinds of downgrade consult.
-    book = book_for(config)
-    deployments.stops_downgrade = governance.stops_downgrade = book.stops_downgrade
-    shadow = ShadowRunner(config, layers[SHADOW_ENTRY], governance, metrics, book)
+    shadow = ShadowRunner(config, layers[SHADOW_ENTRY], accounts.prices, metrics, book)
     scorer = layers[LAYERS[0].name]
     tracing = Tracing.build(config.telemetry, exporter=span_exporter)
     pipeline = Pipeline(
-        config, catalog, auth, scorer, metrics, deployments, governance, shadow, tracing
+        config,
+        catalog,
+        auth,
+        scorer,
+        metrics,
+        deployments,
+        governance.overfetch,
+        accounts.prices,
+        shadow,
+        tracing,
     )
     return Gateway(
         config,
         catalog,
         metrics,
         pipeline,
-        governance,
+        accounts,
+        governance.reports,
+        governance.alerts,
+        governance.ledger,
         redis,
         cache_store,
         shadow,
@@ -314,13 +355,16 @@ def _key_actor(request: web.Request) -> tuple[Actor, KeyService | None]:
 
 
 async def admin_usage(request: web.Request) -> web.Response:
-    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost as JSON
-    (a manager key: its own team's only)."""
+    """`GET /admin/usage?team=&from=&to=|month=&by=&format=json|csv`: usage and cost (a
+    manager key: its own team's only)."""
     gateway = current(request)
     actor = gateway.pipeline.auth.principal(request.headers.get("Authorization"))
     query = own_team_query(actor, request.query)
+    kind = report_format(query)
     api_teams = gateway.keeper.directory.teams() if gateway.keeper is not None else set()
-    report = await usage_report(gateway.governance, query, api_teams)
+    report = await usage_report(gateway.reports, query, api_teams)
+    if kind == "csv":
+        return web.Response(text=report_csv(report), content_type="text/csv")
     return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
@@ -437,7 +481,7 @@ async def _status_data(request: web.Request) -> dict[str, Any]:
     return await status.collect(
         gateway.config,
         gateway.pipeline.routing,
-        gateway.governance,
+        gateway.reports,
         runtime.metrics,
         gateway.redis,
         runtime.started_at,

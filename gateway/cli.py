@@ -1,4 +1,4 @@
-"""`rerank-gateway`: serve, check-config, hash-key, usage, keys."""
+"""`rerank-gateway`: serve, check-config, hash-key, usage, keys, ledger."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from gateway.config.advice import scale_warnings
 from gateway.http.auth import hash_key, new_key
 from gateway.startup import version
 
-# What `usage` reads: where the counters are and whose they are.
-USAGE_SECTIONS = ("state", "limits", "teams", "auth")
+# What `usage` reads: where the counters and the ledger are, and whose they are.
+USAGE_SECTIONS = ("state", "limits", "teams", "auth", "ledger")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,16 +37,26 @@ def _parser() -> argparse.ArgumentParser:
     hk.add_argument("key", nargs="?", help="the key to hash")
     hk.add_argument("--new", action="store_true", help="make a fresh random key and print both")
     usage = sub.add_parser(
-        "usage", help="print usage and cost per team, model and deployment (needs Redis)"
+        "usage",
+        help="print usage and cost per team, model and deployment (from the ledger or Redis)",
     )
     usage.add_argument("--config", required=True, help="the gateway's YAML config file")
     usage.add_argument("--team", help="only this team")
     usage.add_argument("--from", dest="start", help="first day, YYYY-MM-DD (default: the 1st)")
     usage.add_argument("--to", dest="end", help="last day, YYYY-MM-DD (default: today, UTC)")
-    usage.add_argument("--json", action="store_true", help="print the JSON report instead")
+    usage.add_argument("--month", help="a whole month, YYYY-MM (instead of --from/--to)")
+    usage.add_argument(
+        "--by", help="group rows by team, key, model, deployment (default: team,model,deployment)"
+    )
+    usage.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table", help="output format"
+    )
+    usage.add_argument("--json", action="store_true", help="the same as --format json")
     from gateway.keys_cli import add_parser
+    from gateway.ledger_cli import add_parser as add_ledger_parser
 
     add_parser(sub)
+    add_ledger_parser(sub)
     return parser
 
 
@@ -63,7 +73,22 @@ def main(argv: list[str] | None = None) -> int:
         config = _load(args.config, sections=USAGE_SECTIONS)
         if config is None:
             return 1
-        return run_usage(config, args.team, args.start, args.end, as_json=args.json)
+        return run_usage(
+            config,
+            args.team,
+            args.start,
+            args.end,
+            month=args.month,
+            by=args.by,
+            output="json" if args.json else args.format,
+        )
+    if args.command == "ledger":
+        from gateway.ledger_cli import LEDGER_SECTIONS, run_ledger
+
+        config = _load(args.config, sections=LEDGER_SECTIONS)
+        if config is None:
+            return 1
+        return run_ledger(args, config)
     if args.command == "keys":
         from gateway.keys_cli import run_keys
 

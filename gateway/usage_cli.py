@@ -1,7 +1,9 @@
-"""`rerank-gateway usage`: the usage report for humans, read from the shared Redis store.
+"""`rerank-gateway usage`: the usage report for people and for finance.
 
-It reads the same buckets as `GET /admin/usage`. With `limits.limits_backend: memory`
-usage lives inside each gateway process, so there is nothing to read from outside.
+It reads what `GET /admin/usage` reads: the usage ledger (PostgreSQL) when `ledger` is
+configured, otherwise the daily counters in the shared Redis. With `limits.limits_backend:
+memory` and no ledger, usage lives inside each gateway process and there is nothing to
+read from outside.
 """
 
 from __future__ import annotations
@@ -15,11 +17,21 @@ from typing import Any
 import orjson
 
 from gateway.config import Config
+from gateway.http.admin import report_csv
 from gateway.state import redis_client
 from gateway.state.governance import report_teams
+from gateway.state.usage_reports import UsageReports
+from policies.ledger_pg import LedgerUnavailable, PostgresLedger
 from policies.quota import StoreUnavailable
 from policies.redis_usage import RedisUsageStore
-from policies.usage import REJECTED_BUDGET, REJECTED_LIMITS, REJECTED_RATE, collect, report_range
+from policies.usage import (
+    REJECTED_BUDGET,
+    REJECTED_LIMITS,
+    REJECTED_RATE,
+    month_range,
+    parse_groups,
+    report_range,
+)
 
 _COLUMNS = (
     ("requests", "requests"),
@@ -29,6 +41,7 @@ _COLUMNS = (
     ("tokens", "tokens"),
     ("unit", "billed_in"),
     ("billed_units", "billed"),
+    ("cache_hits", "cached_docs"),
     ("saved_search_units", "saved_units"),
     ("saved_cost_usd", "saved_usd"),
     ("rejected", "rejected"),
@@ -39,13 +52,23 @@ _TIMEOUT_S = 5.0
 
 
 def run_usage(
-    config: Config, team: str | None, start: str | None, end: str | None, *, as_json: bool = False
+    config: Config,
+    team: str | None,
+    start: str | None,
+    end: str | None,
+    *,
+    month: str | None = None,
+    by: str | None = None,
+    output: str = "table",
 ) -> int:
-    if config.limits.limits_backend != "redis" or not config.state.redis_url:
+    if config.ledger is None and (
+        config.limits.limits_backend != "redis" or not config.state.redis_url
+    ):
         print(
-            "usage: this needs Redis: with limits.limits_backend `memory` each gateway process "
-            "keeps its own figures (ask it with GET /admin/usage); set state.redis_url and "
-            "limits.limits_backend: redis to share and report them",
+            "usage: this needs Redis or the usage ledger: with limits.limits_backend `memory` "
+            "and no ledger each gateway process keeps its own figures (ask it with "
+            "GET /admin/usage); configure `ledger`, or state.redis_url and "
+            "limits.limits_backend: redis",
             file=sys.stderr,
         )
         return 1
@@ -54,45 +77,70 @@ def run_usage(
         print(f"usage: unknown team {team!r}; teams: {', '.join(teams)}", file=sys.stderr)
         return 2
     try:
-        first, last = report_range(start, end, time.time())
+        if month and (start or end):
+            raise ValueError("give either --month or --from/--to, not both")
+        first, last = month_range(month) if month else report_range(start, end, time.time())
+        groups = parse_groups(by)
+        report = asyncio.run(_read(config, [team] if team else teams, first, last, groups))
     except ValueError as exc:
         print(f"usage: {exc}", file=sys.stderr)
         return 2
-    try:
-        report = asyncio.run(_read(config, [team] if team else teams, first, last))
-    except StoreUnavailable as exc:
-        where = redis_client.target(config.state)
-        print(f"usage: cannot read Redis at {where and where.describe()}: {exc}", file=sys.stderr)
+    except (StoreUnavailable, LedgerUnavailable) as exc:
+        print(f"usage: cannot read {_source(config)}: {exc}", file=sys.stderr)
         return 1
-    print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else table(report))
+    if output == "json":
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    elif output == "csv":
+        print(report_csv(report), end="")
+    else:
+        print(table(report))
     return 0
 
 
-async def _read(config: Config, teams: list[str], first: date, last: date) -> dict[str, Any]:
-    assert config.state.redis_url is not None
+def _source(config: Config) -> str:
+    if config.ledger is not None:
+        return f"the usage ledger (schema {config.ledger.schema})"
+    where = redis_client.target(config.state)
+    return f"Redis at {where and where.describe()}"
+
+
+async def _read(
+    config: Config, teams: list[str], first: date, last: date, by: tuple[str, ...]
+) -> dict[str, Any]:
+    if config.ledger is not None:
+        ledger = PostgresLedger(
+            config.ledger.url, config.ledger.schema, timeout_s=config.ledger.timeout_s
+        )
+        try:
+            reports = UsageReports(teams, time.time, ledger=ledger)
+            return await reports.report(teams, first, last, by)
+        finally:
+            await ledger.close()
     client = redis_client.connect(config.state, timeout_s=_TIMEOUT_S, retries=2)
     assert client is not None
     try:
         store = RedisUsageStore(
             client, config.limits.redis_prefix, config.limits.usage_retention_days
         )
-        return await collect(store, teams, first, last)
+        reports = UsageReports(teams, time.time, store=store, shared=True)
+        return await reports.report(teams, first, last, by)
     finally:
         await client.aclose()
 
 
 def table(report: dict[str, Any]) -> str:
     """A plain text table: one line per team/model/deployment, then a total per team."""
-    lines = [["team", "model", "deployment", *(label for _, label in _COLUMNS)]]
+    groups = list(report.get("group_by") or ["team", "model", "deployment"])
+    lines = [[*groups, *(label for _, label in _COLUMNS)]]
     for row in report["rows"]:
-        lines.append([row["team"], row["model"], row["deployment"] or "-", *_cells(row)])
+        lines.append([row.get(g) or "-" for g in groups] + _cells(row))
     for team, total in report["totals"].items():
-        lines.append([team, "TOTAL", "", *_cells(total)])
+        lines.append(([team, "TOTAL"] + [""] * len(groups))[: len(groups)] + _cells(total))
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = [f"usage from {report['from']} to {report['to']} (UTC days, USD)"]
     for line in lines:
         pairs = enumerate(zip(line, widths, strict=True))
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in pairs]
+        cells = [c.ljust(w) if i < len(groups) else c.rjust(w) for i, (c, w) in pairs]
         text.append("  ".join(cells).rstrip())
     if not report["rows"]:
         text.append("(no usage recorded in this period)")

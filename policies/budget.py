@@ -9,7 +9,7 @@ periods in UTC, so a budget resets at 00:00 UTC (daily) or on the 1st (monthly).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Literal
 
 from annotated_types import Ge
@@ -45,6 +45,15 @@ class Window:
 
     def describe(self) -> str:
         return "daily" if self.name == DAY else "monthly"
+
+    def days(self) -> tuple[date, date]:
+        """The first and last UTC day of the period."""
+        if self.name == DAY:
+            day = date.fromisoformat(self.period)
+            return day, day
+        first = date.fromisoformat(self.period + "-01")
+        following = (first + timedelta(days=32)).replace(day=1)
+        return first, following - timedelta(days=1)
 
 
 def windows(config: BudgetConfig | None, now: float) -> tuple[Window, ...]:

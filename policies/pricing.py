@@ -226,6 +226,19 @@ class PriceTable:
         """What `units` search units cost on `deployment` (None: the model's dearest)."""
         return self.charge(model, deployment, Usage(search_units=units))
 
+    def billed_units(self, model: str, deployment: str | None, usage: Usage) -> dict[str, int]:
+        """`meta.billed_units` of an answer: what it cost, in the unit its price bills.
+
+        Search-unit and flat prices: `search_units`; token prices: `input_tokens` (Cohere's
+        field for token billing on its other endpoints). A free or fully cached answer
+        bills `search_units: 0`."""
+        price = self.price(model, deployment)
+        if not price.paid or usage.calls == 0:
+            return {"search_units": 0}
+        if price.kind == TOKENS:
+            return {"input_tokens": max(1, usage.tokens)}
+        return {"search_units": max(1, usage.search_units)}
+
 
 def _price(config: PricingConfig, entry: ModelPrice, model: str, dep: Deployment) -> Price:
     own = entry.for_provider(dep.provider.name) or entry.price()

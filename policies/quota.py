@@ -6,6 +6,14 @@ refuses it in one atomic step: every limit has room, and then all are charged, o
 nothing is charged. `adjust` later moves the charge to the real figure (or back to
 zero: a refund). Two stores implement this: `MemoryQuotaStore` for one process and
 `policies.redis_quota.RedisQuotaStore` for replicas sharing Redis.
+
+Budgets that survive the store: with a durable ledger, a request asks the store to
+refuse with kind `rebuild` (`QuotaRequest.rebuild_missing`) when the team's spend for the
+period is not known (the store lost it, or this process never saw it), instead of
+starting again from zero; the caller then seeds the period from the ledger
+(`MemoryQuotaStore.seed`, `RedisQuotaStore.finish_rebuild`) and asks again. A `Hold`
+names the incarnation of each budget counter the reservation was charged to, so that its
+settlement lands whole in a counter rebuilt meanwhile (see `policies.redis_quota`).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from policies.ratelimit import Gcra, RateLimitConfig, limiters, retry_seconds, t
 
 RATE_LIMIT = "rate_limit"
 BUDGET = "budget"
+REBUILD = "rebuild"  # the team's spend in a budget period is unknown: seed it first
 
 
 class StoreUnavailable(Exception):
@@ -34,6 +43,27 @@ class QuotaRequest:
     unit_rate: Gcra | None
     windows: tuple[Window, ...]
     enforce_budget: bool = True  # False: charge the budget but admit past it
+    rebuild_missing: bool = False  # a lost spend counter is refused as REBUILD, not zero
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An admitted reservation: the incarnation of each budget window's counter it was
+    charged to (empty for stores that cannot lose a counter while running)."""
+
+    generations: tuple[str, ...] = ()
+
+
+HELD = Hold()
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What a settled job was finally charged, under its ledger event's id: a counter
+    rebuilt since the reservation takes it whole, a lost one records it for the rebuild."""
+
+    event_id: bytes
+    cost_micros: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +73,7 @@ class Refusal:
     in whole seconds rounded up, as Retry-After says it; for a budget, the time until
     the window resets."""
 
-    kind: str  # rate_limit | budget
+    kind: str  # rate_limit | budget | rebuild
     limit: str  # requests_per_minute | search_units_per_minute | usd_per_day | usd_per_month
     retry_after_s: float
     spent_micros: int = 0  # budgets: what the window has used
@@ -51,12 +81,20 @@ class Refusal:
 
 
 class QuotaStore(Protocol):
-    async def reserve(self, request: QuotaRequest) -> Refusal | None:
-        """Charge every limit of `request` and return None, or charge nothing and refuse."""
+    async def reserve(self, request: QuotaRequest) -> Refusal | Hold:
+        """Charge every limit of `request` and hold it, or charge nothing and refuse."""
         ...
 
-    async def adjust(self, request: QuotaRequest, units_delta: int, cost_delta_micros: int) -> None:
-        """Move a reservation's search units and cost by the deltas (negative: refund)."""
+    async def adjust(
+        self,
+        request: QuotaRequest,
+        hold: Hold,
+        units_delta: int,
+        cost_delta_micros: int,
+        settled: Settlement | None = None,
+    ) -> None:
+        """Move a reservation's search units and cost by the deltas (negative: refund);
+        `settled` when this settles a billed job."""
         ...
 
     async def spent(self, team: str, windows: tuple[Window, ...]) -> dict[str, int]:
@@ -91,7 +129,13 @@ class TeamQuota:
         return self.budget is not None and self.budget.on_exhausted == "downgrade"
 
     def request(
-        self, units: int, cost_micros: int, now: float, *, enforce_budget: bool = True
+        self,
+        units: int,
+        cost_micros: int,
+        now: float,
+        *,
+        enforce_budget: bool = True,
+        rebuild_missing: bool = False,
     ) -> QuotaRequest:
         return QuotaRequest(
             team=self.team,
@@ -102,6 +146,7 @@ class TeamQuota:
             unit_rate=self.unit_rate,
             windows=windows(self.budget, now),
             enforce_budget=enforce_budget,
+            rebuild_missing=rebuild_missing and self.budget is not None,
         )
 
 
@@ -114,9 +159,12 @@ class MemoryQuotaStore:
         self._spent: dict[
             tuple[str, str], tuple[str, int]
         ] = {}  # (team, budget) -> (period, micros)
+        self._kept: set[str] = set()  # teams whose spend this process has kept since start
 
-    async def reserve(self, request: QuotaRequest) -> Refusal | None:
+    async def reserve(self, request: QuotaRequest) -> Refusal | Hold:
         team, now = request.team, request.now
+        if request.rebuild_missing and team not in self._kept and request.windows:
+            return Refusal(REBUILD, request.windows[0].name, 0.0)
         for window in request.windows:
             spent = self._spent_in(team, window)
             if request.enforce_budget and not fits(spent, request.cost_micros, window):
@@ -135,9 +183,25 @@ class MemoryQuotaStore:
         for window in request.windows:
             spent = self._spent_in(team, window)
             self._spent[team, window.name] = (window.period, spent + request.cost_micros)
-        return None
+        return HELD
 
-    async def adjust(self, request: QuotaRequest, units_delta: int, cost_delta_micros: int) -> None:
+    def seed(self, team: str, spent: dict[Window, int]) -> None:
+        """Start the team's budget periods from what the ledger says they spent."""
+        for window, micros in spent.items():
+            self._spent[team, window.name] = (window.period, micros)
+        self._kept.add(team)
+
+    def needs_seed(self, team: str) -> bool:
+        return team not in self._kept
+
+    async def adjust(
+        self,
+        request: QuotaRequest,
+        hold: Hold,
+        units_delta: int,
+        cost_delta_micros: int,
+        settled: Settlement | None = None,
+    ) -> None:
         gcra = request.unit_rate
         if gcra is not None and units_delta and (request.team, gcra.name) in self._tats:
             self._tats[request.team, gcra.name] += units_delta * gcra.interval_us

@@ -34,6 +34,7 @@ REJECTED_RATE = "rejected_rate_limit"
 REJECTED_BUDGET = "rejected_budget"
 TRUNCATED = "truncated"  # over-fetch limits (truncate)
 DOWNGRADED = "downgraded"  # budget exhausted, served by the fast tier
+CACHE_HITS = "cache_hits"  # documents answered without this request's own upstream call
 FIELDS = (
     REQUESTS,
     DOCUMENTS,
@@ -43,12 +44,15 @@ FIELDS = (
     SAVED_UNITS,
     SAVED_TOKENS,
     SAVED_COST,
+    CACHE_HITS,
     REJECTED_LIMITS,
     REJECTED_RATE,
     REJECTED_BUDGET,
     TRUNCATED,
     DOWNGRADED,
 )
+GROUPS = ("team", "key", "model", "deployment")  # what a report's rows may be grouped by
+DEFAULT_GROUPS = ("team", "model", "deployment")
 MAX_REPORT_DAYS = 400
 # The figure a request's price billed it by, per price kind (`policies.pricing.KINDS`);
 # a free request counts 1 in `billed_free`.
@@ -130,30 +134,70 @@ def days_between(first: date, last: date) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-async def collect(
-    store: UsageStore, teams: Sequence[str], first: date, last: date
-) -> dict[str, Any]:
-    """The JSON report of `teams` over [first, last]: one row per team/model/deployment."""
-    days = days_between(first, last)
+def month_range(month: str) -> tuple[date, date]:
+    """The first and last day of `YYYY-MM`."""
+    try:
+        first = date.fromisoformat(month + "-01")
+    except ValueError:
+        raise ValueError(f"month must be YYYY-MM (got {month!r})") from None
+    following = (first + timedelta(days=32)).replace(day=1)
+    return first, following - timedelta(days=1)
+
+
+def parse_groups(value: str | None) -> tuple[str, ...]:
+    """`team,model` -> ("team", "model"); None: the default grouping."""
+    if not value:
+        return DEFAULT_GROUPS
+    groups = tuple(part.strip() for part in value.split(",") if part.strip())
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown or not groups or len(set(groups)) != len(groups):
+        raise ValueError(f"group by one or more of {', '.join(GROUPS)}, each once (got {value!r})")
+    return groups
+
+
+Group = tuple[dict[str, str | None], Mapping[str, int]]  # (dimensions, counters) of a row
+
+
+def build_report(groups: Sequence[Group], first: date, last: date) -> dict[str, Any]:
+    """The JSON report: one row per group with its figures, and totals per team (or
+    `all`, when the rows are not grouped by team)."""
     rows: list[dict[str, Any]] = []
-    totals: dict[str, dict[str, Any]] = {}
-    for team in teams:
-        slots = await store.read(team, days)
-        team_total: Counter[str] = Counter()
-        for (model, deployment), counts in sorted(slots.items()):
-            rows.append({"team": team, "model": model, "deployment": deployment or None})
-            rows[-1].update(_figures(counts))
-            rows[-1].update(_billed(counts))
-            team_total.update(counts)
-        if slots:
-            totals[team] = _figures(team_total)
+    totals: dict[str, Counter[str]] = {}
+    for dims, counts in groups:
+        rows.append({**dims, **_figures(counts), **_billed(counts)})
+        totals.setdefault(dims.get("team") or "all", Counter()).update(counts)
     return {
         "from": first.isoformat(),
         "to": last.isoformat(),
         "currency": "USD",
         "rows": rows,
-        "totals": totals,
+        "totals": {team: _figures(counts) for team, counts in totals.items()},
     }
+
+
+async def store_groups(
+    store: UsageStore, teams: Sequence[str], first: date, last: date, by: Sequence[str]
+) -> list[Group]:
+    """The rows of a counter store (which keeps no key ids) over [first, last], by `by`."""
+    if "key" in by:
+        raise ValueError("grouping by key needs the usage ledger (ledger: in the config)")
+    days = days_between(first, last)
+    merged: dict[tuple[str | None, ...], Counter[str]] = {}
+    for team in teams:
+        for (model, deployment), counts in (await store.read(team, days)).items():
+            values = {"team": team, "model": model, "deployment": deployment or None}
+            merged.setdefault(tuple(values[g] for g in by), Counter()).update(counts)
+    return [
+        (dict(zip(by, dims, strict=True)), counts)
+        for dims, counts in sorted(merged.items(), key=lambda item: [v or "" for v in item[0]])
+    ]
+
+
+async def collect(
+    store: UsageStore, teams: Sequence[str], first: date, last: date
+) -> dict[str, Any]:
+    """The JSON report of `teams` over [first, last]: one row per team/model/deployment."""
+    return build_report(await store_groups(store, teams, first, last, DEFAULT_GROUPS), first, last)
 
 
 def _billed(counts: Mapping[str, int]) -> dict[str, Any]:

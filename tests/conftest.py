@@ -112,6 +112,13 @@ def scratch_prefix(redis_client: redis.Redis, label: str) -> Iterator[str]:
         redis_client.delete(*keys)
 
 
+def spend_in_redis(client: redis.Redis, prefix: str, team: str, period: str) -> int | None:
+    """A team's budget counter for `period` (YYYY-MM-DD or YYYY-MM), micro-dollars; None
+    when Redis holds none."""
+    found = client.hget(f"{prefix}{{{team}}}:spend:{period}", "m")
+    return None if found is None else int(found)
+
+
 @pytest.fixture
 def cache_prefix(redis_client: redis.Redis) -> Iterator[str]:
     yield from scratch_prefix(redis_client, "rg-test:")

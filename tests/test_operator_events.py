@@ -108,7 +108,7 @@ def budget_config(upstream: str, hook: str, **limits: Any) -> dict[str, Any]:
 
 
 def idle(app: web.Application) -> bool:
-    alerts = app[RUNTIME].gateway.governance.alerts  # type: ignore[union-attr]
+    alerts = app[RUNTIME].gateway.alerts
     hooks = [h._task for h in alerts.webhooks.values()]
     return not alerts._tasks and all(t is None or t.done() for t in hooks)
 

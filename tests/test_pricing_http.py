@@ -25,6 +25,7 @@ from tests.conftest import (
     ADMIN_KEY,
     REDIS_URL,
     scratch_prefix,
+    spend_in_redis,
     teams_config,
 )
 from tests.fakes.cohere import FakeCohere, Faults, pair_tokens
@@ -90,7 +91,7 @@ def usage_rows(url: str, team: str = "search") -> dict[tuple[str, str | None], d
 
 def spent(client: redis_sync.Redis, prefix: str) -> int:
     day = datetime.now(UTC).strftime("%Y-%m-%d")
-    return int(client.get(f"{prefix}{{search}}:budget:{day}") or 0)
+    return spend_in_redis(client, prefix, "search", day) or 0
 
 
 def held_call(fake: FakeCohere, url: str, body: dict[str, Any]) -> tuple[Callable[[], Any], Any]:

@@ -28,7 +28,7 @@ from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
 from gateway.state.score_cache import build_store
 from gateway.usage_cli import run_usage
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
+from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, post
 from tests.governance.test_replicas import LARGE, SMALL
@@ -316,7 +316,7 @@ async def test_sentinel_failover_mid_burst_loses_no_usage(
     # The budget counter on the new master holds exactly what was spent: 1 unit a request.
     day = time.strftime("%Y-%m-%d", time.gmtime())
     master = redis_sync.Redis(port=own_sentinel.master_port_now())
-    spent = int(master.get(f"rerank:{{search}}:budget:{day}") or 0)
+    spent = spend_in_redis(master, "rerank:", "search", day) or 0
     master.close()
     assert answered * UNIT_MICROS == rows["cohere-a/rerank-v3.5"]["cost_usd"] * 1e6
     # Budget charges are not kept and replayed like usage records: a reservation the old

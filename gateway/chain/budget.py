@@ -2,9 +2,9 @@
 
 It sits inside the cache (cache hits are neither rate limited nor billed) and outside
 dispatch (one reservation however many deployments, retries and hedges dispatch tries,
-so failover is never rate limited). The decisions are the ledger's
-(`gateway.state.ledger`); this layer only brackets the inner call with them, handing the
-ledger what the call used (search units, tokens, calls): the ledger prices it in
+so failover is never rate limited). The decisions are the team account's
+(`gateway.state.accounts`); this layer only brackets the inner call with them, handing
+the team's account what the call used (search units, tokens, calls): it prices that in
 micro-dollars, whatever unit the serving deployment bills.
 """
 
@@ -14,12 +14,12 @@ import asyncio
 from typing import Protocol
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
-from gateway.state.ledger import Admission, Claim
+from gateway.state.accounts import Admission, Claim
 from policies.pricing import Usage
 
 
-class Ledger(Protocol):
-    """What the budget layer needs of governance."""
+class Account(Protocol):
+    """What the budget layer needs of the team accounts."""
 
     async def admit(self, claim: Claim) -> Admission | None: ...
 
@@ -31,14 +31,14 @@ class Ledger(Protocol):
 
 
 class BudgetLayer:
-    def __init__(self, inner: Scorer, ledger: Ledger) -> None:
+    def __init__(self, inner: Scorer, accounts: Account) -> None:
         self.inner = inner
-        self.ledger = ledger
+        self.accounts = accounts
 
     async def score(self, job: ScoreJob) -> Scored:
         facts = job.facts
         claim = Claim(
-            facts.team,
+            facts.payer,
             facts.model,
             facts.alias,
             facts.over_budget,
@@ -46,11 +46,11 @@ class BudgetLayer:
             job.documents,
             job.max_tokens_per_doc,
         )
-        admission = await self.ledger.admit(claim)
+        admission = await self.accounts.admit(claim)
         try:
             scored = await self.inner.score(job)
         except BaseException:
-            await asyncio.shield(self.ledger.refund(admission))
+            await asyncio.shield(self.accounts.refund(admission))
             raise
-        await self.ledger.settle(admission, claim, job.report.deployment, scored.usage)
+        await self.accounts.settle(admission, claim, job.report.deployment, scored.usage)
         return scored

@@ -12,22 +12,32 @@ batch). Stores hold digests and scores only (see `policies.cache`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from gateway.chain.coalesce import Fleet, Flights
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.observe import tracing
 from gateway.observe.metrics import Metrics
 from gateway.state.score_cache import CacheSettings
+from gateway.state.usage import Payer
 from policies.cache import KeySpace, ScoreStore
 
-# Told, per answered lookup, which documents this request itself sent upstream; the
-# rest were saved by the cache (or by a concurrent request's call).
-SavingsHook = Callable[[ScoreJob, Sequence[str]], Awaitable[None]]
 
+class Savings(Protocol):
+    """Told, per answered lookup, which documents the request itself sent upstream; the
+    rest were saved by the cache (or by a concurrent request's call)."""
 
-async def _no_savings(job: ScoreJob, sent: Sequence[str]) -> None:
-    return None
+    async def saved(
+        self,
+        payer: Payer,
+        model: str,
+        query: str,
+        documents: Sequence[str],
+        sent: Sequence[str],
+        max_tokens_per_doc: int | None,
+        hits: int,
+    ) -> None: ...
 
 
 class CacheLayer:
@@ -37,11 +47,11 @@ class CacheLayer:
         store: ScoreStore | None,
         settings: CacheSettings,
         metrics: Metrics,
-        on_saved: SavingsHook = _no_savings,
+        savings: Savings | None = None,
         fleet: Fleet | None = None,
     ) -> None:
         self.inner = inner
-        self.on_saved = on_saved
+        self.savings = savings
         self.store = store
         self.settings = settings
         self.metrics = metrics
@@ -138,5 +148,14 @@ class CacheLayer:
         ):
             if count:
                 self._documents[source].inc(count)
-        if len(sent) < total:
-            await self.on_saved(job, sent)
+        if len(sent) < total and self.savings is not None:
+            facts = job.facts
+            await self.savings.saved(
+                facts.payer,
+                facts.model,
+                job.query,
+                job.documents,
+                sent,
+                job.max_tokens_per_doc,
+                hits=total - upstream,
+            )

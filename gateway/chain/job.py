@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from gateway.state.usage import Payer
 from policies.pricing import Usage
 from policies.tier_choice import TierBackup
 
@@ -37,6 +38,13 @@ class Facts:
     alias: str | None = None  # the tiered alias the caller named, if any
     backup: TierBackup | None = None  # an alias's fast tier, should pro run late
     over_budget: str | None = None  # the budget limit it is served past (a downgrade)
+    key: str = ""  # the caller's key id, for the usage record
+    asked: str = ""  # the model or alias the caller named (the model when empty)
+
+    @property
+    def payer(self) -> Payer:
+        """Whose account this job is charged to, for the usage record."""
+        return Payer(self.team, self.key, self.asked or self.model)
 
     def remaining_s(self) -> float:
         return self.deadline - time.monotonic()

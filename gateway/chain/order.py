@@ -21,13 +21,14 @@ Why each layer sits where it does:
 - **dispatch** is terminal: it owns attempt order, retries, hedges and circuit breakers
   across the model's deployments.
 
-`build_chain` folds `LAYERS` around dispatch; `app.py` calls it (or `build_layers`, for
-the entry point of shadow scoring, `SHADOW_ENTRY`) and nothing else knows the order.
+`build_layers` folds `LAYERS` around dispatch; the app's wiring takes the outermost layer
+as the pipeline's scorer and `SHADOW_ENTRY` as shadow scoring's, and nothing else knows
+the order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.chain.budget import BudgetLayer
@@ -36,13 +37,14 @@ from gateway.chain.coalesce import Fleet
 from gateway.chain.dispatch import Dispatch
 from gateway.chain.downgrade import DowngradeLayer
 from gateway.chain.fallback import Fallback
-from gateway.chain.job import ScoreJob, Scorer
+from gateway.chain.job import Scorer
 from gateway.chain.tier_race import TierRace
 from gateway.observe.metrics import Metrics
+from gateway.state.accounts import Accounts
 from gateway.state.deployments import DeploymentState
-from gateway.state.governance import Governance
-from gateway.state.ledger import Ledger
 from gateway.state.score_cache import CacheSettings
+from gateway.state.usage import UsageRecorder
+from policies.billing import BillingRules
 from policies.cache import RedisStore, ScoreStore, TieredStore
 
 
@@ -52,8 +54,9 @@ class ChainParts:
 
     metrics: Metrics
     deployments: DeploymentState
-    governance: Governance
-    ledger: Ledger
+    accounts: Accounts
+    usage: UsageRecorder  # what the cache saved is recorded as usage
+    rules: BillingRules  # estimates for upstreams that report no usage
     cache_store: ScoreStore | None
     cache_settings: CacheSettings
 
@@ -65,16 +68,8 @@ class Layer:
 
 
 def _cache(inner: Scorer, parts: ChainParts) -> Scorer:
-    governance = parts.governance
-
-    async def saved(job: ScoreJob, sent: Sequence[str]) -> None:
-        facts = job.facts
-        await governance.record_savings(
-            facts.team, facts.model, job.query, job.documents, sent, job.max_tokens_per_doc
-        )
-
     return CacheLayer(
-        inner, parts.cache_store, parts.cache_settings, parts.metrics, saved, _fleet(parts)
+        inner, parts.cache_store, parts.cache_settings, parts.metrics, parts.usage, _fleet(parts)
     )
 
 
@@ -89,9 +84,9 @@ def _fleet(parts: ChainParts) -> Fleet | None:
 LAYERS: tuple[Layer, ...] = (
     Layer("fallback", lambda inner, p: Fallback(inner, p.deployments.fallback_modes(), p.metrics)),
     Layer("tier_race", lambda inner, p: TierRace(inner, p.metrics)),
-    Layer("downgrade", lambda inner, p: DowngradeLayer(inner, p.ledger)),
+    Layer("downgrade", lambda inner, p: DowngradeLayer(inner, p.accounts)),
     Layer("cache", _cache),
-    Layer("budget", lambda inner, p: BudgetLayer(inner, p.ledger)),
+    Layer("budget", lambda inner, p: BudgetLayer(inner, p.accounts)),
 )
 
 
@@ -100,14 +95,9 @@ LAYERS: tuple[Layer, ...] = (
 SHADOW_ENTRY = "downgrade"
 
 
-def build_chain(parts: ChainParts) -> Scorer:
-    """The layers of `LAYERS` around dispatch; the first one is the outermost."""
-    return build_layers(parts)[LAYERS[0].name]
-
-
 def build_layers(parts: ChainParts) -> dict[str, Scorer]:
     """Each layer by name, wrapping all those after it (one set of instances)."""
-    scorer: Scorer = Dispatch(parts.deployments, parts.metrics, billing=parts.governance.rules)
+    scorer: Scorer = Dispatch(parts.deployments, parts.metrics, billing=parts.rules)
     built: dict[str, Scorer] = {"dispatch": scorer}
     for layer in reversed(LAYERS):
         scorer = layer.build(scorer, parts)

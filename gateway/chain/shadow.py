@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gateway.chain.job import Facts, ScoreJob, Scorer
@@ -37,9 +37,8 @@ from gateway.config import Config, ShadowConfig
 from gateway.errors import ApiError
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
-from gateway.state.governance import Governance
 from policies.budget import BudgetConfig
-from policies.pricing import MICROS_PER_USD
+from policies.pricing import MICROS_PER_USD, PriceTable
 from policies.quota import TeamQuota
 from policies.ratelimit import RateLimitConfig
 from policies.shadow import FAST_VS_PRO, PRO_VS_FAST, GuardSettings, ShadowBook, compare
@@ -71,6 +70,20 @@ class ShadowSample:
     top_n: int | None
 
 
+def shadow_quotas(config: Config) -> dict[str, TeamQuota]:
+    """The quota of each shadowed alias's account: its daily cost cap and rate limit."""
+    quotas = {}
+    for alias, settings in _shadowed(config).items():
+        quota = TeamQuota.of(
+            account(alias),
+            RateLimitConfig(requests_per_minute=settings.max_per_minute),
+            BudgetConfig(usd_per_day=settings.max_usd_per_day),
+        )
+        assert quota is not None
+        quotas[quota.team] = quota
+    return quotas
+
+
 def book_for(config: Config) -> ShadowBook:
     """The rolling agreement of every shadowed alias, with the guards that have min_ndcg."""
     shadows = _shadowed(config)
@@ -87,14 +100,17 @@ class ShadowRunner:
         self,
         config: Config,
         inner: Scorer,
-        governance: Governance,
+        prices: PriceTable,
         metrics: Metrics,
         book: ShadowBook,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        """`inner`: the chain below the tier race (`SHADOW_ENTRY`)."""
+        """`inner`: the chain below the tier race (`SHADOW_ENTRY`); its accounts' quotas
+        (`shadow_quotas`) are the team accounts' too."""
         self.inner = inner
-        self.governance = governance
+        self.prices = prices
+        self.clock = clock
         self.metrics = metrics
         self.book = book
         self.rng = rng or random.Random()
@@ -113,14 +129,6 @@ class ShadowRunner:
         self.calls = {alias: dict.fromkeys(OUTCOMES, 0) for alias in self.settings}
         self.spent_micros: dict[str, dict[str, int]] = {alias: {} for alias in self.settings}
         self._tasks: set[asyncio.Task[None]] = set()
-        for alias, settings in self.settings.items():
-            quota = TeamQuota.of(
-                account(alias),
-                RateLimitConfig(requests_per_minute=settings.max_per_minute),
-                BudgetConfig(usd_per_day=settings.max_usd_per_day),
-            )
-            assert quota is not None
-            governance.add_account(quota)
 
     def sample(
         self, job: ScoreJob, scores: Sequence[float], top_n: int | None
@@ -187,8 +195,8 @@ class ShadowRunner:
             self._count(sample.alias, FAILED)
             return
         # Priced in the unit the reference deployment bills (search units, tokens, flat).
-        cost = self.governance.prices.charge(facts.model, job.report.deployment, scored.usage)
-        day = day_of(self.governance.clock())
+        cost = self.prices.charge(facts.model, job.report.deployment, scored.usage)
+        day = day_of(self.clock())
         spent = self.spent_micros[sample.alias]
         spent[day] = spent.get(day, 0) + cost
         self.metrics.shadow_cost_usd.labels(sample.alias).inc(cost / MICROS_PER_USD)
@@ -221,7 +229,7 @@ class ShadowRunner:
 
     def report(self) -> dict[str, object]:
         """`GET /admin/tiers`: per shadowed alias, its settings, calls, spend, agreement."""
-        today = day_of(self.governance.clock())
+        today = day_of(self.clock())
         agreement = self.book.report(self.settings)
         aliases: dict[str, object] = {}
         for alias, s in self.settings.items():

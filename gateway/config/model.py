@@ -20,6 +20,7 @@ from policies.breaker import BreakerSettings
 from policies.budget import BudgetConfig
 from policies.failover import BackoffSettings, HedgeSettings
 from policies.latency import LatencyPrior, LatencySettings
+from policies.ledger_pg import check_schema_name
 from policies.limits import RequestLimits
 from policies.pricing import PricingConfig
 from policies.ratelimit import RateLimitConfig
@@ -296,6 +297,40 @@ def _check_redis_url(url: str | None) -> None:
         raise ValueError("redis_url must start with " + ", ".join(REDIS_SCHEMES))
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+@dataclass
+class LedgerConfig:
+    """The durable usage ledger in PostgreSQL (see docs/ledger.md); off when absent."""
+
+    url: str  # postgresql://user:password@host:5432/db (put the password in ${ENV})
+    schema: str = "rerank_ledger"
+    flush_interval_s: Annotated[float, Interval(ge=0.01, le=10.0)] = 0.5
+    batch_size: Annotated[int, Interval(ge=1, le=100_000)] = 5_000
+    # Events held while PostgreSQL is slow or down; past it they are counted as dropped.
+    max_buffered: Annotated[int, Interval(ge=100, le=10_000_000)] = 500_000
+    timeout_s: Annotated[float, Interval(ge=0.1, le=120.0)] = 5.0
+    # Whole months kept (the current one counts); None keeps them all.
+    event_retention_months: Annotated[int, Ge(1)] | None = 13
+    rollup_retention_months: Annotated[int, Ge(1)] | None = None
+    # At exit with PostgreSQL unreachable, buffered events go to a file here (replayed at
+    # the next start); None: they are counted as dropped and logged.
+    spill_dir: str | None = None
+    # A budget rebuild waits this long for every replica's buffered events to land first.
+    rebuild_wait_s: Annotated[float, Interval(ge=0.0, le=60.0)] = 2.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(POSTGRES_SCHEMES):
+            raise ValueError("url must start with " + " or ".join(POSTGRES_SCHEMES))
+        check_schema_name(self.schema)
+        if self.rebuild_wait_s < self.flush_interval_s:
+            raise ValueError(
+                "rebuild_wait_s must be at least flush_interval_s: a rebuild waits for every "
+                "replica's buffered events to be written"
+            )
+
+
 @dataclass
 class RoutingConfig:
     overhead_ms: Annotated[float, Ge(0.0)] = 5.0  # the gateway's own time, for tier selection
@@ -355,3 +390,4 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    ledger: LedgerConfig | None = None

@@ -1,42 +1,82 @@
-"""Admin reports (served under `/admin/`, behind the admin key): usage."""
+"""Admin reports (served under `/admin/`, behind the admin key or a manager key): usage."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 from aiohttp import web
 
 from gateway.errors import ApiError, bad_request
-from gateway.state.governance import STORE_RETRY_S, Governance
+from gateway.state.accounts import STORE_RETRY_S
+from gateway.state.usage_reports import UsageReports
+from policies.ledger_pg import LedgerUnavailable
 from policies.quota import StoreUnavailable
-from policies.usage import collect, report_range
+from policies.usage import month_range, parse_groups, report_range
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FORMATS = ("json", "csv")
 
 
 async def usage_report(
-    governance: Governance, query: Mapping[str, str], api_teams: Collection[str] = ()
+    reports: UsageReports, query: Mapping[str, str], api_teams: Collection[str] = ()
 ) -> dict[str, Any]:
-    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD`: usage and cost per team
-    (the configured teams and those that only have API keys)."""
-    teams = sorted({*governance.report_teams, *api_teams})
+    """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD|month=YYYY-MM&by=team,model`:
+    usage and cost per group (the configured teams and those that only have API keys)."""
+    teams = sorted({*reports.teams, *api_teams})
     team = query.get("team")
     if team:
         if team not in teams:
             raise ApiError(404, f"unknown team {team!r}; teams: {', '.join(teams)}")
         teams = [team]
     try:
-        first, last = report_range(query.get("from"), query.get("to"), governance.clock())
+        if query.get("month"):
+            if query.get("from") or query.get("to"):
+                raise ValueError("give either month or from/to, not both")
+            first, last = month_range(query["month"])
+        else:
+            first, last = report_range(query.get("from"), query.get("to"), reports.clock())
+        by = parse_groups(query.get("by"))
+        return await reports.report(teams, first, last, by)
     except ValueError as exc:
         raise bad_request(str(exc)) from None
-    try:
-        report = await collect(governance.usage.store, teams, first, last)
-    except StoreUnavailable:
+    except (StoreUnavailable, LedgerUnavailable):
+        where = "usage ledger (PostgreSQL)" if reports.ledger is not None else "usage store (Redis)"
         raise ApiError(
-            503,
-            "the usage store (Redis) is unreachable; retry shortly",
-            retry_after_s=STORE_RETRY_S,
+            503, f"the {where} is unreachable; retry shortly", retry_after_s=STORE_RETRY_S
         ) from None
-    report["scope"] = "all replicas" if governance.shared else "this process"
-    return report
+
+
+def report_format(query: Mapping[str, str]) -> str:
+    found = query.get("format", "json")
+    if found not in FORMATS:
+        raise bad_request(f"format must be one of {', '.join(FORMATS)} (got {found[:20]!r})")
+    return found
+
+
+def report_csv(report: Mapping[str, Any]) -> str:
+    """The report's rows as CSV: the group columns, then every figure (for finance)."""
+    rows = report["rows"]
+    out = io.StringIO()
+    groups = list(report.get("group_by") or [])
+    figures = [k for k in (rows[0] if rows else {}) if k not in groups]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["from", "to", *groups, *figures])
+    for row in rows:
+        writer.writerow(
+            [report["from"], report["to"], *(_cell(row.get(g)) for g in groups)]
+            + [_cell(row.get(f)) for f in figures]
+        )
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    # A spreadsheet runs a cell that starts with one of these as a formula.
+    if isinstance(value, str) and text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + text
+    return text

@@ -53,6 +53,7 @@ class Caller:
     team: str
     models: frozenset[str] | None = None
     key_id: str | None = None  # an API key's id; None for a key from the config
+    key_label: str = ""  # the key in usage records: the API key's id, or config:<digest[:8]>
 
     def check_model(self, model: str) -> None:
         """403 naming the models the caller may use, when `model` is not one of them."""
@@ -93,7 +94,7 @@ class Authenticator:
         digest = hash_key(token)
         team = self.teams.get(digest)
         if team is not None:
-            return Caller(team, self.models[team])
+            return Caller(team, self.models[team], key_label=f"config:{digest[:8]}")
         record = self._api_key(digest)
         if record is None:
             raise ApiError(401, "invalid api token")
@@ -103,7 +104,7 @@ class Authenticator:
                 f"API key {record.id} has scopes {', '.join(record.scopes)}, not {RERANK}: it "
                 "cannot rerank; use a team key",
             )
-        return Caller(record.team, self._key_models(record), record.id)
+        return Caller(record.team, self._key_models(record), record.id, record.id)
 
     def team_for(self, authorization: str | None) -> str:
         return self.caller(authorization).team

@@ -28,7 +28,9 @@ from gateway.observe.metrics import Metrics, child
 from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
-from gateway.state.governance import Governance
+from gateway.state.overfetch import Overfetch
+from gateway.state.usage import Payer
+from policies.pricing import PriceTable
 
 UNKNOWN = "unknown"
 
@@ -39,6 +41,7 @@ class Outcome:
 
     request_id: str
     team: str = UNKNOWN
+    key: str = ""  # the caller's key, as usage records name it
     model: str = UNKNOWN
     documents: int = 0
     status: int = 200
@@ -55,7 +58,8 @@ class Pipeline:
         scorer: Scorer,
         metrics: Metrics,
         routing: DeploymentState,
-        governance: Governance,
+        overfetch: Overfetch,
+        prices: PriceTable,
         shadow: ShadowRunner | None = None,
         tracing: Tracing | None = None,
     ) -> None:
@@ -65,7 +69,8 @@ class Pipeline:
         self.scorer = scorer
         self.metrics = metrics
         self.routing = routing
-        self.governance = governance
+        self.overfetch = overfetch
+        self.prices = prices
         self.tracing = tracing  # None: tracing off, no span objects at all
         self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
@@ -123,17 +128,16 @@ class Pipeline:
         self, request: web.Request, api_version: int, outcome: Outcome, started: float
     ) -> web.Response:
         caller = self.auth.caller(request.headers.get("Authorization"))
-        outcome.team = caller.team
-        body = await self._read(request, outcome.team)
+        outcome.team, outcome.key = caller.team, caller.key_label
+        body = await self._read(request, outcome)
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model, visible=caller.models)
         caller.check_model(outcome.model)  # 403 naming the models the team may use
         if outcome.trace is not None:
             outcome.trace.request(outcome.model, outcome.team, outcome.documents, parsed.top_n)
-        enforced = await self.governance.apply_limits(
-            outcome.team, outcome.model, parsed.query, parsed.texts
-        )
+        payer = Payer(outcome.team, outcome.key, outcome.model)
+        enforced = await self.overfetch.apply(payer, outcome.model, parsed.query, parsed.texts)
         if enforced is not None:
             parsed.truncate(enforced.texts, enforced.kept, enforced.warnings)
         route = self.resolve(request, outcome, parsed, started)
@@ -145,6 +149,8 @@ class Pipeline:
             cache_control=_cache_control(request),
             alias=outcome.model if outcome.model in self.catalog.tiers else None,
             backup=route.backup,
+            key=outcome.key,
+            asked=outcome.model,
         )
         job = ScoreJob(
             facts,
@@ -161,13 +167,14 @@ class Pipeline:
             self.shadow.start(shadow)
         return response
 
-    async def _read(self, request: web.Request, team: str) -> bytes:
+    async def _read(self, request: web.Request, outcome: Outcome) -> bytes:
         """The body, within the team's max_body_bytes (checked after auth, before parsing)."""
+        team = outcome.team
         try:
-            return await _read_body(request, self.governance.body_limit(team), team)
+            return await _read_body(request, self.overfetch.body_limit(team), team)
         except ApiError as exc:
             if exc.status == 413:
-                await self.governance.body_rejected(team)
+                await self.overfetch.body_rejected(Payer(team, outcome.key))
             raise
 
     def resolve(
@@ -191,7 +198,7 @@ class Pipeline:
         started: float,
     ) -> web.Response:
         facts, report = job.facts, job.report
-        billed = self.governance.billed_units(
+        billed = self.prices.billed_units(
             report.model or facts.model, report.deployment, scored.usage
         )
         body = render_response(parsed, facts.request_id, scored.scores, billed, report.warnings)

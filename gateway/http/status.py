@@ -19,9 +19,8 @@ import asyncio
 import html
 import os
 import time
-from collections import Counter
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,8 +30,9 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import version
 from gateway.state import redis_client
 from gateway.state.deployments import DeploymentState
-from gateway.state.governance import Governance
+from gateway.state.usage_reports import UsageReports
 from policies.budget import usd
+from policies.ledger_pg import LedgerUnavailable
 from policies.quota import StoreUnavailable
 from policies.usage import (
     COST,
@@ -42,7 +42,6 @@ from policies.usage import (
     SAVED_COST,
     SAVED_UNITS,
     SEARCH_UNITS,
-    days_between,
 )
 
 COOKIE = "rg_admin"
@@ -53,7 +52,7 @@ _REDIS_TIMEOUT_S = 0.5
 async def collect(
     config: Config,
     routing: DeploymentState,
-    governance: Governance | None,
+    reports: UsageReports | None,
     metrics: Metrics,
     redis: redis_client.Client | None,
     started: float,
@@ -76,10 +75,8 @@ async def collect(
         },
         "deployments": snapshot["deployments"],
         "retry_budget": snapshot["retry_budget"],
-        "teams": await _teams(config, governance, now),
-        "usage_scope": "all replicas"
-        if governance is not None and governance.shared
-        else ("this process"),
+        "teams": await _teams(config, reports, now),
+        "usage_scope": reports.scope if reports is not None else "this process",
         "cache": _cache(metrics),
         "tiers": _tiers(metrics),
         "agreement": _agreement(shadow),
@@ -120,22 +117,30 @@ async def _redis_status(redis: redis_client.Client | None) -> str:
         return f"unreachable ({exc.__class__.__name__})"
 
 
-async def _teams(config: Config, governance: Governance | None, now: float) -> dict[str, Any]:
-    if governance is None:
+async def _teams(
+    config: Config, reports: UsageReports | None, now: float
+) -> dict[str, Any]:
+    if reports is None:
         return {}
     today = datetime.fromtimestamp(now, UTC).date()
-    month = days_between(today.replace(day=1), today)
+    first = today.replace(day=1)
+    month = [first + timedelta(days=i) for i in range((today - first).days + 1)]
     teams: dict[str, Any] = {}
-    for team in governance.report_teams:
+    try:
+        by_day = await reports.daily_cost(first, today)
+    except (StoreUnavailable, LedgerUnavailable):
+        by_day = {}
+    for team in reports.teams:
         try:
-            day_counts = _sum(await governance.usage.store.read(team, [today.isoformat()]))
-            month_counts = _sum(await governance.usage.store.read(team, month))
-        except StoreUnavailable:
-            teams[team] = {"error": "usage store unreachable"}
+            day_counts = await reports.team_totals(team, [today])
+            month_counts = await reports.team_totals(team, month)
+        except (StoreUnavailable, LedgerUnavailable):
+            teams[team] = {"error": f"usage {reports.scope} unreachable"}
             continue
         team_config = config.teams.get(team)
         budget = team_config.budget if team_config is not None else None
         billed, saved = month_counts[SEARCH_UNITS], month_counts[SAVED_UNITS]
+        daily = by_day.get(team, {})
         teams[team] = {
             "spent_today_usd": round(usd(day_counts[COST]), 6),
             "spent_month_usd": round(usd(month_counts[COST]), 6),
@@ -147,15 +152,11 @@ async def _teams(config: Config, governance: Governance | None, now: float) -> d
             # Share of the month's search units answered by the cache instead of upstream.
             "cache_share_month": round(saved / (saved + billed), 4) if saved + billed else None,
             "saved_month_usd": round(usd(month_counts[SAVED_COST]), 6),
+            "daily_usd": [
+                {"day": day.isoformat(), "usd": round(usd(daily.get(day, 0)), 6)} for day in month
+            ],
         }
     return teams
-
-
-def _sum(slots: Mapping[Any, Counter[str]]) -> Counter[str]:
-    total: Counter[str] = Counter()
-    for counts in slots.values():
-        total.update(counts)
-    return total
 
 
 def _cache(metrics: Metrics) -> dict[str, Any]:
@@ -338,14 +339,16 @@ def _teams_html(teams: dict[str, Any], scope: str) -> str:
     rows = []
     for team, t in sorted(teams.items()):
         if "error" in t:
-            rows.append(f'<tr><td>{_esc(team)}</td><td colspan="6">{_esc(t["error"])}</td></tr>')
+            rows.append(f'<tr><td>{_esc(team)}</td><td colspan="7">{_esc(t["error"])}</td></tr>')
             continue
         today = _bar(f"{team} today", t["spent_today_usd"], t["budget_day_usd"])
         month = _bar(f"{team} this month", t["spent_month_usd"], t["budget_month_usd"])
         refused = f"{_esc(t['rate_limited_today'])} / {_esc(t['budget_refused_today'])}"
+        chart = spend_chart(team, t["daily_usd"], t["budget_day_usd"])
         rows.append(
             f'<tr data-team="{html.escape(team)}"><td>{_esc(team)}</td>'
             f'<td class="today">{today}</td><td class="month">{month}</td>'
+            f'<td class="chart">{chart}</td>'
             f'<td class="n">{_esc(t["requests_today"])}</td><td class="n">{refused}</td>'
             f'<td class="n">{_pct(t["cache_share_month"])}</td>'
             f'<td class="n">{_usd(t["saved_month_usd"])}</td></tr>'
@@ -353,9 +356,47 @@ def _teams_html(teams: dict[str, Any], scope: str) -> str:
     return (
         f'<section id="teams"><h2>Teams <span class="muted">(usage of {_esc(scope)})</span></h2>'
         "<table><thead><tr><th>Team</th><th>Spend today</th><th>Spend this month</th>"
+        "<th>Spend per day, this month</th>"
         "<th>Requests today</th><th>Refused today (rate / budget)</th>"
         "<th>Cache share (month)</th><th>Saved (month)</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+_CHART_W, _CHART_H, _BAR_GAP = 124, 28, 1
+
+
+def spend_chart(team: str, days: list[dict[str, Any]], budget_day: float | None) -> str:
+    """The month's spend per day as an inline SVG bar chart (no script, nothing fetched):
+    one bar a day, scaled to the dearest day or the daily budget, whichever is higher; a
+    line at the daily budget; each bar's exact figure in its tooltip."""
+    if not days:
+        return '<span class="muted">—</span>'
+    top = max([d["usd"] for d in days] + [budget_day or 0.0]) or 1.0
+    slot = _CHART_W / max(len(days), 28)
+    bars = []
+    for i, d in enumerate(days):
+        height = 0.0 if d["usd"] <= 0 else max(1.0, d["usd"] / top * _CHART_H)
+        over = budget_day is not None and d["usd"] > budget_day
+        bars.append(
+            f'<rect x="{i * slot:.1f}" y="{_CHART_H - height:.1f}" '
+            f'width="{max(1.0, slot - _BAR_GAP):.1f}" height="{height:.1f}" '
+            f'fill="{"#c0392b" if over else "#3a6ea5"}"><title>{_esc(d["day"])}: '
+            f"{_usd(d['usd'])}</title></rect>"
+        )
+    line = ""
+    if budget_day:
+        y = _CHART_H - budget_day / top * _CHART_H
+        line = (
+            f'<line x1="0" x2="{_CHART_W}" y1="{y:.1f}" y2="{y:.1f}" stroke="#999" '
+            'stroke-dasharray="2,2"><title>daily budget</title></line>'
+        )
+    total, dearest = sum(d["usd"] for d in days), max(d["usd"] for d in days)
+    label = f"{team}: spend per day this month, {_usd(total)} in all, dearest day {_usd(dearest)}"
+    return (
+        f'<svg class="spend" role="img" aria-label="{html.escape(label)}" '
+        f'width="{_CHART_W}" height="{_CHART_H}" viewBox="0 0 {_CHART_W} {_CHART_H}">'
+        f"{''.join(bars)}{line}</svg>"
     )
 
 

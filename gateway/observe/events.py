@@ -33,6 +33,11 @@ TIER_DOWNGRADE = "tier_downgraded"  # a team's budget is used up: served by the 
 TIER_BACKUP = "tier_backup_started"  # pro ran late: the fast tier raced it
 TIER_NONE_FIT = "tier_none_fit"  # no tier is predicted to fit the latency budget
 FALLBACK = "fallback_engaged"  # every deployment failed: the model's fallback answered
+LEDGER_UNREACHABLE = "ledger_unreachable"  # usage events are held in memory meanwhile
+LEDGER_BUFFER_FULL = "ledger_buffer_full"  # events are being dropped (counted)
+LEDGER_SCHEMA = "ledger_schema_mismatch"  # the ledger's schema is not this gateway's
+BUDGET_REBUILT = "budget_rebuilt"  # a team's budget counter was seeded from the ledger
+BUDGETS_FORGOTTEN = "budget_counters_forgotten"  # Redis failed over or restarted: rebuild
 
 _REPEAT_INTERVAL_S = 30.0
 

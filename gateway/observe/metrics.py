@@ -231,6 +231,48 @@ class Metrics:
             registry=r,
         )
 
+        # The usage ledger (gateway.state.usage_ledger): events buffered per process.
+        self.ledger_buffered = Gauge(
+            "rerank_ledger_buffered_events",
+            "Usage events held in memory, not yet written to the ledger (PostgreSQL).",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.ledger_oldest_s = Gauge(
+            "rerank_ledger_oldest_event_age_seconds",
+            "Age of the oldest usage event not yet written to the ledger (0: none).",
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.ledger_written = Counter(
+            "rerank_ledger_events_written",
+            "Usage events written to the ledger (a replayed event is written once).",
+            registry=r,
+        )
+        self.ledger_dropped = Counter(
+            "rerank_ledger_events_dropped",
+            "Usage events the gateway could not keep: the buffer was full, or PostgreSQL was "
+            "unreachable at exit with no ledger.spill_dir.",
+            registry=r,
+        )
+        self.ledger_spilled = Counter(
+            "rerank_ledger_events_spilled",
+            "Usage events written to ledger.spill_dir at exit (replayed at the next start).",
+            registry=r,
+        )
+        self.ledger_write_errors = Counter(
+            "rerank_ledger_write_errors",
+            "Failed batch writes to the ledger (the batch stays buffered and is retried).",
+            registry=r,
+        )
+        self.budget_rebuilds = Counter(
+            "rerank_budget_rebuilds",
+            "Budget counters seeded from the ledger after the limits store lost them, by "
+            "outcome (rebuilt, waited: another replica rebuilt, failed).",
+            ["team", "outcome"],
+            registry=r,
+        )
+
         # Operator events (gateway.observe.events).
         self.operator_events = Counter(
             "rerank_operator_events",

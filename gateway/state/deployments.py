@@ -59,9 +59,11 @@ class DeploymentState:
         catalog: Catalog,
         metrics: Metrics,
         clock: Callable[[], float] | None = None,
+        stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False,
     ) -> None:
         """`clock` drives breakers, the retry budget and latency decay (tests inject one);
-        deadlines always use time.monotonic()."""
+        deadlines always use time.monotonic(). `stops_downgrade(alias, team)`: the shadow
+        guard's verdict, True when the alias must not downgrade that team."""
         clock = clock or time.monotonic
         settings = config.routing
         self.metrics = metrics
@@ -93,8 +95,7 @@ class DeploymentState:
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
         self.failover = Failover(self.health, self.retry_budget, settings.backoff)
         self.selector = TierSelector(settings.overhead_ms / 1000.0)
-        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
-        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
+        self.stops_downgrade = stops_downgrade
 
     def _breaker_changed(self, name: str, state: int) -> None:
         """Export the state; log and count a change (not the first state, at startup)."""

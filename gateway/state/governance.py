@@ -1,238 +1,133 @@
-"""Cost governance wiring: over-fetch limits, prices, quota and usage stores, built once.
+"""Cost governance, built once from config: who may spend what, and the record of it.
 
-The decisions live in `policies` (limits, billing, pricing, ratelimit, budget, quota,
-usage); this module builds them from config, picks the memory or Redis stores, and
-translates outcomes into API errors, Prometheus counters and usage records. The
-per-request parts are `apply_limits` (a pipeline step after parsing), the ledger
-(`gateway.state.ledger`) that the budget layer of the scoring chain reserves and settles
-with, and `record_savings`, which the cache layer calls.
+`build_governance` makes the pieces and hands each to the code that uses it; nothing holds
+the whole set at run time:
+
+- `Overfetch` (the pipeline): over-fetch limits after parsing.
+- `Accounts` (the budget and downgrade layers): rate limits and budgets, reserve/settle.
+- `UsageRecorder` (accounts, over-fetch limits, the cache layer): usage events.
+- `UsageReports` (admin routes, the status page, `rerank-gateway usage`): reading usage.
+- `UsageLedger` (the gateway's lifecycle): the durable ledger's buffer and writer, when
+  `ledger` is configured; `BudgetAlerts` likewise, for its webhooks.
+
+Where things are kept: counters for admission (rate limits, budgets) in this process or in
+Redis (`limits.limits_backend`); the record of usage in the ledger (PostgreSQL) when it is
+configured, otherwise in the same place as the counters.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from gateway.config import Config
-from gateway.errors import ApiError, bad_request
-from gateway.observe.logs import ThrottledWarning
-from gateway.observe.metrics import Metrics, child
+from gateway.observe.metrics import Metrics
+from gateway.state import redis_client
+from gateway.state.accounts import Accounts, Policy
 from gateway.state.alerts import BudgetAlerts
+from gateway.state.budget_rebuild import BudgetRebuilder
 from gateway.state.catalog import Catalog
-from policies.limits import Enforced, LimitExceeded, LimitPolicy
-from policies.pricing import FREE, MICROS_PER_USD, PriceTable, Usage
-from policies.pricing import TOKENS as TOKEN_PRICED
-from policies.quota import MemoryQuotaStore, QuotaStore, StoreUnavailable, TeamQuota
+from gateway.state.overfetch import Overfetch
+from gateway.state.usage import UsageRecorder
+from gateway.state.usage_ledger import UsageLedger
+from gateway.state.usage_reports import UsageReports
+from policies.limits import LimitPolicy
+from policies.pricing import PriceTable
+from policies.quota import MemoryQuotaStore, QuotaStore, TeamQuota
 from policies.redis_quota import RedisQuotaStore
 from policies.redis_usage import RedisUsageStore
-from policies.usage import (
-    COST,
-    DOCUMENTS,
-    REJECTED_LIMITS,
-    REQUESTS,
-    SAVED_COST,
-    SAVED_TOKENS,
-    SAVED_UNITS,
-    SEARCH_UNITS,
-    TOKENS,
-    TRUNCATED,
-    MemoryUsageStore,
-    UsageStore,
-    billed_counter,
-    day_of,
-)
+from policies.usage import MemoryUsageStore, UsageStore
 from policies.usage_buffer import BufferedUsageStore
 
 Clock = Callable[[], float]
-UNPARSED_MODEL = "unknown"  # the model of a request refused before its body was read
-
-
-class UsageRecorder:
-    """Writes usage records and the matching Prometheus counters.
-
-    A store failure never fails the request it describes: it is logged and counted.
-    """
-
-    def __init__(self, store: UsageStore, prices: PriceTable, metrics: Metrics, clock: Clock):
-        self.store = store
-        self.prices = prices
-        self.metrics = metrics
-        self.clock = clock
-        self._warn = ThrottledWarning("usage_not_recorded")
-
-    async def served(
-        self, team: str, model: str, deployment: str, documents: int, usage: Usage, cost: int
-    ) -> None:
-        """One answered request that went upstream (called once, on settle)."""
-        price = self.prices.price(model, deployment or None)
-        child(self.metrics.search_units, team, model, deployment).inc(usage.search_units)
-        child(self.metrics.cost_usd, team, model, deployment).inc(cost / MICROS_PER_USD)
-        counts = {
-            REQUESTS: 1,
-            DOCUMENTS: documents,
-            SEARCH_UNITS: usage.search_units,
-            TOKENS: usage.tokens,
-            COST: cost,
-            billed_counter(price.kind): 1 if price.kind == FREE else price.billed(usage),
-        }
-        await self._add(team, model, deployment, counts)
-
-    async def record_saved(self, team: str, model: str, saved: Usage) -> None:
-        """Hook for the cache layer: usage that did not go upstream thanks to the cache.
-
-        Valued at the model's dearest deployment price (the one a reservation uses).
-        """
-        if saved.search_units <= 0 and saved.tokens <= 0:
-            return
-        cost = self.prices.charge(model, None, saved)
-        self.metrics.saved_search_units.labels(team, model).inc(saved.search_units)
-        self.metrics.saved_usd.labels(team, model).inc(cost / MICROS_PER_USD)
-        counts = {SAVED_UNITS: saved.search_units, SAVED_TOKENS: saved.tokens, SAVED_COST: cost}
-        await self._add(team, model, "", counts)
-
-    async def event(self, team: str, model: str, name: str) -> None:
-        """Count a rejection, truncation or downgrade (no deployment involved)."""
-        await self._add(team, model, "", {name: 1})
-
-    async def _add(self, team: str, model: str, deployment: str, counts: dict[str, int]) -> None:
-        try:
-            await self.store.add(team, day_of(self.clock()), model, deployment, counts)
-        except StoreUnavailable as exc:
-            self.metrics.governance_store_errors.labels("usage", "record").inc()
-            self._warn(team=team, model=model, error=str(exc)[:200])
-
-
-class Governance:
-    def __init__(
-        self,
-        config: Config,
-        catalog: Catalog,
-        metrics: Metrics,
-        redis: aioredis.Redis | RedisCluster | None = None,
-        clock: Clock = time.time,
-    ) -> None:
-        self.metrics = metrics
-        self.clock = clock
-        self.tiers = catalog.tiers
-        self.rules = config.pricing.rules()
-        self.limits = LimitPolicy(
-            config.limits,
-            {name: m.limits for name, m in config.models.items()},
-            {name: t.limits for name, t in config.teams.items()},
-            self.rules.tokens_per_char,
-            config.server.max_body_bytes,
-        )
-        self.prices = PriceTable(config.pricing, catalog.deployments)
-        self.quotas: dict[str, TeamQuota] = {}
-        for name, team in config.teams.items():
-            quota = TeamQuota.of(name, team.rate_limit, team.budget)
-            if quota is not None:
-                self.quotas[name] = quota
-        self.fail_closed = {
-            "rate_limit": config.limits.on_redis_error.rate_limit == "closed",
-            "budget": config.limits.on_redis_error.budget == "closed",
-        }
-        self.quota_store, usage_store = _stores(config, redis)
-        # Stands in for Redis while it is unreachable, for limits that fail open.
-        self.local_quota = MemoryQuotaStore()
-        self.warn_store_down = ThrottledWarning("limits_store_unreachable")
-        self.warn_not_settled = ThrottledWarning("reservation_not_settled")
-        self.usage = UsageRecorder(usage_store, self.prices, metrics, clock)
-        self.shared = config.limits.limits_backend == "redis"
-        self.report_teams = report_teams(config)
-        self.alerts = BudgetAlerts(config, metrics, redis)  # thresholds and webhooks
-        # (alias, team) -> True when the alias must not downgrade that team (shadow guard).
-        self.stops_downgrade: Callable[[str, str], bool] = lambda alias, team: False
-
-    def add_account(self, quota: TeamQuota) -> None:
-        """A gateway-owned account (shadow scoring): its own limits, listed in reports."""
-        self.quotas[quota.team] = quota
-        if quota.team not in self.report_teams:
-            self.report_teams.append(quota.team)
-
-    def body_limit(self, team: str) -> int:
-        return self.limits.body_limit(team)
-
-    async def body_rejected(self, team: str) -> None:
-        """A 413 for max_body_bytes: counted like every other enforcement, in the metric
-        and in the usage report's rejected_limits (the model is not known: unparsed)."""
-        self.metrics.overfetch.labels(team, "max_body_bytes", "reject").inc()
-        await self.usage.event(team, UNPARSED_MODEL, REJECTED_LIMITS)
-
-    async def apply_limits(
-        self, team: str, model: str, query: str, texts: list[str]
-    ) -> Enforced | None:
-        """Over-fetch limits of (team, model): raise 400, or what to truncate (None: nothing)."""
-        try:
-            enforced = self.limits.enforce(team, model, query, texts)
-        except LimitExceeded as exc:
-            self.metrics.overfetch.labels(team, exc.limit, "reject").inc()
-            await self.usage.event(team, model, REJECTED_LIMITS)
-            raise bad_request(exc.message) from None
-        if not enforced.applied:
-            return None
-        for applied in enforced.applied:
-            self.metrics.overfetch.labels(team, applied.limit, applied.action).inc()
-        await self.usage.event(team, model, TRUNCATED)
-        return enforced
-
-    async def record_savings(
-        self,
-        team: str,
-        model: str,
-        query: str,
-        documents: Sequence[str],
-        sent: Sequence[str],
-        max_tokens_per_doc: int | None,
-    ) -> None:
-        """What the cache saved a request: the units of its documents that were not sent.
-
-        The same estimate a reservation uses, so savings and spend add up."""
-        rules = self.rules
-        units = rules.estimate(query, documents, max_tokens_per_doc) - rules.estimate(
-            query, sent, max_tokens_per_doc
-        )
-        tokens = rules.estimate_tokens(query, documents, max_tokens_per_doc) - (
-            rules.estimate_tokens(query, sent, max_tokens_per_doc)
-        )
-        # Counted in metrics and usage reports, in units, tokens and dollars.
-        await self.usage.record_saved(team, model, Usage(max(0, units), max(0, tokens)))
-
-    def billed_units(self, model: str, deployment: str | None, usage: Usage) -> dict[str, int]:
-        """`meta.billed_units` of an answer: what it cost, in the unit its price bills.
-
-        Search-unit and flat prices: `search_units`; token prices: `input_tokens` (Cohere's
-        field for token billing on its other endpoints). A free or fully cached answer
-        bills `search_units: 0`."""
-        price = self.prices.price(model, deployment)
-        if not price.paid or usage.calls == 0:
-            return {"search_units": 0}
-        if price.kind == TOKEN_PRICED:
-            return {"input_tokens": max(1, usage.tokens)}
-        return {"search_units": max(1, usage.search_units)}
-
-    def store_down(self, quota: TeamQuota) -> None:
-        """The quota store failed: raise 503 if any of the team's limits fails closed."""
-        self.metrics.governance_store_errors.labels("limits", "reserve").inc()
-        closed = [kind.replace("_", " ") + "s" for kind in quota.kinds if self.fail_closed[kind]]
-        if closed:
-            raise ApiError(
-                503,
-                f"cannot check the {' and '.join(closed)} of team '{quota.team}' right now: the "
-                "limits store (Redis) is unreachable and they are configured to fail closed "
-                "(limits.on_redis_error); retry shortly",
-                retry_after_s=STORE_RETRY_S,
-            )
-        self.warn_store_down(team=quota.team, effect="counting on this replica only")
-
-
-STORE_RETRY_S = 5.0
-
-
 ANONYMOUS = "anonymous"  # the team of every request when auth.mode is none
+
+
+@dataclass(frozen=True)
+class Governance:
+    overfetch: Overfetch
+    accounts: Accounts
+    usage: UsageRecorder
+    reports: UsageReports
+    alerts: BudgetAlerts
+    ledger: UsageLedger | None
+
+
+def build_governance(
+    config: Config,
+    catalog: Catalog,
+    metrics: Metrics,
+    redis: redis_client.Client | None,
+    *,
+    extra_quotas: Mapping[str, TeamQuota],
+    stops_downgrade: Callable[[str, str], bool],
+    clock: Clock = time.time,
+) -> Governance:
+    """`extra_quotas`: gateway-owned accounts (shadow scoring), listed in reports too;
+    `stops_downgrade(alias, team)`: the shadow guard's verdict on budget downgrades."""
+    rules = config.pricing.rules()
+    prices = PriceTable(config.pricing, catalog.deployments)
+    quota_store, usage_store = _stores(config, redis)
+    ledger = UsageLedger(config.ledger, metrics, clock) if config.ledger is not None else None
+    usage = UsageRecorder(
+        prices,
+        rules,
+        metrics,
+        clock,
+        ledger=ledger,
+        store=usage_store if ledger is None else None,
+    )
+    quotas = {
+        name: quota
+        for name, team in config.teams.items()
+        if (quota := TeamQuota.of(name, team.rate_limit, team.budget)) is not None
+    }
+    quotas.update(extra_quotas)
+    alerts = BudgetAlerts(config, metrics, redis)
+    rebuilder = None
+    if ledger is not None and config.ledger is not None:
+        rebuilder = BudgetRebuilder(
+            quota_store, ledger, metrics, clock, config.ledger.rebuild_wait_s
+        )
+    on_error = config.limits.on_redis_error
+    accounts = Accounts(
+        quotas,
+        quota_store,
+        prices=prices,
+        rules=rules,
+        usage=usage,
+        alerts=alerts,
+        metrics=metrics,
+        clock=clock,
+        tiers=catalog.tiers,
+        stops_downgrade=stops_downgrade,
+        policy=Policy(
+            rate_limit_closed=on_error.rate_limit == "closed",
+            budget_closed=on_error.budget == "closed",
+        ),
+        rebuilder=rebuilder,
+        rebuild_timeout_s=(
+            config.ledger.rebuild_wait_s + 3 * config.ledger.timeout_s + 5.0
+            if config.ledger is not None
+            else 0.0
+        ),
+    )
+    limits = LimitPolicy(
+        config.limits,
+        {name: m.limits for name, m in config.models.items()},
+        {name: t.limits for name, t in config.teams.items()},
+        rules.tokens_per_char,
+        config.server.max_body_bytes,
+    )
+    reports = UsageReports(
+        sorted({*report_teams(config), *extra_quotas}),
+        clock,
+        ledger=ledger.store if ledger is not None else None,
+        store=usage_store if ledger is None else None,
+        shared=config.limits.limits_backend == "redis",
+    )
+    return Governance(Overfetch(limits, usage, metrics), accounts, usage, reports, alerts, ledger)
 
 
 def report_teams(config: Config) -> list[str]:
@@ -241,7 +136,7 @@ def report_teams(config: Config) -> list[str]:
 
 
 def _stores(
-    config: Config, redis: aioredis.Redis | RedisCluster | None
+    config: Config, redis: redis_client.Client | None
 ) -> tuple[QuotaStore, UsageStore]:
     if config.limits.limits_backend == "memory":
         return MemoryQuotaStore(), MemoryUsageStore(config.limits.usage_retention_days)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
 from urllib.parse import unquote, urlsplit
@@ -212,6 +213,47 @@ async def follow_master(client: object, interval_s: float = 0.5) -> None:
             await pool.disconnect(inuse_connections=True)
         elif pool.master_address is None:
             pool.master_address = address
+
+
+async def watch_incarnation(
+    client: object,
+    prefix: str,
+    on_new: Callable[[str], Awaitable[None]],
+    interval_s: float = 1.0,
+) -> None:
+    """Tell `on_new` when the Redis the client writes to is a new incarnation: another
+    server took over (a Sentinel failover), or the server restarted, perhaps from an old
+    snapshot. Such a Redis may lack recent writes that are not lost from the ledger.
+
+    Each check compares the server's run id and replication id with the pair the last
+    check stored in Redis (`<prefix>incarnation`, swapped with SET ... GET), so exactly one
+    replica sees each change. A server that is not a master (a demoted one still being
+    written to) is reported by `follow_master`'s reconnect instead. Single server and
+    Sentinel only (a cluster has one incarnation per shard). Runs until cancelled."""
+    if not isinstance(client, aioredis.Redis):
+        return
+    key = f"{prefix}incarnation"
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            server = await client.info("server")
+            replication = await client.info("replication")
+            if replication.get("role") != "master":
+                continue
+            now = f"{server['run_id']}:{replication['master_replid']}"
+            before = await client.set(key, now, get=True)
+        except (RedisError, OSError, TimeoutError, KeyError):
+            continue
+        before = before.decode() if isinstance(before, bytes) else before
+        if before is not None and before != now:
+            log.warning(
+                "redis_incarnation_changed",
+                effect="budget counters are seeded again from the usage ledger",
+            )
+            try:
+                await on_new("the state Redis changed (failover or restart)")
+            except Exception as exc:  # a background task: report, keep watching
+                log.error("budget_forget_failed", error=exc.__class__.__name__)
 
 
 def redact(url: str) -> str:

@@ -13,7 +13,7 @@ import redis as redis_sync
 from aiohttp import web
 
 from policies.billing import BillingRules
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
+from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, governed, post
 from tests.servers import ServerLoop
@@ -177,7 +177,7 @@ async def test_budget_is_refunded_when_the_upstream_fails(
     assert len(fake.calls) == 2
     if backend == "redis":
         day = datetime.now(UTC).strftime("%Y-%m-%d")
-        assert redis_client.get(f"{redis_prefix}{{search}}:budget:{day}") == b"2000"
+        assert spend_in_redis(redis_client, redis_prefix, "search", day) == 2000
     rows = await usage_rows(url)
     assert rows["search", "cohere-a/rerank-v3.5"]["requests"] == 1
 
@@ -320,6 +320,7 @@ async def test_usage_endpoint_needs_the_admin_key_and_reports(
             "saved_search_units": 0,
             "saved_tokens": 0,
             "saved_cost_usd": 0.0,
+            "cache_hits": 0,
             "rejected_limits": 0,
             "rejected_rate_limit": 0,
             "rejected_budget": 0,

@@ -16,9 +16,18 @@ import pytest
 import redis as redis_sync
 
 from policies.budget import BudgetConfig, windows
-from policies.quota import BUDGET, RATE_LIMIT, MemoryQuotaStore, QuotaStore, TeamQuota
+from policies.quota import (
+    BUDGET,
+    RATE_LIMIT,
+    Hold,
+    MemoryQuotaStore,
+    QuotaStore,
+    Refusal,
+    TeamQuota,
+)
 from policies.ratelimit import Gcra, RateLimitConfig, retry_seconds, to_us
 from policies.redis_quota import RedisQuotaStore
+from tests.conftest import spend_in_redis
 from tests.governance.helpers import FakeClock, async_redis
 
 NOON = datetime(2026, 11, 5, 12, 0, tzinfo=UTC).timestamp()
@@ -89,72 +98,75 @@ def quota(
 async def test_requests_per_minute(store: QuotaStore) -> None:
     q, clock = quota(rpm=3), FakeClock(NOON)
     for _ in range(3):
-        assert await store.reserve(q.request(1, 0, clock())) is None
+        assert isinstance(await store.reserve(q.request(1, 0, clock())), Hold)
     refusal = await store.reserve(q.request(1, 0, clock()))
     assert refusal is not None
     assert (refusal.kind, refusal.limit) == (RATE_LIMIT, "requests_per_minute")
     assert refusal.retry_after_s == pytest.approx(20.0)
     clock.advance(19.9)
-    assert await store.reserve(q.request(1, 0, clock())) is not None
+    assert isinstance(await store.reserve(q.request(1, 0, clock())), Refusal)
     clock.advance(0.1)
-    assert await store.reserve(q.request(1, 0, clock())) is None
+    assert isinstance(await store.reserve(q.request(1, 0, clock())), Hold)
 
 
 async def test_search_units_per_minute_with_settle_and_refund(store: QuotaStore) -> None:
     q, now = quota(upm=10), NOON
     first = q.request(6, 0, now)
-    assert await store.reserve(first) is None
+    first_hold = await store.reserve(first)
+    assert isinstance(first_hold, Hold)
     refusal = await store.reserve(q.request(5, 0, now))
     assert refusal is not None and refusal.limit == "search_units_per_minute"
     assert refusal.retry_after_s == pytest.approx(6.0)  # one unit's interval
-    await store.adjust(first, -2, 0)  # settled: the upstream billed 4, not 6
-    assert await store.reserve(q.request(6, 0, now)) is None  # 4 + 6 = 10
-    assert await store.reserve(q.request(1, 0, now)) is not None
+    await store.adjust(first, first_hold, -2, 0)  # settled: the upstream billed 4, not 6
+    assert isinstance(await store.reserve(q.request(6, 0, now)), Hold)  # 4 + 6 = 10
+    assert isinstance(await store.reserve(q.request(1, 0, now)), Refusal)
 
 
 async def test_daily_budget_reserve_refuse_and_reset(store: QuotaStore) -> None:
     q, clock = quota(day=0.01), FakeClock(NOON)  # $0.01 = 10,000 micro-dollars
-    assert await store.reserve(q.request(2, 4_000, clock())) is None
-    assert await store.reserve(q.request(2, 4_000, clock())) is None
+    assert isinstance(await store.reserve(q.request(2, 4_000, clock())), Hold)
+    assert isinstance(await store.reserve(q.request(2, 4_000, clock())), Hold)
     refusal = await store.reserve(q.request(1, 4_000, clock()))
     assert refusal is not None
     assert (refusal.kind, refusal.limit, refusal.spent_micros) == (BUDGET, "usd_per_day", 8_000)
     assert refusal.retry_after_s == pytest.approx(MIDNIGHT - NOON)
-    assert await store.reserve(q.request(1, 2_000, clock())) is None  # exactly fills it
-    assert await store.reserve(q.request(1, 1, clock())) is not None
+    assert isinstance(await store.reserve(q.request(1, 2_000, clock())), Hold)  # exactly fills it
+    assert isinstance(await store.reserve(q.request(1, 1, clock())), Refusal)
     clock.now = MIDNIGHT  # a new day
-    assert await store.reserve(q.request(1, 10_000, clock())) is None
+    assert isinstance(await store.reserve(q.request(1, 10_000, clock())), Hold)
 
 
 async def test_refund_and_settle_move_the_budget(store: QuotaStore) -> None:
     q = quota(day=0.01)
     failed = q.request(1, 6_000, NOON)
-    assert await store.reserve(failed) is None
-    await store.adjust(failed, -1, -6_000)  # the upstream failed: refund
+    failed_hold = await store.reserve(failed)
+    assert isinstance(failed_hold, Hold)
+    await store.adjust(failed, failed_hold, -1, -6_000)  # the upstream failed: refund
     served = q.request(1, 6_000, NOON)
-    assert await store.reserve(served) is None
-    await store.adjust(served, 0, -5_000)  # it cost 1,000 in the end
-    assert await store.reserve(q.request(1, 9_000, NOON)) is None
-    assert await store.reserve(q.request(1, 1, NOON)) is not None
+    served_hold = await store.reserve(served)
+    assert isinstance(served_hold, Hold)
+    await store.adjust(served, served_hold, 0, -5_000)  # it cost 1,000 in the end
+    assert isinstance(await store.reserve(q.request(1, 9_000, NOON)), Hold)
+    assert isinstance(await store.reserve(q.request(1, 1, NOON)), Refusal)
 
 
 async def test_monthly_budget_alongside_the_daily_one(store: QuotaStore) -> None:
     q = quota(day=0.01, usd_per_month=0.015)
-    assert await store.reserve(q.request(1, 10_000, NOON)) is None
+    assert isinstance(await store.reserve(q.request(1, 10_000, NOON)), Hold)
     tomorrow = MIDNIGHT + 60
     refusal = await store.reserve(q.request(1, 6_000, tomorrow))
     assert refusal is not None and refusal.limit == "usd_per_month"
     assert refusal.spent_micros == 10_000
-    assert await store.reserve(q.request(1, 5_000, tomorrow)) is None
+    assert isinstance(await store.reserve(q.request(1, 5_000, tomorrow)), Hold)
 
 
 async def test_reservation_is_all_or_nothing(store: QuotaStore) -> None:
     q = quota(rpm=2, day=0.001)
-    assert await store.reserve(q.request(1, 1_000, NOON)) is None  # budget now full
+    assert isinstance(await store.reserve(q.request(1, 1_000, NOON)), Hold)  # budget now full
     refusal = await store.reserve(q.request(1, 1_000, NOON))
     assert refusal is not None and refusal.kind == BUDGET
     # The refused request took no rate: one request is still left this minute.
-    assert await store.reserve(q.request(1, 1_000, NOON, enforce_budget=False)) is None
+    assert isinstance(await store.reserve(q.request(1, 1_000, NOON, enforce_budget=False)), Hold)
     refusal = await store.reserve(q.request(1, 0, NOON, enforce_budget=False))
     assert refusal is not None and refusal.kind == RATE_LIMIT
 
@@ -162,10 +174,11 @@ async def test_reservation_is_all_or_nothing(store: QuotaStore) -> None:
 async def test_settle_after_the_period_ended_leaves_the_new_one_alone(store: QuotaStore) -> None:
     q = quota(day=0.01)
     late = q.request(1, 5_000, MIDNIGHT - 1)
-    assert await store.reserve(late) is None
-    assert await store.reserve(q.request(1, 10_000, MIDNIGHT + 1)) is None  # new day, full
-    await store.adjust(late, -1, -5_000)  # refund of yesterday's reservation
-    assert await store.reserve(q.request(1, 1, MIDNIGHT + 2)) is not None
+    late_hold = await store.reserve(late)
+    assert isinstance(late_hold, Hold)
+    assert isinstance(await store.reserve(q.request(1, 10_000, MIDNIGHT + 1)), Hold)  # new day, full
+    await store.adjust(late, late_hold, -1, -5_000)  # refund of yesterday's reservation
+    assert isinstance(await store.reserve(q.request(1, 1, MIDNIGHT + 2)), Refusal)
 
 
 # Redis only: the Lua scripts under concurrency, and the key layout.
@@ -185,11 +198,10 @@ async def test_concurrent_budget_reservations_never_overshoot(
     rng = random.Random(7)
     costs = [rng.choice([1_000, 2_000, 3_000]) for _ in range(300)]
     refusals = await asyncio.gather(*(redis_store.reserve(q.request(1, c, NOON)) for c in costs))
-    admitted = sum(c for c, r in zip(costs, refusals, strict=True) if r is None)
+    admitted = sum(c for c, r in zip(costs, refusals, strict=True) if isinstance(r, Hold))
     assert admitted <= 50_000
     assert admitted >= 50_000 - 3_000  # it filled up: only a last too-big one was refused
-    stored = redis_client.get(f"{redis_prefix}{{search}}:budget:2026-11-05")
-    assert stored is not None and int(stored) == admitted
+    assert spend_in_redis(redis_client, redis_prefix, "search", "2026-11-05") == admitted
 
 
 async def test_concurrent_rate_limit_admits_exactly_the_limit(
@@ -199,7 +211,7 @@ async def test_concurrent_rate_limit_admits_exactly_the_limit(
     refusals = await asyncio.gather(
         *(redis_store.reserve(q.request(1, 0, NOON)) for _ in range(100))
     )
-    assert sum(r is None for r in refusals) == 30
+    assert sum(isinstance(r, Hold) for r in refusals) == 30
 
 
 async def test_concurrent_reserve_and_settle_account_exactly(
@@ -210,33 +222,33 @@ async def test_concurrent_reserve_and_settle_account_exactly(
 
     async def one(i: int) -> int:
         request = q.request(2, 4_000, NOON)
-        assert await redis_store.reserve(request) is None
+        hold = await redis_store.reserve(request)
+        assert isinstance(hold, Hold)
         await asyncio.sleep(0)
         if i % 3 == 0:
-            await redis_store.adjust(request, -2, -4_000)  # failed upstream: refund
+            await redis_store.adjust(request, hold, -2, -4_000)  # failed upstream: refund
             return 0
         real = rng.choice([1_000, 4_000, 6_000])
-        await redis_store.adjust(request, 0, real - 4_000)
+        await redis_store.adjust(request, hold, 0, real - 4_000)
         return real
 
     settled = await asyncio.gather(*(one(i) for i in range(150)))
-    stored = redis_client.get(f"{redis_prefix}{{search}}:budget:2026-11-05")
-    assert stored is not None and int(stored) == sum(settled)
+    assert spend_in_redis(redis_client, redis_prefix, "search", "2026-11-05") == sum(settled)
 
 
 async def test_keys_are_hash_tagged_per_team_and_expire(
     redis_store: RedisQuotaStore, redis_client: redis_sync.Redis, redis_prefix: str
 ) -> None:
     q = quota(rpm=5, upm=50, day=1.0, usd_per_month=10.0)
-    assert await redis_store.reserve(q.request(3, 1_000, NOON)) is None
+    assert isinstance(await redis_store.reserve(q.request(3, 1_000, NOON)), Hold)
     keys = sorted(k.decode() for k in redis_client.scan_iter(match=redis_prefix + "*"))
     assert keys == [
-        f"{redis_prefix}{{search}}:budget:2026-11",
-        f"{redis_prefix}{{search}}:budget:2026-11-05",
         f"{redis_prefix}{{search}}:gcra",
+        f"{redis_prefix}{{search}}:spend:2026-11",
+        f"{redis_prefix}{{search}}:spend:2026-11-05",
     ]
     assert all(redis_client.ttl(k) > 0 for k in keys)
-    rate = {k.decode(): int(v) for k, v in redis_client.hgetall(keys[2]).items()}
+    rate = {k.decode(): int(v) for k, v in redis_client.hgetall(keys[0]).items()}
     assert rate == {  # integer microseconds
         "requests_per_minute": int(NOON + 12) * 1_000_000,
         "search_units_per_minute": int(NOON) * 1_000_000 + 3_600_000,

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis as redis_sync
 
-from policies.quota import RATE_LIMIT, MemoryQuotaStore, QuotaStore, TeamQuota
+from policies.quota import RATE_LIMIT, Hold, MemoryQuotaStore, QuotaStore, Refusal, TeamQuota
 from policies.ratelimit import Gcra, RateLimitConfig
 from policies.redis_quota import RedisQuotaStore
 from tests.conftest import OTHER_TEAM_KEY
@@ -70,10 +70,10 @@ async def test_replicas_with_skewed_clocks_admit_exactly_the_limit(
     t1 = redis_time_us(sync)
     gcra = q.requests
     assert gcra is not None
-    admitted = sum(r is None for r in refusals)
+    admitted = sum(isinstance(r, Hold) for r in refusals)
     freed = (t1 - t0) // gcra.interval_us  # cells Redis's clock itself freed meanwhile
     assert 6 <= admitted <= 6 + freed
-    refused = [r for r in refusals if r is not None]
+    refused = [r for r in refusals if isinstance(r, Refusal)]
     assert refused and all(r.kind == RATE_LIMIT for r in refused)
     if admitted == 6:  # nothing freed: every refusal waits for the same next admission
         after = next_admission_us(sync, "ads", gcra)
@@ -91,10 +91,11 @@ async def test_a_settle_after_script_flush_counts_once(own_redis: OwnRedis) -> N
     store = RedisQuotaStore(client, PREFIX)
     q = quota(upm=60)
     first = q.request(10, 0, time.time())
-    assert await store.reserve(first) is None
+    hold = await store.reserve(first)
+    assert isinstance(hold, Hold)
     before = int(sync.hget(f"{PREFIX}{{ads}}:gcra", "search_units_per_minute"))
     sync.script_flush()
-    await store.adjust(first, -4, 0)  # NOSCRIPT, reload, run: once
+    await store.adjust(first, hold, -4, 0)  # NOSCRIPT, reload, run: once
     after = int(sync.hget(f"{PREFIX}{{ads}}:gcra", "search_units_per_minute"))
     assert before - after == 4 * 1_000_000
     await client.aclose()
@@ -125,14 +126,14 @@ async def test_retry_after_is_the_longest_wait_over_every_limit(
     a, b = stores(), stores()
     q, clock = quota(rpm=4, upm=2), FakeClock(NOON)
     for units in (1, 1, 0, 0):  # both limits full: requests 4 of 4, units 2 of 2
-        assert await a.reserve(q.request(units, 0, clock())) is None
+        assert isinstance(await a.reserve(q.request(units, 0, clock())), Hold)
     refusal = await b.reserve(q.request(1, 0, clock()))
     assert refusal is not None and refusal.limit == "search_units_per_minute"
     assert refusal.retry_after_s == 30.0  # requests would admit in 15 s, units in 30 s
     clock.advance(29)
-    assert await b.reserve(q.request(1, 0, clock())) is not None  # a second early
+    assert isinstance(await b.reserve(q.request(1, 0, clock())), Refusal)  # a second early
     clock.advance(1)
-    assert await a.reserve(q.request(1, 0, clock())) is None  # exactly when it said
+    assert isinstance(await a.reserve(q.request(1, 0, clock())), Hold)  # exactly when it said
 
 
 @pytest.mark.parametrize("rpm", [4, 7, 13])
@@ -142,15 +143,15 @@ async def test_every_refusal_in_a_burst_names_the_real_next_admission(
     a, b = stores(), stores()
     q, clock = quota(rpm=rpm), FakeClock(NOON + 0.25)
     results = [await (a if i % 2 else b).reserve(q.request(1, 0, clock())) for i in range(rpm * 2)]
-    assert sum(r is None for r in results) == rpm  # exactly the limit
-    waits = {r.retry_after_s for r in results if r is not None}
+    assert sum(isinstance(r, Hold) for r in results) == rpm  # exactly the limit
+    waits = {r.retry_after_s for r in results if isinstance(r, Refusal)}
     interval = 60 / rpm
     assert waits == {float(math.ceil(interval - 1e-9))}  # whole seconds, never 0
     wait = waits.pop()
     clock.advance(wait - 1)
-    assert await a.reserve(q.request(1, 0, clock())) is not None  # a second early: refused
+    assert isinstance(await a.reserve(q.request(1, 0, clock())), Refusal)  # a second early: refused
     clock.advance(1)
-    assert await b.reserve(q.request(1, 0, clock())) is None  # at Retry-After: admitted
+    assert isinstance(await b.reserve(q.request(1, 0, clock())), Hold)  # at Retry-After: admitted
 
 
 # --- two gateway apps through HTTP ----------------------------------------------------

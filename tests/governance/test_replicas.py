@@ -16,7 +16,7 @@ import pytest
 import redis as redis_sync
 import yaml
 
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
+from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import ROOT, get, governed, post
 from tests.processes import gateway_processes
@@ -73,10 +73,7 @@ async def test_budget_burst_across_two_replicas(
     assert len(fake.calls) == len(admitted)
     assert sum(-(-len(call["documents"]) // 100) for call in fake.calls) == units
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    assert (
-        redis_client.get(f"{redis_prefix}{{search}}:budget:{day}")
-        == str(units * UNIT_MICROS).encode()
-    )
+    assert spend_in_redis(redis_client, redis_prefix, "search", day) == units * UNIT_MICROS
     for url in urls:  # both replicas report the same shared figures
         status, _, report = await get(url + "/admin/usage?team=search", ADMIN_KEY)
         assert status == 200 and report["scope"] == "all replicas"
