@@ -14,6 +14,7 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.http.auth import hash_key
 from tests.fakes.cohere import FakeCohere
+from tests.postgres import SHARED_DSN, OwnPostgres, check_shared, drop_schema, new_schema
 from tests.redis_server import OwnRedis
 from tests.servers import ServerLoop
 
@@ -125,9 +126,35 @@ def cache_prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 
 @pytest.fixture
+def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix for the limits and usage stores of one test (see `scratch_prefix`)."""
+    yield from scratch_prefix(redis_client, "rg-test-")
+
+
+@pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
     """A redis-server of this test's own, on a free port, that the test may stop."""
     server = OwnRedis()
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def ledger_schema() -> Iterator[str]:
+    """A schema of this test's own on the shared PostgreSQL (dropped afterwards)."""
+    check_shared()
+    schema = new_schema()
+    yield schema
+    drop_schema(SHARED_DSN, schema)
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A PostgreSQL server of this test's own, on a free port, that the test may stop."""
+    server = OwnPostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

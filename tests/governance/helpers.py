@@ -34,6 +34,11 @@ async def post(
         return resp.status, dict(resp.headers), await resp.json()
 
 
+async def metrics_text(url: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
+        return await resp.text()
+
+
 async def get(url: str, key: str | None = None) -> tuple[int, dict[str, str], Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 import pytest
 import redis as redis_sync
 from aiohttp import web
@@ -15,16 +14,11 @@ from aiohttp import web
 from policies.billing import BillingRules
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.governance.helpers import get, governed, post
+from tests.governance.helpers import get, governed, metrics_text, post
 from tests.servers import ServerLoop
 
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}
 BACKENDS = ["memory", "redis"]
-
-
-async def metrics_text(url: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
-        return await resp.text()
 
 
 def seconds_to_midnight() -> float:

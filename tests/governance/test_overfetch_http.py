@@ -9,7 +9,7 @@ import aiohttp
 
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
-from tests.governance.helpers import get, post
+from tests.governance.helpers import get, metrics_text, post
 
 DOCS = [f"document number {i} about capitals" for i in range(150)]
 
@@ -18,11 +18,6 @@ def config(upstream: str, search: dict[str, Any] | None = None, **sections: Any)
     data = gateway_config({"cohere-a": upstream}, **sections)
     data["teams"]["search"].update(search or {})
     return data
-
-
-async def metrics_text(url: str) -> str:
-    async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
-        return await resp.text()
 
 
 async def test_default_limit_rejects_more_than_100_documents(

@@ -1,0 +1,114 @@
+"""Budgets that survive Redis: a flushed or restarted Redis (and a restarted single
+process) does not give a team its budget again; the counter is seeded from the ledger,
+once, and the usage report does not move."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import redis as redis_sync
+import yaml
+
+from tests.conftest import ADMIN_KEY, TEAM_KEY
+from tests.fakes.cohere import FakeCohere
+from tests.governance.helpers import get, governed, metrics_text, post
+from tests.ledger.helpers import BODY, UNIT_MICROS, ledger_section, migrate, wait_for
+from tests.postgres import SHARED_DSN
+from tests.processes import gateway_processes
+from tests.redis_server import OwnRedis
+from tests.servers import ServerLoop
+
+BUDGET_UNITS = 10
+
+
+def config_file(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def spend_until_refused(urls: list[str], limit: int = 50) -> int:
+    """Requests admitted, alternating replicas, until the budget refuses one."""
+    for i in range(limit):
+        status = (await post(urls[i % 2], {**BODY, "query": f"more {i}"}, TEAM_KEY))[0]
+        if status == 402:
+            return i
+        assert status == 200
+    raise AssertionError(f"no 402 after {limit} requests")
+
+
+async def report(url: str, requests: int, refused: int = 0) -> dict[str, Any]:
+    """The team's totals once the ledger holds `requests` served and `refused` refused."""
+
+    async def landed() -> dict[str, Any] | None:
+        status, _, found = await get(url + "/admin/usage?team=search&by=team", ADMIN_KEY)
+        assert status == 200, found
+        totals = found["totals"].get("search")
+        if totals is None or (totals["requests"], totals["rejected_budget"]) != (
+            requests,
+            refused,
+        ):
+            return None
+        return totals
+
+    return await wait_for(landed, f"{requests} served and {refused} refused in the ledger")
+
+
+def rebuilds(text: str) -> int:
+    pattern = r'rerank_budget_rebuilds_total\{outcome="rebuilt",team="search"\} (\S+)'
+    return sum(int(float(v)) for v in re.findall(pattern, text))
+
+
+async def test_a_flushed_or_restarted_redis_gives_no_budget_back(
+    own_redis: OwnRedis, ledger_schema: str, servers: ServerLoop, tmp_path: Path
+) -> None:
+    fake = FakeCohere()
+    await migrate(SHARED_DSN, ledger_schema)
+    data = governed(
+        {"cohere-a": servers.serve(fake.app())},
+        backend="redis",
+        prefix="rg:",
+        search={"budget": {"usd_per_day": BUDGET_UNITS * UNIT_MICROS / 1e6}},
+        state={"redis_url": own_redis.url},
+    )
+    data["ledger"] = ledger_section(SHARED_DSN, ledger_schema)
+    with gateway_processes(config_file(tmp_path, data), tmp_path) as (_, urls):
+        for i in range(4):
+            assert (await post(urls[i % 2], {**BODY, "query": f"q{i}"}, TEAM_KEY))[0] == 200
+        before = await report(urls[0], 4)
+
+        redis_sync.Redis.from_url(own_redis.url).flushall()  # mid-day, everything gone
+        assert await report(urls[1], 4) == before  # the record is the ledger's, not Redis's
+        # $X left (six requests' worth) is exactly what both replicas admit together.
+        assert await spend_until_refused(urls) == BUDGET_UNITS - 4
+        # Seeded once for the fleet: one replica rebuilt, the other waited for it.
+        texts = [await metrics_text(url) for url in urls]
+        assert sum(rebuilds(t) for t in texts) == 2, [l for t in texts for l in t.splitlines() if "rebuild" in l]  # first use of the ledger, then the flush
+
+        own_redis.stop()  # a restart of a Redis that keeps nothing on disk
+        own_redis.start()
+        assert await spend_until_refused(urls) == 0  # nothing left, still
+        after = await report(urls[0], BUDGET_UNITS, refused=2)
+        assert after["cost_usd"] == BUDGET_UNITS * UNIT_MICROS / 1e6
+    assert len(fake.calls) == BUDGET_UNITS
+
+
+async def test_a_restarted_single_process_keeps_its_budget(
+    ledger_schema: str, servers: ServerLoop, tmp_path: Path
+) -> None:
+    """limits_backend memory: the counters die with the process; the ledger seeds them."""
+    fake = FakeCohere()
+    await migrate(SHARED_DSN, ledger_schema)
+    data = governed(
+        {"cohere-a": servers.serve(fake.app())},
+        search={"budget": {"usd_per_day": BUDGET_UNITS * UNIT_MICROS / 1e6}},
+    )
+    data["ledger"] = ledger_section(SHARED_DSN, ledger_schema)
+    path = config_file(tmp_path, data)
+    with gateway_processes(path, tmp_path, count=1) as (_, urls):
+        for i in range(7):
+            assert (await post(urls[0], {**BODY, "query": f"q{i}"}, TEAM_KEY))[0] == 200
+    with gateway_processes(path, tmp_path, count=1) as (_, urls):
+        assert await spend_until_refused(urls * 2) == BUDGET_UNITS - 7
