@@ -40,8 +40,8 @@ def ledgered(
     data = governed(upstreams, backend="redis", prefix=prefix, search=team)
     data["teams"]["search"]["manager_key_sha256"] = [hash_key(MANAGER_KEY)]
     data["ledger"] = ledger_section(SHARED_DSN, schema)
-    for i, name in enumerate(upstreams):
-        data["models"]["rerank-v3.5"]["deployments"][i]["priority"] = i
+    for i, deployment in enumerate(data["models"]["rerank-v3.5"]["deployments"]):
+        deployment["priority"] = i
     return data
 
 

@@ -70,7 +70,7 @@ async def test_a_batch_written_twice_counts_once(ledger: PostgresLedger) -> None
     batch = buffer.peek(100)
     assert await ledger.write(batch) == 11
     assert await ledger.write(batch) == 0  # a replay: nothing new
-    assert await ledger.write(batch[:3] + [(uuid.uuid4().bytes, served(DEC))]) == 1
+    assert await ledger.write([*batch[:3], (uuid.uuid4().bytes, served(DEC))]) == 1
     (row,) = await ledger.rollups(date(2026, 12, 1), date(2026, 12, 31), None, ["team"])
     assert (row["team"], row["events"], row["requests"]) == ("search", 12, 11)
     assert row["cost_micros"] == 11 * 2_000 and row["search_units"] == 11
