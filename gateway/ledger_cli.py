@@ -18,7 +18,7 @@ from gateway.config import Config
 from policies.ledger_pg import LedgerUnavailable, PostgresLedger, SchemaMismatch
 from policies.ledger_schema import LATEST
 
-LEDGER_SECTIONS = ("ledger",)  # nothing else is read: no provider secret
+LEDGER_SECTIONS = ("ledger", "auth", "teams", "state")  # no provider secret is read
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -16,10 +16,11 @@ one parameter each.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -34,6 +35,16 @@ _PARTITION = re.compile(r"^(events|daily)_y(\d{4})m(\d{2})$")
 _LOCK = 7_351_201  # advisory lock key: migrations and partition changes run one at a time
 GROUPS = ("team", "key", "model", "deployment")  # what a report may group by
 _GROUP_COLUMNS = {"team": "team", "key": "key", "model": "served", "deployment": "deployment"}
+
+
+# What a statement can fail with when PostgreSQL is down, restarting or slow.
+_FAILURES = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    TimeoutError,
+)
 
 
 class LedgerUnavailable(Exception):
@@ -160,7 +171,7 @@ class PostgresLedger:
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            try:
+            with self._failing():
                 self._pool = await asyncpg.create_pool(
                     self.dsn,
                     min_size=0,
@@ -169,23 +180,31 @@ class PostgresLedger:
                     command_timeout=self.timeout_s,
                     max_inactive_connection_lifetime=60.0,
                 )
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                raise LedgerUnavailable(_describe(exc)) from exc
         return self._pool
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """Any failure becomes LedgerUnavailable, and the pool is dropped: a connection cut
+        by a restart can be left mid-protocol, and the next call starts afresh."""
+        try:
+            yield
+        except _FAILURES as exc:
+            if self._pool is not None:
+                self._pool.terminate()
+                self._pool = None
+            raise LedgerUnavailable(_describe(exc)) from exc
 
     async def _run(self, method: str, sql: str, *args: Any) -> Any:
         pool = await self._connection_pool()
-        try:
+        with self._failing():
             return await getattr(pool, method)(sql, *args, timeout=self.timeout_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            raise LedgerUnavailable(_describe(exc)) from exc
 
     async def close(self) -> None:
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
-                await pool.close()
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+                await asyncio.wait_for(pool.close(), self.timeout_s)
+            except _FAILURES:
                 pool.terminate()
 
     # ---------------------------------------------------------------- schema
@@ -220,7 +239,7 @@ class PostgresLedger:
         """Apply the migrations not yet applied; returns their versions."""
         pool = await self._connection_pool()
         applied: list[int] = []
-        try:
+        with self._failing():
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
                 current = 0
@@ -243,8 +262,6 @@ class PostgresLedger:
                         version,
                     )
                     applied.append(version)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise LedgerUnavailable(_describe(exc)) from exc
         self._months.clear()
         return applied
 
@@ -257,7 +274,7 @@ class PostgresLedger:
             return
         pool = await self._connection_pool()
         s = self.schema
-        try:
+        with self._failing():
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK)
                 for month in missing:
@@ -270,8 +287,6 @@ class PostgresLedger:
                         f"CREATE TABLE IF NOT EXISTS {s}.daily_{month.suffix()} PARTITION OF "
                         f"{s}.daily FOR VALUES FROM ('{start}') TO ('{end}')"
                     )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            raise LedgerUnavailable(_describe(exc)) from exc
         self._months.update(missing)
 
     async def partitions(self) -> list[tuple[str, Month]]:
@@ -358,13 +373,11 @@ class PostgresLedger:
         and rollups (a budget rebuild reads a team's spend and which late settlements are
         in it from one snapshot, so it adds the others exactly once)."""
         pool = await self._connection_pool()
-        try:
+        with self._failing():
             async with pool.acquire() as conn, conn.transaction(
                 isolation="repeatable_read", readonly=True
             ):
                 yield Snapshot(conn, self.schema, self.timeout_s)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-            raise LedgerUnavailable(_describe(exc)) from exc
 
     async def rollups(
         self, first: date, last: date, teams: Sequence[str] | None, by: Sequence[str]
