@@ -9,12 +9,17 @@ import shutil
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 from tests.servers import free_port
 
 
 class OwnRedis:
-    def __init__(self) -> None:
+    """`keep`: a directory for `dump.rdb`, which `SAVE` writes and a restart loads (the
+    server never saves by itself)."""
+
+    def __init__(self, keep: Path | None = None) -> None:
+        self.keep = keep
         binary = shutil.which("redis-server")
         if binary is None:  # fail loudly: the suite needs redis-server installed
             raise RuntimeError("redis-server is not installed; these tests need it")
@@ -34,6 +39,7 @@ class OwnRedis:
                 "--bind", "127.0.0.1",
                 "--save", "",
                 "--appendonly", "no",
+                *(["--dir", str(self.keep), "--dbfilename", "dump.rdb"] if self.keep else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

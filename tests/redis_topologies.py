@@ -136,8 +136,11 @@ class OwnCluster(_Processes):
 
 
 class OwnSentinel(_Processes):
-    def __init__(self) -> None:
+    """`safe=False`: Redis's defaults, without min-replicas-to-write (most setups)."""
+
+    def __init__(self, safe: bool = True) -> None:
         super().__init__()
+        self.safe = safe
         self.master_port, self.replica_port, self.sentinel_port = free_ports(3)
 
     @property
@@ -148,6 +151,8 @@ class OwnSentinel(_Processes):
         # As docs/operations.md recommends: a master without a replica in sync refuses
         # writes, so an old master cannot take writes that its rejoining would erase.
         safe = ("--min-replicas-to-write", "1", "--min-replicas-max-lag", "10")
+        if not self.safe:
+            safe = ()
         self.server(self.master_port, *safe)
         self.server(self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port), *safe)
         conf = self.dir / "sentinel.conf"
@@ -176,6 +181,8 @@ class OwnSentinel(_Processes):
         """The master counts a replica in sync, so min-replicas-to-write lets it take writes
         (it learns that from the replica's acknowledgements, a second or so after the link)."""
         info = redis.Redis(port=self.master_port_now()).info("replication")
+        if not self.safe:
+            return int(info.get("connected_slaves", 0)) >= 1
         return int(info.get("min_slaves_good_slaves", 0)) >= 1
 
     def wait_writable(self) -> None:
@@ -192,7 +199,8 @@ class OwnSentinel(_Processes):
                 info.get("role") == "slave"
                 and info.get("master_link_status") == "up"
                 # ...and the new master counts it (min-replicas-to-write lets it take writes)
-                and int(new.get("min_slaves_good_slaves", 1)) >= 1
+                and int(new.get("min_slaves_good_slaves" if self.safe else "connected_slaves", 1))
+                >= 1
             )
 
         _until(rejoined, "the old master to rejoin as a replica", timeout=60)

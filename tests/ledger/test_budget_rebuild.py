@@ -112,3 +112,56 @@ async def test_a_restarted_single_process_keeps_its_budget(
             assert (await post(urls[0], {**BODY, "query": f"q{i}"}, TEAM_KEY))[0] == 200
     with gateway_processes(path, tmp_path, count=1) as (_, urls):
         assert await spend_until_refused(urls * 2) == BUDGET_UNITS - 7
+
+
+async def test_redis_restored_from_an_old_snapshot_is_seeded_from_the_ledger(
+    ledger_schema: str, servers: ServerLoop, tmp_path: Path
+) -> None:
+    """The counters come back older than the truth, markers and all: only the change of
+    server (its run id) tells. One replica notices and forgets the counters; the next
+    request seeds them from the ledger."""
+    own = OwnRedis(keep=tmp_path)
+    own.start()
+    fake = FakeCohere()
+    await migrate(SHARED_DSN, ledger_schema)
+    data = governed(
+        {"cohere-a": servers.serve(fake.app())},
+        backend="redis",
+        prefix="rg:",
+        search={"budget": {"usd_per_day": BUDGET_UNITS * UNIT_MICROS / 1e6}},
+        state={"redis_url": own.url},
+    )
+    data["ledger"] = ledger_section(SHARED_DSN, ledger_schema)
+    try:
+        with gateway_processes(config_file(tmp_path, data), tmp_path) as (_, urls):
+            for i in range(3):
+                assert (await post(urls[i % 2], {**BODY, "query": f"q{i}"}, TEAM_KEY))[0] == 200
+            await wait_for(_incarnation_stored(own.url), "the replicas to note the server")
+            redis_sync.Redis.from_url(own.url).save()  # the snapshot: 3 spent
+            for i in range(3, 6):
+                assert (await post(urls[i % 2], {**BODY, "query": f"q{i}"}, TEAM_KEY))[0] == 200
+            own.stop()
+            own.start()  # back with 3 spent, though 6 were
+            await report(urls[0], 6)
+            logs = [tmp_path / f"gateway-{i}.log" for i in range(2)]
+            await wait_for(_logged(logs, "budget_counters_forgotten"), "a replica to forget")
+            assert await spend_until_refused(urls) == BUDGET_UNITS - 6
+            forgotten = sum(p.read_text().count('"budget_counters_forgotten"') for p in logs)
+            assert forgotten == 1  # one replica saw the change
+    finally:
+        own.stop()
+    assert len(fake.calls) == BUDGET_UNITS
+
+
+def _incarnation_stored(url: str) -> Any:
+    async def stored() -> bool:
+        return redis_sync.Redis.from_url(url).get("rg:incarnation") is not None
+
+    return stored
+
+
+def _logged(paths: list[Path], event: str) -> Any:
+    async def found() -> bool:
+        return any(f'"{event}"' in p.read_text() for p in paths)
+
+    return found
