@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench lint redis clean
+.PHONY: serve test bench lint redis postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/rerank-gateway serve $(ARGS)
 
-test: lint redis
+test: lint redis postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Style, types and the import contracts of pyproject.toml ([tool.importlinter]).
@@ -30,6 +30,10 @@ bench: $(STAMP)
 # Start a throwaway Redis on 127.0.0.1:6379 when none answers and redis-server exists.
 redis:
 	@bash .ci/ensure-redis
+
+# Start the installed PostgreSQL when nothing answers on 127.0.0.1:5432 (the ledger tests).
+postgres:
+	@bash .ci/ensure-postgres
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache

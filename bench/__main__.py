@@ -48,6 +48,8 @@ import redis
 import uvloop
 
 from bench import procstat, wrk
+from bench.ledger import DEFAULT_DSN as LEDGER_DSN
+from bench.ledger import print_ledger, run_ledger
 from bench.loadgen import LoadResult, run_load
 from bench.openloop import OpenLoopResult, burst, run_open_loop
 from bench.soak import run_soak
@@ -224,7 +226,7 @@ def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | in
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 GROUPS = ("closed", "openloop", "burst")  # what `make bench` runs
-OPT_IN = ("soak",)  # long: only when asked for
+OPT_IN = ("soak", "ledger")  # long: only when asked for
 DELAY_MS = 150.0
 
 
@@ -244,6 +246,10 @@ def main() -> int:
     parser.add_argument(
         "--soak-requests", type=int, default=1_000_000, help="requests of the soak run"
     )
+    parser.add_argument(
+        "--ledger-events", type=int, default=10_000_000, help="events the ledger run loads"
+    )
+    parser.add_argument("--ledger-dsn", default=LEDGER_DSN, help="PostgreSQL of the ledger run")
     parser.add_argument("--rates", default="500,1000", help="open-loop rates (req/s)")
     parser.add_argument("--burst", type=int, default=1024, help="clients connecting at once")
     parser.add_argument(
@@ -261,6 +267,14 @@ def main() -> int:
     groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
     if groups - set(GROUPS + OPT_IN):
         parser.error(f"unknown scenario groups: {sorted(groups - set(GROUPS + OPT_IN))}")
+    if "ledger" in groups:  # no gateway process: the ledger's own SQL at size
+        ledger = run_ledger(args.ledger_dsn, args.ledger_events)
+        print_ledger(ledger)
+        groups.discard("ledger")
+        if not groups:
+            Path(args.out).write_text(json.dumps({"ledger": ledger}, indent=2))
+            print(f"\nwrote {args.out}")
+            return 0
     rates = [float(r) for r in args.rates.split(",")]
     concurrencies = (1, 32)
     if args.quick:

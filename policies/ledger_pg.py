@@ -147,6 +147,16 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM rolled)
 """
 
 
+def rollup_select(s: str) -> str:
+    """Rollups built in one statement from the events already there (a bulk load)."""
+    select, _ = _counters_sql()
+    return (
+        f"INSERT INTO {s}.daily (team, day, key, asked, served, deployment, "
+        f"{', '.join(ROLLUP_COUNTERS)}) SELECT team, (at AT TIME ZONE 'UTC')::date, key, "
+        f"asked, served, deployment, {select} FROM {s}.events GROUP BY 1, 2, 3, 4, 5, 6"
+    )
+
+
 class PostgresLedger:
     """One process's connection pool to the ledger and the statements it runs."""
 
