@@ -309,6 +309,7 @@ _USAGE_FIGURES = {
         "saved_search_units",
         "saved_tokens",
         "saved_cost_usd",
+        "cache_hits",
         "rejected_limits",
         "rejected_rate_limit",
         "rejected_budget",
@@ -319,26 +320,29 @@ _USAGE_FIGURES = {
 
 _USAGE_REPORT = {
     "type": "object",
-    "required": ["from", "to", "currency", "rows", "totals", "scope"],
+    "required": ["from", "to", "currency", "rows", "totals", "scope", "group_by"],
     "properties": {
         "from": {"type": "string", "format": "date"},
         "to": {"type": "string", "format": "date"},
         "currency": {"const": "USD"},
-        "scope": {"enum": ["all replicas", "this process"]},
+        "scope": {"enum": ["ledger", "all replicas", "this process"]},
+        "group_by": {
+            "type": "array",
+            "items": {"enum": ["team", "key", "model", "deployment"]},
+            "description": "the columns that name each row, in order",
+        },
         "rows": {
             "type": "array",
             "items": {
                 "type": "object",
-                "required": [
-                    "team",
-                    "model",
-                    "deployment",
-                    *_USAGE_FIGURES,
-                    "unit",
-                    "billed_units",
-                ],
+                "description": "one group: the `group_by` columns, then the figures",
+                "required": [*_USAGE_FIGURES, "unit", "billed_units"],
                 "properties": {
                     "team": {"type": "string"},
+                    "key": {
+                        "type": ["string", "null"],
+                        "description": "the API key's id, or config:<digest prefix>",
+                    },
                     "model": {"type": "string"},
                     "deployment": {"type": ["string", "null"]},
                     **_USAGE_FIGURES,
@@ -560,12 +564,20 @@ def admin_spec() -> dict[str, Any]:
             **_key_paths(),
             "/admin/usage": {
                 "get": {
-                    "summary": "Usage and cost per team, model and deployment, by UTC day range "
-                    "(a manager key: its own team's)",
+                    "summary": "Usage and cost per team, key, model or deployment, by UTC day "
+                    "range or month (a manager key: its own team's); from the ledger when "
+                    "one is configured",
                     "parameters": [
                         _query("team", "One configured team (default: all)."),
                         _query("from", "First day, YYYY-MM-DD (default: the 1st of the month)."),
                         _query("to", "Last day, YYYY-MM-DD (default: today)."),
+                        _query("month", "A whole month, YYYY-MM (instead of from/to)."),
+                        _query(
+                            "by",
+                            "Group rows by any of team, key, model, deployment, comma-separated "
+                            "(default: team,model,deployment; key needs the ledger).",
+                        ),
+                        _query("format", "json (default) or csv."),
                     ],
                     "responses": {
                         "200": {
@@ -573,14 +585,15 @@ def admin_spec() -> dict[str, Any]:
                             "content": {
                                 "application/json": {
                                     "schema": {"$ref": "#/components/schemas/UsageReport"}
-                                }
+                                },
+                                "text/csv": {"schema": {"type": "string"}},
                             },
                         },
-                        "400": _error("Bad date or range."),
+                        "400": _error("Bad date, range, month, grouping or format."),
                         "401": _error("Missing or wrong admin key."),
                         "403": _error("Admin routes are disabled (no admin key configured)."),
                         "404": _error("Unknown team."),
-                        "503": _error("The usage store (Redis) is unreachable."),
+                        "503": _error("The usage ledger or store is unreachable."),
                     },
                 }
             },
