@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import aiohttp
@@ -51,14 +52,21 @@ async def test_missing_or_unknown_key_is_401(gateway_url: str, headers: dict, me
     assert message in body.decode()
 
 
-async def test_request_id_is_echoed_or_generated(gateway_url: str) -> None:
-    _, headers, _ = await request(
-        "POST",
-        gateway_url + "/v2/rerank",
-        json=BODY,
-        headers={**bearer(TEAM_KEY), "X-Request-Id": "trace-123"},
-    )
-    assert headers["X-Request-Id"] == "trace-123"
+async def test_request_id_keeps_the_callers_behind_a_unique_prefix_or_is_generated(
+    gateway_url: str,
+) -> None:
+    """Was the caller's id as sent: any team could give its request another team's id."""
+    ids = []
+    for _ in range(2):
+        _, headers, _ = await request(
+            "POST",
+            gateway_url + "/v2/rerank",
+            json=BODY,
+            headers={**bearer(TEAM_KEY), "X-Request-Id": "trace-123"},
+        )
+        ids.append(headers["X-Request-Id"])
+    assert all(re.fullmatch(r"[0-9a-f]{12}-trace-123", rid) for rid in ids), ids
+    assert ids[0] != ids[1]  # the same caller id twice: two ids
     _, headers, _ = await request(
         "POST", gateway_url + "/v2/rerank", json=BODY, headers=bearer(TEAM_KEY)
     )
