@@ -164,7 +164,7 @@ async def headers_flood(port: int, pid: int, seconds: float) -> dict[str, object
     close_all(conns)
     return {
         "connections": 300,
-        "all_120_lines_accepted": delivered,
+        "all_120_lines_written": delivered,
         "rss_before_mb": before,
         "rss_peak_mb": peak,
         "rss_after_s_mb": held,

@@ -336,20 +336,31 @@ class _Reading:
             self._head_timer = self._loop.call_later(
                 self._limits.header_timeout_s, self._head_timed_out
             )
-        messages, upgraded, tail = self._parser.feed_data(data)
+        room = self._limits.max_header_bytes - self._head_bytes
+        if in_head and len(data) > room:
+            # The parser sees no more of a head than the limit: what fits first, and the
+            # rest only if a whole head was in it (the rest is then body or the next head).
+            messages, upgraded, tail = self._parser.feed_data(data[:room])
+            if not messages:
+                self._refuse_head()
+            more, upgraded, tail = self._parser.feed_data(data[room:])
+            messages = [*messages, *more]
+        else:
+            messages, upgraded, tail = self._parser.feed_data(data)
         if messages:
             self._head_done()
             payload = messages[-1][1]
             if not payload.is_eof():
                 self._start_body(payload)
-        elif in_head and data:
+        elif in_head:
             self._head_bytes += len(data)
-            if self._head_bytes > self._limits.max_header_bytes:
-                self._refused = True
-                self._head_done()
-                self._limits.count("header_too_large")
-                raise HeadTooLarge(self._limits.max_header_bytes)
         return messages, upgraded, tail
+
+    def _refuse_head(self) -> None:
+        self._refused = True
+        self._head_done()
+        self._limits.count("header_too_large")
+        raise HeadTooLarge(self._limits.max_header_bytes)
 
     def _head_done(self) -> None:
         self._head_bytes = 0
