@@ -21,8 +21,14 @@ from gateway.errors import ApiError, error_response
 from gateway.http import status
 from gateway.http.admin import report_csv, report_format, usage_report
 from gateway.http.auth import Authenticator, bearer_token, hash_key
+from gateway.http.edge import (
+    EDGE_LIMITS,
+    RERANK_PATHS,
+    SMALL_BODY_BYTES,
+    EdgeLimits,
+    request_id,
+)
 from gateway.http.edge import middleware as edge_middleware
-from gateway.http.edge import request_id
 from gateway.http.keys import (
     create_key,
     keys_route,
@@ -251,11 +257,10 @@ def build_app(
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[RUNTIME] = runtime
-    app.router.add_post("/v2/rerank", _rerank(2))
-    app.router.add_post("/v1/rerank", _rerank(1))
-    # Clients that put /v1 in their base URL end up here (the SDK appends v2/rerank).
-    app.router.add_post("/v1/v2/rerank", _rerank(2))
-    app.router.add_post("/v1/v1/rerank", _rerank(1))
+    app[EDGE_LIMITS] = EdgeLimits.from_config(config.server, _count_refusal(metrics))
+    # /v1/v2/rerank: clients that put /v1 in their base URL (the SDK appends v2/rerank).
+    for path in RERANK_PATHS:
+        app.router.add_post(path, _rerank(2 if path.endswith("/v2/rerank") else 1))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
@@ -278,14 +283,23 @@ def build_app(
 
 def build_metrics_app(app: web.Application) -> web.Application:
     """The private listener (`server.metrics_port`): /metrics for Prometheus, and the status
-    page (still behind the admin key). It serves the same runtime as `app`."""
-    private = web.Application()
+    page (still behind the admin key). It serves the same runtime as `app`, behind the
+    same edge limits; its only bodies are the sign-in form's (small, uncompressed)."""
+    private = web.Application(client_max_size=SMALL_BODY_BYTES)
     private[RUNTIME] = app[RUNTIME]
+    private[EDGE_LIMITS] = app[EDGE_LIMITS]
     private.router.add_get("/metrics", _exposition)
     private.router.add_get("/healthz", healthz)
     add_status_routes(private)
     private.middlewares.append(edge_middleware)
     return private
+
+
+def _count_refusal(metrics: Metrics) -> Callable[[str], None]:
+    def count(reason: str) -> None:
+        metrics.edge_refusals.labels(reason).inc()
+
+    return count
 
 
 def add_status_routes(app: web.Application) -> None:

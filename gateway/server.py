@@ -6,7 +6,7 @@ SIGTERM/SIGINT: report not-ready, stop accepting, finish in-flight requests for 
 `server.drain_timeout_s`, close upstream sessions and Redis, exit 0.
 SIGHUP: reload the config file; a bad file is logged and the old config keeps serving;
 changed settings that only a restart applies (server.host, port, workers,
-max_body_bytes) are logged as `restart_needed`.
+max_body_bytes and the edge limits) are logged as `restart_needed`.
 With `--workers N` a parent process starts N workers on one port (`SO_REUSEPORT`),
 forwards those signals to them, restarts a worker that dies (with back-off), and has
 them share Prometheus metrics through files. Every process logs in the configured format.
@@ -110,7 +110,7 @@ async def _start_metrics_listener(
     server = config.server
     if server.metrics_port is None:
         return None
-    runner = web.AppRunner(build_metrics_app(app), access_log=None, handle_signals=False)
+    runner = GatewayRunner(build_metrics_app(app), access_log=None, handle_signals=False)
     await runner.setup()
     await web.TCPSite(
         runner, server.metrics_host, server.metrics_port, reuse_port=reuse_port

@@ -18,7 +18,17 @@ from gateway.config import Config
 from gateway.state import redis_client
 
 # Read once at start; a SIGHUP reload cannot change them.
-RESTART_SETTINGS = ("host", "port", "workers", "max_body_bytes")
+RESTART_SETTINGS = (
+    "host",
+    "port",
+    "workers",
+    "max_body_bytes",
+    "idle_timeout_s",
+    "header_timeout_s",
+    "body_timeout_s",
+    "max_header_bytes",
+    "max_headers",
+)
 _SECRET_OPTIONS = ("api_key", "private_key", "private_key_file", "secret_access_key")
 _AMBIENT = {"bedrock": "ambient (AWS chain)", "oci": "ambient (OCI config or principal)"}
 

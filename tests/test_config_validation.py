@@ -186,7 +186,7 @@ def test_unknown_provider_type_names_the_types() -> None:
 def test_unknown_section_and_keys_list_what_is_known() -> None:
     found = problems({**LOOPBACK, "sever": {}, "server": {"prot": 1}})
     assert (
-        "server.prot: unknown key (known keys: backlog, drain_timeout_s, gc_threshold, host, max_body_bytes, max_in_flight, metrics_host, metrics_port, metrics_token_sha256, port, ready_requires_redis, request_timeout_s, v1_default_model, workers)"
+        "server.prot: unknown key (known keys: backlog, body_timeout_s, drain_timeout_s, gc_threshold, header_timeout_s, host, idle_timeout_s, max_body_bytes, max_header_bytes, max_headers, max_in_flight, metrics_host, metrics_port, metrics_token_sha256, port, ready_requires_redis, request_timeout_s, v1_default_model, workers)"
         in found
     )
     assert (

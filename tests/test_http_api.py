@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import aiohttp
@@ -51,14 +52,21 @@ async def test_missing_or_unknown_key_is_401(gateway_url: str, headers: dict, me
     assert message in body.decode()
 
 
-async def test_request_id_is_echoed_or_generated(gateway_url: str) -> None:
-    _, headers, _ = await request(
-        "POST",
-        gateway_url + "/v2/rerank",
-        json=BODY,
-        headers={**bearer(TEAM_KEY), "X-Request-Id": "trace-123"},
-    )
-    assert headers["X-Request-Id"] == "trace-123"
+async def test_request_id_keeps_the_callers_behind_a_unique_prefix_or_is_generated(
+    gateway_url: str,
+) -> None:
+    """Was the caller's id as sent: any team could give its request another team's id."""
+    ids = []
+    for _ in range(2):
+        _, headers, _ = await request(
+            "POST",
+            gateway_url + "/v2/rerank",
+            json=BODY,
+            headers={**bearer(TEAM_KEY), "X-Request-Id": "trace-123"},
+        )
+        ids.append(headers["X-Request-Id"])
+    assert all(re.fullmatch(r"[0-9a-f]{12}-trace-123", rid) for rid in ids), ids
+    assert ids[0] != ids[1]  # the same caller id twice: two ids
     _, headers, _ = await request(
         "POST", gateway_url + "/v2/rerank", json=BODY, headers=bearer(TEAM_KEY)
     )
@@ -190,3 +198,26 @@ async def test_access_log_has_the_facts_and_no_text_or_keys(gateway_url: str) ->
     dumped = repr(logs)
     for secret in ("secret query", "private doc", TEAM_KEY, "leaked-key", hash_key(TEAM_KEY)):
         assert secret not in dumped
+
+
+async def test_a_body_nested_too_deep_is_refused_before_the_upstream_and_unbilled(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    """Was: 300 levels with return_documents went upstream, was billed, then a 500."""
+    fake, upstream = fake_cohere
+    url = start_gateway(gateway_config({"cohere-a": upstream}))
+    doc = '{"x":' * 299 + '{"text": "deep"}' + "}" * 299
+    raw = '{"model": "rerank-v3.5", "query": "q", "return_documents": true, "documents": ['
+    status, _, body = await request(
+        "POST",
+        url + "/v2/rerank",
+        data=(raw + doc + "]}").encode(),
+        headers={**bearer(TEAM_KEY), "Content-Type": "application/json"},
+    )
+    answer = orjson.loads(body)
+    assert status == 400 and "levels deep" in answer["message"]
+    assert fake.calls == []  # never sent upstream, so nothing to bill
+    _, _, metrics = await request("GET", url + "/metrics")
+    text = metrics.decode()
+    assert 'rerank_requests_total{model="unknown",status="400",team="search"} 1.0' in text
+    assert "rerank_search_units_total{" not in text

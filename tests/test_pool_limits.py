@@ -18,7 +18,7 @@ from gateway.config import ConfigError, load_config
 from gateway.observe.metrics import Metrics
 from providers.cohere import CohereOptions
 from providers.http import HttpTransport
-from tests.conftest import TEAM_KEY, gateway_config
+from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 
 
@@ -135,3 +135,47 @@ def test_max_in_flight_is_off_by_default_and_bounded(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, BASE)).server.max_in_flight is None
     with pytest.raises(ConfigError, match="max_in_flight"):
         load_config(write(tmp_path, BASE + "server: {max_in_flight: 0}\n"))
+
+
+async def test_under_max_in_flight_a_team_is_held_to_its_share_while_another_waits(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    """Was: a team whose requests filled max_in_flight could take every slot again as its
+    requests finished, so another team got 503 for as long as the first kept sending."""
+    fake, upstream = fake_cohere
+    first = threading.Event()
+    fake.faults = Faults(hold=first, times=2)  # search's two requests wait in the upstream
+    url = start_gateway(gateway_config({"cohere-a": upstream}, server={"max_in_flight": 2}))
+    body = {"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"]}
+    async with aiohttp.ClientSession() as session:
+
+        async def rerank(key: str, doc: str) -> tuple[int, str]:
+            sent = {**body, "documents": [doc, "b"]}
+            headers = {"Authorization": f"Bearer {key}"}
+            async with session.post(url + "/v2/rerank", json=sent, headers=headers) as resp:
+                return resp.status, (await resp.json()).get("message", "")
+
+        second = threading.Event()
+        try:
+            held = [asyncio.create_task(rerank(TEAM_KEY, f"s{i}")) for i in range(2)]
+            await asyncio.to_thread(fake.faults.arrived.wait, 10)
+            for _ in range(1000):  # until both are held upstream (bounded)
+                if len(fake.calls) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(fake.calls) == 2
+            status, message = await rerank(OTHER_TEAM_KEY, "o1")
+            assert status == 503 and "server.max_in_flight" in message  # full: ads now waits
+            fake.faults = Faults(hold=second, times=1)
+            first.set()
+            assert [(await t)[0] for t in held] == [200, 200]
+            again = asyncio.create_task(rerank(TEAM_KEY, "s3"))  # holds one slot of two
+            await asyncio.to_thread(fake.faults.arrived.wait, 10)
+            status, message = await rerank(TEAM_KEY, "s4")  # a slot is free, but ads waits
+            assert status == 503 and "its share (1 of server.max_in_flight 2" in message
+            assert (await rerank(OTHER_TEAM_KEY, "o2"))[0] == 200  # the free slot went to ads
+            second.set()
+            assert (await again)[0] == 200
+        finally:  # a failed assertion must not leave the upstream holding
+            first.set()
+            second.set()

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from gateway.errors import ApiError
-from gateway.http.wire import parse_body, parse_request, render_response
+from gateway.http.wire import MAX_DEPTH, parse_body, parse_request, render_response
 
 
 def parse(body: dict, version: int = 2):
@@ -168,3 +168,38 @@ def test_render_returns_documents_in_v1_shape() -> None:
         {"index": 0, "relevance_score": 0.1, "document": {"text": "a"}},
     ]
     assert out["meta"]["api_version"] == {"version": "1"}
+
+
+def nested(depth: int) -> str:
+    """A JSON object `depth` levels deep (written out: orjson itself refuses past 254)."""
+    return '{"text": "d", "x": ' * (depth - 1) + '{"text": "deep"}' + "}" * (depth - 1)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("documents", "[" + nested(300) + "]"),  # the audit's case, with return_documents
+        ("documents", '[{"text": "a", "meta": ' + "[" * 40 + "]" * 40 + "}]"),
+        ("relevant_spans", nested(40)),  # any field that takes an object
+    ],
+)
+def test_deep_nesting_anywhere_is_refused_at_parse_time(field: str, value: str) -> None:
+    """Was: 300 levels with return_documents parsed, went upstream, was billed, and the
+    answer then failed to encode (500)."""
+    raw = (
+        '{"model": "m", "query": "q", "return_documents": true, '
+        + ('"documents": ["a"], ' if field != "documents" else "")
+        + f'"{field}": {value}}}'
+    ).encode()
+    with pytest.raises(ApiError) as info:
+        parse_body(raw, 2)
+    assert info.value.status == 400
+    assert f"more than {MAX_DEPTH} levels deep" in info.value.message
+
+
+def test_nesting_up_to_the_limit_is_accepted_and_echoed() -> None:
+    doc = nested(MAX_DEPTH - 2)  # the body (1) and the documents list (2) come first
+    raw = ('{"model": "m", "query": "q", "return_documents": true, "documents": [' + doc + "]}")
+    parsed = parse_body(raw.encode(), 2)
+    answer = orjson.loads(render_response(parsed, "id", [0.5], 1))
+    assert answer["results"][0]["document"] == orjson.loads(doc)

@@ -127,9 +127,10 @@ async def test_a_partial_hit_sends_and_traces_only_the_new_documents(
     assert by_kind(exporter.get_finished_spans(), SpanKind.CLIENT) == []
 
 
-async def test_an_inbound_traceparent_is_continued_and_tracestate_passed_on(
+async def test_an_inbound_traceparent_is_continued_and_no_tracestate_passed_on(
     one: tuple[FakeCohere, str, InMemorySpanExporter],
 ) -> None:
+    """Was: the caller's tracestate went to the upstream (a third party) as sent."""
     fake, url, exporter = one
     status, headers, _ = await post(
         url,
@@ -144,21 +145,63 @@ async def test_an_inbound_traceparent_is_continued_and_tracestate_passed_on(
     (client,) = by_kind(exporter.get_finished_spans(), SpanKind.CLIENT)
     assert f"{server.context.trace_id:032x}" == INBOUND_TRACE
     assert f"{parent_of(server):016x}" == INBOUND_PARENT
+    assert not server.context.trace_state  # an untrusted caller's vendor data is dropped
     assert headers["traceparent"].startswith(f"00-{INBOUND_TRACE}-")
     sent = fake.headers[-1]
     assert sent["traceparent"] == span_traceparent(client)
-    assert sent["tracestate"] == "vendor=abc"
+    assert "tracestate" not in {k.lower() for k in sent}
     assert "baggage" not in {k.lower() for k in sent}  # tenant data stays with us
 
 
-async def test_an_unsampled_caller_is_not_recorded_but_still_gets_its_trace_id(
-    one: tuple[FakeCohere, str, InMemorySpanExporter],
+def serve_sampling(
+    servers: ServerLoop, ratio: float, trust_parent: bool
+) -> tuple[FakeCohere, str, InMemorySpanExporter]:
+    fakes, urls = serve_fakes(servers, "a")
+    telemetry = {"sample_ratio": ratio, "trust_parent": trust_parent}
+    url, exporter = serve(servers, gateway_config({"a": urls["a"]}, telemetry=telemetry))
+    return fakes["a"], url, exporter
+
+
+async def test_a_caller_cannot_force_sampling_past_the_ratio(servers: ServerLoop) -> None:
+    """Was: a sampled flag (or a trace id under the ratio's bound) in the caller's
+    traceparent had every request recorded, whatever sample_ratio said."""
+    fake, url, exporter = serve_sampling(servers, ratio=0.0, trust_parent=False)
+    low_id = "0" * 31 + "1"  # passes any trace-id ratio test above 0
+    for trace_id in (INBOUND_TRACE, low_id):
+        status, headers, _ = await post(
+            url, headers={"traceparent": f"00-{trace_id}-{INBOUND_PARENT}-01"}
+        )
+        assert status == 200
+        assert headers["traceparent"].startswith(f"00-{trace_id}-")  # still continued
+        assert int(headers["traceparent"][-2:], 16) & 1 == 0  # but not sampled
+    assert exporter.get_finished_spans() == ()
+    assert all(h["traceparent"].endswith("-00") for h in fake.headers)
+
+
+async def test_an_untrusted_unsampled_caller_is_sampled_by_the_ratio(servers: ServerLoop) -> None:
+    _, url, exporter = serve_sampling(servers, ratio=1.0, trust_parent=False)
+    status, _, _ = await post(
+        url, headers={"traceparent": f"00-{INBOUND_TRACE}-{INBOUND_PARENT}-00"}
+    )
+    assert status == 200
+    (server,) = by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    assert f"{server.context.trace_id:032x}" == INBOUND_TRACE
+
+
+async def test_a_trusted_caller_decides_and_keeps_its_tracestate_but_not_upstream(
+    servers: ServerLoop,
 ) -> None:
-    fake, url, exporter = one
+    fake, url, exporter = serve_sampling(servers, ratio=0.0, trust_parent=True)
+    sampled = {"traceparent": f"00-{INBOUND_TRACE}-{INBOUND_PARENT}-01", "tracestate": "v=1"}
+    assert (await post(url, headers=sampled))[0] == 200
+    (server,) = by_kind(exporter.get_finished_spans(), SpanKind.SERVER)
+    assert server.context.trace_state.to_header() == "v=1"
+    assert "tracestate" not in {k.lower() for k in fake.headers[-1]}
+    exporter.clear()
     inbound = f"00-{INBOUND_TRACE}-{INBOUND_PARENT}-00"
     status, headers, _ = await post(url, headers={"traceparent": inbound})
     assert status == 200
-    assert exporter.get_finished_spans() == ()
+    assert exporter.get_finished_spans() == ()  # an unsampled trusted caller: not recorded
     assert headers["traceparent"].startswith(f"00-{INBOUND_TRACE}-")
     assert int(headers["traceparent"][-2:], 16) & 1 == 0  # not sampled
     assert fake.headers[-1]["traceparent"].startswith(f"00-{INBOUND_TRACE}-")

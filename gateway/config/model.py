@@ -67,6 +67,16 @@ class ServerConfig:
     # Rerank requests one process handles at once; beyond it, 503 with Retry-After at
     # once instead of a queue that grows until callers time out. None: no limit.
     max_in_flight: Annotated[int, Ge(1)] | None = None
+    # The edge, on every listener (docs/security.md): a connection without a complete
+    # request head this long after it opened or after its last answer is closed...
+    idle_timeout_s: Annotated[float, Interval(ge=0.1, le=3600.0)] = 15.0
+    # ...a head must arrive whole this soon after its first byte (else the connection
+    # closes), and a body this soon after its head (else 408 and the connection closes).
+    header_timeout_s: Annotated[float, Interval(ge=0.1, le=300.0)] = 5.0
+    body_timeout_s: Annotated[float, Interval(ge=0.1, le=3600.0)] = 10.0
+    # The request line and headers together (431 past it), and how many header lines.
+    max_header_bytes: Annotated[int, Interval(ge=1024, le=1024 * 1024)] = 32 * 1024
+    max_headers: Annotated[int, Interval(ge=8, le=1000)] = 100
 
     def __post_init__(self) -> None:
         if self.metrics_token_sha256 is not None:
@@ -114,6 +124,9 @@ class TelemetryConfig:
     sample_ratio: Annotated[float, Interval(ge=0.0, le=1.0)] | None = None  # of new traces
     service_name: str | None = None  # default rerank-gateway
     headers: dict[str, str] = field(default_factory=dict)  # sent to the collector
+    # A caller's sampled flag decides whether its request is traced (callers inside the
+    # operator's own tracing); otherwise sample_ratio does (docs/security.md).
+    trust_parent: bool = False
 
 
 @dataclass

@@ -10,8 +10,10 @@ access-log line.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -20,8 +22,14 @@ from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, error_response
-from gateway.http.auth import Authenticator
-from gateway.http.edge import ACCEPTED_ENCODINGS, CLOSE_CONNECTION, internal_error, request_id
+from gateway.http.auth import Authenticator, Caller
+from gateway.http.edge import (
+    ACCEPTED_ENCODINGS,
+    CLOSE_CONNECTION,
+    client_gone,
+    internal_error,
+    request_id,
+)
 from gateway.http.wire import RerankRequest, parse_body, render_response
 from gateway.observe.logs import access_log, log
 from gateway.observe.metrics import Metrics, child
@@ -30,6 +38,7 @@ from gateway.state.catalog import Catalog
 from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
 from gateway.state.overfetch import Overfetch
 from gateway.state.usage import Payer
+from policies.admission import FairAdmission, Refusal
 from policies.pricing import PriceTable
 
 UNKNOWN = "unknown"
@@ -74,13 +83,12 @@ class Pipeline:
         self.tracing = tracing  # None: tracing off, no span objects at all
         self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
-        self.max_in_flight = config.server.max_in_flight
+        limit = config.server.max_in_flight
+        self.admission = FairAdmission(limit) if limit is not None else None
 
     async def handle(self, request: web.Request, api_version: int) -> web.StreamResponse:
         started = time.perf_counter()
         outcome = Outcome(request_id=request_id(request))
-        if self.max_in_flight is not None and self.in_flight >= self.max_in_flight:
-            return self._shed(outcome, started)
         trace = self.tracing.start(request) if self.tracing is not None else None
         outcome.trace = trace
         self.metrics.in_flight.inc()
@@ -110,26 +118,62 @@ class Pipeline:
         self._record(outcome, elapsed, response)
         return response
 
-    def _shed(self, outcome: Outcome, started: float) -> web.StreamResponse:
-        """At capacity: refused before reading the body, so shedding stays cheap."""
+    def _shed(self, team: str, refusal: Refusal) -> ApiError:
+        """At capacity, or the team at its share of it while others wait: 503 at once."""
         self.metrics.shed.inc()
-        error = ApiError(
-            503,
-            f"the gateway is at capacity ({self.max_in_flight} requests in flight in this "
-            "process, server.max_in_flight); retry shortly",
-            retry_after_s=1.0,
-        )
-        outcome.status, outcome.error = error.status, error.message
-        response = error_response(error, outcome.request_id)
-        self._record(outcome, time.perf_counter() - started, response)
-        return response
+        if refusal.share is None:
+            message = (
+                f"the gateway is at capacity ({refusal.limit} requests in flight in this "
+                "process, server.max_in_flight); retry shortly"
+            )
+        else:
+            message = (
+                f"the gateway is at capacity for team '{team}': it has its share "
+                f"({refusal.share} of server.max_in_flight {refusal.limit} in this process) "
+                "in flight while other requests wait; retry shortly"
+            )
+        return ApiError(503, message, retry_after_s=1.0)
 
     async def _serve(
         self, request: web.Request, api_version: int, outcome: Outcome, started: float
     ) -> web.Response:
         caller = self.auth.caller(request.headers.get("Authorization"))
         outcome.team, outcome.key = caller.team, caller.key_label
-        body = await self._read(request, outcome)
+        self._check_room(outcome.team)  # before the body: shedding stays cheap
+        body = await self._read(request, outcome)  # a slow body holds no slot
+        with self._slot(outcome.team):
+            return await self._score(request, api_version, outcome, started, caller, body)
+
+    def _check_room(self, team: str) -> None:
+        if self.admission is not None:
+            refusal = self.admission.has_room(team)
+            if refusal is not None:
+                raise self._shed(team, refusal)
+
+    @contextlib.contextmanager
+    def _slot(self, team: str) -> Iterator[None]:
+        """Hold one of server.max_in_flight while the request is served."""
+        admission = self.admission
+        if admission is None:
+            yield
+            return
+        refusal = admission.admit(team)
+        if refusal is not None:
+            raise self._shed(team, refusal)
+        try:
+            yield
+        finally:
+            admission.release(team)
+
+    async def _score(
+        self,
+        request: web.Request,
+        api_version: int,
+        outcome: Outcome,
+        started: float,
+        caller: Caller,
+        body: bytes,
+    ) -> web.Response:
         parsed = parse_body(body, api_version)
         outcome.documents = len(parsed.texts)
         outcome.model = self.catalog.require(parsed.model, visible=caller.models)
@@ -255,6 +299,8 @@ async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise _too_large(limit, team) from None
+    except ConnectionError:  # the caller closed the connection mid-body
+        raise client_gone() from None
     except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (encoding, framing)
         # The parser stopped inside the body, so the connection cannot carry another
         # request: the 400 says `Connection: close`, and the body counts as ended so that

@@ -3,6 +3,9 @@
 JSON `null` means "not set" for every optional field (SDKs send explicit nulls).
 `/v2/rerank` also accepts the fields older SDKs sent there (object documents,
 `rank_fields`, `return_documents`, `max_chunks_per_doc`); unknown fields get Cohere's 422.
+Arrays and objects nest at most MAX_DEPTH levels anywhere in a body: deeper, the answer
+(which echoes object documents) could not be encoded, so it is refused at parse time,
+before anything is billed or sent upstream.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ MAX_INT32 = 2**31 - 1
 MAX_PRIORITY = 999  # documented: 0-999
 # documented: documents x max_chunks_per_doc < 10,000, so one document has at most 9,999
 MAX_CHUNKS_PER_DOC = MAX_DOCUMENTS - 1
+# Levels of arrays and objects in a body, the body's own object being the first: an object
+# document (at level 3) may nest 29 more. orjson encodes at most 254 levels, and an echoed
+# document sits one level deeper in the answer than in the request.
+MAX_DEPTH = 32
 _V2_FIELDS = frozenset(
     {
         "model",
@@ -84,7 +91,28 @@ def parse_body(raw: bytes, api_version: int) -> RerankRequest:
         raise bad_request(f"the body is not valid JSON ({exc.msg})") from None
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
+    if _deeper_than(body, MAX_DEPTH):
+        raise bad_request(
+            f"the body nests arrays and objects more than {MAX_DEPTH} levels deep; "
+            "flatten the documents"
+        )
     return parse_request(body, api_version)
+
+
+def _deeper_than(value: dict[str, Any], limit: int) -> bool:
+    """True when arrays and objects nest more than `limit` levels (`value` is level 1).
+    Iterative, so no depth of input can exhaust the stack; strings are skipped at once."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        node, depth = todo.pop()
+        children = node.values() if type(node) is dict else node
+        kinds = set(map(type, children))  # at C speed: a list of strings ends here
+        if dict not in kinds and list not in kinds:
+            continue
+        if depth >= limit:
+            return True
+        todo.extend((c, depth + 1) for c in children if type(c) is dict or type(c) is list)
+    return False
 
 
 def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:

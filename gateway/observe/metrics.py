@@ -79,6 +79,13 @@ class Metrics:
             "Rerank requests answered 503 at once because server.max_in_flight were in flight.",
             registry=r,
         )
+        self.edge_refusals = Counter(
+            "rerank_edge_refusals",
+            "Connections the edge refused before a route ran, by reason: header_timeout, "
+            "header_too_large, body_timeout (server.*_timeout_s, server.max_header_bytes).",
+            ["reason"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "rerank_in_flight_requests",
             "Rerank requests being handled.",

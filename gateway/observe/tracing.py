@@ -1,11 +1,19 @@
 """OpenTelemetry traces of rerank requests, off by default.
 
-One SERVER span per request (continuing the caller's W3C `traceparent` / `tracestate`),
-one CLIENT span per upstream attempt (retries, hedges and tier-race legs each their own),
+One SERVER span per request (continuing the caller's W3C `traceparent`), one CLIENT span
+per upstream attempt (retries, hedges and tier-race legs each their own),
 and the internal steps that explain a latency or a bill (cache lookup, budget
 reservation, coalescing wait, tier choice, fallback) as span events or short child
 spans. The upstream receives the attempt's own context in `traceparent`, so its span is
 a child of the attempt, not a sibling of it.
+
+What a caller's trace context may decide (docs/security.md): its trace id and parent span
+are continued, so its trace links up. Whether the request is sampled is the gateway's own
+draw at `sample_ratio`, unless `telemetry.trust_parent` is set (callers inside the
+operator's tracing, which then decide as W3C intends): otherwise any caller could have
+every request recorded by sending the sampled flag, or a trace id that the ratio test
+always passes. An untrusted caller's `tracestate` is dropped, and no caller's `tracestate`
+or `baggage` is sent upstream: the upstreams are third parties.
 
 The layers of the chain mark their work with one call each (`event`, `attempt`, `span`,
 `leg`). The request's trace lives in a context variable, which asyncio copies into every
@@ -57,6 +65,8 @@ class TelemetryConfig(Protocol):
     def service_name(self) -> str | None: ...
     @property
     def headers(self) -> Mapping[str, str]: ...
+    @property
+    def trust_parent(self) -> bool: ...
 
 OPERATION = "rerank"
 NS = "rerank_gateway."
@@ -97,6 +107,7 @@ class TraceSettings:
     sample_ratio: float
     service_name: str
     headers: Mapping[str, str]
+    trust_parent: bool = False  # a caller's sampled flag decides (else our own draw)
 
     @classmethod
     def resolve(cls, config: TelemetryConfig, env: Mapping[str, str]) -> TraceSettings | None:
@@ -127,6 +138,7 @@ class TraceSettings:
             sample_ratio=_ratio(config.sample_ratio, env),
             service_name=config.service_name or env.get("OTEL_SERVICE_NAME") or DEFAULT_SERVICE,
             headers=headers,
+            trust_parent=config.trust_parent,
         )
 
 
@@ -177,23 +189,29 @@ class Tracing:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self.settings = settings
         resource = Resource.create(
             {"service.name": settings.service_name, "service.version": version()}
         )
-        self.provider = TracerProvider(
-            resource=resource, sampler=ParentBased(TraceIdRatioBased(settings.sample_ratio))
-        )
+        ratio = settings.sample_ratio
+        sampler: Sampler = ParentBased(TraceIdRatioBased(ratio))
+        if not settings.trust_parent:  # a caller's context is continued, not obeyed
+            own = _own_draw(ratio)
+            sampler = ParentBased(
+                TraceIdRatioBased(ratio), remote_parent_sampled=own, remote_parent_not_sampled=own
+            )
+        self.provider = TracerProvider(resource=resource, sampler=sampler)
         if exporter is not None:  # tests: spans are exported as they end
             self.provider.add_span_processor(SimpleSpanProcessor(exporter))
         else:
             self.provider.add_span_processor(BatchSpanProcessor(_otlp_exporter(settings)))
         self.tracer: Tracer = self.provider.get_tracer("rerank_gateway", version())
-        # Inbound: trace context and baggage. Outbound: trace context only, since baggage
-        # may carry a caller's tenant data and the upstreams are third parties.
+        # Inbound: trace context and baggage. Outbound: traceparent only (`attempt`), since
+        # baggage and tracestate may carry a caller's data and the upstreams are third
+        # parties.
         self.inbound = CompositePropagator(
             [TraceContextTextMapPropagator(), W3CBaggagePropagator()]
         )
@@ -211,7 +229,8 @@ class Tracing:
         tracing on with defaults when the config names no endpoint (tests)."""
         settings = TraceSettings.resolve(config, os.environ if env is None else env)
         if settings is None and exporter is not None:
-            settings = TraceSettings("", HTTP, config.sample_ratio or 1.0, DEFAULT_SERVICE, {})
+            ratio = 1.0 if config.sample_ratio is None else config.sample_ratio
+            settings = TraceSettings("", HTTP, ratio, DEFAULT_SERVICE, {}, config.trust_parent)
         return cls(settings, exporter) if settings is not None else None
 
     def start(self, request: web.Request) -> RequestTrace:
@@ -262,7 +281,8 @@ class Tracing:
         )
         carrier: dict[str, str] = {}
         self.outbound.inject(carrier, context=set_span_in_context(span))
-        return Attempt(span, scope, tuple(carrier.items()))
+        carrier.pop("tracestate", None)  # a caller's vendor data is not the upstream's
+        return Attempt(span, scope, (("traceparent", carrier["traceparent"]),))
 
     def child(self, scope: Scope, name: str, attributes: Mapping[str, Any]) -> Span:
         return self.tracer.start_span(
@@ -287,6 +307,26 @@ class Tracing:
     def close(self) -> None:
         """Flush what is queued and stop the exporter (a reload or shutdown)."""
         self.provider.shutdown()
+
+
+def _own_draw(ratio: float) -> Any:
+    """A sampler for requests whose caller sent a trace context we do not obey: sampled
+    with probability `ratio` by a random draw (a trace id test would let the caller,
+    who chose the id, decide), and without the caller's `tracestate`."""
+    import random
+
+    from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+
+    class OwnDraw(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            if ratio > 0.0 and random.random() < ratio:
+                return SamplingResult(Decision.RECORD_AND_SAMPLE)
+            return SamplingResult(Decision.DROP)
+
+        def get_description(self) -> str:
+            return f"OwnDraw{{{ratio}}}"
+
+    return OwnDraw()
 
 
 def _otlp_exporter(settings: TraceSettings) -> SpanExporter:
