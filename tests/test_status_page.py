@@ -4,6 +4,7 @@ that the page needs nothing from elsewhere (the browser test is test_status_brow
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -109,3 +110,22 @@ async def test_the_json_has_the_same_numbers(url: str) -> None:
 def _row(page: str, marker: str) -> str:
     start = page.index(marker)
     return page[start : page.index("</tr>", start)]
+
+
+async def test_each_team_has_its_spend_per_day_this_month_as_a_chart(url: str) -> None:
+    today = datetime.now(UTC).date()
+    status, data = await get(url, "/admin/status.json", ADMIN)
+    days = data["teams"]["search"]["daily_usd"]
+    assert [d["day"] for d in days][-1] == today.isoformat() and len(days) == today.day
+    assert days[-1]["usd"] == pytest.approx(SEARCH_SPENT)
+    assert all(d["usd"] == 0 for d in days[:-1])  # nothing was spent before today
+    _, page = await get(url, "/admin/status", ADMIN)
+    chart = _row(page, 'data-team="search"').split('<td class="chart">', 1)[1]
+    assert chart.startswith('<svg class="spend" role="img"')
+    assert "spend per day this month, $0.0060 in all, dearest day $0.0060" in chart
+    assert chart.count("<rect") == today.day  # one bar a day
+    assert f"<title>{today.isoformat()}: $0.0060</title>" in chart
+    assert "<title>daily budget</title>" in chart  # the line at $0.01
+    assert "no budget" not in chart and "<title>daily budget</title>" not in _row(
+        page, 'data-team="ads"'
+    )
