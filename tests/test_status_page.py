@@ -115,6 +115,7 @@ def _row(page: str, marker: str) -> str:
 async def test_each_team_has_its_spend_per_day_this_month_as_a_chart(url: str) -> None:
     today = datetime.now(UTC).date()
     status, data = await get(url, "/admin/status.json", ADMIN)
+    assert status == 200
     days = data["teams"]["search"]["daily_usd"]
     assert [d["day"] for d in days][-1] == today.isoformat() and len(days) == today.day
     assert days[-1]["usd"] == pytest.approx(SEARCH_SPENT)
