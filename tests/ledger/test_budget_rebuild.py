@@ -29,6 +29,21 @@ def config_file(tmp_path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+async def budgeted(upstream: str, redis_url: str, schema: str) -> dict[str, Any]:
+    """Team `search` with a daily budget of BUDGET_UNITS search units, its counters in
+    `redis_url`, a migrated ledger in `schema`."""
+    await migrate(SHARED_DSN, schema)
+    data = governed(
+        {"cohere-a": upstream},
+        backend="redis",
+        prefix="rg:",
+        search={"budget": {"usd_per_day": BUDGET_UNITS * UNIT_MICROS / 1e6}},
+        state={"redis_url": redis_url},
+    )
+    data["ledger"] = ledger_section(SHARED_DSN, schema)
+    return data
+
+
 async def spend_until_refused(urls: list[str], limit: int = 50) -> int:
     """Requests admitted, alternating replicas, until the budget refuses one."""
     for i in range(limit):
@@ -65,15 +80,7 @@ async def test_a_flushed_or_restarted_redis_gives_no_budget_back(
     own_redis: OwnRedis, ledger_schema: str, servers: ServerLoop, tmp_path: Path
 ) -> None:
     fake = FakeCohere()
-    await migrate(SHARED_DSN, ledger_schema)
-    data = governed(
-        {"cohere-a": servers.serve(fake.app())},
-        backend="redis",
-        prefix="rg:",
-        search={"budget": {"usd_per_day": BUDGET_UNITS * UNIT_MICROS / 1e6}},
-        state={"redis_url": own_redis.url},
-    )
-    data["ledger"] = ledger_section(SHARED_DSN, ledger_schema)
+    data = await budgeted(servers.serve(fake.app()), own_redis.url, ledger_schema)
     with gateway_processes(config_file(tmp_path, data), tmp_path) as (_, urls):
         for i in range(4):
             assert (await post(urls[i % 2], {**BODY, "query": f"q{i}"}, TEAM_KEY))[0] == 200
@@ -123,15 +130,7 @@ async def test_redis_restored_from_an_old_snapshot_is_seeded_from_the_ledger(
     own = OwnRedis(keep=tmp_path)
     own.start()
     fake = FakeCohere()
-    await migrate(SHARED_DSN, ledger_schema)
-    data = governed(
-        {"cohere-a": servers.serve(fake.app())},
-        backend="redis",
-        prefix="rg:",
-        search={"budget": {"usd_per_day": BUDGET_UNITS * UNIT_MICROS / 1e6}},
-        state={"redis_url": own.url},
-    )
-    data["ledger"] = ledger_section(SHARED_DSN, ledger_schema)
+    data = await budgeted(servers.serve(fake.app()), own.url, ledger_schema)
     try:
         with gateway_processes(config_file(tmp_path, data), tmp_path) as (_, urls):
             for i in range(3):
