@@ -79,6 +79,8 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
                 exc.status, exc.reason
             )
             response = error_response(ApiError(exc.status, message), rid)
+            if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 says what is
+                response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         except Exception as exc:  # a bug outside the rerank pipeline (which has its own)
             log.error(
                 "internal_error",
