@@ -15,7 +15,7 @@ import pytest
 from cohere import RerankRelevantSpans
 
 from gateway.app import build_app
-from gateway.config import parse_config
+from gateway.config import ConfigError, parse_config
 from gateway.state.catalog import Catalog
 from tests.conftest import TEAM_KEY, teams_config
 from tests.fakes.cohere import FakeCohere, Faults, pair_tokens, relevant_spans
@@ -186,3 +186,17 @@ def test_span_support_defaults_to_cohere_api_rerank_5_and_is_configurable() -> N
     assert not catalog(
         "https://api.cohere.com", "rerank-v5.0-pro", relevant_spans=False
     ).spans_capable("m")
+
+
+def test_only_cohere_shaped_deployments_can_be_told_they_return_spans() -> None:
+    data = {
+        "auth": {"mode": "none"},
+        "providers": {"t": {"type": "tei", "base_url": "http://tei.invalid"}},
+        "models": {"m": {"deployments": [{"provider": "t", "relevant_spans": True}]}},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, {})
+    assert (
+        "models.m.deployments[0].relevant_spans: provider type tei has no relevant_spans in "
+        "its API (types that do: cohere, azure)" in str(info.value)
+    )
