@@ -37,6 +37,7 @@ from gateway.http.keys import (
     revoke_key,
     rotate_key,
 )
+from gateway.http.models import model_page, one_model
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
 from gateway.observe.metrics import Metrics
@@ -261,6 +262,8 @@ def build_app(
     # /v1/v2/rerank: clients that put /v1 in their base URL (the SDK appends v2/rerank).
     for path in RERANK_PATHS:
         app.router.add_post(path, _rerank(2 if path.endswith("/v2/rerank") else 1))
+    app.router.add_get("/v1/models", list_models)  # Cohere's model discovery
+    app.router.add_get("/v1/models/{model}", get_model)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_route)
@@ -380,6 +383,22 @@ async def admin_usage(request: web.Request) -> web.Response:
     if kind == "csv":
         return web.Response(text=report_csv(report), content_type="text/csv")
     return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
+async def list_models(request: web.Request) -> web.Response:
+    """`GET /v1/models`: the models this gateway serves to the calling team, in Cohere's
+    shape (gateway.http.models)."""
+    pipeline = current(request).pipeline
+    caller = pipeline.auth.caller(request.headers.get("Authorization"))
+    page = model_page(pipeline.catalog, caller.models, request.query)
+    return web.Response(body=orjson.dumps(page), content_type="application/json")
+
+
+async def get_model(request: web.Request) -> web.Response:
+    pipeline = current(request).pipeline
+    caller = pipeline.auth.caller(request.headers.get("Authorization"))
+    model = one_model(pipeline.catalog, caller.models, request.match_info["model"])
+    return web.Response(body=orjson.dumps(model), content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -3,6 +3,15 @@
 `ApiError` is raised anywhere in request handling; the app turns it into a response.
 `from_provider_error` decides what a caller sees when the upstream failed: a status
 that does not invite the wrong retry and a message that says what happened upstream.
+
+An outage (`outage`: no deployment of a model could answer, every breaker open) is a
+503 whose `Retry-After: 1` and `retry-after-ms: 100` make the official SDKs give up
+within seconds: both retry a 503 twice and sleep for `Retry-After` (up to 60 s) first,
+so the breaker's remaining cooldown there stalled a caller for a minute while it
+retried into the same outage. The Python SDK reads `retry-after-ms` before
+`Retry-After`; the TypeScript SDK reads whole seconds only, and takes 0 as "none
+given" (then it backs off 1 s and 2 s), so 1 s is its shortest wait. The breaker's
+own timing stays in the message, the log line and the metrics (docs/errors.md).
 """
 
 from __future__ import annotations
@@ -13,6 +22,9 @@ import orjson
 from aiohttp import web
 
 from providers.types import AUTH, MALFORMED, TIMEOUT, ProviderError
+
+OUTAGE_RETRY_AFTER_S = 1.0
+OUTAGE_RETRY_AFTER_MS = 100
 
 
 class ApiError(Exception):
@@ -26,11 +38,13 @@ class ApiError(Exception):
         *,
         retry_after_s: float | None = None,
         log_message: str | None = None,
+        retry_after_ms: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after_s = retry_after_s
+        self.retry_after_ms = retry_after_ms  # the `retry-after-ms` header (Python SDK)
         self.log_message = message if log_message is None else log_message
 
 
@@ -43,6 +57,26 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, f"invalid request: {message}")
 
 
+def outage(message: str, log_message: str | None = None) -> ApiError:
+    """No deployment of a model can answer now: a short Retry-After, so clients fail
+    fast (a model's or team's `fallback` may answer instead)."""
+    return UpstreamUnavailable(
+        503,
+        message,
+        retry_after_s=OUTAGE_RETRY_AFTER_S,
+        retry_after_ms=OUTAGE_RETRY_AFTER_MS,
+        log_message=log_message,
+    )
+
+
+def spans_unsupported(model: str) -> ApiError:
+    return bad_request(
+        f"model '{model}' cannot return relevant_spans: none of its deployments supports them "
+        "(Rerank v5 and newer on Cohere's API do); leave relevant_spans out or set its mode "
+        "to disabled"
+    )
+
+
 def error_response(error: ApiError, request_id: str) -> web.Response:
     """The error in Cohere's shape. Its `id` is the request id: the one in the
     X-Request-Id header and in every log line of the request, so the id an SDK shows
@@ -51,6 +85,8 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
     headers = {"X-Request-Id": request_id}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+    if error.retry_after_ms is not None:
+        headers["retry-after-ms"] = str(error.retry_after_ms)
     return web.Response(
         body=body, status=error.status, content_type="application/json", headers=headers
     )
@@ -94,4 +130,6 @@ def from_provider_error(
     if error.status == 429:
         # Every deployment is throttling: the caller should slow down, as with Cohere.
         return ApiError(429, prefix, retry_after_s=retry_after, log_message=logged)
-    return ApiError(503, prefix, retry_after_s=retry_after, log_message=logged)
+    if error.retry_after_s is not None:  # the upstream's own wait: for the operators
+        logged += f"; upstream Retry-After {error.retry_after_s:g} s"
+    return outage(prefix, logged)

@@ -84,6 +84,7 @@ class AzureProvider(CohereProvider):
 
     def body(self, call: UpstreamCall) -> dict[str, Any]:
         body = super().body(call)
+        body.pop("priority", None)  # not in Azure's documented schema
         if self.v1:
             body.pop("max_tokens_per_doc", None)
         return body

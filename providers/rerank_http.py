@@ -55,7 +55,9 @@ class RerankHttpProvider(HttpProvider):
                 raise self.error(resp)
             return self.parse(resp, len(documents))
 
-        return await in_batches(call.documents, self.options.max_batch_size, score)
+        # A listwise model scores the documents together: never split.
+        size = None if call.listwise else self.options.max_batch_size
+        return await in_batches(call.documents, size, score)
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
         raise NotImplementedError

@@ -10,6 +10,43 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+# What a deployment's scores mean (a known fact per provider and model; see
+# providers/facts.py). Scores of two scales are never comparable.
+CALIBRATED = "calibrated"  # 0..1, normalised by the provider for thresholding (Cohere)
+SIGMOID = "sigmoid"  # 0..1, the sigmoid of a cross-encoder's logit (TEI, NIM's default)
+LOGIT = "logit"  # the raw, unbounded logit (NIM with `score: logit`)
+BM25 = "bm25"  # the offline lexical ranker: 0..1, relative to the documents of the call
+PLACEHOLDER = "placeholder"  # no model scored: 1 - i/n in the caller's order (fallback)
+SCORE_SCALES = (CALIBRATED, SIGMOID, LOGIT, BM25, PLACEHOLDER)
+
+
+@dataclass(frozen=True, slots=True)
+class SpanOptions:
+    """Rerank 5's `relevant_spans` (mode enabled): which spans of each document to return."""
+
+    threshold: float | None = None  # only spans scoring above it; the upstream's default 0.1
+    max_spans: int | None = None  # per document; None: all
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A relevant stretch of a document: code points `[start, end)`, score in 0..1."""
+
+    start: int
+    end: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamMeta:
+    """What an upstream said about its answer beside the scores (Cohere's `meta`)."""
+
+    is_deprecated: bool | None = None
+    is_experimental: bool | None = None
+    warnings: tuple[str, ...] = ()
+    input_tokens: int | None = None  # `meta.tokens`, as the upstream reported them
+    output_tokens: int | None = None
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamCall:
@@ -28,6 +65,10 @@ class UpstreamCall:
     # W3C trace context of this attempt (`traceparent`, `tracestate`), sent as headers so
     # the upstream's span is a child of the attempt; empty when tracing is off.
     trace_headers: tuple[tuple[str, str], ...] = ()
+    priority: int | None = None  # the caller's (0-999, lower first), for upstreams that take it
+    relevant_spans: SpanOptions | None = None  # only sent to deployments that support them
+    # The model scores the documents together (listwise): one request, never sub-batches.
+    listwise: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +81,9 @@ class UpstreamResult:
     # Tokens the upstream reported it processed (and bills, for token-priced APIs), from
     # its usage field or header; None when it reports none.
     tokens: int | None = None
+    # Per document (aligned with the scores), when the call asked for relevant spans.
+    spans: list[tuple[Span, ...]] | None = None
+    meta: UpstreamMeta | None = None
 
 
 # Why an upstream call failed; bounded, used as a metric label.
@@ -129,3 +173,5 @@ class Deployment:
     weight: float = 1.0
     priority: int = 0
     max_in_flight: int | None = None  # calls at once from this process; None: no limit
+    relevant_spans: bool = False  # it can return Rerank 5's relevant spans
+    score_scale: str | None = None  # one of SCORE_SCALES; None: not known

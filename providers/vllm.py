@@ -32,6 +32,9 @@ class VllmOptions:
     max_batch_size: Annotated[int, Ge(1)] | None = None
     timeout_s: Annotated[float, Ge(0.001)] = 30.0
     max_connections: Annotated[int, Ge(1)] = 1024
+    # Send the caller's `priority` (lower first, as Cohere's): only for a server started
+    # with `--scheduling-policy priority`, since vLLM refuses a non-zero one otherwise.
+    forward_priority: bool = False
     type: Literal["vllm"] = "vllm"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
@@ -47,6 +50,7 @@ class VllmProvider(RerankHttpProvider):
     """The `vllm` provider type."""
 
     type = "vllm"
+    options: VllmOptions
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -56,6 +60,8 @@ class VllmProvider(RerankHttpProvider):
         }
         if call.max_tokens_per_doc is not None:
             body["max_tokens_per_doc"] = call.max_tokens_per_doc
+        if call.priority is not None and self.options.forward_priority:
+            body["priority"] = call.priority
         return body
 
     def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:

@@ -166,7 +166,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         "providers.cohere-prod.api_key: environment variable COHERE_KEY is not set",
         "server.workers: must be at least 1 (got 0)",
         "providers.cohere-prod.retries: unknown key (known keys: api_key, base_url, "
-        "max_connections, path, timeout_s, type)",
+        "forward_priority, max_connections, path, timeout_s, type)",
         "providers.br: region must be an AWS region like us-east-1 (got 'mars')",
         "routing.breaker.probes: must be an integer (got the string '3')",
         # The cross-section checks still run on what was valid.

@@ -93,8 +93,11 @@ async def test_unknown_route_and_method_are_json(gateway_url: str) -> None:
     status, headers, raw = await request("POST", gateway_url + "/v3/rerank", json=BODY)
     assert status == 404 and b"use POST /v2/rerank" in raw
     assert headers["Content-Type"].startswith("application/json")
-    status, _, raw = await request("GET", gateway_url + "/v2/rerank")
+    status, headers, raw = await request("GET", gateway_url + "/v2/rerank")
     assert status == 405 and b'"message"' in raw
+    assert headers["Allow"] == "POST"  # a 405 says which methods the route takes
+    status, headers, _ = await request("DELETE", gateway_url + "/v1/models")
+    assert status == 405 and headers["Allow"] == "GET, HEAD"
 
 
 async def test_healthz_and_readyz_with_real_redis(

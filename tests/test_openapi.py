@@ -44,12 +44,14 @@ async def test_spec_lists_the_public_routes(spec: dict) -> None:
     assert set(spec["paths"]) == {
         "/v2/rerank",
         "/v1/rerank",
+        "/v1/models",
+        "/v1/models/{model}",
         "/healthz",
         "/readyz",
         "/metrics",
         "/openapi.json",
     }
-    for name in ("RerankRequestV2", "RerankRequestV1", "RerankResponse", "Error"):
+    for name in ("RerankRequestV2", "RerankRequestV1", "RerankResponse", "Error", "Model"):
         jsonschema.Draft202012Validator.check_schema(spec["components"]["schemas"][name])
 
 

@@ -102,7 +102,7 @@ async def test_failed_probe_reopens_the_breaker(servers: ServerLoop) -> None:
     assert len(fakes["a"].calls) == 2
 
 
-async def test_every_breaker_open_answers_503_with_the_remaining_cooldown(
+async def test_every_breaker_open_answers_a_short_503_and_keeps_the_cooldown_for_operators(
     servers: ServerLoop,
 ) -> None:
     fakes, urls = serve_fakes(servers, "a")
@@ -120,9 +120,12 @@ async def test_every_breaker_open_answers_503_with_the_remaining_cooldown(
     clock.advance(12)
     status, headers, body = await post(url)
     assert status == 503 and len(fakes["a"].calls) == 1  # nobody was called
-    assert headers["Retry-After"] == "18"
+    # Not the 18 s left: SDKs would sleep that long before each of their two retries.
+    assert (headers["Retry-After"], headers["retry-after-ms"]) == ("1", "100")
     assert "circuit breaker is open" in body["message"] and "rerank-v3.5" in body["message"]
+    assert "probed again in 18 s" in body["message"]  # the breaker's own timing
     assert set(body) == {"id", "message"}
+    assert await metric(url, "rerank_breaker_probe_at_seconds", deployment=A) > time.time()
     assert (
         await metric(url, "rerank_deployment_skips_total", deployment=A, reason="breaker_open") == 2
     )

@@ -7,6 +7,7 @@ import pytest
 
 from gateway.errors import ApiError
 from gateway.http.wire import MAX_DEPTH, parse_body, parse_request, render_response
+from providers.types import Span, SpanOptions, UpstreamMeta
 
 
 def parse(body: dict, version: int = 2):
@@ -130,11 +131,72 @@ def test_legacy_v2_fields_from_old_sdks_are_accepted() -> None:
     assert req.texts == ["a"] and req.return_documents
 
 
-def test_relevant_spans_enabled_is_refused_clearly() -> None:
-    err = rejected(
-        {"model": "m", "query": "q", "documents": ["a"], "relevant_spans": {"mode": "enabled"}}
-    )
-    assert err.status == 400 and "relevant_spans is not supported" in err.message
+def spans_body(spans: object) -> dict:
+    return {"model": "m", "query": "q", "documents": ["a"], "relevant_spans": spans}
+
+
+def test_relevant_spans_are_read_as_the_sdk_sends_them() -> None:
+    assert parse(spans_body({"mode": "enabled"})).relevant_spans == SpanOptions()
+    enabled = parse(spans_body({"mode": "enabled", "threshold": 0.3, "max_spans": 2}))
+    assert enabled.relevant_spans == SpanOptions(0.3, 2)
+    nulls = parse(spans_body({"mode": "enabled", "threshold": None, "max_spans": None}))
+    assert nulls.relevant_spans == SpanOptions()
+    # disabled (or absent) is not asking for spans
+    assert parse(spans_body({"mode": "disabled", "threshold": 0.5})).relevant_spans is None
+
+
+@pytest.mark.parametrize(
+    ("spans", "status", "says"),
+    [
+        ("enabled", 400, "relevant_spans must be an object"),
+        ({}, 400, "relevant_spans.mode must be"),
+        ({"mode": "on"}, 400, "relevant_spans.mode must be"),
+        ({"mode": "enabled", "threshold": 1.5}, 400, "threshold must be a number between 0"),
+        ({"mode": "enabled", "threshold": True}, 400, "threshold must be a number"),
+        ({"mode": "enabled", "max_spans": 0}, 400, "relevant_spans.max_spans must be at least 1"),
+        ({"mode": "enabled", "max_spans": "3"}, 400, "relevant_spans.max_spans must be an int"),
+        ({"mode": "enabled", "top": 3}, 422, "'relevant_spans.top' is not a valid field"),
+    ],
+)
+def test_invalid_relevant_spans_are_refused_naming_the_field(
+    spans: object, status: int, says: str
+) -> None:
+    err = rejected(spans_body(spans))
+    assert err.status == status and says in err.message
+
+
+def test_relevant_spans_are_a_v2_field() -> None:
+    body = {"query": "q", "documents": ["a"], "relevant_spans": {"mode": "enabled"}}
+    assert rejected(body, 1).status == 422
+
+
+def test_render_adds_each_results_spans_and_omits_none() -> None:
+    req = parse({"model": "m", "query": "q", "documents": ["a", "b"]})
+    spans = [(), (Span(0, 4, 0.8), Span(9, 12, 0.2))]
+    out = orjson.loads(render_response(req, "rid", [0.1, 0.9], 1, spans=spans))
+    assert out["results"] == [
+        {
+            "index": 1,
+            "relevance_score": 0.9,
+            "relevant_spans": [
+                {"start": 0, "end": 4, "score": 0.8},
+                {"start": 9, "end": 12, "score": 0.2},
+            ],
+        },
+        {"index": 0, "relevance_score": 0.1},
+    ]
+
+
+def test_render_passes_on_what_the_upstream_said_in_meta() -> None:
+    req = parse({"model": "m", "query": "q", "documents": ["a"]})
+    upstream = UpstreamMeta(is_deprecated=True, is_experimental=False, input_tokens=12)
+    out = orjson.loads(render_response(req, "rid", [0.5], 1, ["ours"], upstream=upstream))
+    assert out["meta"] == {
+        "api_version": {"version": "2", "is_deprecated": True, "is_experimental": False},
+        "billed_units": {"search_units": 1},
+        "tokens": {"input_tokens": 12},
+        "warnings": ["ours"],
+    }
 
 
 def test_body_must_be_json_object() -> None:

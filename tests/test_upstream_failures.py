@@ -27,7 +27,8 @@ async def post(url: str, body: dict = BODY) -> tuple[int, dict, dict]:
     ("faults", "status", "message", "retry_after"),
     [
         (Faults(status=502), 503, "cohere-a answered 502", "1"),
-        (Faults(status=503, retry_after="4"), 503, "cohere-a answered 503", "4"),
+        # An outage answer's Retry-After is 1 whatever the upstream said (docs/errors.md).
+        (Faults(status=503, retry_after="4"), 503, "cohere-a answered 503", "1"),
         (Faults(status=429, retry_after="3"), 429, "cohere-a answered 429", "3"),
         (Faults(malformed=True), 502, "cohere-a sent a body that is not JSON", None),
         (Faults(reset=True), 503, "cannot reach cohere-a", "1"),

@@ -6,8 +6,10 @@ shares in-flight documents between concurrent requests) and are stored on the wa
 Keys name `Facts.model`, the model that scores the job: a layer that serves another
 model runs this layer again with new facts, so scores never land under another model.
 `X-Cache` says what happened: `hit` (nothing sent upstream), `partial`, `miss`, or
-`bypass` (cache off, `Cache-Control: no-store`, or a model whose scores depend on the
-batch). Stores hold digests and scores only (see `policies.cache`).
+`bypass` (cache off, `Cache-Control: no-store`, a listwise model, whose scores depend on
+the batch, or a request for relevant spans, which the stores do not hold). A bypassed
+job is neither split nor coalesced: it goes inward whole. Stores hold digests and
+scores only (see `policies.cache`).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class CacheLayer:
         if (
             store is None
             or facts.model in self.settings.uncacheable
+            or job.spans is not None
             or "no-store" in facts.cache_control
         ):
             return await self._bypass(job)

@@ -11,10 +11,17 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import replace
 from functools import partial
 
 from gateway.chain.job import Scored, ScoreJob
-from gateway.errors import ApiError, UpstreamUnavailable, from_provider_error
+from gateway.errors import (
+    ApiError,
+    UpstreamUnavailable,
+    from_provider_error,
+    outage,
+    spans_unsupported,
+)
 from gateway.observe import tracing
 from gateway.observe.events import CREDENTIALS_REFUSED
 from gateway.observe.logs import log
@@ -29,7 +36,14 @@ from policies.failover import (
     FailoverPlan,
     FailoverReport,
 )
-from providers.types import AUTH, Deployment, ProviderError, UpstreamCall, UpstreamResult
+from providers.types import (
+    AUTH,
+    Deployment,
+    ProviderError,
+    UpstreamCall,
+    UpstreamMeta,
+    UpstreamResult,
+)
 
 # Statuses that mean "the deployments could not answer", not "the request is wrong".
 _UNAVAILABLE = frozenset({429, 502, 503, 504})
@@ -52,7 +66,12 @@ class Dispatch:
         facts, report = job.facts, job.report
         model = self.routing.models[facts.model]
         docs, chars = len(job.documents), len(job.query) + sum(map(len, job.documents))
-        order = attempt_order(model.deployments, self.rng, self.routing.usable)
+        deployments = model.deployments
+        if job.spans is not None:  # only deployments that can return them are tried
+            deployments = [d for d in deployments if d.relevant_spans]
+            if not deployments:
+                raise spans_unsupported(facts.model)
+        order = attempt_order(deployments, self.rng, self.routing.usable)
         plan = FailoverPlan(
             deployments=order,
             deadline=facts.deadline,
@@ -77,6 +96,7 @@ class Dispatch:
             report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
             self._record(facts.model, failover)
         report.deployment = deployment.name
+        report.note_upstream(_meta(result))
         # The upstream's own figures settle the reservation; where it gives none, the same
         # estimate the reservation made stands in.
         units = result.search_units
@@ -85,7 +105,7 @@ class Dispatch:
         tokens = result.tokens
         if tokens is None:
             tokens = self.billing.estimate_tokens(job.query, job.documents, job.max_tokens_per_doc)
-        return Scored(result.scores, units, tokens, 1)
+        return Scored(result.scores, units, tokens, 1, spans=result.spans)
 
     async def _call(
         self, job: ScoreJob, deployment: Deployment, timeout_s: float
@@ -97,6 +117,9 @@ class Dispatch:
             timeout_s=timeout_s,
             max_tokens_per_doc=job.max_tokens_per_doc,
             request_id=job.facts.request_id,
+            priority=job.priority,
+            relevant_spans=job.spans,
+            listwise=self.routing.models[job.facts.model].listwise,
         )
         started = time.perf_counter()
         with tracing.attempt(deployment, call) as traced:  # the attempt's CLIENT span
@@ -127,6 +150,17 @@ class Dispatch:
             self.metrics.retry_budget_exhausted.labels(model).inc()
 
 
+def _meta(result: UpstreamResult) -> UpstreamMeta | None:
+    """What the answer said beside its scores; the tokens it reported count as its input
+    tokens when its meta gives none (usage fields, TEI's header)."""
+    meta = result.meta
+    if result.tokens is None or (meta is not None and meta.input_tokens is not None):
+        return meta
+    return UpstreamMeta(input_tokens=result.tokens) if meta is None else (
+        replace(meta, input_tokens=result.tokens)
+    )
+
+
 def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiError:
     """The caller's view of the last failure, with what the router skipped and why."""
     mapped = from_provider_error(model, error, report.attempts, deployment=report.last_failed)
@@ -143,6 +177,7 @@ def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiErro
         mapped.status,
         mapped.message + suffix,
         retry_after_s=mapped.retry_after_s,
+        retry_after_ms=mapped.retry_after_ms,
         log_message=mapped.log_message + suffix,
     )
 
@@ -154,19 +189,17 @@ def _unavailable(model: str, exc: Exhausted) -> ApiError:
     reasons = set(report.skipped.values())
     names = ", ".join(report.skipped)
     if BREAKER_OPEN in reasons:
-        wait = max(1.0, report.breaker_wait_s or 0.0)
-        return UpstreamUnavailable(
-            503,
+        # The breakers' own timing is in the message and the log line, not in Retry-After:
+        # an SDK would sleep that long (see gateway.errors.outage).
+        wait = math.ceil(report.breaker_wait_s or 0.0)
+        return outage(
             f"model {model!r} is unavailable: every deployment's circuit breaker is open after "
-            f"repeated failures ({names}); retry in {math.ceil(wait)} s",
-            retry_after_s=wait,
+            f"repeated failures ({names}); the first is probed again in {wait} s"
         )
     if BULKHEAD_FULL in reasons:
-        return UpstreamUnavailable(
-            503,
+        return outage(
             f"model {model!r} is unavailable: every deployment is at its max_in_flight limit "
-            f"({names}); retry shortly",
-            retry_after_s=1.0,
+            f"({names}); retry shortly"
         )
     return UpstreamUnavailable(
         504, f"model {model!r}: the request deadline passed before any attempt"

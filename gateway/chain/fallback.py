@@ -1,11 +1,13 @@
-"""A model's `fallback` when none of its deployments can answer (`UpstreamUnavailable`).
+"""The fail-open answer when none of a model's deployments can answer
+(`UpstreamUnavailable`): the team's `fallback` if it has one, else the model's.
 
 - `error` (the default): the error stands (503 with Retry-After, or 429/502/504).
 - `passthrough`: the caller's documents in their original order, scores 1 - i/n.
 - `local`: ranked by the offline BM25 ranker.
 Either way the answer is flagged in `meta.warnings`, billed 0 search units, and served
-with `X-Rerank-Deployment: fallback/<mode>`. The outermost layer, so a degraded answer
-is never cached.
+with `X-Rerank-Deployment: fallback/<mode>` (and the score scale that says so). Relevant
+spans asked for are not returned, and the warning says that too. The outermost layer, so
+a degraded answer is never cached.
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ _WHAT = {
 
 
 class Fallback:
-    def __init__(self, inner: Scorer, modes: Mapping[str, str], metrics: Metrics) -> None:
+    def __init__(
+        self,
+        inner: Scorer,
+        modes: Mapping[str, str],
+        metrics: Metrics,
+        team_modes: Mapping[str, str] | None = None,
+    ) -> None:
         self.inner = inner
         self.modes = modes
+        self.team_modes = team_modes or {}
         self.metrics = metrics
         self.local = LocalProvider("fallback", LocalOptions())
         self.events = events.Events(metrics)
@@ -39,7 +48,7 @@ class Fallback:
             return await self.inner.score(job)
         except UpstreamUnavailable as exc:
             facts = job.facts
-            mode = self.modes.get(facts.model, ERROR)
+            mode = self.team_modes.get(facts.team) or self.modes.get(facts.model, ERROR)
             if mode == ERROR:
                 raise
             if mode == PASSTHROUGH:
@@ -49,7 +58,10 @@ class Fallback:
                 call = UpstreamCall("bm25", job.query, job.documents, timeout_s=facts.remaining_s())
                 scores = (await self.local.rerank(call)).scores
             job.report.deployment = f"fallback/{mode}"
-            job.report.warnings.append(f"{exc.message}; {_WHAT[mode]} (fallback: {mode})")
+            spans = "; no relevant_spans" if job.spans is not None else ""
+            job.report.warnings.append(
+                f"{exc.message}; {_WHAT[mode]} (fallback: {mode}){spans}"
+            )
             self.metrics.fallbacks.labels(facts.model, mode).inc()
             tracing.event("fallback", model=facts.model, mode=mode)
             self.events.repeating(events.FALLBACK, facts.model, model=facts.model, mode=mode)

@@ -24,6 +24,7 @@ from typing import Protocol
 from gateway.state.usage import Payer
 from policies.pricing import Usage
 from policies.tier_choice import TierBackup
+from providers.types import Span, SpanOptions, UpstreamMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,9 @@ class Report:
     upstream_s: float = 0.0
     attempts: int = 0
     cache_status: str | None = None
+    # What the upstream calls made for this job said beside their scores (Cohere's meta):
+    # passed on in the answer; nothing when no call was made (a cache hit).
+    upstream: UpstreamMeta | None = None
 
     def adopt(self, run: Report, model: str) -> None:
         """Take over what a rerun with other facts did: its model served this request."""
@@ -75,6 +79,7 @@ class Report:
         self.upstream_s += run.upstream_s
         self.attempts += run.attempts
         self.cache_status = run.cache_status
+        self.note_upstream(run.upstream)
 
     def add_upstream(self, run: Report) -> None:
         """Take over the upstream part of an inner job over some of the documents."""
@@ -82,6 +87,36 @@ class Report:
         self.deployment = run.deployment or self.deployment
         self.upstream_s += run.upstream_s
         self.attempts += run.attempts
+        self.note_upstream(run.upstream)
+
+    def note_upstream(self, meta: UpstreamMeta | None) -> None:
+        """Add what one more upstream answer said: flags set by any, tokens summed; its
+        warnings join the answer's."""
+        if meta is None:
+            return
+        self.warnings.extend(meta.warnings)
+        self.upstream = merge_meta(self.upstream, meta)
+
+
+def merge_meta(a: UpstreamMeta | None, b: UpstreamMeta) -> UpstreamMeta:
+    """Two answers' meta as one (their warnings are the caller's to keep: not merged)."""
+    if a is None:
+        return UpstreamMeta(b.is_deprecated, b.is_experimental, (), b.input_tokens, b.output_tokens)
+    return UpstreamMeta(
+        _any(a.is_deprecated, b.is_deprecated),
+        _any(a.is_experimental, b.is_experimental),
+        (),
+        _sum(a.input_tokens, b.input_tokens),
+        _sum(a.output_tokens, b.output_tokens),
+    )
+
+
+def _any(a: bool | None, b: bool | None) -> bool | None:
+    return None if a is None and b is None else bool(a or b)
+
+
+def _sum(a: int | None, b: int | None) -> int | None:
+    return None if a is None and b is None else (a or 0) + (b or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +126,8 @@ class ScoreJob:
     documents: Sequence[str]
     max_tokens_per_doc: int | None = None
     report: Report = field(default_factory=Report)
+    priority: int | None = None  # the caller's, for upstreams that take it
+    spans: SpanOptions | None = None  # Rerank 5's relevant spans, when asked for
 
     def subset(self, documents: Sequence[str]) -> ScoreJob:
         """Some of the documents, same facts, a report of its own."""
@@ -109,6 +146,7 @@ class Scored:
     # many calls it made: what token-priced and per-request prices bill.
     tokens: int = 0
     calls: int = 0
+    spans: list[tuple[Span, ...]] | None = None  # per document, when the job asked for them
 
     @property
     def usage(self) -> Usage:

@@ -82,7 +82,12 @@ def _fleet(parts: ChainParts) -> Fleet | None:
 
 
 LAYERS: tuple[Layer, ...] = (
-    Layer("fallback", lambda inner, p: Fallback(inner, p.deployments.fallback_modes(), p.metrics)),
+    Layer(
+        "fallback",
+        lambda inner, p: Fallback(
+            inner, p.deployments.fallback_modes(), p.metrics, p.deployments.team_fallbacks
+        ),
+    ),
     Layer("tier_race", lambda inner, p: TierRace(inner, p.metrics)),
     Layer("downgrade", lambda inner, p: DowngradeLayer(inner, p.accounts)),
     Layer("cache", _cache),

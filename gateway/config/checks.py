@@ -12,6 +12,9 @@ from gateway.config.errors import Problems
 from gateway.config.model import Config, ModelConfig
 from policies.model_version import cohere_version
 
+# Provider types whose request can carry Cohere's `relevant_spans` (Cohere's schema).
+SPAN_TYPES = ("cohere", "azure")
+
 
 def cross_check(config: Config, problems: Problems, failed: set[str]) -> None:
     """Checks that span sections: references, key uniqueness, auth safety."""
@@ -22,6 +25,12 @@ def cross_check(config: Config, problems: Problems, failed: set[str]) -> None:
                 problems.add(
                     f"models.{name}.deployments[{i}].provider",
                     f"unknown provider {dep.provider!r} (configured providers: {known})",
+                )
+            elif dep.relevant_spans and config.providers[dep.provider].type not in SPAN_TYPES:
+                problems.add(
+                    f"models.{name}.deployments[{i}].relevant_spans",
+                    f"provider type {config.providers[dep.provider].type} has no relevant_spans "
+                    f"in its API (types that do: {', '.join(SPAN_TYPES)})",
                 )
         for tier, target in (model.tiers or {}).items():
             path = f"models.{name}.tiers.{tier}"

@@ -28,6 +28,10 @@ from policies.retry_budget import RetryBudgetSettings
 from providers.http import check_http_url
 from providers.registry import installed_types
 
+# The scales an operator may state for a deployment (providers.types has all of them).
+ScoreScale = Literal["calibrated", "sigmoid", "logit"]
+FallbackMode = Literal["error", "passthrough", "local"]
+
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 TIERS = ("pro", "fast")
 
@@ -141,6 +145,8 @@ class TeamConfig:
     manager_key_sha256: list[str] = field(default_factory=list)  # may manage the team's keys
     models: list[str] | None = None  # the models (and aliases) it may use; None: all
     alerts: AlertsConfig | None = None  # budget alerts of this team; else the global ones
+    # Its answer when no deployment of a model can (an outage); None: each model's own.
+    fallback: FallbackMode | None = None
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -159,6 +165,10 @@ class DeploymentConfig:
     priority: int = 0
     max_in_flight: Annotated[int, Ge(1)] | None = None  # bulkhead: calls at once per process
     latency_prior_ms: LatencyPrior | None = None  # overrides the model's prior
+    # Known facts, overridden where this deployment differs (None: the known default,
+    # see gateway/state/facts.py): it returns Rerank 5's relevant spans; its score scale.
+    relevant_spans: bool | None = None
+    score_scale: ScoreScale | None = None
 
 
 @dataclass
@@ -184,11 +194,15 @@ class ModelConfig:
     # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
     timeout_s: Annotated[float, Ge(0.01)] | None = None  # deadline; else server.request_timeout_s
     max_attempts: Annotated[int, Interval(ge=1, le=10)] = 3
-    fallback: Literal["error", "passthrough", "local"] = "error"
+    fallback: FallbackMode = "error"
     hedge: HedgeSettings = field(default_factory=HedgeSettings)
     latency_prior_ms: LatencyPrior | None = None
     latency_budget_ms: Annotated[int, Ge(1)] | None = None  # tiered alias: default budget
     shadow: ShadowConfig | None = None  # tiered alias: shadow quality evaluation
+    # listwise: a document's score depends on the others (no per-document cache, no
+    # splitting, no coalescing); None: listwise where a deployment's model is known to be.
+    scoring: Literal["pointwise", "listwise"] | None = None
+    context_length: Annotated[int, Ge(1)] | None = None  # tokens; shown in GET /v1/models
 
     def __post_init__(self) -> None:
         if self.limits is not None and self.limits.max_body_bytes is not None:
@@ -210,6 +224,8 @@ class ModelConfig:
             raise ValueError("latency_budget_ms is for tiered aliases; use timeout_s here")
         if self.tiers is not None and self.latency_prior_ms is not None:
             raise ValueError("latency_prior_ms belongs on the models an alias's tiers name")
+        if self.tiers is not None and (self.scoring or self.context_length):
+            raise ValueError("scoring and context_length belong on the models a tier names")
         if self.tiers is None and not self.deployments:
             raise ValueError("needs deployments (a list of {provider, model}) or tiers")
         for tier in self.tiers or {}:

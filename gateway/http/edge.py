@@ -171,6 +171,8 @@ async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
                 413: _small_body_too_large().message,  # read past guard_body's cap
             }.get(exc.status, exc.reason)
             response = error_response(ApiError(exc.status, message), rid)
+            if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 says what is
+                response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
         except ConnectionError:  # the caller left while its body was being read
             response = error_response(client_gone(), rid)
         except Exception as exc:  # a bug outside the rerank pipeline (which has its own)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.http.models import DEFAULT_PAGE_SIZE, ENDPOINTS, MAX_PAGE_SIZE
 from gateway.http.wire import MAX_DOCUMENTS
+from providers.types import SCORE_SCALES
 
 _NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
 
@@ -47,8 +49,15 @@ def _rerank_request(version: int) -> dict[str, Any]:
         props["priority"] = {"type": ["integer", "null"], "minimum": 0, "maximum": 999}
         props["relevant_spans"] = {
             "type": ["object", "null"],
-            "description": "Accepted only as null or {mode: disabled}.",
-            "properties": {"mode": {"const": "disabled"}},
+            "description": "Rerank 5's relevant spans: passed to the deployments that return "
+            "them; 400 naming the model when none of its deployments does.",
+            "required": ["mode"],
+            "properties": {
+                "mode": {"enum": ["enabled", "disabled"]},
+                "threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "max_spans": {"type": ["integer", "null"], "minimum": 1},
+            },
+            "additionalProperties": False,
         }
     return {
         "type": "object",
@@ -72,6 +81,22 @@ _RESPONSE = {
                     "index": {"type": "integer", "minimum": 0},
                     "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
                     "document": {"type": "object", "description": "With return_documents."},
+                    "relevant_spans": {
+                        "type": "array",
+                        "description": "With relevant_spans enabled: code points "
+                        "[start, end), most relevant first; absent when none were found.",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "required": ["start", "end", "score"],
+                            "properties": {
+                                "start": {"type": "integer", "minimum": 0},
+                                "end": {"type": "integer", "minimum": 0},
+                                "score": {"type": "number", "minimum": 0, "maximum": 1},
+                            },
+                            "additionalProperties": False,
+                        },
+                    },
                 },
                 "additionalProperties": False,
             },
@@ -83,7 +108,23 @@ _RESPONSE = {
                 "api_version": {
                     "type": "object",
                     "required": ["version"],
-                    "properties": {"version": {"enum": ["1", "2"]}},
+                    "properties": {
+                        "version": {"enum": ["1", "2"]},
+                        "is_deprecated": {"type": "boolean", "description": "The upstream's."},
+                        "is_experimental": {"type": "boolean", "description": "The upstream's."},
+                    },
+                    "additionalProperties": False,
+                },
+                "tokens": {
+                    "type": "object",
+                    "description": "Tokens the upstream calls of this request reported (none "
+                    "on a cache hit).",
+                    "minProperties": 1,
+                    "properties": {
+                        "input_tokens": {"type": "integer", "minimum": 0},
+                        "output_tokens": {"type": "integer", "minimum": 0},
+                    },
+                    "additionalProperties": False,
                 },
                 "billed_units": {
                     "type": "object",
@@ -114,6 +155,9 @@ _HEADERS = {
     "X-Rerank-Deployment": "The deployment (`provider/upstream-model`) that answered, or "
     "`fallback/passthrough` / `fallback/local` when the model's fallback did.",
     "X-Cache": "hit, partial, miss or bypass.",
+    "X-Rerank-Score-Scale": "What the scores mean: "
+    + ", ".join(SCORE_SCALES)
+    + " (the deployment's that answered; absent when not known).",
     "Server-Timing": "`gateway;dur=<ms>, upstream;dur=<ms>`.",
 }
 
@@ -198,6 +242,13 @@ def _rerank_operation(version: int) -> dict[str, Any]:
         name: {"description": text, "schema": {"type": "string"}} for name, text in _HEADERS.items()
     }
     retry = {"Retry-After": {"description": "Seconds to wait.", "schema": {"type": "integer"}}}
+    outage = {
+        **retry,
+        "retry-after-ms": {
+            "description": "Milliseconds to wait (read by the Python SDK before Retry-After).",
+            "schema": {"type": "integer"},
+        },
+    }
     cache_control = {
         "name": "Cache-Control",
         "in": "header",
@@ -228,8 +279,8 @@ def _rerank_operation(version: int) -> dict[str, Any]:
                 },
             },
             "400": _error(
-                "Invalid body or X-Latency-Budget-Ms, "
-                "or an upstream rejected the request's content."
+                "Invalid body or X-Latency-Budget-Ms, relevant_spans for a model none of whose "
+                "deployments returns them, or an upstream rejected the request's content."
             ),
             "401": _error("Missing or unknown team key."),
             "402": {
@@ -243,10 +294,130 @@ def _rerank_operation(version: int) -> dict[str, Any]:
             "429": {**_error("Rate limited or throttled; see Retry-After."), "headers": retry},
             "502": _error("An upstream answered badly or refused the gateway's credentials."),
             "503": {
-                **_error("No deployment could answer, or every circuit breaker is open."),
-                "headers": retry,
+                **_error(
+                    "No deployment could answer, or every circuit breaker is open (Retry-After: "
+                    "1, so SDK retries end within seconds; see docs/errors.md)."
+                ),
+                "headers": outage,
             },
             "504": _error("The request's deadline passed."),
+        },
+    }
+
+
+_DEPLOYMENT_FACTS = {
+    "type": "object",
+    "required": ["name", "score_scale", "relevant_spans"],
+    "properties": {
+        "name": {"type": "string"},
+        "score_scale": {"enum": [*SCORE_SCALES, None]},
+        "relevant_spans": {"type": "boolean"},
+    },
+    "additionalProperties": False,
+}
+_MODEL = {
+    "type": "object",
+    "description": "Cohere's GetModelResponse fields, and the gateway's own facts.",
+    "required": [
+        "name",
+        "endpoints",
+        "finetuned",
+        "default_endpoints",
+        "features",
+        "score_scale",
+        "scoring",
+        "deployments",
+    ],
+    "properties": {
+        "name": {"type": "string"},
+        "endpoints": {"type": "array", "items": {"const": "rerank"}},
+        "finetuned": {"type": "boolean"},
+        "context_length": {"type": "integer", "minimum": 1},
+        "default_endpoints": {
+            "type": "array",
+            "description": "[rerank] for the model /v1/rerank uses when a body names none.",
+            "items": {"const": "rerank"},
+        },
+        "features": {"type": "array", "items": {"enum": ["relevant_spans"]}},
+        "score_scale": {
+            "enum": [*SCORE_SCALES, None],
+            "description": "The scale every deployment scores on; null when they differ or "
+            "one is not known.",
+        },
+        "scoring": {"enum": ["pointwise", "listwise"]},
+        "tiers": {"type": "object", "additionalProperties": {"type": "string"}},
+        "deployments": {"type": "array", "items": _DEPLOYMENT_FACTS},
+    },
+    "additionalProperties": False,
+}
+_MODEL_LIST = {
+    "type": "object",
+    "required": ["models"],
+    "properties": {
+        "models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+        "next_page_token": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+
+
+def _models_paths() -> dict[str, Any]:
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": schema,
+        }
+
+    auth = {"401": _error("Missing or unknown team key.")}
+    return {
+        "/v1/models": {
+            "get": {
+                "summary": "The models this gateway serves to the calling team (Cohere's shape)",
+                "operationId": "listModels",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    query(
+                        "page_size",
+                        {
+                            "type": "number",
+                            "minimum": 1,
+                            "maximum": MAX_PAGE_SIZE,
+                            "default": DEFAULT_PAGE_SIZE,
+                        },
+                        "Models per page.",
+                    ),
+                    query("page_token", {"type": "string"}, "A previous next_page_token."),
+                    query("endpoint", {"enum": list(ENDPOINTS)}, "Only models of it."),
+                    query(
+                        "default_only",
+                        {"type": "boolean"},
+                        "Only the endpoint's default model (with endpoint).",
+                    ),
+                ],
+                "responses": {
+                    "200": _json_answer("One page of models.", "ModelList"),
+                    "400": _error("A bad page_size, page_token, endpoint or default_only."),
+                    **auth,
+                },
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "summary": "One model this gateway serves to the calling team",
+                "operationId": "getModel",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json_answer("The model.", "Model"),
+                    "404": _error("No such model, or not one the team may use."),
+                    **auth,
+                },
+            }
         },
     }
 
@@ -266,6 +437,7 @@ def public_spec() -> dict[str, Any]:
         "paths": {
             "/v2/rerank": {"post": _rerank_operation(2)},
             "/v1/rerank": {"post": _rerank_operation(1)},
+            **_models_paths(),
             "/healthz": {"get": {"summary": "Liveness", "responses": {"200": _text("Alive.")}}},
             "/readyz": {
                 "get": {
@@ -293,6 +465,8 @@ def public_spec() -> dict[str, Any]:
                 "RerankRequestV1": _rerank_request(1),
                 "RerankResponse": _RESPONSE,
                 "Error": _ERROR,
+                "Model": _MODEL,
+                "ModelList": _MODEL_LIST,
             },
         },
     }

@@ -21,7 +21,7 @@ from aiohttp import web
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
-from gateway.errors import ApiError, bad_request, error_response
+from gateway.errors import ApiError, bad_request, error_response, spans_unsupported
 from gateway.http.auth import Authenticator, Caller
 from gateway.http.edge import (
     ACCEPTED_ENCODINGS,
@@ -185,6 +185,12 @@ class Pipeline:
         if enforced is not None:
             parsed.truncate(enforced.texts, enforced.kept, enforced.warnings)
         route = self.resolve(request, outcome, parsed, started)
+        backup = route.backup
+        if parsed.relevant_spans is not None:  # only models that can return them
+            if not self.catalog.spans_capable(route.model):
+                raise spans_unsupported(route.model)
+            if backup is not None and not self.catalog.spans_capable(backup.model):
+                backup = None
         facts = Facts(
             request_id=outcome.request_id,
             team=outcome.team,
@@ -192,7 +198,7 @@ class Pipeline:
             deadline=route.deadline,
             cache_control=_cache_control(request),
             alias=outcome.model if outcome.model in self.catalog.tiers else None,
-            backup=route.backup,
+            backup=backup,
             key=outcome.key,
             asked=outcome.model,
         )
@@ -202,6 +208,8 @@ class Pipeline:
             parsed.texts,
             parsed.max_tokens_per_doc,
             Report(warnings=[*parsed.warnings, *route.warnings]),
+            priority=parsed.priority,
+            spans=parsed.relevant_spans,
         )
         scored = await self.scorer.score(job)
         response = self._answer(parsed, job, scored, started)
@@ -245,15 +253,33 @@ class Pipeline:
         billed = self.prices.billed_units(
             report.model or facts.model, report.deployment, scored.usage
         )
-        body = render_response(parsed, facts.request_id, scored.scores, billed, report.warnings)
+        body = render_response(
+            parsed,
+            facts.request_id,
+            scored.scores,
+            billed,
+            report.warnings,
+            spans=scored.spans,
+            upstream=report.upstream,
+        )
         total_ms = (time.perf_counter() - started) * 1000.0
         upstream_ms = report.upstream_s * 1000.0
+        model = report.model or facts.model
         headers = {
             "X-Request-Id": facts.request_id,
-            "X-Rerank-Model": report.model or facts.model,
+            "X-Rerank-Model": model,
             "Server-Timing": f"gateway;dur={max(0.0, total_ms - upstream_ms):.2f}, "
             f"upstream;dur={upstream_ms:.2f}",
         }
+        # What the scores mean: the scale of the deployment that answered (a fallback's
+        # own), else the model's (a full cache hit: entries of this model's versions).
+        scale = (
+            self.catalog.deployment_scale(report.deployment)
+            if report.deployment
+            else self.catalog.score_scale(model)
+        )
+        if scale is not None:
+            headers["X-Rerank-Score-Scale"] = scale
         if report.deployment:
             headers["X-Rerank-Deployment"] = report.deployment
         if report.cache_status:

@@ -6,6 +6,9 @@ JSON `null` means "not set" for every optional field (SDKs send explicit nulls).
 Arrays and objects nest at most MAX_DEPTH levels anywhere in a body: deeper, the answer
 (which echoes object documents) could not be encoded, so it is refused at parse time,
 before anything is billed or sent upstream.
+
+`relevant_spans` (Rerank 5, v2 only) is read as the `cohere` 7.3 SDK's types describe it:
+`{mode: enabled | disabled, threshold?: 0..1, max_spans?: >= 1}`; disabled is not asking.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.errors import ApiError, bad_request
+from providers.types import Span, SpanOptions, UpstreamMeta
 
 MAX_DOCUMENTS = 10_000  # Cohere's hard limit on documents (x chunks) per request
 # Integer fields have an upper bound each, so no value reaches a provider that JSON
@@ -58,6 +62,8 @@ _V1_FIELDS = frozenset(
     }
 )
 _FIELDS = {1: _V1_FIELDS, 2: _V2_FIELDS}
+_SPAN_FIELDS = frozenset({"mode", "threshold", "max_spans"})
+_SPAN_MODES = ("enabled", "disabled")
 
 
 @dataclass(slots=True)
@@ -73,6 +79,7 @@ class RerankRequest:
     max_tokens_per_doc: int | None = None
     return_documents: bool = False
     priority: int | None = None
+    relevant_spans: SpanOptions | None = None  # None: not asked for (or mode disabled)
     warnings: list[str] = field(default_factory=list)
 
     def truncate(self, texts: list[str], kept: int, warnings: list[str]) -> None:
@@ -153,7 +160,7 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
         )
     if len(texts) > MAX_DOCUMENTS:
         raise bad_request(f"too many documents ({len(texts)}); the maximum is {MAX_DOCUMENTS}")
-    _check_relevant_spans(body.get("relevant_spans"))
+    spans = _relevant_spans(body.get("relevant_spans"))
     return_documents = body.get("return_documents")
     if return_documents is not None and not isinstance(return_documents, bool):
         raise bad_request("return_documents must be true or false")
@@ -167,6 +174,7 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
         max_tokens_per_doc=_optional_int(body, "max_tokens_per_doc", low=1, high=MAX_INT32),
         return_documents=bool(return_documents),
         priority=_optional_int(body, "priority", low=0, high=MAX_PRIORITY),
+        relevant_spans=spans,
     )
 
 
@@ -239,15 +247,34 @@ def _scalar_text(value: Any, index: int, key: str) -> str:
     raise bad_request(f"documents[{index}].{key} must be a string, number or boolean")
 
 
-def _check_relevant_spans(value: Any) -> None:
+def _relevant_spans(value: Any) -> SpanOptions | None:
+    """The span options of an enabled `relevant_spans`; None when absent or disabled."""
     if value is None:
-        return
+        return None
     if not isinstance(value, dict):
-        raise bad_request("relevant_spans must be an object")
-    if value.get("mode", "disabled") != "disabled":
-        raise bad_request(
-            "relevant_spans is not supported by this gateway; leave it out or set mode to disabled"
-        )
+        raise bad_request("relevant_spans must be an object {mode, threshold, max_spans}")
+    for key in value:
+        if key not in _SPAN_FIELDS:
+            raise ApiError(
+                422,
+                f"unknown field: parameter 'relevant_spans.{key}' is not a valid field; "
+                "relevant_spans takes mode, threshold and max_spans",
+            )
+    mode = value.get("mode")
+    if mode not in _SPAN_MODES:
+        raise bad_request("relevant_spans.mode must be \"enabled\" or \"disabled\"")
+    threshold = value.get("threshold")
+    if threshold is not None and (
+        not isinstance(threshold, (int, float))
+        or isinstance(threshold, bool)
+        or not 0.0 <= threshold <= 1.0
+    ):
+        raise bad_request("relevant_spans.threshold must be a number between 0 and 1")
+    name = "relevant_spans.max_spans"
+    max_spans = _optional_int({name: value.get("max_spans")}, name, low=1, high=MAX_INT32)
+    if mode == "disabled":
+        return None
+    return SpanOptions(None if threshold is None else float(threshold), max_spans)
 
 
 def render_response(
@@ -256,8 +283,13 @@ def render_response(
     scores: Sequence[float],
     billed_units: int | Mapping[str, int],
     warnings: Sequence[str] = (),
+    *,
+    spans: Sequence[tuple[Span, ...]] | None = None,
+    upstream: UpstreamMeta | None = None,
 ) -> bytes:
-    """Cohere's response: results by descending score (ties by index), top_n applied."""
+    """Cohere's response: results by descending score (ties by index), top_n applied;
+    a document's relevant spans when there are any, and what the upstream said in `meta`
+    (its api_version flags, its token counts)."""
     # A stable sort keeps equal scores in index order, also with reverse=True.
     order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     if request.top_n is not None:
@@ -270,6 +302,13 @@ def render_response(
         ]
     else:
         results = [{"index": i, "relevance_score": scores[i]} for i in order]
+    if spans is not None:
+        for result in results:
+            found = spans[result["index"]]
+            if found:  # omitted when the model found none, as Cohere does
+                result["relevant_spans"] = [
+                    {"start": s.start, "end": s.end, "score": s.score} for s in found
+                ]
     meta: dict[str, Any] = {
         "api_version": {"version": str(request.api_version)},
         "billed_units": (
@@ -278,9 +317,28 @@ def render_response(
             else dict(billed_units)
         ),
     }
+    if upstream is not None:
+        _upstream_meta(meta, upstream)
     if warnings:
         meta["warnings"] = list(warnings)
     return orjson.dumps({"id": response_id, "results": results, "meta": meta})
+
+
+def _upstream_meta(meta: dict[str, Any], upstream: UpstreamMeta) -> None:
+    if upstream.is_deprecated is not None:
+        meta["api_version"]["is_deprecated"] = upstream.is_deprecated
+    if upstream.is_experimental is not None:
+        meta["api_version"]["is_experimental"] = upstream.is_experimental
+    tokens = {
+        name: count
+        for name, count in (
+            ("input_tokens", upstream.input_tokens),
+            ("output_tokens", upstream.output_tokens),
+        )
+        if count is not None
+    }
+    if tokens:
+        meta["tokens"] = tokens
 
 
 def _returned(doc: Any) -> dict[str, Any]:

@@ -99,6 +99,14 @@ class Metrics:
             multiprocess_mode="livemax",
             registry=r,
         )
+        self.breaker_probe_at = Gauge(
+            "rerank_breaker_probe_at_seconds",
+            "When an open circuit breaker lets its next probe through (Unix time; 0 while "
+            "not open). Outage answers say Retry-After: 1 whatever this is (the latest worker).",
+            ["deployment"],
+            multiprocess_mode="livemax",
+            registry=r,
+        )
         self.dependency_up = Gauge(
             "rerank_dependency_up",
             "1 while a shared dependency (redis) answered the last readiness check, 0 while "

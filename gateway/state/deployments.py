@@ -42,6 +42,7 @@ class ModelRouting:
     hedge: HedgeSettings
     fallback: str
     timeout_s: float | None
+    listwise: bool = False  # scored together: the call is never split
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,12 +85,21 @@ class DeploymentState:
                 self.health.add(deployment.name, prior, source)
                 self.served_models.setdefault(deployment.name, []).append(name)
             self.models[name] = ModelRouting(
-                deployments, model.max_attempts, model.hedge, model.fallback, model.timeout_s
+                deployments,
+                model.max_attempts,
+                model.hedge,
+                model.fallback,
+                model.timeout_s,
+                catalog.listwise(name),
             )
         self.team_budgets = {
             team: tc.latency_budget_ms
             for team, tc in config.teams.items()
             if tc.latency_budget_ms is not None
+        }
+        # A team's own answer in an outage, over each model's `fallback`.
+        self.team_fallbacks = {
+            team: tc.fallback for team, tc in config.teams.items() if tc.fallback is not None
         }
         self.server_timeout_s = config.server.request_timeout_s
         self.retry_budget = RetryBudget(settings.retry_budget, clock)
@@ -100,6 +110,9 @@ class DeploymentState:
     def _breaker_changed(self, name: str, state: int) -> None:
         """Export the state; log and count a change (not the first state, at startup)."""
         self.metrics.breaker_state.labels(name).set(state)
+        cooldown = self.health[name].breaker.cooldown_remaining() if state == OPEN else None
+        probe_at = 0.0 if cooldown is None else time.time() + cooldown
+        self.metrics.breaker_probe_at.labels(name).set(probe_at)
         before = self._breaker_states.get(name)
         self._breaker_states[name] = state
         if before is None or before == state:

@@ -31,7 +31,7 @@ class CacheSettings:
     families: dict[str, str]  # model -> family whose entries it shares
     ttl_s: dict[str, float]  # model -> how long its scores are kept
     isolated_teams: frozenset[str]  # teams whose entries nobody else sees
-    uncacheable: frozenset[str]  # models whose scores depend on the whole batch
+    uncacheable: frozenset[str]  # listwise models: scores depend on the whole batch
     fleet_wait_s: float | None = None  # single flight across processes: longest wait
     fleet_poll_s: float = 0.01
     slot_tagged: bool = False  # Redis Cluster: one request's keys share a slot
@@ -48,7 +48,7 @@ class CacheSettings:
             isolated_teams=frozenset(
                 name for name, team in config.teams.items() if team.cache == "isolated"
             ),
-            uncacheable=frozenset(name for name in models if catalog.batch_relative(name)),
+            uncacheable=frozenset(name for name in models if catalog.listwise(name)),
             fleet_wait_s=(
                 cache.fleet_max_wait_ms / 1000.0
                 if cache.fleet_single_flight and cache.backend in ("redis", "tiered")

@@ -3,6 +3,12 @@
 Like the real service it requires a Bearer key, rejects unknown fields with 422,
 validates the body, and answers `{"id","results","meta"}` with `{"id","message"}`
 errors. Scores are deterministic per (query, document), independent of the batch.
+Rerank 5 models (`rerank-v5.0-*`) take `relevant_spans` as the `cohere` 7.3 SDK's types
+describe it and answer each result's spans: every occurrence of a query word in the
+document, `[start, end)` in code points, scored by the word's length, above the
+threshold (0.1 by default), most relevant first, at most `max_spans`, omitted when none;
+other models refuse an enabled `relevant_spans` with 400 (Cohere's wording UNVERIFIED).
+`meta` adds what a test puts there (api_version flags, tokens, warnings).
 Tests steer it with `faults` (delay, error status with Retry-After, malformed JSON,
 hang, connection reset), may replace its `score` function, and read what it received
 from `calls`.
@@ -24,7 +30,17 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-V2_FIELDS = {"model", "query", "documents", "top_n", "max_tokens_per_doc", "priority"}
+V2_FIELDS = {
+    "model",
+    "query",
+    "documents",
+    "top_n",
+    "max_tokens_per_doc",
+    "priority",
+    "relevant_spans",
+}
+SPAN_FIELDS = {"mode", "threshold", "max_spans"}
+DEFAULT_SPAN_THRESHOLD = 0.1
 V1_FIELDS = {
     "model",
     "query",
@@ -81,6 +97,8 @@ class FakeCohere:
     # Rerank 5 bills tokens: report them as `meta.billed_units.input_tokens` (the field
     # Cohere's other endpoints bill tokens by; v5's own shape is UNVERIFIED), or nothing.
     report_tokens: bool = True
+    # Added to every answer's `meta` (e.g. {"api_version": {"is_deprecated": True}}).
+    meta: dict[str, Any] = field(default_factory=dict)
     # Set at shutdown, so hanging handlers end and the server stops without waiting.
     _shutdown: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
@@ -124,7 +142,14 @@ class FakeCohere:
             injected = await inject(self.faults, request, self.error, self._shutdown)
             if injected is not None:
                 return injected
-        return answer(body, version, self.error, self.score, report_tokens=self.report_tokens)
+        return answer(
+            body,
+            version,
+            self.error,
+            self.score,
+            report_tokens=self.report_tokens,
+            extra_meta=self.meta,
+        )
 
 
 ErrorFactory = Callable[..., web.Response]  # (status, message, headers=None)
@@ -181,6 +206,7 @@ def answer(
     score: Callable[[str, str], float] = fake_score,
     *,
     report_tokens: bool = True,
+    extra_meta: dict[str, Any] | None = None,
 ) -> web.Response:
     """Validate a body as Cohere does and rank it; errors from `error` (Cohere's shape)."""
     if not isinstance(body, dict):
@@ -202,6 +228,13 @@ def answer(
         return error(400, "invalid request: list of documents must not be empty")
     if not all(isinstance(d, str) for d in docs):
         return error(400, "invalid request: documents must be strings")
+    priority = body.get("priority")
+    if priority is not None and (type(priority) is not int or not 0 <= priority <= 999):
+        return error(400, "invalid request: priority must be an integer between 0 and 999")
+    spans = span_options(body.get("relevant_spans"), body.get("model"))
+    if isinstance(spans, str):
+        status, _, message = spans.partition(" ")
+        return error(int(status), message)
     scored = sorted(((i, score(query, d)) for i, d in enumerate(docs)), key=lambda p: (-p[1], p[0]))
     if body.get("top_n") is not None:
         scored = scored[: body["top_n"]]
@@ -210,11 +243,57 @@ def answer(
         meta["billed_units"] = {"search_units": math.ceil(len(docs) / 100)}
     elif report_tokens:
         meta["billed_units"] = {"input_tokens": pair_tokens(query, docs)}
+    for key, value in (extra_meta or {}).items():
+        meta[key] = {**meta[key], **value} if isinstance(meta.get(key), dict) else value
+    results: list[dict[str, Any]] = []
+    for i, s in scored:
+        result: dict[str, Any] = {"index": i, "relevance_score": s}
+        if spans is not None:
+            found = relevant_spans(query, docs[i], *spans)
+            if found:
+                result["relevant_spans"] = found
+        results.append(result)
     return web.json_response(
-        {
-            "id": str(uuid.uuid4()),
-            "results": [{"index": i, "relevance_score": s} for i, s in scored],
-            "meta": meta,
-        },
+        {"id": str(uuid.uuid4()), "results": results, "meta": meta},
         headers={"x-debug-trace-id": uuid.uuid4().hex},
     )
+
+
+def span_options(value: Any, model: Any) -> tuple[float, int | None] | str | None:
+    """(threshold, max_spans) of an enabled `relevant_spans`, None when absent or
+    disabled, or "<status> <message>" when Cohere would refuse it."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        return "400 invalid request: relevant_spans must be an object"
+    unknown = sorted(set(value) - SPAN_FIELDS)
+    if unknown:
+        return f"422 unknown field: parameter 'relevant_spans.{unknown[0]}' is not a valid field"
+    mode, threshold, max_spans = value.get("mode"), value.get("threshold"), value.get("max_spans")
+    if mode not in ("enabled", "disabled"):
+        return "400 invalid request: relevant_spans.mode must be enabled or disabled"
+    if threshold is not None and (type(threshold) not in (int, float) or not 0 <= threshold <= 1):
+        return "400 invalid request: relevant_spans.threshold must be between 0 and 1"
+    if max_spans is not None and (type(max_spans) is not int or max_spans < 1):
+        return "400 invalid request: relevant_spans.max_spans must be at least 1"
+    if mode == "disabled":
+        return None
+    if model not in TOKEN_MODELS:
+        return "400 invalid request: relevant_spans is only supported for Rerank v5 and newer"
+    return (DEFAULT_SPAN_THRESHOLD if threshold is None else threshold), max_spans
+
+
+def relevant_spans(
+    query: str, document: str, threshold: float, max_spans: int | None
+) -> list[dict[str, Any]]:
+    """Every occurrence of a query word in `document` (code points, `[start, end)`),
+    scored len/(len + 4), above `threshold`, best first (ties by position)."""
+    words = {w.lower() for w in _WORD.findall(query)}
+    found = [
+        {"start": m.start(), "end": m.end(), "score": round(len(m[0]) / (len(m[0]) + 4), 6)}
+        for m in _WORD.finditer(document)
+        if m[0].lower() in words
+    ]
+    found = [s for s in found if s["score"] > threshold]
+    found.sort(key=lambda s: (-s["score"], s["start"]))
+    return found[:max_spans] if max_spans is not None else found

@@ -3,7 +3,8 @@
 A Bearer key is required; the body is Cohere's (`model`, `query`, `documents`, `top_n`,
 `return_documents`); unknown fields and unknown models get 422 `{"detail"}`. Results
 carry `document: {"text"}` unless `return_documents` is false. Usage is
-`usage.total_tokens`.
+`usage.total_tokens`. With `listwise`, jina-reranker-v3 scores as a listwise model does:
+each document's score depends on the others in the request (`listwise_scores`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.fakes.cohere import fake_score
 from tests.fakes.strict import (
     StrictFake,
     json_response,
@@ -36,6 +38,7 @@ MODELS = (
 class FakeJina(StrictFake):
     api_key: str | None = JINA_KEY
     paths: tuple[str, ...] = ("/v1/rerank",)
+    listwise: bool = False  # jina-reranker-v3's scores depend on the whole list
 
     def error(
         self, status: int, message: str, headers: dict[str, str] | None = None
@@ -57,6 +60,9 @@ class FakeJina(StrictFake):
     def answer(self, body: dict[str, Any]) -> web.Response:
         docs = body["documents"]
         scored = ranked(body["query"], docs)
+        if self.listwise and body["model"] == "jina-reranker-v3":
+            scores = listwise_scores(body["query"], docs)
+            scored = sorted(enumerate(scores), key=lambda p: (-p[1], p[0]))
         if body.get("top_n"):
             scored = scored[: body["top_n"]]
         echo = body.get("return_documents", True)
@@ -68,3 +74,11 @@ class FakeJina(StrictFake):
         return json_response(
             {"model": body["model"], "usage": {"total_tokens": tokens}, "results": results}
         )
+
+
+def listwise_scores(query: str, docs: list[str]) -> list[float]:
+    """Each document's share of the list's total (pointwise) score: the same document
+    scores differently beside different others."""
+    pointwise = [fake_score(query, d) for d in docs]
+    total = sum(pointwise) or 1.0
+    return [round(s / total, 6) for s in pointwise]

@@ -5,7 +5,8 @@ without a key: the trap the provider avoids), the 401 body is `{"error": "Unauth
 a model other than the served one gets 404, a body without `query` or `documents` gets
 400 in the OpenAI error shape, unknown fields are ignored (vLLM's `extra="allow"`),
 `top_n` 0 means all, and every result echoes its document as `{"text"}`, asked or not.
-Usage is `usage.prompt_tokens`.
+Usage is `usage.prompt_tokens`. A non-zero `priority` is refused unless the server runs
+with priority scheduling (`priority_scheduling`), as vLLM refuses it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SERVED_MODEL = "BAAI/bge-reranker-v2-m3"
 class FakeVllm(StrictFake):
     paths: tuple[str, ...] = ("/rerank", "/v1/rerank", "/v2/rerank")
     served_model: str = SERVED_MODEL
+    priority_scheduling: bool = False  # vLLM's --scheduling-policy priority
 
     def needs_key(self, path: str) -> bool:
         return self.api_key is not None and path.startswith(("/v1/", "/v2/"))
@@ -57,6 +59,11 @@ class FakeVllm(StrictFake):
         model = body.get("model")
         if model is not None and model != self.served_model:
             return self.error(404, f"The model `{model}` does not exist.")
+        priority = body.get("priority", 0)
+        if priority != 0 and not self.priority_scheduling:
+            return self.error(
+                400, f"Got priority {priority} but Priority scheduling is not enabled."
+            )
         top_n = body.get("top_n", 0)
         if type(top_n) is not int or top_n < 0:
             return self.error(400, "top_n must be a non-negative integer")
