@@ -244,6 +244,8 @@ class Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
+        # The exception's traceback holds this connection: let the partial body go now.
+        self._body, self._decoder = bytearray(), None
         self.close()
 
     def _reads_to_close(self) -> bool:
@@ -272,6 +274,7 @@ class Decoder:
         except zlib.error as exc:
             raise ResponseError(f"a {self.coding} body that does not decode") from exc
         if len(out) > self._room:
+            del out  # not kept alive by the traceback of the error
             raise ResponseError(f"a response that decodes to more than {MAX_RESPONSE_BYTES} bytes")
         self._room -= len(out)
         return out
