@@ -16,7 +16,9 @@ from functools import partial
 
 from gateway.chain.job import Scored, ScoreJob
 from gateway.errors import (
+    SCRUB_PATTERNS,
     ApiError,
+    Scrubber,
     UpstreamUnavailable,
     from_provider_error,
     outage,
@@ -56,11 +58,13 @@ class Dispatch:
         metrics: Metrics,
         rng: random.Random | None = None,
         billing: BillingRules = DEFAULT_RULES,
+        scrub: Scrubber = SCRUB_PATTERNS,
     ) -> None:
         self.routing = routing
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.billing = billing  # estimates units for upstreams that do not report them
+        self.scrub = scrub  # what of an upstream's message the caller may read
 
     async def score(self, job: ScoreJob) -> Scored:
         facts, report = job.facts, job.report
@@ -88,9 +92,9 @@ class Dispatch:
                 plan, partial(self._call, job), failover
             )
         except Exhausted as exc:
-            raise _unavailable(facts.model, exc) from None
+            raise _unavailable(facts.model, exc, self.scrub) from None
         except ProviderError as exc:
-            raise _mapped(facts.model, exc, failover) from None
+            raise _mapped(facts.model, exc, failover, self.scrub) from None
         finally:
             report.attempts += failover.attempts
             report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
@@ -161,9 +165,13 @@ def _meta(result: UpstreamResult) -> UpstreamMeta | None:
     )
 
 
-def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiError:
+def _mapped(
+    model: str, error: ProviderError, report: FailoverReport, scrub: Scrubber
+) -> ApiError:
     """The caller's view of the last failure, with what the router skipped and why."""
-    mapped = from_provider_error(model, error, report.attempts, deployment=report.last_failed)
+    mapped = from_provider_error(
+        model, error, report.attempts, deployment=report.last_failed, scrub=scrub
+    )
     if mapped.status not in _UNAVAILABLE:
         return mapped
     notes = []
@@ -182,10 +190,10 @@ def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiErro
     )
 
 
-def _unavailable(model: str, exc: Exhausted) -> ApiError:
+def _unavailable(model: str, exc: Exhausted, scrub: Scrubber) -> ApiError:
     report = exc.report
     if exc.last is not None:
-        return _mapped(model, exc.last, report)
+        return _mapped(model, exc.last, report, scrub)
     reasons = set(report.skipped.values())
     names = ", ".join(report.skipped)
     if BREAKER_OPEN in reasons:

@@ -38,6 +38,7 @@ from gateway.chain.downgrade import DowngradeLayer
 from gateway.chain.fallback import Fallback
 from gateway.chain.job import ScoreJob, Scorer
 from gateway.chain.tier_race import TierRace
+from gateway.errors import SCRUB_PATTERNS, Scrubber
 from gateway.observe.metrics import Metrics
 from gateway.state.deployments import DeploymentState
 from gateway.state.governance import Governance
@@ -56,6 +57,7 @@ class ChainParts:
     ledger: Ledger
     cache_store: ScoreStore | None
     cache_settings: CacheSettings
+    scrub: Scrubber = SCRUB_PATTERNS  # what of an upstream's error text a caller may read
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,9 @@ def build_chain(parts: ChainParts) -> Scorer:
 
 def build_layers(parts: ChainParts) -> dict[str, Scorer]:
     """Each layer by name, wrapping all those after it (one set of instances)."""
-    scorer: Scorer = Dispatch(parts.deployments, parts.metrics, billing=parts.governance.rules)
+    scorer: Scorer = Dispatch(
+        parts.deployments, parts.metrics, billing=parts.governance.rules, scrub=parts.scrub
+    )
     built: dict[str, Scorer] = {"dispatch": scorer}
     for layer in reversed(LAYERS):
         scorer = layer.build(scorer, parts)
