@@ -8,6 +8,7 @@ what the caller sees: the caller's own mistake as such, anything else as
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -76,6 +77,8 @@ class Dispatch:
             if not deployments:
                 raise spans_unsupported(facts.model)
         order = attempt_order(deployments, self.rng, self.routing.usable)
+        if job.replay is not None and self.routing.usable(order[0]):
+            return await self._replay(job, order[0], docs, chars)
         plan = FailoverPlan(
             deployments=order,
             deadline=facts.deadline,
@@ -110,6 +113,30 @@ class Dispatch:
         if tokens is None:
             tokens = self.billing.estimate_tokens(job.query, job.documents, job.max_tokens_per_doc)
         return Scored(result.scores, units, tokens, 1, spans=result.spans)
+
+    async def _replay(self, job: ScoreJob, first: Deployment, docs: int, chars: int) -> Scored:
+        """Known scores, answered as the call they stand for: from the deployment that
+        would have been called first, after its typical latency for a call of this size
+        (at most half of what is left of the deadline), billed the estimate. Nothing is
+        recorded as a call (no latency observation, breaker outcome or upstream metric).
+        When that deployment cannot be called (its breaker is open), `score` calls for
+        real instead, so the job fails or fails over as a call would."""
+        delay = max(
+            0.0, min(self.routing.typical_s(first, docs, chars), job.facts.remaining_s() / 2)
+        )
+        await asyncio.sleep(delay)
+        report = job.report
+        report.deployment = first.name
+        report.attempts += 1
+        report.upstream_s += delay
+        assert job.replay is not None
+        query, documents, limit = job.query, job.documents, job.max_tokens_per_doc
+        return Scored(
+            list(job.replay),
+            self.billing.estimate(query, documents, limit),
+            self.billing.estimate_tokens(query, documents, limit),
+            1,
+        )
 
     async def _call(
         self, job: ScoreJob, deployment: Deployment, timeout_s: float
