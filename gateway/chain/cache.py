@@ -6,14 +6,10 @@ shares in-flight documents between concurrent requests) and are stored on the wa
 Keys name `Facts.model`, the model that scores the job: a layer that serves another
 model runs this layer again with new facts, so scores never land under another model.
 `X-Cache` says what happened: `hit` (nothing sent upstream), `partial`, `miss`, or
-<<<<<<< HEAD
 `bypass` (cache off, `Cache-Control: no-store`, a listwise model, whose scores depend on
 the batch, or a request for relevant spans, which the stores do not hold). A bypassed
 job is neither split nor coalesced: it goes inward whole. Stores hold digests and
 scores only (see `policies.cache`).
-=======
-`bypass` (cache off, `Cache-Control: no-store`, or a model whose scores depend on the
-batch). Stores hold digests and scores only (see `policies.cache`).
 
 A team with `hide_cross_team_hits` shares entries like any team but is told only what its
 own traffic could teach it. Beside each shared entry it keeps a copy of its own
@@ -24,8 +20,8 @@ scores are replayed through the budget and dispatch layers, which answer them as
 some have none, all of them are sent upstream, so the call, its bill and its timing are
 real. Either way the team's own copies are written. Such a team joins no other request's
 flight (in this process or across processes), since a joined flight is a hit too. Teams
-without the setting pay nothing for it: one dict lookup per request, as before.
->>>>>>> f453be9 (Cache: cache.hide_cross_team_hits and teams.<t>.hide_cross_team_hits tell a team only what its own traffic could teach it: it keeps its own copy of each shared entry (read in the same round trip); documents it has not seen count as misses, replayed through the budget and dispatch layers as a call when others scored them all (rate limited, billed the estimate, from a deployment, after its typical latency), sent upstream with the rest otherwise; it joins no other request's flight)
+without the setting pay nothing for it on a hit (the set membership the isolated check
+cost before) and one function call on a miss.
 """
 
 from __future__ import annotations
@@ -68,12 +64,16 @@ class CacheLayer:
         self.keys = KeySpace(settings.families, slot_tag=settings.slot_tagged)
         self.fleet = fleet
         self.flights = Flights(inner, fleet)
+        # How each team uses the shared entries: teams in `_modes` as it says, the others
+        # `_default_mode`. Checked with `in` first: teams without a mode of their own pay
+        # what the isolated check cost before (a set membership, not a call).
         self._modes = {team: ISOLATED for team in settings.isolated_teams}
         self._modes.update((team, PRIVATE) for team in settings.private_teams)
         self._default_mode = SHARED
         if settings.private_default:
             self._default_mode = PRIVATE
             self._modes.update((t, SHARED) for t in settings.known_teams if t not in self._modes)
+        self._moded = frozenset(self._modes)
         # Metric children bound once, not looked up per request.
         self._lookups = {
             r: metrics.cache_lookups.labels(r) for r in ("hit", "partial", "miss", "bypass")
@@ -93,8 +93,9 @@ class CacheLayer:
             or "no-store" in facts.cache_control
         ):
             return await self._bypass(job)
-        mode = self._modes.get(facts.team, self._default_mode)
-        scope = facts.team if mode is ISOLATED else ""
+        team = facts.team
+        mode = self._modes[team] if team in self._moded else self._default_mode
+        scope = team if mode is ISOLATED else ""
         keys = self.keys.document_keys(
             facts.model, scope, job.query, job.max_tokens_per_doc, job.documents
         )

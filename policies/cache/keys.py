@@ -71,11 +71,7 @@ class KeySpace:
         """`team`'s own copy of each of `document_keys`' keys: for a team that must learn
         nothing from other teams' entries, these say what its own traffic had scored.
         Derived from the keys, so no text is hashed again; in the same slot when tagged."""
-        base = hashlib.sha256(_field(_SEEN) + _field(_encode(team)))
+        base = _field(_SEEN) + _field(_encode(team))
         tag = _TAG_BYTES if self.slot_tag else 0
-        seen = []
-        for key in keys:
-            h = base.copy()
-            h.update(key)
-            seen.append(key[:tag] + h.digest()[:DIGEST_BYTES])
-        return seen
+        sha256 = hashlib.sha256
+        return [key[:tag] + sha256(base + key).digest()[:DIGEST_BYTES] for key in keys]
