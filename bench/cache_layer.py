@@ -83,8 +83,11 @@ async def calls(layer: Any, jobs: list[Any]) -> float:
     return pstats.Stats(profile).total_calls / len(jobs)  # type: ignore[attr-defined]
 
 
-async def run(root: Path, rounds: int, requests: int, measure: Any) -> dict[str, float]:
+async def run(
+    root: Path, rounds: int, requests: int, measure: Any, shared_only: bool = False
+) -> dict[str, float]:
     layer, job, private = build(root)
+    private = private and not shared_only
     timed = measure
     teams = ["shared"] + (["private"] if private else [])
     results: dict[str, list[float]] = {}
@@ -106,9 +109,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--calls", action="store_true", help="count calls instead of CPU")
+    parser.add_argument("--shared-only", action="store_true", help="the shared team alone")
     args = parser.parse_args()
     measure = calls if args.calls else timed
-    figures = asyncio.run(run(args.root, args.rounds, args.requests, measure))
+    figures = asyncio.run(run(args.root, args.rounds, args.requests, measure, args.shared_only))
     unit = "function calls" if args.calls else "µs of CPU"
     print(f"{args.root} (load {os.getloadavg()[0]:.2f}): {unit} per 50-document request")
     for name, us in figures.items():
