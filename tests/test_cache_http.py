@@ -376,11 +376,32 @@ async def test_a_team_that_hides_cross_team_hits_sees_a_miss_it_could_not_tell_a
     assert answer["meta"]["billed_units"] == first["meta"]["billed_units"] == {"search_units": 1}
     assert theirs["X-Rerank-Deployment"] == mine["X-Rerank-Deployment"]
     assert upstream_ms(theirs) > 0
+    assert answer["meta"].keys() == first["meta"].keys()
     assert ranking(answer) == ranking(first) == expected_ranking(docs)
     # What its own traffic taught it, it is told.
     _, again, answer = await post(url, body(docs), key=OTHER_TEAM_KEY)
     assert again["X-Cache"] == "hit" and answer["meta"]["billed_units"] == {"search_units": 0}
     assert len(fake.calls) == 1
+
+
+async def test_a_hidden_cross_team_hit_of_a_token_billed_model_reports_tokens_as_a_call_does(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    fake, upstream = fake_cohere
+    data = gateway_config({"cohere-a": upstream}, cache={"hide_cross_team_hits": True})
+    data["models"]["rerank-v5.0-pro"] = {
+        "deployments": [{"provider": "cohere-a", "model": "rerank-v5.0-pro"}]
+    }
+    url = start_gateway(data)
+    payload = {**body(documents(4)), "model": "rerank-v5.0-pro"}
+    _, _, first = await post(url, payload, key=TEAM_KEY)
+    _, headers, answer = await post(url, payload, key=OTHER_TEAM_KEY)
+    assert headers["X-Cache"] == "miss" and len(fake.calls) == 1
+    # A call's answer carries the upstream's token count: a replay carries the estimate.
+    assert first["meta"]["tokens"]["input_tokens"] > 0
+    assert answer["meta"]["tokens"]["input_tokens"] > 0
+    assert answer["meta"].keys() == first["meta"].keys()
+    assert answer["meta"]["billed_units"].keys() == first["meta"]["billed_units"].keys()
 
 
 async def test_a_hidden_cross_team_hit_is_rate_limited_like_the_call_it_stands_for(

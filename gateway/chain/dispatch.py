@@ -66,6 +66,8 @@ class Dispatch:
         self.rng = rng or random.Random()
         self.billing = billing  # estimates units for upstreams that do not report them
         self.scrub = scrub  # what of an upstream's message the caller may read
+        # What each deployment's last answer said beside its scores: a replay says the same.
+        self._last_meta: dict[str, UpstreamMeta | None] = {}
 
     async def score(self, job: ScoreJob) -> Scored:
         facts, report = job.facts, job.report
@@ -103,7 +105,9 @@ class Dispatch:
             report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
             self._record(facts.model, failover)
         report.deployment = deployment.name
-        report.note_upstream(_meta(result))
+        meta = _meta(result)
+        report.note_upstream(meta)
+        self._last_meta[deployment.name] = meta
         # The upstream's own figures settle the reservation; where it gives none, the same
         # estimate the reservation made stands in.
         units = result.search_units
@@ -117,26 +121,29 @@ class Dispatch:
     async def _replay(self, job: ScoreJob, first: Deployment, docs: int, chars: int) -> Scored:
         """Known scores, answered as the call they stand for: from the deployment that
         would have been called first, after its typical latency for a call of this size
-        (at most half of what is left of the deadline), billed the estimate. Nothing is
-        recorded as a call (no latency observation, breaker outcome or upstream metric).
-        When that deployment cannot be called (its breaker is open), `score` calls for
-        real instead, so the job fails or fails over as a call would."""
+        (at most half of what is left of the deadline), billed the estimate, with the
+        `meta` its last answer had (its token count the estimate). Nothing is recorded as
+        a call (no latency observation, breaker outcome or upstream metric). When that
+        deployment cannot be called (its breaker is open), `score` calls for real
+        instead, so the job fails or fails over as a call would."""
         delay = max(
             0.0, min(self.routing.typical_s(first, docs, chars), job.facts.remaining_s() / 2)
         )
         await asyncio.sleep(delay)
+        query, documents, limit = job.query, job.documents, job.max_tokens_per_doc
+        tokens = self.billing.estimate_tokens(query, documents, limit)
         report = job.report
         report.deployment = first.name
         report.attempts += 1
         report.upstream_s += delay
+        last = self._last_meta.get(first.name)
+        if last is not None:
+            counted = tokens if last.input_tokens is not None else None
+            report.note_upstream(
+                UpstreamMeta(last.is_deprecated, last.is_experimental, (), counted, None)
+            )
         assert job.replay is not None
-        query, documents, limit = job.query, job.documents, job.max_tokens_per_doc
-        return Scored(
-            list(job.replay),
-            self.billing.estimate(query, documents, limit),
-            self.billing.estimate_tokens(query, documents, limit),
-            1,
-        )
+        return Scored(list(job.replay), self.billing.estimate(query, documents, limit), tokens, 1)
 
     async def _call(
         self, job: ScoreJob, deployment: Deployment, timeout_s: float
