@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
 from gateway.chain.shadow import ShadowRunner, book_for, shadow_quotas
 from gateway.config import Config
-from gateway.errors import ApiError, error_response
+from gateway.errors import ApiError, Scrubber, error_response
 from gateway.http import status
 from gateway.http.admin import report_csv, report_format, usage_report
 from gateway.http.auth import Authenticator, bearer_token, hash_key
@@ -206,6 +206,7 @@ def build_gateway(
             rules=accounts.rules,
             cache_store=cache_store,
             cache_settings=CacheSettings.from_config(config, catalog),
+            scrub=Scrubber(key_digests(config)),
         )
     )
     shadow = ShadowRunner(config, layers[SHADOW_ENTRY], accounts.prices, metrics, book)
@@ -239,6 +240,16 @@ def build_gateway(
         keeper=keeper,
         keys=keys,
     )
+
+
+def key_digests(config: Config) -> set[str]:
+    """The digests of every key the config names: what an upstream's text must not quote."""
+    digests = {d for team in config.teams.values() for d in team.key_sha256}
+    digests.update(d for team in config.teams.values() for d in team.manager_key_sha256)
+    for digest in (config.auth.admin_key_sha256, config.server.metrics_token_sha256):
+        if digest is not None:
+            digests.add(digest)
+    return digests
 
 
 def build_app(

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Collection
 
 from gateway.config import Config, ConfigError, is_loopback, load_or_default
-from gateway.config.advice import scale_warnings
+from gateway.config.advice import plain_http_warnings, scale_warnings
 from gateway.http.auth import hash_key, new_key
 from gateway.startup import version
 
@@ -142,7 +142,7 @@ def _check(path: str | None) -> int:
         f"{path}: ok ({len(config.providers)} providers, {len(config.models)} models, "
         f"{len(config.teams)} teams)"
     )
-    for warning in scale_warnings(config):
+    for warning in scale_warnings(config) + plain_http_warnings(config):
         print(f"  warning: {warning}")
     return 0
 

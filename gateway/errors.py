@@ -2,7 +2,8 @@
 
 `ApiError` is raised anywhere in request handling; the app turns it into a response.
 `from_provider_error` decides what a caller sees when the upstream failed: a status
-that does not invite the wrong retry and a message that says what happened upstream.
+that does not invite the wrong retry and a message that says what happened upstream,
+scrubbed of credentials by a `Scrubber` (the upstream's text is not ours).
 
 An outage (`outage`: no deployment of a model could answer, every breaker open) is a
 503 whose `Retry-After: 1` and `retry-after-ms: 100` make the official SDKs give up
@@ -16,15 +17,51 @@ own timing stays in the message, the log line and the metrics (docs/errors.md).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
+from collections.abc import Collection
 
 import orjson
 from aiohttp import web
 
+from providers.redact import REDACTED, redact
 from providers.types import AUTH, MALFORMED, TIMEOUT, ProviderError
 
 OUTAGE_RETRY_AFTER_S = 1.0
 OUTAGE_RETRY_AFTER_MS = 100
+MAX_UPSTREAM_MESSAGE = 600  # characters of a provider's message a caller may read
+_WORD = re.compile(r"[^\s\"'`<>()\[\]{},;]{8,}")
+
+
+class Scrubber:
+    """What of a provider's message a caller may read.
+
+    `providers.redact` has already taken out what the provider sent and what looks like a
+    credential; this does it again for messages built elsewhere, and takes out the
+    gateway's own keys: the config holds only their digests, so every word long enough to
+    be a key is hashed and looked up (on error paths only: a message is a few dozen words).
+    API keys (`rgk_…`) and generated keys (`rg_…`) are caught by their form.
+    """
+
+    def __init__(self, key_digests: Collection[str] = (), limit: int = MAX_UPSTREAM_MESSAGE):
+        self.key_digests = frozenset(key_digests)
+        self.limit = limit
+
+    def __call__(self, text: str) -> str:
+        if self.key_digests:
+            for word in set(_WORD.findall(text)):
+                for candidate in (word, word.rstrip(".:!?")):
+                    if _digest(candidate) in self.key_digests:
+                        text = text.replace(candidate, REDACTED)
+        return redact(text, limit=self.limit)
+
+
+def _digest(word: str) -> str:
+    return hashlib.sha256(word.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+SCRUB_PATTERNS = Scrubber()  # when no key digests are at hand: the patterns alone
 
 
 class ApiError(Exception):
@@ -98,12 +135,17 @@ def _encodable(text: str) -> str:
 
 
 def from_provider_error(
-    model: str, error: ProviderError, attempts: int = 1, deployment: str | None = None
+    model: str,
+    error: ProviderError,
+    attempts: int = 1,
+    deployment: str | None = None,
+    scrub: Scrubber = SCRUB_PATTERNS,
 ) -> ApiError:
     """What the caller sees when no deployment of `model` could answer (`deployment`
-    names the one that failed last)."""
+    names the one that failed last); the provider's message goes through `scrub`."""
     tried = f" after {attempts} attempts" if attempts > 1 else ""
-    prefix = f"model {model!r} is unavailable{tried}: {error.message}"
+    message = scrub(error.message)
+    prefix = f"model {model!r} is unavailable{tried}: {message}"
     # The upstream's message can echo the caller's query or documents: the caller sees
     # it, the access log gets only its bounded facts.
     upstream = f"upstream {error.kind}, status {error.status}, code {error.code}"
@@ -123,7 +165,7 @@ def from_provider_error(
         status = error.status if 400 <= error.status < 500 else 502
         return ApiError(
             status,
-            f"the upstream rejected the request: {error.message}",
+            f"the upstream rejected the request: {message}",
             log_message=f"the upstream rejected the request: {upstream}",
         )
     retry_after = error.retry_after_s if error.retry_after_s is not None else 1.0

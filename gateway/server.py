@@ -29,7 +29,7 @@ from aiohttp import web
 
 from gateway.app import RUNTIME, build_app, build_metrics_app, reload
 from gateway.config import Config, ConfigError, load_config, load_or_default
-from gateway.config.advice import scale_warnings
+from gateway.config.advice import plain_http_warnings, scale_warnings
 from gateway.http.edge import GatewayRunner
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
@@ -163,6 +163,8 @@ def serve(config_path: str | None, host: str, port: int, workers: int) -> int:
         )
     for warning in scale_warnings(config, workers):
         log.warning("per_process_state", detail=warning)
+    for warning in plain_http_warnings(config):
+        log.warning("plain_http_upstream", detail=warning)
     if workers <= 1:
         try:
             run_worker(config_path, host, port, reuse_port=False)

@@ -1,6 +1,11 @@
 """The HTTP plumbing every remote provider shares: one keep-alive connection pool per
 upstream (providers/http1.py), exceptions mapped to `ProviderError`, error bodies and
-`Retry-After` parsed."""
+`Retry-After` parsed.
+
+Every message built here from upstream text is scrubbed of credentials (`providers.redact`)
+with the values of the credential headers the request carried, and bounded: an upstream
+that echoes its request must not hand the provider's key to a caller or a log.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from providers.http1 import (
     parse_target,
     request_head,
 )
+from providers.redact import redact, secret_values
 from providers.types import (
     AUTH,
     CONNECT,
@@ -40,25 +46,42 @@ REQUEST_ID_HEADERS = (
     "x-request-id",
 )
 _MAX_ERROR_BODY = 4096  # bytes of an upstream error body worth reading
+_MAX_REQUEST_ID = 128  # an upstream's request id, as logged
+_MAX_CODE = 64  # an upstream's error code, as logged and shown
 
 
 class HttpResponse:
-    """Status, headers and the whole body of one upstream answer."""
+    """Status, headers and the whole body of one upstream answer, and the headers of the
+    request it answers (`sent`: what an echo of the request could quote)."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "sent", "status")
 
-    def __init__(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        body: bytes,
+        sent: Mapping[str, str] | None = None,
+    ) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.sent: Mapping[str, str] = sent or {}
 
     @property
     def request_id(self) -> str | None:
         for name in REQUEST_ID_HEADERS:
             value = self.headers.get(name)
             if value:
-                return value
+                return value[:_MAX_REQUEST_ID]
         return None
+
+    def secrets(self) -> list[str]:
+        """The credentials the request carried (read on error paths only)."""
+        return secret_values(self.sent)
+
+    def scrubbed(self, text: str, limit: int) -> str:
+        return redact(text, self.secrets(), limit)
 
 
 class HttpTransport:
@@ -125,15 +148,17 @@ class HttpTransport:
         except (ResponseError, Disconnected) as exc:
             if isinstance(exc, Disconnected) and exc.before_answer:
                 raise _unreachable(self.label, exc) from exc
+            # Our own words, but they can quote a header value the upstream chose.
+            what = redact(str(exc), secret_values(headers), limit=200)
             raise ProviderError(
-                f"{self.label} sent an incomplete or invalid response ({exc})",
+                f"{self.label} sent an incomplete or invalid response ({what})",
                 kind=MALFORMED,
                 retryable=True,
             ) from exc
         except OSError as exc:  # refused, reset, DNS, TLS (ssl.SSLError is an OSError)
             raise _unreachable(self.label, exc) from exc
         return HttpResponse(
-            answer.status, CIMultiDictProxy(CIMultiDict(answer.headers)), answer.body
+            answer.status, CIMultiDictProxy(CIMultiDict(answer.headers)), answer.body, headers
         )
 
 
@@ -165,20 +190,28 @@ def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> f
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def error_detail(body: bytes) -> tuple[str | None, str | None]:
-    """(code, message) from the error envelopes upstreams use.
+def error_detail(body: bytes, secrets: Sequence[str] = ()) -> tuple[str | None, str | None]:
+    """(code, message) from the error envelopes upstreams use, scrubbed of `secrets` and of
+    anything else that looks like a credential (`providers.redact`), and bounded.
 
     Cohere `{"message"}`, Azure and OpenAI-style servers `{"error": {"code", "message"}}`,
     OCI `{"code", "message"}`, AWS `{"message"}` or `{"Message"}`, TEI `{"error",
     "error_type"}`, FastAPI `{"detail": str | [{"loc", "msg"}]}` (Infinity, Voyage).
     Non-JSON bodies give their first line as message.
     """
-    snippet = body[:_MAX_ERROR_BODY]
+    code, message = _raw_detail(body[:_MAX_ERROR_BODY])
+    return (
+        redact(code, secrets, _MAX_CODE) if code else None,
+        redact(message, secrets) if message else None,
+    )
+
+
+def _raw_detail(snippet: bytes) -> tuple[str | None, str | None]:
     try:
         data = orjson.loads(snippet)
     except orjson.JSONDecodeError:
         text = snippet.decode("utf-8", "replace").strip().splitlines()
-        return None, (text[0][:200] if text else None)
+        return None, (text[0] if text else None)
     if not isinstance(data, dict):
         return None, None
     inner = data.get("error")
@@ -192,8 +225,8 @@ def error_detail(body: bytes) -> tuple[str | None, str | None]:
     if type(code) is int and isinstance(data.get("type"), str):
         code = data["type"]  # OpenAI-style servers (vLLM, Infinity) repeat the status as code
     message = data.get("message") or data.get("Message")
-    # The code is logged: bounded, as an upstream could put anything there.
-    return (str(code)[:64] if code else None), (_first_line(str(message)) if message else None)
+    # The code is logged: bounded (by the caller), as an upstream could put anything there.
+    return (str(code) if code else None), (_first_line(str(message)) if message else None)
 
 
 def _fastapi_detail(detail: Any) -> str | None:
@@ -213,7 +246,7 @@ def _first_line(message: str) -> str | None:
     # Later lines can hold what must not reach a caller: AWS signature errors append the
     # canonical request, security token header included.
     lines = message.strip().splitlines()
-    return lines[0][:500] if lines else None
+    return lines[0] if lines else None
 
 
 def status_error(
@@ -231,8 +264,9 @@ def status_error(
     error codes say more (quota, model errors) pass `kind` / `retryable`; `note` is
     appended to the message (what to change).
     """
-    body_code, message = error_detail(resp.body)
-    code = code or body_code
+    secrets = resp.secrets()
+    body_code, message = error_detail(resp.body, secrets)
+    code = redact(code, secrets, _MAX_CODE) if code else body_code
     status = resp.status
     detail = f": {message}" if message else ""
     return ProviderError(
@@ -243,8 +277,13 @@ def status_error(
         status=status,
         code=code,
         retry_after_s=parse_retry_after(resp.headers),
-        upstream_request_id=resp.request_id,
+        upstream_request_id=_request_id(resp),
     )
+
+
+def _request_id(resp: HttpResponse | None) -> str | None:
+    request_id = resp.request_id if resp is not None else None
+    return resp.scrubbed(request_id, _MAX_REQUEST_ID) if resp and request_id else None
 
 
 def load_json(label: str, resp: HttpResponse) -> Any:
@@ -256,12 +295,13 @@ def load_json(label: str, resp: HttpResponse) -> Any:
 
 
 def malformed(label: str, what: str, resp: HttpResponse | None = None) -> ProviderError:
+    """A 2xx answer we cannot use; `what` may quote the upstream's values, so it is scrubbed."""
     return ProviderError(
-        f"{label} sent {what}",
+        f"{label} sent {resp.scrubbed(what, 200) if resp is not None else redact(what)}",
         kind=MALFORMED,
         retryable=True,
         status=resp.status if resp else None,
-        upstream_request_id=resp.request_id if resp else None,
+        upstream_request_id=_request_id(resp),
     )
 
 

@@ -27,14 +27,19 @@ from urllib.parse import urlsplit
 import aiohappyeyeballs
 import httptools
 
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # an answer to a rerank is kilobytes; a bound, not a tuning
+# Bounds on one answer. A rerank answer is kilobytes; these stop an upstream that is broken
+# or hostile from taking the process's memory (a gzip bomb, endless headers, tiny chunks).
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # the body, both as received and once decoded
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers (any 1xx answers before them included)
+MAX_HEADERS = 100  # header lines of one answer, 1xx answers and trailers included
+MAX_FRAMING_BYTES = 1024 * 1024  # chunk-size lines, chunk extensions and trailers
 DNS_TTL_S = 300.0  # how long looked-up addresses are reused (aiohttp's connector: the same)
 HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's suggestion, and aiohttp's
 AddrInfo = tuple[int, int, int, str, tuple]  # one getaddrinfo entry
 
 
 class ResponseError(Exception):
-    """The upstream's answer broke HTTP/1.1: bad framing, cut short, or too large."""
+    """The upstream's answer broke HTTP/1.1 or a bound: bad framing, cut short, too large."""
 
 
 class Disconnected(ConnectionResetError):
@@ -99,8 +104,11 @@ class Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-        self._size = 0
+        self._body = bytearray()  # one buffer: a list of tiny chunks costs ~40 bytes each
+        self._decoder: Decoder | None = None
+        self._wire = 0  # bytes received for this answer
+        self._raw = 0  # of which body bytes, before any Content-Encoding is undone
+        self._interim = 0  # headers of 1xx answers, at the start of `_headers`
         self._received = False
         self._headers_done = False
         self._complete = False
@@ -127,10 +135,29 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self._received = True
+        self._wire += len(data)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:  # a callback refused the answer
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, ResponseError) else ResponseError(str(exc)))
+            return
         except httptools.HttpParserError as exc:
             self._fail(ResponseError(f"an invalid HTTP response ({exc})"))
+            return
+        if not self._complete:
+            self._check_overhead()
+
+    def _check_overhead(self) -> None:
+        """Bound what is not body: httptools keeps a header being read in memory until it
+        ends, so the bytes are counted here, as they arrive, not in the callbacks."""
+        overhead = self._wire - self._raw
+        if not self._headers_done and overhead > MAX_HEAD_BYTES:
+            self._fail(ResponseError(f"a response head larger than {MAX_HEAD_BYTES} bytes"))
+        elif overhead > MAX_HEAD_BYTES + MAX_FRAMING_BYTES:
+            self._fail(
+                ResponseError(f"more than {MAX_FRAMING_BYTES} bytes of chunk framing or trailers")
+            )
 
     # -- httptools callbacks
 
@@ -138,24 +165,29 @@ class Connection(asyncio.Protocol):
         if self._complete:  # a second answer to one request: the stream is out of step
             self._spoiled = True
 
+    # A callback that raises stops the parser; `data_received` fails the call with it.
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        if len(self._headers) > MAX_HEADERS:
+            raise ResponseError(f"a response with more than {MAX_HEADERS} headers")
 
     def on_headers_complete(self) -> None:
         self._status = self._parser.get_status_code()
         self._headers_done = True
+        if self._status >= 200:
+            self._decoder = decoder_for(self._headers[self._interim :])
 
     def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > MAX_RESPONSE_BYTES:
-            self._fail(ResponseError(f"a response larger than {MAX_RESPONSE_BYTES} bytes"))
-            return
-        self._body.append(body)
+        self._raw += len(body)
+        if self._raw > MAX_RESPONSE_BYTES:
+            raise ResponseError(f"a response larger than {MAX_RESPONSE_BYTES} bytes")
+        self._body += body if self._decoder is None else self._decoder.feed(body)
 
     def on_message_complete(self) -> None:
         if self._status < 200:  # 1xx interim answers (we never send Expect) are skipped
-            self._headers.clear()
-            self._headers_done = False
+            self._headers_done = False  # their headers still count against MAX_HEADERS
+            self._interim = len(self._headers)
             return
         self._keep_alive = self._parser.should_keep_alive()  # read now: the parser resets
         self._finish()
@@ -176,8 +208,8 @@ class Connection(asyncio.Protocol):
         """Send one request and wait for its whole answer."""
         if self.transport is None:
             raise Disconnected(before_answer=True)
-        self._status, self._size = 0, 0
-        self._headers, self._body = [], []
+        self._status = self._wire = self._raw = self._interim = 0
+        self._headers, self._body, self._decoder = [], bytearray(), None
         self._received = self._headers_done = self._complete = self._keep_alive = False
         self._waiter = waiter = self._loop.create_future()
         self.transport.writelines((head, body))
@@ -198,38 +230,70 @@ class Connection(asyncio.Protocol):
         self._complete = True
         if self._waiter is None or self._waiter.done():
             return
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers]
-        try:
-            body = _decoded(headers, b"".join(self._body))
-        except ResponseError as exc:
-            self._fail(exc)
-            return
-        self._waiter.set_result(Response(self._status, headers, body))
+        headers = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in self._headers[self._interim :]
+        ]
+        if self._decoder is not None:
+            try:
+                self._decoder.finish()
+            except ResponseError as exc:
+                self._fail(exc)
+                return
+        self._waiter.set_result(Response(self._status, headers, bytes(self._body)))
 
     def _fail(self, exc: Exception) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(exc)
+        # The exception's traceback holds this connection: let the partial body go now.
+        self._body, self._decoder = bytearray(), None
         self.close()
 
     def _reads_to_close(self) -> bool:
-        names = {k.lower() for k, _ in self._headers}
+        names = {k.lower() for k, _ in self._headers[self._interim :]}
         return b"content-length" not in names and b"transfer-encoding" not in names
 
 
-def _decoded(headers: list[tuple[str, str]], body: bytes) -> bytes:
-    """Undo a gzip or deflate Content-Encoding (we ask for none, but a server may send it)."""
-    for name, value in headers:
-        if name.lower() == "content-encoding":
-            coding = value.strip().lower()
-            if coding in ("gzip", "x-gzip", "deflate"):
-                wbits = 47 if coding != "deflate" else zlib.MAX_WBITS
-                try:
-                    return zlib.decompress(body, wbits)
-                except zlib.error as exc:
-                    raise ResponseError(f"a {coding} body that does not decode") from exc
-            if coding not in ("", "identity"):
-                raise ResponseError(f"a body in an encoding we cannot read ({coding})")
-    return body
+class Decoder:
+    """Undoes a gzip or deflate Content-Encoding as the body arrives (we ask for none, but
+    a server may send it), and refuses to produce more than MAX_RESPONSE_BYTES: the bound
+    is on what the body decodes to, so a small compressed bomb stops at the bound."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        self._zlib = zlib.decompressobj(47 if coding != "deflate" else zlib.MAX_WBITS)
+        self._room = MAX_RESPONSE_BYTES
+        self._fed = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._zlib.eof:  # what follows the end of the stream is ignored, as before
+            return b""
+        self._fed = True
+        try:
+            # Never more than one byte past the bound; short of it, all input is used.
+            out = self._zlib.decompress(data, self._room + 1)
+        except zlib.error as exc:
+            raise ResponseError(f"a {self.coding} body that does not decode") from exc
+        if len(out) > self._room:
+            del out  # not kept alive by the traceback of the error
+            raise ResponseError(f"a response that decodes to more than {MAX_RESPONSE_BYTES} bytes")
+        self._room -= len(out)
+        return out
+
+    def finish(self) -> None:
+        if self._fed and not self._zlib.eof:
+            raise ResponseError(f"a {self.coding} body cut short")
+
+
+def decoder_for(headers: list[tuple[bytes, bytes]]) -> Decoder | None:
+    """The decoder an answer's Content-Encoding needs, None for none; ResponseError for an
+    encoding we cannot read (brotli, zstd, stacked codings: we never ask for them)."""
+    codings = [v.strip().lower() for k, v in headers if k.lower() == b"content-encoding"]
+    if not codings or codings == [b"identity"] or codings == [b""]:
+        return None
+    if len(codings) == 1 and codings[0] in (b"gzip", b"x-gzip", b"deflate"):
+        return Decoder(codings[0].decode("ascii"))
+    shown = ", ".join(c.decode("latin-1") for c in codings)[:40]
+    raise ResponseError(f"a body in an encoding we cannot read ({shown!r})")
 
 
 class ConnectionPool:

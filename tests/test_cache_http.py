@@ -344,3 +344,89 @@ async def test_savings_of_long_documents_count_their_chunks(
     assert status == 200 and headers["X-Cache"] == "hit"
     labels = {"model": "rerank-v3.5", "team": "search"}
     assert await metric(url, "rerank_cache_saved_search_units_total", labels) == 2
+
+
+# -- hiding other teams' hits (cache.hide_cross_team_hits, teams.<t>.hide_cross_team_hits)
+
+
+def upstream_ms(headers: dict[str, str]) -> float:
+    timing = dict(part.strip().split(";dur=") for part in headers["Server-Timing"].split(","))
+    return float(timing["upstream"])
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_team_that_hides_cross_team_hits_sees_a_miss_it_could_not_tell_apart(
+    fake_cohere: tuple[FakeCohere, str],
+    start_gateway: Callable[..., str],
+    cache_prefix: str,
+    backend: str,
+) -> None:
+    fake, upstream = fake_cohere
+    sections = redis_cache(cache_prefix, backend=backend)
+    sections["cache"]["hide_cross_team_hits"] = True
+    url = start_gateway(gateway_config({"cohere-a": upstream}, **sections))
+    docs = documents(12)
+    _, mine, first = await post(url, body(docs), key=TEAM_KEY)
+    assert mine["X-Cache"] == "miss" and len(fake.calls) == 1
+    # Team ads asks what team search asked: answered from the cache (no second call),
+    # but nothing in the answer says so.
+    status, theirs, answer = await post(url, body(docs), key=OTHER_TEAM_KEY)
+    assert status == 200 and len(fake.calls) == 1
+    assert theirs["X-Cache"] == "miss"
+    assert answer["meta"]["billed_units"] == first["meta"]["billed_units"] == {"search_units": 1}
+    assert theirs["X-Rerank-Deployment"] == mine["X-Rerank-Deployment"]
+    assert upstream_ms(theirs) > 0
+    assert answer["meta"].keys() == first["meta"].keys()
+    assert ranking(answer) == ranking(first) == expected_ranking(docs)
+    # What its own traffic taught it, it is told.
+    _, again, answer = await post(url, body(docs), key=OTHER_TEAM_KEY)
+    assert again["X-Cache"] == "hit" and answer["meta"]["billed_units"] == {"search_units": 0}
+    assert len(fake.calls) == 1
+
+
+async def test_a_hidden_cross_team_hit_of_a_token_billed_model_reports_tokens_as_a_call_does(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    fake, upstream = fake_cohere
+    data = gateway_config({"cohere-a": upstream}, cache={"hide_cross_team_hits": True})
+    data["models"]["rerank-v5.0-pro"] = {
+        "deployments": [{"provider": "cohere-a", "model": "rerank-v5.0-pro"}]
+    }
+    url = start_gateway(data)
+    payload = {**body(documents(4)), "model": "rerank-v5.0-pro"}
+    _, _, first = await post(url, payload, key=TEAM_KEY)
+    _, headers, answer = await post(url, payload, key=OTHER_TEAM_KEY)
+    assert headers["X-Cache"] == "miss" and len(fake.calls) == 1
+    # A call's answer carries the upstream's token count: a replay carries the estimate.
+    assert first["meta"]["tokens"]["input_tokens"] > 0
+    assert answer["meta"]["tokens"]["input_tokens"] > 0
+    assert answer["meta"].keys() == first["meta"].keys()
+    assert answer["meta"]["billed_units"].keys() == first["meta"]["billed_units"].keys()
+
+
+async def test_a_hidden_cross_team_hit_is_rate_limited_like_the_call_it_stands_for(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    fake, upstream = fake_cohere
+    data = gateway_config({"cohere-a": upstream}, cache={"hide_cross_team_hits": True})
+    data["teams"]["ads"]["rate_limit"] = {"requests_per_minute": 1}
+    url = start_gateway(data)
+    await post(url, body(documents(3)), key=TEAM_KEY)
+    await post(url, body(documents(3, start=3)), key=TEAM_KEY)
+    assert (await post(url, body(documents(3)), key=OTHER_TEAM_KEY))[0] == 200
+    # A hit would not count against the limit; a call does, and so does its stand-in.
+    status, headers, _ = await post(url, body(documents(3, start=3)), key=OTHER_TEAM_KEY)
+    assert status == 429 and "Retry-After" in headers
+    assert len(fake.calls) == 2
+
+
+async def test_a_team_can_keep_seeing_shared_hits_when_the_default_hides_them(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    _, upstream = fake_cohere
+    data = gateway_config({"cohere-a": upstream}, cache={"hide_cross_team_hits": True})
+    data["teams"]["ads"]["hide_cross_team_hits"] = False
+    url = start_gateway(data)
+    await post(url, body(documents(4)), key=TEAM_KEY)
+    _, headers, answer = await post(url, body(documents(4)), key=OTHER_TEAM_KEY)
+    assert headers["X-Cache"] == "hit" and answer["meta"]["billed_units"] == {"search_units": 0}

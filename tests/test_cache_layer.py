@@ -30,14 +30,18 @@ class Upstream:
 
     def __init__(self, gated: bool = False) -> None:
         self.calls: list[list[str]] = []
+        self.replays: list[list[str]] = []  # jobs answered from known scores, as dispatch does
         self.gated = gated
         self.gates: list[asyncio.Event] = []
         self.started = asyncio.Event()
         self.failures = 0
 
     async def score(self, job: ScoreJob) -> Scored:
-        self.calls.append(list(job.documents))
         job.report.deployment = "fake/model"
+        if job.replay is not None:
+            self.replays.append(list(job.documents))
+            return Scored(list(job.replay), DEFAULT_RULES.estimate(job.query, job.documents), 0, 1)
+        self.calls.append(list(job.documents))
         if self.gated:
             gate = asyncio.Event()
             self.gates.append(gate)
@@ -57,10 +61,17 @@ class Upstream:
 
 
 def make_layer(
-    upstream: Upstream, store: MemoryStore | None = None, isolated: frozenset[str] = frozenset()
+    upstream: Upstream,
+    store: MemoryStore | None = None,
+    isolated: frozenset[str] = frozenset(),
+    **private: object,
 ) -> CacheLayer:
     settings_ = CacheSettings(
-        families={"m": "m"}, ttl_s={"m": 60.0}, isolated_teams=isolated, uncacheable=frozenset()
+        families={"m": "m"},
+        ttl_s={"m": 60.0},
+        isolated_teams=isolated,
+        uncacheable=frozenset(),
+        **private,  # type: ignore[arg-type]
     )
     store = store if store is not None else MemoryStore(max_entries=10_000)
     return CacheLayer(upstream, store, settings_, Metrics())
@@ -283,3 +294,77 @@ async def test_flight_cancelled_before_it_runs_releases_its_followers() -> None:
     assert (await asyncio.wait_for(follower, 2)).scores == expected(docs(3))
     await asyncio.gather(leader, return_exceptions=True)
     assert upstream.calls == [docs(3)]  # only the follower's own retry reached upstream
+
+
+# -- teams that must not learn from other teams' entries (hide_cross_team_hits)
+
+
+async def test_a_private_team_is_told_a_miss_for_what_another_team_scored() -> None:
+    upstream = Upstream()
+    layer = make_layer(upstream, private_teams=frozenset({"b"}))
+    await layer.score(job(docs(5), team="a"))
+    told = job(docs(5), team="b")
+    scored = await layer.score(told)
+    # Not sent again: the known scores go inward as a replay, billed as a call.
+    assert (told.report.cache_status, upstream.calls, upstream.replays) == (
+        "miss",
+        [docs(5)],
+        [docs(5)],
+    )
+    assert scored.scores == expected(docs(5))
+    assert (scored.search_units, scored.calls, told.report.deployment) == (1, 1, "fake/model")
+    again = job(docs(5), team="b")  # now its own traffic has seen them
+    assert (await layer.score(again)).search_units == 0
+    assert again.report.cache_status == "hit" and len(upstream.replays) == 1
+    other = job(docs(5), team="c")  # a team without the setting sees the shared hit
+    await layer.score(other)
+    assert other.report.cache_status == "hit"
+
+
+async def test_a_private_team_sends_everything_it_has_not_seen_when_some_is_new() -> None:
+    # A call goes upstream anyway: the documents other teams scored go with it, so the
+    # call, its bill and its timing are the ones the team would have had alone.
+    upstream = Upstream()
+    layer = make_layer(upstream, private_teams=frozenset({"b"}))
+    await layer.score(job(docs(5), team="a"))
+    mixed = job(docs(8), team="b")
+    assert (await layer.score(mixed)).scores == expected(docs(8))
+    assert mixed.report.cache_status == "miss" and upstream.calls[-1] == docs(8)
+    partial = job(docs(10), team="b")
+    await layer.score(partial)
+    assert partial.report.cache_status == "partial" and upstream.calls[-1] == docs(10, 8)
+    assert upstream.replays == []
+
+
+async def test_a_private_team_joins_no_other_teams_flight() -> None:
+    upstream = Upstream(gated=True)
+    layer = make_layer(upstream, private_teams=frozenset({"b"}))
+    first = asyncio.create_task(layer.score(job(docs(3), team="a")))
+    await upstream.wait_calls(1)
+    second_job = job(docs(3), team="b")
+    second = asyncio.create_task(layer.score(second_job))
+    await upstream.wait_calls(2)  # its own call, not a wait on team a's
+    for gate in upstream.gates:
+        gate.set()
+    await asyncio.gather(first, second)
+    assert second_job.report.cache_status == "miss"
+    assert upstream.calls == [docs(3), docs(3)]
+
+
+async def test_teams_the_config_does_not_name_follow_the_global_setting() -> None:
+    upstream = Upstream()
+    layer = make_layer(
+        upstream,
+        private_teams=frozenset({"hidden"}),
+        private_default=True,
+        known_teams=frozenset({"hidden", "open"}),
+    )
+    await layer.score(job(docs(4), team="writer"))
+    told = {team: job(docs(4), team=team) for team in ("hidden", "open", "api-key-team")}
+    for j in told.values():
+        await layer.score(j)
+    assert {t: j.report.cache_status for t, j in told.items()} == {
+        "hidden": "miss",
+        "open": "hit",  # named in the config without the setting
+        "api-key-team": "miss",
+    }

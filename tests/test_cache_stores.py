@@ -62,6 +62,20 @@ def test_every_key_field_matters() -> None:
     assert space.document_keys("a-twin", "", "query", None, ["doc"]) == base
 
 
+def test_a_teams_own_copies_are_its_own_and_share_the_slot_of_their_entry() -> None:
+    plain, tagged = KeySpace({"a": "a"}), KeySpace({"a": "a"}, slot_tag=True)
+    keys = plain.document_keys("a", "", "query", None, ["doc one", "doc two"])
+    mine, theirs = plain.seen_keys("team-x", keys), plain.seen_keys("team-y", keys)
+    assert len({*keys, *mine, *theirs}) == 6 and all(len(k) == 16 for k in mine)
+    assert mine == plain.seen_keys("team-x", keys)  # stable, so the next request finds them
+    isolated = plain.document_keys("a", "team-x", "query", None, ["doc one", "doc two"])
+    assert not set(mine) & set(isolated)
+    keys = tagged.document_keys("a", "", "query", None, ["doc one", "doc two"])
+    copies = tagged.seen_keys("team-x", keys)
+    assert [c[:18] for c in copies] == [k[:18] for k in keys]  # `{tag}`: one slot, one MGET
+    assert copies[0] != keys[0]
+
+
 def test_field_boundaries_cannot_collide() -> None:
     space = KeySpace({"m": "m"})
     assert space.document_keys("m", "", "ab", None, ["c"]) != space.document_keys(

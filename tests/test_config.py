@@ -165,6 +165,11 @@ def test_team_model_lists_and_manager_keys_are_checked() -> None:
     assert found(models=[])[0] == (
         "teams.search: models: [] would refuse every request; leave it out to allow all"
     )
+    assert found(cache="isolated", hide_cross_team_hits=False) == []
+    assert found(cache="isolated", hide_cross_team_hits=True)[0] == (
+        "teams.search: hide_cross_team_hits hides nothing from an isolated team (no other "
+        "team's entry is ever its hit); leave it out"
+    )
     for reused in ("team", "admin"):
         assert found(manager_key_sha256=[hash_key(reused)]) == [
             "teams.search.manager_key_sha256[0]: a manager key must be a key of its own, not a "

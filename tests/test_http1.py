@@ -9,6 +9,7 @@ import datetime
 import gzip
 import ipaddress
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from providers.http import HttpTransport
+from providers.http1 import MAX_HEADERS, MAX_RESPONSE_BYTES
 from providers.types import CONNECT, MALFORMED, TIMEOUT, ProviderError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -405,3 +407,156 @@ async def test_names_are_looked_up_once_for_many_new_connections(
         assert (await client.post(by_name, b"{}", {}, 5)).body == b"{}"
     assert (server.connections, lookups) == (3, ["localhost"])
     assert b"\r\nHost: localhost:" in server.heads[0]
+
+
+# -- bounds: what a broken or hostile upstream can make the client hold in memory
+
+BIG = MAX_RESPONSE_BYTES + 8 * 1024 * 1024  # past the bound, in zeros (compresses ~1000:1)
+
+
+def gzipped_zeros(size: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1024 * 1024)
+    parts = [packer.compress(block) for _ in range(size // len(block))]
+    return b"".join(parts) + packer.flush()
+
+
+async def streams(writer: asyncio.StreamWriter, first: bytes, more: bytes, limit: int) -> None:
+    """Write `first`, then `more` until the client hangs up or `limit` bytes are out."""
+    writer.write(first)
+    sent = len(first)
+    while sent < limit and not writer.is_closing():
+        writer.write(more)
+        sent += len(more)
+        await writer.drain()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+async def test_a_gzip_bomb_fails_once_it_decodes_past_the_bound(
+    serve, client: HttpTransport, framing: str
+) -> None:
+    # ~40 KB on the wire, 40 MiB decoded: the bound counts decoded bytes, not sent ones.
+    bomb = gzipped_zeros(BIG)
+    assert len(bomb) < MAX_RESPONSE_BYTES // 100
+
+    async def answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        start = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+        if framing == "length":
+            writer.write(start + b"Content-Length: %d\r\n\r\n" % len(bomb) + bomb)
+        elif framing == "chunked":
+            writer.write(start + b"Transfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(bomb), bomb))
+        else:
+            writer.write(start + b"Connection: close\r\n\r\n" + bomb)
+            await writer.drain()
+            writer.close()
+
+    _, url = await serve(answer)
+    error = await failure(client, url)
+    assert (error.kind, error.retryable) == (MALFORMED, True)
+    assert f"decodes to more than {MAX_RESPONSE_BYTES} bytes" in error.message
+
+
+async def test_an_answer_that_decodes_to_just_under_the_bound_is_whole(
+    serve, client: HttpTransport
+) -> None:
+    packed = gzipped_zeros(MAX_RESPONSE_BYTES)
+
+    async def answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+            % (len(packed), packed)
+        )
+
+    _, url = await serve(answer)
+    assert (await client.post(url, b"{}", {}, 5)).body == bytes(MAX_RESPONSE_BYTES)
+
+
+@pytest.mark.parametrize(
+    ("first", "more", "said"),
+    [
+        # headers that never end
+        (b"HTTP/1.1 200 OK\r\n", b"X-Filler: " + b"a" * 1000 + b"\r\n", "head larger than"),
+        # one header value that never ends (httptools buffers it whole)
+        (b"HTTP/1.1 200 OK\r\nX-Filler: ", b"a" * 4096, "head larger than"),
+        # a status line that never ends
+        (b"HTTP/1.1 200 ", b"a" * 4096, "head larger than"),
+        # interim answers, forever
+        (b"", b"HTTP/1.1 100 Continue\r\n\r\n", "head larger than"),
+        # a trailer that never ends after a chunked body
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-T: ",
+            b"a" * 4096,
+            "chunk framing or trailers",
+        ),
+        # a body in one-byte chunks, forever
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"1\r\n \r\n" * 1000,
+            "chunk framing or trailers",
+        ),
+        # a chunk that announces 2**60 bytes and keeps sending
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1000000000000000\r\n",
+            b" " * 65536,
+            f"larger than {MAX_RESPONSE_BYTES} bytes",
+        ),
+        # no length, no end
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", b" " * 65536, "larger than"),
+    ],
+    ids=[
+        "endless-headers",
+        "endless-header-value",
+        "endless-status-line",
+        "endless-interim",
+        "endless-trailers",
+        "tiny-chunks",
+        "huge-chunk",
+        "endless-read-to-close",
+    ],
+)
+async def test_an_endless_answer_fails_at_its_bound_not_at_the_deadline(
+    serve, client: HttpTransport, first: bytes, more: bytes, said: str
+) -> None:
+    async def endless(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        await streams(writer, first, more, limit=3 * MAX_RESPONSE_BYTES)
+
+    _, url = await serve(endless)
+    error = await failure(client, url, timeout_s=30)
+    assert (error.kind, error.retryable) == (MALFORMED, True)
+    assert said in error.message
+
+
+async def test_more_headers_than_the_bound_fail(serve, client: HttpTransport) -> None:
+    many = b"".join(b"X-H%d: 1\r\n" % i for i in range(MAX_HEADERS))
+
+    async def answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK.replace(b"\r\n\r\n", b"\r\n" + many + b"\r\n", 1))
+
+    _, url = await serve(answer)
+    error = await failure(client, url)
+    assert (error.kind, error.retryable) == (MALFORMED, True)
+    assert f"more than {MAX_HEADERS} headers" in error.message
+
+
+@pytest.mark.parametrize("coding", [b"br", b"zstd", b"gzip, gzip", b"compress"])
+async def test_an_encoding_we_never_asked_for_is_refused(
+    serve, client: HttpTransport, coding: bytes
+) -> None:
+    async def answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(OK.replace(b"\r\n\r\n", b"\r\nContent-Encoding: " + coding + b"\r\n\r\n", 1))
+
+    _, url = await serve(answer)
+    error = await failure(client, url)
+    assert (error.kind, error.retryable) == (MALFORMED, True)
+    assert "an encoding we cannot read" in error.message
+
+
+async def test_interim_answers_before_the_answer_are_skipped(serve, client: HttpTransport) -> None:
+    async def answer(head: bytes, body: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n" + OK)
+
+    _, url = await serve(answer)
+    answer_ = await client.post(url, b"{}", {}, 5)
+    assert (answer_.status, answer_.body) == (200, b"{}")
+    assert "x-interim" not in answer_.headers

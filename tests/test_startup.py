@@ -178,6 +178,62 @@ def test_check_config_warns_about_per_process_limits(tmp_path: Path) -> None:
     assert out.returncode == 0 and "warning" not in out.stdout
 
 
+def plain_http_config() -> dict:
+    data = gateway_config({"cohere-a": "http://rerank.internal:8080"})  # keyed, remote
+    data["providers"].update(
+        {
+            "tei-local": {"type": "tei", "base_url": "http://127.0.0.1:8081", "api_key": "k"},
+            "tei-open": {"type": "tei", "base_url": "http://tei.internal:8081"},  # no key
+            "jina": {"type": "jina", "api_key": "k"},  # https by default
+            "aws": {"type": "bedrock", "region": "us-east-1", "endpoint_url": "http://vpce.x"},
+        }
+    )
+    data["telemetry"] = {"otlp_endpoint": "http://otel.x:4318", "headers": {"api-key": "k"}}
+    return data
+
+
+def test_check_config_warns_about_credentials_sent_over_plain_http(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(plain_http_config()))
+    out = run_cli("check-config", str(path))
+    assert out.returncode == 0
+    warned = [line for line in out.stdout.splitlines() if "plain http://" in line]
+    assert warned == [  # in the file's order (safe_dump sorts the keys)
+        "  warning: providers.aws sends SigV4-signed requests (AWS credentials) over plain "
+        "http:// to vpce.x: anyone on the network path can read it; use https:// (only "
+        "loopback addresses are exempt from this warning)",
+        "  warning: providers.cohere-a sends its api_key over plain http:// to rerank.internal: "
+        "anyone on the network path can read it; use https:// (only loopback addresses are "
+        "exempt from this warning)",
+        "  warning: telemetry.otlp_endpoint sends telemetry.headers over plain http:// to "
+        "otel.x: anyone on the network path can read it; use https:// (only loopback "
+        "addresses are exempt from this warning)",
+    ]
+    secure = yaml.safe_dump(plain_http_config()).replace("http://", "https://")
+    path.write_text(secure)
+    out = run_cli("check-config", str(path))
+    assert out.returncode == 0 and "warning" not in out.stdout
+
+
+def test_serve_logs_credentials_sent_over_plain_http_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(plain_http_config()))
+    port = free_port()
+    gw = GatewayProcess("--config", str(path), "--port", str(port))
+    try:
+        gw.wait_ready(f"http://127.0.0.1:{port}", timeout=60)
+        gw.wait_event("listening")  # every line logged before it is in `seen` now
+        warned = [e for e in gw.seen if e["event"] == "plain_http_upstream"]
+        assert [e["detail"].split(" sends ")[0] for e in warned] == [
+            "providers.aws",
+            "providers.cohere-a",
+            "telemetry.otlp_endpoint",
+        ]
+        assert all(e["level"] == "warning" for e in warned)
+    finally:
+        assert gw.stop() == 0
+
+
 # --------------------------------------------------------------------------------------
 # Config rules and reading only what is needed
 

@@ -87,6 +87,7 @@ class Flight:
     ready: asyncio.Future[dict[bytes, float] | None]
     task: asyncio.Task[Scored] = field(init=False)
     remote: bool = False  # another process fetched the scores (nothing sent from here)
+    alone: bool = False  # never waits for another process's call (calls upstream itself)
     # The keys this flight registered for others to join (none once it is released).
     registered: list[bytes] = field(default_factory=list)
 
@@ -116,9 +117,16 @@ class Flights:
         self._tasks: set[asyncio.Task[Any]] = set()  # the loop holds tasks only weakly
 
     async def fetch(
-        self, job: ScoreJob, wanted: dict[bytes, str], *, join: bool, write: Writer
+        self,
+        job: ScoreJob,
+        wanted: dict[bytes, str],
+        *,
+        join: bool,
+        write: Writer,
+        alone: bool = False,
     ) -> Fetched:
-        """Scores of `wanted` (key -> document text); `join=False` sends every document."""
+        """Scores of `wanted` (key -> document text); `join=False` sends every document,
+        `alone` too and waits for no other process's call either."""
         joined: dict[Flight, list[bytes]] = {}
         lead: dict[bytes, str] = {}
         if not join or self._in_flight.keys().isdisjoint(wanted):
@@ -131,7 +139,7 @@ class Flights:
                 else:
                     joined.setdefault(flight, []).append(key)
         fetched = Fetched()
-        own = self._launch(job, lead, write, register=True) if lead else None
+        own = self._launch(job, lead, write, register=True, alone=alone) if lead else None
         # A child span only when this request waits for others' flights.
         waiting = tracing.span("coalesce.wait", joined=len(joined)) if joined else None
         with waiting or tracing.UNTRACED:
@@ -155,10 +163,17 @@ class Flights:
         return fetched
 
     def _launch(
-        self, job: ScoreJob, docs: dict[bytes, str], write: Writer, *, register: bool
+        self,
+        job: ScoreJob,
+        docs: dict[bytes, str],
+        write: Writer,
+        *,
+        register: bool,
+        alone: bool = False,
     ) -> Flight:
         loop = asyncio.get_running_loop()
         flight = Flight(list(docs), job.subset(list(docs.values())), loop.create_future())
+        flight.alone = alone
         if register:
             in_flight = self._in_flight
             if in_flight.keys().isdisjoint(docs):
@@ -194,7 +209,7 @@ class Flights:
             return await self.inner.score(flight.job), None
         facts = flight.job.facts
         lease, taken = await fleet.take(flight.keys, facts)
-        if taken is False:
+        if taken is False and not flight.alone:
             scores = await fleet.wait(flight.keys, lease, facts)
             if scores is not None:
                 flight.remote = True

@@ -8,6 +8,7 @@ what the caller sees: the caller's own mistake as such, anything else as
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import time
@@ -16,7 +17,9 @@ from functools import partial
 
 from gateway.chain.job import Scored, ScoreJob
 from gateway.errors import (
+    SCRUB_PATTERNS,
     ApiError,
+    Scrubber,
     UpstreamUnavailable,
     from_provider_error,
     outage,
@@ -56,11 +59,15 @@ class Dispatch:
         metrics: Metrics,
         rng: random.Random | None = None,
         billing: BillingRules = DEFAULT_RULES,
+        scrub: Scrubber = SCRUB_PATTERNS,
     ) -> None:
         self.routing = routing
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.billing = billing  # estimates units for upstreams that do not report them
+        self.scrub = scrub  # what of an upstream's message the caller may read
+        # What each deployment's last answer said beside its scores: a replay says the same.
+        self._last_meta: dict[str, UpstreamMeta | None] = {}
 
     async def score(self, job: ScoreJob) -> Scored:
         facts, report = job.facts, job.report
@@ -72,6 +79,8 @@ class Dispatch:
             if not deployments:
                 raise spans_unsupported(facts.model)
         order = attempt_order(deployments, self.rng, self.routing.usable)
+        if job.replay is not None and self.routing.usable(order[0]):
+            return await self._replay(job, order[0], docs, chars)
         plan = FailoverPlan(
             deployments=order,
             deadline=facts.deadline,
@@ -88,15 +97,17 @@ class Dispatch:
                 plan, partial(self._call, job), failover
             )
         except Exhausted as exc:
-            raise _unavailable(facts.model, exc) from None
+            raise _unavailable(facts.model, exc, self.scrub) from None
         except ProviderError as exc:
-            raise _mapped(facts.model, exc, failover) from None
+            raise _mapped(facts.model, exc, failover, self.scrub) from None
         finally:
             report.attempts += failover.attempts
             report.upstream_s += max(0.0, time.monotonic() - started - failover.waited_s)
             self._record(facts.model, failover)
         report.deployment = deployment.name
-        report.note_upstream(_meta(result))
+        meta = _meta(result)
+        report.note_upstream(meta)
+        self._last_meta[deployment.name] = meta
         # The upstream's own figures settle the reservation; where it gives none, the same
         # estimate the reservation made stands in.
         units = result.search_units
@@ -106,6 +117,33 @@ class Dispatch:
         if tokens is None:
             tokens = self.billing.estimate_tokens(job.query, job.documents, job.max_tokens_per_doc)
         return Scored(result.scores, units, tokens, 1, spans=result.spans)
+
+    async def _replay(self, job: ScoreJob, first: Deployment, docs: int, chars: int) -> Scored:
+        """Known scores, answered as the call they stand for: from the deployment that
+        would have been called first, after its typical latency for a call of this size
+        (at most half of what is left of the deadline), billed the estimate, with the
+        `meta` its last answer had (its token count the estimate). Nothing is recorded as
+        a call (no latency observation, breaker outcome or upstream metric). When that
+        deployment cannot be called (its breaker is open), `score` calls for real
+        instead, so the job fails or fails over as a call would."""
+        delay = max(
+            0.0, min(self.routing.typical_s(first, docs, chars), job.facts.remaining_s() / 2)
+        )
+        await asyncio.sleep(delay)
+        query, documents, limit = job.query, job.documents, job.max_tokens_per_doc
+        tokens = self.billing.estimate_tokens(query, documents, limit)
+        report = job.report
+        report.deployment = first.name
+        report.attempts += 1
+        report.upstream_s += delay
+        last = self._last_meta.get(first.name)
+        if last is not None:
+            counted = tokens if last.input_tokens is not None else None
+            report.note_upstream(
+                UpstreamMeta(last.is_deprecated, last.is_experimental, (), counted, None)
+            )
+        assert job.replay is not None
+        return Scored(list(job.replay), self.billing.estimate(query, documents, limit), tokens, 1)
 
     async def _call(
         self, job: ScoreJob, deployment: Deployment, timeout_s: float
@@ -161,9 +199,13 @@ def _meta(result: UpstreamResult) -> UpstreamMeta | None:
     )
 
 
-def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiError:
+def _mapped(
+    model: str, error: ProviderError, report: FailoverReport, scrub: Scrubber
+) -> ApiError:
     """The caller's view of the last failure, with what the router skipped and why."""
-    mapped = from_provider_error(model, error, report.attempts, deployment=report.last_failed)
+    mapped = from_provider_error(
+        model, error, report.attempts, deployment=report.last_failed, scrub=scrub
+    )
     if mapped.status not in _UNAVAILABLE:
         return mapped
     notes = []
@@ -182,10 +224,10 @@ def _mapped(model: str, error: ProviderError, report: FailoverReport) -> ApiErro
     )
 
 
-def _unavailable(model: str, exc: Exhausted) -> ApiError:
+def _unavailable(model: str, exc: Exhausted, scrub: Scrubber) -> ApiError:
     report = exc.report
     if exc.last is not None:
-        return _mapped(model, exc.last, report)
+        return _mapped(model, exc.last, report, scrub)
     reasons = set(report.skipped.values())
     names = ", ".join(report.skipped)
     if BREAKER_OPEN in reasons:

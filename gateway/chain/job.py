@@ -128,10 +128,18 @@ class ScoreJob:
     report: Report = field(default_factory=Report)
     priority: int | None = None  # the caller's, for upstreams that take it
     spans: SpanOptions | None = None  # Rerank 5's relevant spans, when asked for
+    # Scores known already, one per document, that dispatch answers as an upstream call
+    # would be answered (a deployment, its usual latency, billed): other teams' cache
+    # entries, for a team that must not learn of them (`gateway.chain.cache`).
+    replay: Sequence[float] | None = None
 
     def subset(self, documents: Sequence[str]) -> ScoreJob:
         """Some of the documents, same facts, a report of its own."""
-        return replace(self, documents=documents, report=Report())
+        return replace(self, documents=documents, report=Report(), replay=None)
+
+    def replaying(self, documents: Sequence[str], scores: Sequence[float]) -> ScoreJob:
+        """Some of the documents with their known scores (`replay`), a report of its own."""
+        return replace(self, documents=documents, report=Report(), replay=scores)
 
     def rerun(self, facts: Facts) -> ScoreJob:
         """The same documents under other facts, with a report of its own."""

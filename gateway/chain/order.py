@@ -39,6 +39,7 @@ from gateway.chain.downgrade import DowngradeLayer
 from gateway.chain.fallback import Fallback
 from gateway.chain.job import Scorer
 from gateway.chain.tier_race import TierRace
+from gateway.errors import SCRUB_PATTERNS, Scrubber
 from gateway.observe.metrics import Metrics
 from gateway.state.accounts import Accounts
 from gateway.state.deployments import DeploymentState
@@ -59,6 +60,7 @@ class ChainParts:
     rules: BillingRules  # estimates for upstreams that report no usage
     cache_store: ScoreStore | None
     cache_settings: CacheSettings
+    scrub: Scrubber = SCRUB_PATTERNS  # what of an upstream's error text a caller may read
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ SHADOW_ENTRY = "downgrade"
 
 def build_layers(parts: ChainParts) -> dict[str, Scorer]:
     """Each layer by name, wrapping all those after it (one set of instances)."""
-    scorer: Scorer = Dispatch(parts.deployments, parts.metrics, billing=parts.rules)
+    scorer: Scorer = Dispatch(
+        parts.deployments, parts.metrics, billing=parts.rules, scrub=parts.scrub
+    )
     built: dict[str, Scorer] = {"dispatch": scorer}
     for layer in reversed(LAYERS):
         scorer = layer.build(scorer, parts)

@@ -1,13 +1,24 @@
-"""Warnings about a valid config that would not do what a multi-process deployment expects.
+"""Warnings about a valid config that would not do what its operator likely expects.
 
-`check-config` prints them and `serve` logs them at start: they are not errors (one
-process with in-memory limits is a fine setup), but with several worker processes or
-replicas, limits kept in memory are enforced by each process on its own.
+`check-config` prints them and `serve` logs them at start: they are not errors.
+- Scale (`scale_warnings`): one process with in-memory limits is a fine setup, but with
+  several worker processes or replicas, limits kept in memory are enforced by each
+  process on its own.
+- Plain HTTP (`plain_http_warnings`): an upstream reached over `http://` that is sent a
+  credential (an API key, a signed request) shows it to anyone on the path. A
+  self-hosted reranker on a private network may be a deliberate choice, so it is a
+  warning; a loopback address is never warned about.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+from gateway.config.checks import is_loopback
 from gateway.config.model import Config
+
+# Provider types that sign every request with cloud credentials (no `api_key` needed).
+_SIGNED = {"bedrock": "SigV4-signed requests (AWS credentials)", "oci": "OCI-signed requests"}
 
 
 def scale_warnings(config: Config, workers: int | None = None) -> list[str]:
@@ -34,3 +45,33 @@ def scale_warnings(config: Config, workers: int | None = None) -> list[str]:
             "its own; set state.redis_url to share one cache"
         )
     return warnings
+
+
+def plain_http_warnings(config: Config) -> list[str]:
+    """Upstreams reached over plain http:// that are sent a credential, loopback excepted."""
+    warnings = []
+    for name, provider in config.providers.items():
+        options = provider.options
+        url = getattr(options, "endpoint_url", None) or getattr(options, "base_url", None)
+        what = "its api_key" if getattr(options, "api_key", None) else _SIGNED.get(provider.type)
+        if url and what and _exposed(url):
+            warnings.append(_warning(f"providers.{name}", url, what))
+    telemetry = config.telemetry
+    if telemetry.otlp_endpoint and telemetry.headers and _exposed(telemetry.otlp_endpoint):
+        warnings.append(
+            _warning("telemetry.otlp_endpoint", telemetry.otlp_endpoint, "telemetry.headers")
+        )
+    return warnings
+
+
+def _exposed(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and not is_loopback(parts.hostname or "")
+
+
+def _warning(where: str, url: str, what: str) -> str:
+    host = urlsplit(url).hostname
+    return (
+        f"{where} sends {what} over plain http:// to {host}: anyone on the network path can "
+        "read it; use https:// (only loopback addresses are exempt from this warning)"
+    )

@@ -137,6 +137,9 @@ class TelemetryConfig:
 class TeamConfig:
     key_sha256: list[str] = field(default_factory=list)
     cache: Literal["shared", "isolated"] = "shared"  # isolated: cache entries of its own
+    # Report as misses the hits on entries another team wrote (see docs/security.md);
+    # None: cache.hide_cross_team_hits.
+    hide_cross_team_hits: bool | None = None
     limits: RequestLimits | None = None  # over-fetch limits, overriding the model's and global
     rate_limit: RateLimitConfig | None = None
     budget: BudgetConfig | None = None
@@ -155,6 +158,11 @@ class TeamConfig:
         ]
         if self.models == []:
             raise ValueError("models: [] would refuse every request; leave it out to allow all")
+        if self.cache == "isolated" and self.hide_cross_team_hits:
+            raise ValueError(
+                "hide_cross_team_hits hides nothing from an isolated team (no other team's "
+                "entry is ever its hit); leave it out"
+            )
 
 
 @dataclass
@@ -248,6 +256,8 @@ class CacheConfig:
     fleet_max_wait_ms: Annotated[float, Ge(0.0)] = 2000.0  # then fetch yourself
     fleet_poll_ms: Annotated[float, Ge(1.0)] = 10.0
     redis_url: str | None = None  # the cache's own (evicting) Redis; default state.redis_url
+    # Every team's default for teams.<name>.hide_cross_team_hits.
+    hide_cross_team_hits: bool = False
 
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)

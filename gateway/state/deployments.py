@@ -198,6 +198,10 @@ class DeploymentState:
                 best = TierEstimate(True, p.seconds, p.confident)
         return best
 
+    def typical_s(self, deployment: Deployment, docs: int, chars: int) -> float:
+        """The median latency expected of a call of this size (the prior while unknown)."""
+        return self.health[deployment.name].latency.estimate(docs, chars, 0.5).seconds
+
     def hedge_delay_s(
         self, model: ModelRouting, first: Deployment, docs: int, chars: int
     ) -> float | None:

@@ -32,6 +32,12 @@ class CacheSettings:
     ttl_s: dict[str, float]  # model -> how long its scores are kept
     isolated_teams: frozenset[str]  # teams whose entries nobody else sees
     uncacheable: frozenset[str]  # listwise models: scores depend on the whole batch
+    # Teams told only what their own traffic could teach them (`hide_cross_team_hits`);
+    # `private_default` is that setting for teams outside `known_teams` (API keys' teams
+    # the config does not name).
+    private_teams: frozenset[str] = frozenset()
+    private_default: bool = False
+    known_teams: frozenset[str] = frozenset()
     fleet_wait_s: float | None = None  # single flight across processes: longest wait
     fleet_poll_s: float = 0.01
     slot_tagged: bool = False  # Redis Cluster: one request's keys share a slot
@@ -49,6 +55,18 @@ class CacheSettings:
                 name for name, team in config.teams.items() if team.cache == "isolated"
             ),
             uncacheable=frozenset(name for name in models if catalog.listwise(name)),
+            private_teams=frozenset(
+                name
+                for name, team in config.teams.items()
+                if team.cache == "shared"
+                and (
+                    cache.hide_cross_team_hits
+                    if team.hide_cross_team_hits is None
+                    else team.hide_cross_team_hits
+                )
+            ),
+            private_default=cache.hide_cross_team_hits,
+            known_teams=frozenset(config.teams),
             fleet_wait_s=(
                 cache.fleet_max_wait_ms / 1000.0
                 if cache.fleet_single_flight and cache.backend in ("redis", "tiered")

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 
 DIGEST_BYTES = 16  # SHA-256 cut to 128 bits: collisions are out of reach for any cache size
 _VERSION = b"rg-score-v1"  # change when the key layout changes, so old entries are ignored
+_SEEN = b"rg-seen-v1"  # a team's own copies of entries (`KeySpace.seen_keys`)
+_TAG_BYTES = 18  # `{` + 16 hex digits + `}`
 
 
 def _field(data: bytes) -> bytes:
@@ -64,3 +66,12 @@ class KeySpace:
             tag = b"{" + prefix.hexdigest()[:16].encode() + b"}"  # hex: never a brace inside
             return [tag + key for key in keys]
         return keys
+
+    def seen_keys(self, team: str, keys: Sequence[bytes]) -> list[bytes]:
+        """`team`'s own copy of each of `document_keys`' keys: for a team that must learn
+        nothing from other teams' entries, these say what its own traffic had scored.
+        Derived from the keys, so no text is hashed again; in the same slot when tagged."""
+        base = _field(_SEEN) + _field(_encode(team))
+        tag = _TAG_BYTES if self.slot_tag else 0
+        sha256 = hashlib.sha256
+        return [key[:tag] + sha256(base + key).digest()[:DIGEST_BYTES] for key in keys]

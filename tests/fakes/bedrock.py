@@ -268,6 +268,8 @@ class FakeBedrock:
         self, status: int, message: str, headers: dict[str, str] | None = None
     ) -> web.Response:
         code, text = FAULT_ERRORS.get(status, ("InternalServerException", message))
+        if self.faults.echo:  # the echo is the message, whatever the status
+            text = message
         return aws_error(status, self.faults.code or code, text, headers)
 
     def _ok(self, payload: dict[str, Any]) -> web.Response:

@@ -71,6 +71,10 @@ class Faults:
     malformed: bool = False  # 200 with a body that is not JSON
     hang: bool = False  # never answer
     reset: bool = False  # close the connection without answering
+    # Answer `status` (default 400) with a message that quotes the request's headers and
+    # the start of its body, as a debugging proxy or a careless server does.
+    echo: bool = False
+    echoed: list[dict[str, str]] = field(default_factory=list)  # the headers it quoted
     times: int | None = None  # apply to this many calls, then behave (None: always)
     # Hold each call until the test sets this event (`arrived` is set when one is held).
     hold: threading.Event | None = None
@@ -178,6 +182,11 @@ async def inject(
         return web.Response(status=500)
     if f.malformed:
         return web.Response(status=200, body=b"{not json", content_type="application/json")
+    if f.echo:
+        headers = {str(name): value for name, value in request.headers.items()}
+        f.echoed.append(headers)
+        seen = {"headers": headers, "body": (await request.text())[:300]}
+        return make_error(f.status or 400, f"cannot handle {orjson.dumps(seen).decode()}")
     if f.status is not None:
         headers = {"Retry-After": f.retry_after} if f.retry_after else {}
         return make_error(f.status, f"injected failure {f.status}", headers)

@@ -233,4 +233,6 @@ class FakeOci:
         self, status: int, message: str, headers: dict[str, str] | None = None
     ) -> web.Response:
         code, text = FAULT_CODES.get(status, ("InternalServerError", message))
+        if self.faults.echo:  # the echo is the message, whatever the status
+            text = message
         return oci_error(status, self.faults.code or code, text, headers)
