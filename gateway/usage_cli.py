@@ -42,6 +42,7 @@ _COLUMNS = (
     ("unit", "billed_in"),
     ("billed_units", "billed"),
     ("cache_hits", "cached_docs"),
+    ("replayed", "replayed"),
     ("saved_search_units", "saved_units"),
     ("saved_cost_usd", "saved_usd"),
     ("rejected", "rejected"),

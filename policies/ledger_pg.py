@@ -90,19 +90,21 @@ def _counters_sql() -> tuple[str, str]:
     billed = {"search_units": 1, "tokens": 2, "request": 3}
     exprs = {
         "events": "count(*)",
-        "requests": "count(*) FILTER (WHERE kind = 1)",
+        "requests": "count(*) FILTER (WHERE kind IN (1, 8))",
+        "replayed": "count(*) FILTER (WHERE kind = 8)",
+        "replayed_cost_micros": "sum(cost_micros) FILTER (WHERE kind = 8)",
         "saved_search_units": "sum(saved_units)",
         "rejected_limits": "count(*) FILTER (WHERE kind = 3)",
         "rejected_rate_limit": "count(*) FILTER (WHERE kind = 4)",
         "rejected_budget": "count(*) FILTER (WHERE kind = 5)",
         "truncated": "count(*) FILTER (WHERE kind = 6)",
         "downgraded": "count(*) FILTER (WHERE kind = 7)",
-        "billed_free": "count(*) FILTER (WHERE kind = 1 AND price_kind = 4)",
+        "billed_free": "count(*) FILTER (WHERE kind IN (1, 8) AND price_kind = 4)",
     }
     columns = {"search_units": "search_units", "tokens": "tokens", "request": "calls"}
     for kind, number in billed.items():
         exprs[f"billed_{kind}"] = (
-            f"sum({columns[kind]}) FILTER (WHERE kind = 1 AND price_kind = {number})"
+            f"sum({columns[kind]}) FILTER (WHERE kind IN (1, 8) AND price_kind = {number})"
         )
     select = ", ".join(
         f"coalesce({exprs.get(name, f'sum({name})')}, 0)" for name in ROLLUP_COUNTERS

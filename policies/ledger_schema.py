@@ -32,6 +32,8 @@ ROLLUP_COUNTERS: Final = (
     "billed_free",
     "cache_hits",
     "cache_misses",
+    "replayed",
+    "replayed_cost_micros",
     "saved_search_units",
     "saved_tokens",
     "saved_cost_micros",

@@ -35,6 +35,10 @@ REJECTED_BUDGET = "rejected_budget"
 TRUNCATED = "truncated"  # over-fetch limits (truncate)
 DOWNGRADED = "downgraded"  # budget exhausted, served by the fast tier
 CACHE_HITS = "cache_hits"  # documents answered without this request's own upstream call
+# Served requests billed as a call but answered with scores another team's call paid for
+# (teams that hide cross-team cache hits): part of `requests` and `cost`, no upstream call.
+REPLAYED_COUNTER = "replayed"
+REPLAYED_COST = "replayed_cost_micros"
 FIELDS = (
     REQUESTS,
     DOCUMENTS,
@@ -45,6 +49,8 @@ FIELDS = (
     SAVED_TOKENS,
     SAVED_COST,
     CACHE_HITS,
+    REPLAYED_COUNTER,
+    REPLAYED_COST,
     REJECTED_LIMITS,
     REJECTED_RATE,
     REJECTED_BUDGET,
@@ -219,6 +225,8 @@ def _figures(counts: Mapping[str, int]) -> dict[str, Any]:
             out["cost_usd"] = round(usd(value), 6)
         elif name == SAVED_COST:
             out["saved_cost_usd"] = round(usd(value), 6)
+        elif name == REPLAYED_COST:
+            out["replayed_cost_usd"] = round(usd(value), 6)
         else:
             out[name] = value
     return out

@@ -28,6 +28,8 @@ from policies.usage import (
     REJECTED_BUDGET,
     REJECTED_LIMITS,
     REJECTED_RATE,
+    REPLAYED_COST,
+    REPLAYED_COUNTER,
     REQUESTS,
     SAVED_COST,
     SAVED_TOKENS,
@@ -46,6 +48,9 @@ REJECTED_RATE_KIND: Final = 4
 REJECTED_BUDGET_KIND: Final = 5
 TRUNCATED_KIND: Final = 6
 DOWNGRADED_KIND: Final = 7
+# Billed to the team like a served job, but answered from scores another team's call
+# paid for (a team that hides cross-team cache hits): no upstream call was made.
+REPLAYED: Final = 8
 # The counter a refusal or a flag adds 1 to in the daily counts.
 _FLAG_COUNTERS: Final = {
     REJECTED_LIMITS_KIND: REJECTED_LIMITS,
@@ -85,15 +90,10 @@ class UsageEvent:
 
 def counts_of(event: UsageEvent) -> dict[str, int]:
     """The daily counters `event` adds to (the counter stores' view of it)."""
+    if event.kind == REPLAYED:
+        return {**_served(event), REPLAYED_COUNTER: 1, REPLAYED_COST: event.cost_micros}
     if event.kind == SERVED:
-        return {
-            REQUESTS: 1,
-            DOCUMENTS: event.documents,
-            SEARCH_UNITS: event.search_units,
-            TOKENS: event.tokens,
-            COST: event.cost_micros,
-            billed_counter(PRICE_KINDS[event.price_kind]): event.billed,
-        }
+        return _served(event)
     if event.kind == SAVED:
         return {
             SAVED_UNITS: event.saved_units,
@@ -102,6 +102,17 @@ def counts_of(event: UsageEvent) -> dict[str, int]:
             CACHE_HITS: event.cache_hits,
         }
     return {_FLAG_COUNTERS[event.kind]: 1}
+
+
+def _served(event: UsageEvent) -> dict[str, int]:
+    return {
+        REQUESTS: 1,
+        DOCUMENTS: event.documents,
+        SEARCH_UNITS: event.search_units,
+        TOKENS: event.tokens,
+        COST: event.cost_micros,
+        billed_counter(PRICE_KINDS[event.price_kind]): event.billed,
+    }
 
 
 class EventBuffer:

@@ -24,7 +24,12 @@ class Account(Protocol):
     async def admit(self, claim: Claim) -> Admission | None: ...
 
     async def settle(
-        self, admission: Admission | None, claim: Claim, deployment: str | None, usage: Usage
+        self,
+        admission: Admission | None,
+        claim: Claim,
+        deployment: str | None,
+        usage: Usage,
+        replayed: bool = False,
     ) -> None: ...
 
     async def refund(self, admission: Admission | None) -> None: ...
@@ -52,5 +57,10 @@ class BudgetLayer:
         except BaseException:
             await asyncio.shield(self.accounts.refund(admission))
             raise
-        await self.accounts.settle(admission, claim, job.report.deployment, scored.usage)
+        # A replay (scores another team's request paid for, billed to this one as a call:
+        # see gateway.chain.cache) is settled like a call and recorded as a replay.
+        replayed = job.replay is not None
+        await self.accounts.settle(
+            admission, claim, job.report.deployment, scored.usage, replayed
+        )
         return scored

@@ -484,6 +484,8 @@ _USAGE_FIGURES = {
         "saved_tokens",
         "saved_cost_usd",
         "cache_hits",
+        "replayed",
+        "replayed_cost_usd",
         "rejected_limits",
         "rejected_rate_limit",
         "rejected_budget",

@@ -232,7 +232,12 @@ class Accounts:
         return await self.local.reserve(local)
 
     async def settle(
-        self, admission: Admission | None, claim: Claim, deployment: str | None, usage: Usage
+        self,
+        admission: Admission | None,
+        claim: Claim,
+        deployment: str | None,
+        usage: Usage,
+        replayed: bool = False,
     ) -> None:
         """Correct the reservation to what was billed, and record the usage event (once).
 
@@ -254,6 +259,7 @@ class Accounts:
             usage,
             cost,
             event_id,
+            replayed,
         )
 
     async def refund(self, admission: Admission | None) -> None:

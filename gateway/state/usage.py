@@ -20,7 +20,7 @@ from policies.billing import BillingRules
 from policies.pricing import FREE, KINDS, MICROS_PER_USD, PriceTable, Usage
 from policies.quota import StoreUnavailable
 from policies.usage import UsageStore, day_of
-from policies.usage_events import SAVED, SERVED, UsageEvent, counts_of
+from policies.usage_events import REPLAYED, SAVED, SERVED, UsageEvent, counts_of
 
 Clock = Callable[[], float]
 _PRICE_KIND = {kind: number for number, kind in enumerate(KINDS, start=1)}
@@ -70,8 +70,10 @@ class UsageRecorder:
         usage: Usage,
         cost: int,
         event_id: bytes | None = None,
+        replayed: bool = False,
     ) -> None:
-        """One job that went upstream and was billed (called once, on settle)."""
+        """One job that went upstream and was billed (called once, on settle); `replayed`:
+        billed as a call but answered with scores another team's call paid for."""
         price = self.prices.price(model, deployment or None)
         child(self.metrics.search_units, payer.team, model, deployment).inc(usage.search_units)
         child(self.metrics.cost_usd, payer.team, model, deployment).inc(cost / MICROS_PER_USD)
@@ -79,7 +81,7 @@ class UsageRecorder:
             UsageEvent(
                 self.clock(),
                 payer.team,
-                SERVED,
+                REPLAYED if replayed else SERVED,
                 payer.key,
                 payer.asked or model,
                 model,

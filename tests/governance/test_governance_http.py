@@ -315,6 +315,8 @@ async def test_usage_endpoint_needs_the_admin_key_and_reports(
             "saved_tokens": 0,
             "saved_cost_usd": 0.0,
             "cache_hits": 0,
+            "replayed": 0,
+            "replayed_cost_usd": 0.0,
             "rejected_limits": 0,
             "rejected_rate_limit": 0,
             "rejected_budget": 0,

@@ -153,3 +153,30 @@ async def test_usage_reports_from_the_ledger_for_finance(
 async def _when(found: Any, condition: Callable[[Any], bool]) -> Any:
     value = await found
     return value if condition(value) else None
+
+
+async def test_a_replayed_cross_team_hit_is_billed_and_marked_in_the_ledger(
+    fake_cohere: tuple[FakeCohere, str],
+    start_gateway: Callable[..., str],
+    ledger_schema: str,
+    redis_prefix: str,
+) -> None:
+    """A team that hides other teams' hits is billed for a replay as for a call; the
+    ledger marks it, so requests - replayed == upstream calls for the invoice."""
+    fake, upstream = fake_cohere
+    await migrate(SHARED_DSN, ledger_schema)
+    data = ledgered(ledger_schema, {"cohere-a": upstream}, redis_prefix)
+    data["cache"] = {"backend": "memory", "hide_cross_team_hits": True}
+    url = start_gateway(data)
+    assert (await post(url, BODY, TEAM_KEY))[0] == 200
+    status, headers, _ = await post(url, BODY, OTHER_TEAM_KEY)  # the same documents
+    assert status == 200 and headers["X-Cache"] == "miss" and len(fake.calls) == 1
+    await wait_for(lambda: _when(events(SHARED_DSN, ledger_schema), lambda e: e.get(1) and e.get(8)),
+                   "the call and the replay")  # fmt: skip
+    _, _, report = await get(url + "/admin/usage?by=team", ADMIN_KEY)
+    totals = report["totals"]
+    assert (totals["search"]["requests"], totals["search"]["replayed"]) == (1, 0)
+    assert (totals["ads"]["requests"], totals["ads"]["replayed"]) == (1, 1)
+    assert totals["ads"]["replayed_cost_usd"] == totals["ads"]["cost_usd"] > 0
+    calls = sum(t["requests"] - t["replayed"] for t in totals.values())
+    assert calls == len(fake.calls)
