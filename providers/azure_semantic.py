@@ -30,6 +30,8 @@ from providers.types import ProviderError, UpstreamCall, UpstreamResult
 GA_API_VERSION = "2026-10-30"
 ENTRA_SCOPE = "https://dbinference.azure.com/.default"
 ENTRA_AUTHORITY = "https://login.microsoftonline.com"
+# Azure's codes for a missing or unknown api-version (UNVERIFIED for this service).
+API_VERSION_CODES = frozenset({"MissingApiVersionParameter", "UnsupportedApiVersionValue"})
 
 
 @dataclass
@@ -142,4 +144,8 @@ class AzureSemanticProvider(RerankHttpProvider):
         )
 
     def error(self, resp: HttpResponse) -> ProviderError:
-        return status_error(self.name, resp, resp.headers.get("x-ms-error-code"))
+        err = status_error(self.name, resp, resp.headers.get("x-ms-error-code"))
+        if err.code in API_VERSION_CODES:  # our api_version, not the caller's request
+            err.status, err.retryable = 404, False
+            err.message += f" (check providers.{self.name}.api_version)"
+        return err
