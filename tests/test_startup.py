@@ -301,3 +301,36 @@ def test_usage_reads_no_provider_secret(tmp_path: Path) -> None:
         "providers.cohere-a.api_key: environment variable COHERE_KEY_THAT_IS_NOT_SET is not set"
         in out.stderr
     )
+
+
+def test_credential_status_of_the_newer_types(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.startup import credential_status
+    from tests.onnx_model import build_cross_encoder
+
+    providers = {
+        "az-key": {"type": "azure_semantic", "endpoint": "https://x.example", "api_key": "k"},
+        "az-entra": {
+            "type": "azure_semantic",
+            "endpoint": "https://x.example",
+            "auth": "entra",
+            "tenant_id": "t",
+            "client_id": "c",
+            "client_secret": "s",
+        },
+        "gcp-file": {"type": "vertex", "project": "p", "credentials_file": "/k.json"},
+        "gcp-env": {"type": "vertex", "project": "p"},
+        "cross": {"type": "onnx", "model_dir": str(build_cross_encoder(tmp_path))},
+    }
+    data = {
+        "auth": {"mode": "none"},
+        "providers": providers,
+        "models": {name: {"deployments": [{"provider": name, "model": "m"}]} for name in providers},
+    }
+    assert credential_status(parse_config(data, {})) == {
+        "az-key": "azure_semantic: credentials set",
+        "az-entra": "azure_semantic: credentials set",
+        "gcp-file": "vertex: credentials set",
+        "gcp-env": "vertex: ambient (GOOGLE_APPLICATION_CREDENTIALS)",
+        "cross": "onnx: none needed",
+    }
