@@ -82,18 +82,24 @@ class CrossEncoder:
     tokenizer: Tokenizer
     inputs: tuple[str, ...]  # the inputs the graph declares, fed in this order
     output: str
+    pad_id: int
 
     def logits(self, query: str, documents: Sequence[str]) -> tuple[list[float], int]:
         """One model run over the pairs: their logits and the tokens they took."""
-        encoded = self.tokenizer.encode_batch([(query, doc) for doc in documents])
-        feeds = {
-            "input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encoded], dtype=np.int64),
-        }
+        # One pair at a time: encode_batch would start a thread per core of its own.
+        encoded = [self.tokenizer.encode(query, doc) for doc in documents]
+        width = max(len(e.ids) for e in encoded)
+        ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encoded), width), dtype=np.int64)
+        types = np.zeros((len(encoded), width), dtype=np.int64)
+        for row, e in enumerate(encoded):
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = e.attention_mask
+            types[row, : len(e.ids)] = e.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         (out,) = self.session.run([self.output], {name: feeds[name] for name in self.inputs})
-        tokens = int(feeds["attention_mask"].sum())
-        return [float(x) for x in np.asarray(out).reshape(len(documents), -1)[:, 0]], tokens
+        logits = np.asarray(out).reshape(len(documents), -1)[:, 0]
+        return [float(x) for x in logits], int(mask.sum())
 
 
 def load(options: OnnxOptions) -> CrossEncoder:
@@ -107,7 +113,7 @@ def load(options: OnnxOptions) -> CrossEncoder:
             f"{tokenizer_path} is not a usable tokenizer.json ({_first_line(exc)})"
         ) from None
     tokenizer.enable_truncation(options.max_length, strategy="longest_first")
-    tokenizer.enable_padding(pad_id=_pad_id(tokenizer), pad_token=_pad_token(tokenizer))
+    tokenizer.no_padding()  # each batch is padded to its longest pair, below
     settings = ort.SessionOptions()
     settings.intra_op_num_threads = options.intra_op_threads
     settings.inter_op_num_threads = 1
@@ -122,7 +128,8 @@ def load(options: OnnxOptions) -> CrossEncoder:
         raise ProviderStartError(
             f"{model_path} is not a loadable ONNX model ({_first_line(exc)})"
         ) from None
-    return CrossEncoder(session, tokenizer, *_signature(model_path, session))
+    inputs, output = _signature(model_path, session)
+    return CrossEncoder(session, tokenizer, inputs, output, _pad_id(tokenizer))
 
 
 def _signature(path: Path, session: ort.InferenceSession) -> tuple[tuple[str, ...], str]:
@@ -148,14 +155,13 @@ def _signature(path: Path, session: ort.InferenceSession) -> tuple[tuple[str, ..
     return names, output.name
 
 
-def _pad_token(tokenizer: Tokenizer) -> str:
-    vocab = tokenizer.get_vocab()
-    return next((t for t in PAD_TOKENS if t in vocab), "[PAD]")
-
-
 def _pad_id(tokenizer: Tokenizer) -> int:
-    found = tokenizer.token_to_id(_pad_token(tokenizer))
-    return found if found is not None else 0
+    """The id of the padding token (BERT's [PAD], XLM-R's <pad>); masked out anyway."""
+    for token in PAD_TOKENS:
+        found = tokenizer.token_to_id(token)
+        if found is not None:
+            return found
+    return 0
 
 
 def _first_line(exc: Exception) -> str:
