@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.config import ConfigError, parse_config
 from providers.onnx import OnnxOptions, OnnxProvider
 from providers.types import TIMEOUT, ProviderError, ProviderStartError, UpstreamCall
+from tests.clouds import keyed_config
 from tests.onnx_model import build_cross_encoder, build_model, expected_logit, pair_tokens
 from tests.processes import GatewayProcess
 from tests.selfhosted import MANY_DOCS, QUERY, provider_config, serves_v2_and_v1, uncached
@@ -156,3 +159,17 @@ def test_the_gateway_process_refuses_to_start_with_a_broken_model(tmp_path: Path
         assert gateway.proc.wait(30) == 1
     finally:
         gateway.stop()
+
+
+def test_the_documented_config_serves_and_falls_back(
+    model_dir: Path, start_gateway: Callable[..., str]
+) -> None:
+    """The block marked `<!-- onnx-config -->` in docs/providers.md, pointed at the tiny
+    model, ranks on both routes."""
+    text = (Path(__file__).parent.parent / "docs" / "providers.md").read_text()
+    match = re.search(r"<!-- onnx-config -->\s*```yaml\n(.*?)```", text, re.S)
+    assert match, "docs/providers.md lost its onnx-config block"
+    data = yaml.safe_load(match.group(1).replace("/models/ms-marco-minilm-l6", str(model_dir)))
+    gateway = start_gateway(uncached(keyed_config(data["providers"], data["models"])))
+    expected = [sigmoid(expected_logit(QUERY, d)) for d in DOCS]
+    serves_v2_and_v1(gateway, "ms-marco-minilm-l6", DOCS, order(expected))
