@@ -58,6 +58,9 @@ class _Types(MutableMapping[str, ProviderType]):
 
     def __init__(self, eager: dict[str, ProviderType]) -> None:
         self._loaded = dict(eager)
+        # One order whatever was imported first: the config schema (a union over the types)
+        # must come out the same in every process.
+        self._order = [*eager, *(name for name in _LAZY if name not in eager)]
 
     def __getitem__(self, name: str) -> ProviderType:
         if name not in self._loaded and name in _LAZY:
@@ -74,19 +77,22 @@ class _Types(MutableMapping[str, ProviderType]):
 
     def __setitem__(self, name: str, value: ProviderType) -> None:
         self._loaded[name] = value
+        if name not in self._order:
+            self._order.append(name)
 
     def __delitem__(self, name: str) -> None:
         del self._loaded[name]
+        if name not in _LAZY:
+            self._order.remove(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._loaded or name in _LAZY
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._loaded
-        yield from (name for name in _LAZY if name not in self._loaded)
+        yield from self._order
 
     def __len__(self) -> int:
-        return len(set(self._loaded) | set(_LAZY))
+        return len(self._order)
 
 
 PROVIDER_TYPES: MutableMapping[str, ProviderType] = _Types(
