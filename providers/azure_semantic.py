@@ -22,7 +22,7 @@ import msgspec
 from annotated_types import Ge
 
 from providers.answers import IndexScore, align, decode, usage_tokens
-from providers.http import HttpResponse, check_http_url, status_error
+from providers.http import HttpResponse, bearer_headers, check_http_url, status_error
 from providers.oauth import TokenSource
 from providers.rerank_http import RerankHttpProvider
 from providers.types import ProviderError, UpstreamCall, UpstreamResult
@@ -99,7 +99,7 @@ class AzureSemanticProvider(RerankHttpProvider):
     def __init__(self, name: str, options: AzureSemanticOptions) -> None:
         super().__init__(name, options)
         self.url += "?" + urlencode({"api-version": options.api_version})
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        self.headers = bearer_headers(None)  # the key goes in its own header
         self.tokens: TokenSource | None = None
         if options.auth == "key":
             assert options.api_key is not None

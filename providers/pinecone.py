@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import DataScored, align, decode, usage_tokens
-from providers.http import HttpResponse, check_endpoint
+from providers.http import HttpResponse, bearer_headers, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
@@ -57,9 +57,7 @@ class PineconeProvider(RerankHttpProvider):
 
     def __init__(self, name: str, options: PineconeOptions) -> None:
         super().__init__(name, options)
-        self.headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
+        self.headers = bearer_headers(None) | {
             "Api-Key": options.api_key,
             "X-Pinecone-Api-Version": options.api_version,
         }

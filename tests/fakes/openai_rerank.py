@@ -21,14 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from tests.fakes.cohere import fake_score
-from tests.fakes.strict import (
-    StrictFake,
-    json_response,
-    ranked,
-    strings,
-    token_count,
-    unknown_fields,
-)
+from tests.fakes.jina import FakeJina
+from tests.fakes.strict import StrictFake, json_response, strings, token_count, unknown_fields
 
 TOGETHER_KEY = "together-test-key"
 DEEPINFRA_KEY = "deepinfra-test-key"
@@ -39,9 +33,12 @@ DEEPINFRA_MODELS = (QWEN, "Qwen/Qwen3-Reranker-4B", "Qwen/Qwen3-Reranker-8B")
 
 
 @dataclass
-class FakeTogether(StrictFake):
+class FakeTogether(FakeJina):
+    """Jina's rules with Together's names, models, envelope and extra answer fields."""
+
     api_key: str | None = TOGETHER_KEY
-    paths: tuple[str, ...] = ("/v1/rerank",)
+    fields: frozenset[str] = frozenset(TOGETHER_FIELDS)
+    models: tuple[str, ...] = TOGETHER_MODELS
 
     def error(
         self, status: int, message: str, headers: dict[str, str] | None = None
@@ -53,38 +50,20 @@ class FakeTogether(StrictFake):
     def unauthorized(self) -> web.Response:
         return self.error(401, "Invalid API key provided")
 
-    def validate(self, body: dict[str, Any]) -> web.Response | None:
-        extra = unknown_fields(body, TOGETHER_FIELDS)
-        if extra:
-            return self.error(400, f"Unrecognized request argument supplied: {extra[0]}")
-        if body.get("model") not in TOGETHER_MODELS:
-            return self.error(404, f"Unable to access model {body.get('model')}")
-        if not isinstance(body.get("query"), str) or not strings(body.get("documents")):
-            return self.error(400, "query must be a string and documents a list of strings")
-        if not body["documents"]:
-            return self.error(400, "documents must not be empty")
-        return None
+    def extra_field(self, name: str) -> web.Response:
+        return self.error(400, f"Unrecognized request argument supplied: {name}")
 
-    def answer(self, body: dict[str, Any]) -> web.Response:
-        docs = body["documents"]
-        scored = ranked(body["query"], docs)
-        if body.get("top_n"):
-            scored = scored[: body["top_n"]]
-        echo = body.get("return_documents", False)
-        results = [
-            {"index": i, "relevance_score": s, **({"document": {"text": docs[i]}} if echo else {})}
-            for i, s in scored
-        ]
-        tokens = token_count(body["query"], *docs)
-        return json_response(
-            {
-                "id": f"rerank-{len(self.calls)}",
-                "object": "rerank",
-                "model": body["model"],
-                "results": results,
-                "usage": {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens},
-            }
-        )
+    def unknown_model(self, model: Any) -> web.Response:
+        return self.error(404, f"Unable to access model {model}")
+
+    def payload(self, body: dict[str, Any]) -> dict[str, Any]:
+        answer = super().payload(body)  # Jina echoes documents unless asked not to
+        if not body.get("return_documents", False):
+            for result in answer["results"]:
+                result.pop("document", None)
+        tokens = answer["usage"]["total_tokens"]
+        usage = {"prompt_tokens": tokens, "completion_tokens": 0, "total_tokens": tokens}
+        return {"id": f"rerank-{len(self.calls)}", "object": "rerank", **answer, "usage": usage}
 
 
 @dataclass
