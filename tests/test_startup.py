@@ -281,8 +281,39 @@ def test_a_provider_type_without_its_extra_names_the_extra(tmp_path: Path) -> No
         "pip install 'rerank-gateway[oci]' (or [all])"
     ) in out.stderr
     # Serving without that provider does not import it at all.
-    check = "import sys, gateway.app; sys.exit('oci' in sys.modules or 'botocore' in sys.modules)"
+    check = (
+        "import sys, gateway.app; sys.exit(any(m in sys.modules for m in "
+        "('oci', 'botocore', 'onnxruntime', 'tokenizers', 'providers.google_auth')))"
+    )
     assert subprocess.run([sys.executable, "-c", check], cwd=ROOT, timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "module"),
+    [
+        ({"type": "onnx", "model_dir": "."}, "onnxruntime"),
+        ({"type": "vertex", "project": "p"}, "cryptography"),
+    ],
+)
+def test_the_newer_extras_are_named_too(
+    tmp_path: Path, settings: dict[str, str], module: str
+) -> None:
+    data = gateway_config({"cohere-a": "http://127.0.0.1:1"})
+    data["providers"]["extra"] = settings
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data))
+    script = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from gateway.cli import main\n"
+        f"sys.exit(main(['check-config', {str(path)!r}]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    extra = settings["type"]
+    assert f"providers.extra.type: provider type {extra} needs its SDK ({module}" in out.stderr
+    assert f"pip install 'rerank-gateway[{extra}]' (or [all])" in out.stderr
 
 
 def test_usage_reads_no_provider_secret(tmp_path: Path) -> None:
