@@ -25,7 +25,7 @@ from providers.answers import IndexScore, align, decode, usage_tokens
 from providers.http import HttpResponse, bearer_headers, check_http_url, status_error
 from providers.oauth import TokenSource
 from providers.rerank_http import RerankHttpProvider
-from providers.types import ProviderError, UpstreamCall, UpstreamResult
+from providers.types import CALIBRATED, ProviderError, UpstreamCall, UpstreamResult
 
 GA_API_VERSION = "2026-10-30"
 ENTRA_SCOPE = "https://dbinference.azure.com/.default"
@@ -93,7 +93,7 @@ class AzureSemanticProvider(RerankHttpProvider):
     """The `azure_semantic` provider type."""
 
     type = "azure_semantic"
-    score_scale = "0..1"
+    score_scale = CALIBRATED  # relevance in 0..1 (the Cosmos DB announcement)
     options: AzureSemanticOptions
 
     def __init__(self, name: str, options: AzureSemanticOptions) -> None:

@@ -24,7 +24,7 @@ from providers.answers import parse_ranked, usage_tokens
 from providers.http import HttpResponse, check_endpoint, status_error
 from providers.nim import sigmoid
 from providers.rerank_http import RerankHttpProvider
-from providers.types import ProviderError, UpstreamCall, UpstreamResult
+from providers.types import LOGIT, SIGMOID, ProviderError, UpstreamCall, UpstreamResult
 
 _TOO_LARGE = "too large to process"
 
@@ -53,7 +53,7 @@ class LlamaCppProvider(RerankHttpProvider):
     def __init__(self, name: str, options: LlamaCppOptions) -> None:
         super().__init__(name, options)
         self.squash = options.score == "sigmoid"
-        self.score_scale = "0..1" if self.squash else "logit"
+        self.score_scale = SIGMOID if self.squash else LOGIT
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
         return {"model": call.model, "query": call.query, "documents": list(documents)}

@@ -42,7 +42,7 @@ class MixedbreadProvider(RerankHttpProvider):
     """The `mixedbread` provider type."""
 
     type = "mixedbread"
-    score_scale = "0..1"  # UNVERIFIED
+    score_scale = None  # 0..1 in every example, but no source says what they mean
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
         return {

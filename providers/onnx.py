@@ -34,6 +34,8 @@ from tokenizers import Tokenizer
 
 from providers.nim import sigmoid
 from providers.types import (
+    LOGIT,
+    SIGMOID,
     STATUS,
     TIMEOUT,
     ProviderError,
@@ -180,7 +182,7 @@ class OnnxProvider:
         self.name = name
         self.options = options
         self.squash = options.score == "sigmoid"
-        self.score_scale = "0..1" if self.squash else "logit"
+        self.score_scale = SIGMOID if self.squash else LOGIT
         self.model: CrossEncoder | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 

@@ -61,7 +61,7 @@ class OpenAIRerankProvider(RerankHttpProvider):
     """The `openai_rerank` provider type."""
 
     type = "openai_rerank"
-    score_scale = "model"  # the hosted model's own (Qwen3-Reranker: 0..1)
+    score_scale = None  # the hosted model's own (Qwen3-Reranker: 0..1): set it per deployment
     options: OpenAIRerankOptions
 
     def __init__(self, name: str, options: OpenAIRerankOptions) -> None:

@@ -22,7 +22,7 @@ from annotated_types import Ge
 from providers.answers import DataScored, align, decode, usage_tokens
 from providers.http import HttpResponse, bearer_headers, check_endpoint
 from providers.rerank_http import RerankHttpProvider
-from providers.types import UpstreamCall, UpstreamResult
+from providers.types import CALIBRATED, UpstreamCall, UpstreamResult
 
 API_VERSION = "2025-10"
 # Documents per request by hosted model; others get DEFAULT_CAP.
@@ -52,7 +52,7 @@ class PineconeProvider(RerankHttpProvider):
     """The `pinecone` provider type."""
 
     type = "pinecone"
-    score_scale = "0..1"
+    score_scale = CALIBRATED  # "normalized between 0 and 1"
     options: PineconeOptions
 
     def __init__(self, name: str, options: PineconeOptions) -> None:

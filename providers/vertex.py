@@ -34,7 +34,7 @@ from providers.google_auth import ServiceAccount, load_service_account, signed_g
 from providers.http import HttpResponse, check_endpoint, check_http_url, malformed, status_error
 from providers.oauth import TokenSource
 from providers.rerank_http import RerankHttpProvider
-from providers.types import ProviderError, UpstreamCall, UpstreamResult
+from providers.types import CALIBRATED, ProviderError, UpstreamCall, UpstreamResult
 
 RECORDS_PER_QUERY = 100  # what one billed query covers (UNVERIFIED)
 
@@ -90,7 +90,7 @@ class VertexProvider(RerankHttpProvider):
     """The `vertex` provider type."""
 
     type = "vertex"
-    score_scale = "0..1"  # rounded to 0.01
+    score_scale = CALIBRATED  # 0..1, rounded to 0.01 by Vertex
     skips_empty = True  # a record without title and content is INVALID_ARGUMENT
     options: VertexOptions
 

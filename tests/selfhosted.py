@@ -69,15 +69,23 @@ def direct(
 
 
 def serves_v2_and_v1(
-    gateway: str, model: str, docs: list[str], order: list[int], query: str = QUERY
+    gateway: str,
+    model: str,
+    docs: list[str],
+    order: list[int],
+    *,
+    scale: str | None,
+    query: str = QUERY,
 ) -> list[float]:
     """Assert the gateway ranks `docs` for `model` in `order` on `/v2/rerank` (the SDK) and
-    on `/v1/rerank` (with documents returned); return the v2 scores, best first."""
+    on `/v1/rerank` (with documents returned), on score scale `scale` (None: unknown, no
+    header); return the v2 scores, best first."""
     v2 = client(gateway).rerank(model=model, query=query, documents=docs, top_n=3)
     assert [r.index for r in v2.results] == order[:3]
     body = {"model": model, "query": query, "documents": docs, "top_n": 3, "return_documents": True}
     resp = post(gateway, body, "/v1/rerank")
     assert resp.status_code == 200, resp.text
+    assert resp.headers.get("x-rerank-score-scale") == scale
     results = resp.json()["results"]
     assert [r["index"] for r in results] == order[:3]
     assert [r["document"] for r in results] == [{"text": docs[r["index"]]} for r in results]

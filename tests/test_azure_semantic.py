@@ -63,7 +63,9 @@ def test_key_auth_serves_v2_and_v1(
 ) -> None:
     fake, url = azure
     gateway = start_gateway(uncached(provider_config({"az": settings(url)}, "semantic", MODEL)))
-    scores = serves_v2_and_v1(gateway, "semantic", DOCS, expected_order(QUERY, DOCS))
+    scores = serves_v2_and_v1(
+        gateway, "semantic", DOCS, expected_order(QUERY, DOCS), scale="calibrated"
+    )
     assert scores == expected_scores(QUERY, DOCS)[:3]
     assert fake.calls[0] == {
         "query": QUERY,
@@ -81,7 +83,7 @@ def test_entra_token_is_fetched_once_and_sent_as_bearer(
 ) -> None:
     fake, url = azure
     gateway = start_gateway(uncached(provider_config({"az": entra(url)}, "semantic", MODEL)))
-    serves_v2_and_v1(gateway, "semantic", DOCS, expected_order(QUERY, DOCS))
+    serves_v2_and_v1(gateway, "semantic", DOCS, expected_order(QUERY, DOCS), scale="calibrated")
     assert fake.token_requests == 1
     assert [h["Authorization"] for h in fake.headers] == ["Bearer entra-token-0"] * 2
     assert all("Ocp-Apim-Subscription-Key" not in h for h in fake.headers)

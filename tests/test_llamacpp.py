@@ -42,7 +42,9 @@ def test_serves_v2_and_v1_with_raw_logits(
 ) -> None:
     fake, url = serve(servers)
     data = uncached(provider_config({"llama": settings(url)}, "bge", MODEL))
-    scores = serves_v2_and_v1(start_gateway(data), "bge", DOCS, expected_order(QUERY, DOCS))
+    scores = serves_v2_and_v1(
+        start_gateway(data), "bge", DOCS, expected_order(QUERY, DOCS), scale="logit"
+    )
     best = expected_order(QUERY, DOCS)[:3]
     assert scores == [pytest.approx(logit_of(fake_score(QUERY, DOCS[i]))) for i in best]
     assert fake.calls[0] == {"model": MODEL, "query": QUERY, "documents": DOCS}

@@ -61,7 +61,7 @@ def test_ranks_through_the_gateway_on_v2_and_v1(
     settings = {"type": "onnx", "model_dir": str(model_dir), "batch_size": 4}
     gateway = start_gateway(uncached(provider_config({"cross": settings}, "minilm", "tiny")))
     expected = [sigmoid(expected_logit(QUERY, d)) for d in DOCS]
-    scores = serves_v2_and_v1(gateway, "minilm", DOCS, order(expected))
+    scores = serves_v2_and_v1(gateway, "minilm", DOCS, order(expected), scale="sigmoid")
     assert scores == [pytest.approx(expected[i], abs=1e-5) for i in order(expected)[:3]]
 
 
@@ -172,4 +172,4 @@ def test_the_documented_config_serves_and_falls_back(
     data = yaml.safe_load(match.group(1).replace("/models/ms-marco-minilm-l6", str(model_dir)))
     gateway = start_gateway(uncached(keyed_config(data["providers"], data["models"])))
     expected = [sigmoid(expected_logit(QUERY, d)) for d in DOCS]
-    serves_v2_and_v1(gateway, "ms-marco-minilm-l6", DOCS, order(expected))
+    serves_v2_and_v1(gateway, "ms-marco-minilm-l6", DOCS, order(expected), scale="sigmoid")

@@ -65,7 +65,8 @@ def test_cohere_shape_serves_v2_and_v1(
 ) -> None:
     fake, url = together
     data = uncached(provider_config({"together": together_settings(url)}, "qwen3", QWEN))
-    scores = serves_v2_and_v1(start_gateway(data), "qwen3", DOCS, expected_order(QUERY, DOCS))
+    gateway = start_gateway(data)
+    scores = serves_v2_and_v1(gateway, "qwen3", DOCS, expected_order(QUERY, DOCS), scale=None)
     assert scores == expected_scores(QUERY, DOCS)[:3]
     assert fake.calls[0] == {"model": QWEN, "query": QUERY, "documents": DOCS}
     assert fake.headers[0]["Authorization"] == f"Bearer {TOGETHER_KEY}"
@@ -77,7 +78,8 @@ def test_pairwise_shape_serves_v2_and_v1(
 ) -> None:
     fake, url = deepinfra
     data = uncached(provider_config({"di": deepinfra_settings(url)}, "qwen3", QWEN))
-    scores = serves_v2_and_v1(start_gateway(data), "qwen3", DOCS, expected_order(QUERY, DOCS))
+    gateway = start_gateway(data)
+    scores = serves_v2_and_v1(gateway, "qwen3", DOCS, expected_order(QUERY, DOCS), scale=None)
     assert scores == expected_scores(QUERY, DOCS)[:3]
     assert fake.calls[0] == {"queries": [QUERY] * len(DOCS), "documents": DOCS}
     assert fake.requested == [f"/v1/inference/{QWEN}"] * 2  # the model id keeps its slash

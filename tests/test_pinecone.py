@@ -41,7 +41,9 @@ def test_serves_v2_and_v1_with_its_headers(
 ) -> None:
     fake, url = pinecone
     data = uncached(provider_config({"pc": settings(url)}, "bge-m3", "bge-reranker-v2-m3"))
-    scores = serves_v2_and_v1(start_gateway(data), "bge-m3", DOCS, expected_order(QUERY, DOCS))
+    scores = serves_v2_and_v1(
+        start_gateway(data), "bge-m3", DOCS, expected_order(QUERY, DOCS), scale="calibrated"
+    )
     assert scores == expected_scores(QUERY, DOCS)[:3]
     assert fake.calls[0] == {
         "model": "bge-reranker-v2-m3",

@@ -60,7 +60,9 @@ def test_serves_v2_and_v1_with_a_signed_grant(
 ) -> None:
     fake, url = vertex
     data = uncached(provider_config({"gcp": settings(fake, url, tmp_path)}, "vertex", MODEL))
-    scores = serves_v2_and_v1(start_gateway(data), "vertex", DOCS, vertex_order(DOCS))
+    scores = serves_v2_and_v1(
+        start_gateway(data), "vertex", DOCS, vertex_order(DOCS), scale="calibrated"
+    )
     assert scores == sorted((vertex_score(QUERY, d) for d in DOCS), reverse=True)[:3]
     assert all(s == round(s, 2) for s in scores)  # Vertex's two decimals, passed on
     assert fake.calls[0] == {
