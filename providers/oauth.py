@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs
 
 import orjson
 
 from providers.credentials import RETRY_S, auth_error
 from providers.http import HttpResponse, HttpTransport, parse_retry_after
+from providers.redact import redact
 from providers.types import AUTH, STATUS, ProviderError
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "application/json"}
@@ -70,9 +72,10 @@ class TokenSource:
         if self._refused is not None and now < self._refused_until:
             raise self._refused
         # The form is built here (a JWT grant is signed with the current time).
-        resp = await self._transport.post(self.url, self._form(), FORM, timeout_s)
+        form = self._form()
+        resp = await self._transport.post(self.url, form, FORM, timeout_s)
         if resp.status >= 400:
-            error = token_error(self.label, resp)
+            error = token_error(self.label, resp, _form_values(form))
             if not error.retryable:
                 self._refused, self._refused_until = error, now + RETRY_S
             raise error
@@ -97,19 +100,26 @@ def _read_token(label: str, resp: HttpResponse) -> tuple[str, float]:
     return token, float(lifetime)
 
 
-def token_error(label: str, resp: HttpResponse) -> ProviderError:
+def _form_values(form: bytes) -> list[str]:
+    """The values of a grant's form (a client secret, a signed assertion): what an echo of
+    the request would quote."""
+    return [v for values in parse_qs(form.decode()).values() for v in values]
+
+
+def token_error(label: str, resp: HttpResponse, sent: Iterable[str] = ()) -> ProviderError:
     """OAuth's `{"error", "error_description"}`: refusals are AUTH, throttling and server
-    errors may pass on another try."""
+    errors may pass on another try. The text is scrubbed of what the grant `sent`."""
     code, description = None, None
     try:
         data = orjson.loads(resp.body[:4096])
     except orjson.JSONDecodeError:
         data = None
     if isinstance(data, dict):
-        code = data.get("error") if isinstance(data.get("error"), str) else None
-        text = data.get("error_description")
+        error, text = data.get("error"), data.get("error_description")
+        code = redact(error, sent, 64) if isinstance(error, str) else None
         # Only the first line: Entra appends trace and correlation ids on later lines.
-        description = text.strip().splitlines()[0][:300] if isinstance(text, str) else None
+        lines = text.strip().splitlines() if isinstance(text, str) else []
+        description = redact(lines[0], sent) if lines else None
     detail = f": {description}" if description else ""
     passes = resp.status == 429 or resp.status >= 500  # the endpoint's own trouble
     return ProviderError(
@@ -117,6 +127,6 @@ def token_error(label: str, resp: HttpResponse) -> ProviderError:
         kind=STATUS if passes else AUTH,
         retryable=passes,
         status=resp.status if passes else None,  # a refusal is not the caller's 4xx
-        code=code[:64] if code else None,
+        code=code,
         retry_after_s=parse_retry_after(resp.headers),
     )

@@ -12,7 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from providers.http import HttpResponse, HttpTransport
-from providers.oauth import TokenSource, token_error
+from providers.oauth import TokenSource, _form_values, token_error
 from providers.types import AUTH, STATUS, ProviderError
 from tests.fakes.azure_semantic import CLIENT_ID, CLIENT_SECRET, SCOPE, TENANT, FakeAzureSemantic
 from tests.fakes.clock import FakeClock
@@ -111,3 +111,11 @@ def test_an_answer_without_a_token_is_an_auth_failure(servers: ServerLoop, body:
         servers.run(run())
     assert info.value.kind == AUTH
     assert "the token endpoint answered without an access_token" in info.value.message
+
+
+def test_a_token_endpoint_echoing_the_grant_is_scrubbed() -> None:
+    body = b'{"error": "invalid_client", "error_description": "bad secret s3cr3t-client-value"}'
+    resp = HttpResponse(401, CIMultiDictProxy(CIMultiDict()), body)
+    assert "s3cr3t-client-value" in token_error("az", resp).message  # not credential-shaped
+    error = token_error("az", resp, _form_values(grant("s3cr3t-client-value")))
+    assert error.message == "az: the token endpoint answered 401 invalid_client: bad secret [redacted]"

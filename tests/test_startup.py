@@ -365,3 +365,30 @@ def test_credential_status_of_the_newer_types(tmp_path: Path) -> None:
         "gcp-env": "vertex: ambient (GOOGLE_APPLICATION_CREDENTIALS)",
         "cross": "onnx: none needed",
     }
+
+
+def test_oauth_tokens_over_plain_http_are_warned_about_too() -> None:
+    from gateway.config import parse_config
+    from gateway.config.advice import plain_http_warnings
+
+    providers = {
+        "gcp": {"type": "vertex", "project": "p", "base_url": "http://rank.internal"},
+        "az": {
+            "type": "azure_semantic",
+            "endpoint": "http://az.internal",
+            "auth": "entra",
+            "tenant_id": "t",
+            "client_id": "c",
+            "client_secret": "s",
+        },
+    }
+    data = {
+        "auth": {"mode": "none"},
+        "providers": providers,
+        "models": {n: {"deployments": [{"provider": n, "model": "m"}]} for n in providers},
+    }
+    warnings = plain_http_warnings(parse_config(data, {}))
+    assert [w.split(" over ")[0] for w in warnings] == [
+        "providers.gcp sends OAuth access tokens (a service account's)",
+        "providers.az sends Entra ID access tokens",
+    ]
