@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Rerank Gateway image. Stage 1 builds wheels for the project, its runtime dependencies and
-# every cloud SDK extra ([all]: Bedrock, OCI; not [dev]); stage 2 installs nothing but those
+# every optional extra ([all]: Bedrock, OCI, Vertex, ONNX; not [dev]); stage 2 installs nothing but those
 # into a slim Python and runs as a non-root user, listening on all addresses (--host 0.0.0.0
 # overrides server.host, so a config written for 127.0.0.1 works in the container).
 # Build: docker build -t rerank-gateway:0.1.0 .

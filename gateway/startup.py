@@ -29,8 +29,21 @@ RESTART_SETTINGS = (
     "max_header_bytes",
     "max_headers",
 )
-_SECRET_OPTIONS = ("api_key", "private_key", "private_key_file", "secret_access_key")
-_AMBIENT = {"bedrock": "ambient (AWS chain)", "oci": "ambient (OCI config or principal)"}
+_SECRET_OPTIONS = (
+    "api_key",
+    "private_key",
+    "private_key_file",
+    "secret_access_key",
+    "client_secret",  # azure_semantic with Entra ID
+    "credentials_file",  # vertex: a service-account key
+    "credentials_json",
+)
+_NO_CREDENTIALS = ("local", "onnx")  # in-process: nothing to authenticate to
+_AMBIENT = {
+    "bedrock": "ambient (AWS chain)",
+    "oci": "ambient (OCI config or principal)",
+    "vertex": "ambient (GOOGLE_APPLICATION_CREDENTIALS)",
+}
 
 
 def version() -> str:
@@ -72,7 +85,7 @@ def credential_status(config: Config) -> dict[str, str]:
     for name, provider in config.providers.items():
         options = provider.options
         fields = [f for f in _SECRET_OPTIONS if hasattr(options, f)]
-        if provider.type == "local":
+        if provider.type in _NO_CREDENTIALS:
             state = "none needed"
         elif any(getattr(options, f) for f in fields):
             state = "credentials set"

@@ -103,12 +103,19 @@ DEFAULT_PRICES: dict[str, Price] = {
     "cohere-rerank-v5-fast": Price(TOKENS, 0.02),  # Azure; UNVERIFIED
     "cohere-rerank-v5-pro": Price(TOKENS, 0.05),  # Azure; UNVERIFIED
 }
-# The offline ranker and self-hosted servers cost nothing per call (price them in
-# `pricing.models` for chargeback, or for NVIDIA's hosted NIM).
-FREE_PROVIDER_TYPES = frozenset({"local", "tei", "vllm", "infinity", "nim"})
+# The offline ranker, the in-process cross-encoder and self-hosted servers cost nothing
+# per call (price them in `pricing.models` for chargeback, or for NVIDIA's hosted NIM).
+FREE_PROVIDER_TYPES = frozenset({"local", "onnx", "tei", "vllm", "infinity", "nim", "llamacpp"})
 # Hosted APIs that bill tokens: a model of theirs without a known default is priced at
 # `pricing.default_usd_per_million_tokens`.
-TOKEN_PROVIDER_TYPES = frozenset({"jina", "voyage"})
+TOKEN_PROVIDER_TYPES = frozenset(
+    {"jina", "voyage", "azure_semantic", "mixedbread", "openai_rerank"}
+)
+# Hosted APIs billed per query whose figure is known only as a common citation, not from
+# the vendor (UNVERIFIED): Vertex AI ranking, $1.00 per 1,000 queries of up to 100
+# records, counted as search units by the provider. Pinecone's rerank units fall through
+# to `pricing.default_usd_per_1k_units` (no figure found).
+TYPE_PRICES: dict[str, Price] = {"vertex": Price(SEARCH_UNITS, 1.00)}
 
 
 @dataclass
@@ -184,9 +191,11 @@ class PriceTable:
     """The price of every (model, deployment), resolved once at startup.
 
     Order: `pricing.models.<m>.providers.<provider>`, the kind and figure `pricing.models.<m>`
-    sets, free for the offline ranker and self-hosted servers, the public default for the
-    model name or its upstream id, `pricing.default_usd_per_million_tokens` for token-billed
-    hosted APIs (Jina, Voyage), `pricing.default_usd_per_1k_units`.
+    sets, free for the offline ranker, the in-process model and self-hosted servers, the
+    public default for the model name or its upstream id, the provider type's default
+    (Vertex), `pricing.default_usd_per_million_tokens` for token-billed hosted APIs (Jina,
+    Voyage, Azure's semantic reranker, Mixedbread, OpenAI-style hosts),
+    `pricing.default_usd_per_1k_units`.
     """
 
     def __init__(self, config: PricingConfig, deployments: Mapping[str, Sequence[Deployment]]):
@@ -249,6 +258,8 @@ def _price(config: PricingConfig, entry: ModelPrice, model: str, dep: Deployment
     for name in (model, dep.model):
         if name in DEFAULT_PRICES:
             return DEFAULT_PRICES[name]
+    if dep.provider.type in TYPE_PRICES:
+        return TYPE_PRICES[dep.provider.type]
     if dep.provider.type in TOKEN_PROVIDER_TYPES:
         return Price(TOKENS, config.default_usd_per_million_tokens)
     return Price(SEARCH_UNITS, config.default_usd_per_1k_units)

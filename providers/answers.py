@@ -37,6 +37,18 @@ class VoyageShaped(msgspec.Struct):
     usage: Any = None
 
 
+class IndexScore(msgspec.Struct):
+    index: int
+    score: float
+
+
+class DataScored(msgspec.Struct):
+    """Pinecone and Mixedbread: `{data: [{index, score}], usage}`."""
+
+    data: list[IndexScore]
+    usage: Any = None
+
+
 class Logit(msgspec.Struct):
     index: int
     logit: float

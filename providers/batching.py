@@ -8,7 +8,7 @@ slices, scored at once, and stitched back by offset; listwise rerankers must not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from providers.types import UpstreamResult
 
@@ -39,11 +39,17 @@ async def in_batches(
     scores: list[float] = []
     for part in parts:  # gather keeps the order of the slices: offsets line up
         scores.extend(part.scores)
-    reported = [p.tokens for p in parts if p.tokens is not None]
     return UpstreamResult(
         scores=scores,
-        tokens=sum(reported) if reported else None,
+        search_units=_total(p.search_units for p in parts),
+        tokens=_total(p.tokens for p in parts),
         upstream_request_id=next(
             (p.upstream_request_id for p in parts if p.upstream_request_id), None
         ),
     )
+
+
+def _total(figures: Iterable[int | None]) -> int | None:
+    """The sum of what the slices reported (None when none reported anything)."""
+    reported = [f for f in figures if f is not None]
+    return sum(reported) if reported else None

@@ -4,7 +4,8 @@ Adding a backend means one entry here, and a `type: Literal["<name>"] = "<name>"
 its options dataclass: the gateway's config loader reads each `providers.<name>` mapping as
 the options dataclass whose `type` it names (a union discriminated on `type`).
 
-The cloud types whose SDK is an optional extra (`rerank-gateway[bedrock]`, `[oci]`) are
+The types whose SDK is an optional extra (`rerank-gateway[bedrock]`, `[oci]`, `[vertex]`,
+`[onnx]`) are
 imported on first use, so a gateway without them installs and starts light; naming such a
 type without its extra raises `MissingExtra`, which the config loader reports as a problem.
 """
@@ -17,11 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.azure import AzureOptions, AzureProvider
+from providers.azure_semantic import AzureSemanticOptions, AzureSemanticProvider
 from providers.cohere import CohereOptions, CohereProvider
 from providers.infinity import InfinityOptions, InfinityProvider
 from providers.jina import JinaOptions, JinaProvider
+from providers.llamacpp import LlamaCppOptions, LlamaCppProvider
 from providers.local import LocalOptions, LocalProvider
+from providers.mixedbread import MixedbreadOptions, MixedbreadProvider
 from providers.nim import NimOptions, NimProvider
+from providers.openai_rerank import OpenAIRerankOptions, OpenAIRerankProvider
+from providers.pinecone import PineconeOptions, PineconeProvider
 from providers.tei import TeiOptions, TeiProvider
 from providers.types import Provider
 from providers.vllm import VllmOptions, VllmProvider
@@ -42,6 +48,8 @@ class MissingExtra(Exception):
 _LAZY: dict[str, tuple[str, str, str, str]] = {
     "bedrock": ("providers.bedrock", "BedrockOptions", "BedrockProvider", "bedrock"),
     "oci": ("providers.oci", "OciOptions", "OciProvider", "oci"),
+    "vertex": ("providers.vertex", "VertexOptions", "VertexProvider", "vertex"),
+    "onnx": ("providers.onnx", "OnnxOptions", "OnnxProvider", "onnx"),
 }
 
 
@@ -50,6 +58,9 @@ class _Types(MutableMapping[str, ProviderType]):
 
     def __init__(self, eager: dict[str, ProviderType]) -> None:
         self._loaded = dict(eager)
+        # One order whatever was imported first: the config schema (a union over the types)
+        # must come out the same in every process.
+        self._order = [*eager, *(name for name in _LAZY if name not in eager)]
 
     def __getitem__(self, name: str) -> ProviderType:
         if name not in self._loaded and name in _LAZY:
@@ -66,19 +77,22 @@ class _Types(MutableMapping[str, ProviderType]):
 
     def __setitem__(self, name: str, value: ProviderType) -> None:
         self._loaded[name] = value
+        if name not in self._order:
+            self._order.append(name)
 
     def __delitem__(self, name: str) -> None:
         del self._loaded[name]
+        if name not in _LAZY:
+            self._order.remove(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._loaded or name in _LAZY
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._loaded
-        yield from (name for name in _LAZY if name not in self._loaded)
+        yield from self._order
 
     def __len__(self) -> int:
-        return len(set(self._loaded) | set(_LAZY))
+        return len(self._order)
 
 
 PROVIDER_TYPES: MutableMapping[str, ProviderType] = _Types(
@@ -91,6 +105,11 @@ PROVIDER_TYPES: MutableMapping[str, ProviderType] = _Types(
         "jina": ProviderType(JinaOptions, JinaProvider),
         "voyage": ProviderType(VoyageOptions, VoyageProvider),
         "nim": ProviderType(NimOptions, NimProvider),
+        "azure_semantic": ProviderType(AzureSemanticOptions, AzureSemanticProvider),
+        "pinecone": ProviderType(PineconeOptions, PineconeProvider),
+        "mixedbread": ProviderType(MixedbreadOptions, MixedbreadProvider),
+        "llamacpp": ProviderType(LlamaCppOptions, LlamaCppProvider),
+        "openai_rerank": ProviderType(OpenAIRerankOptions, OpenAIRerankProvider),
         "local": ProviderType(LocalOptions, LocalProvider),
     }
 )

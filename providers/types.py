@@ -135,6 +135,12 @@ class ProviderError(Exception):
         )
 
 
+class ProviderStartError(Exception):
+    """A provider cannot serve at all as configured (e.g. a model directory without a
+    usable model): the gateway refuses to start, or a reload keeps the old config. The
+    message names what is wrong and where."""
+
+
 def is_retryable_status(status: int) -> bool:
     """Throttling, timeouts and server errors may pass; anything else will not."""
     return status in (408, 409, 429) or status >= 500

@@ -8,7 +8,6 @@ takes them: an empty document is not sent and scores 0.0, as it has nothing to m
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -19,8 +18,6 @@ from providers.answers import VoyageShaped, align, decode, usage_tokens
 from providers.http import HttpResponse, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
-
-EMPTY_SCORE = 0.0
 
 
 @dataclass
@@ -45,22 +42,11 @@ class VoyageProvider(RerankHttpProvider):
 
     type = "voyage"
 
+    skips_empty = True  # "Input cannot contain empty strings"
+
     def __init__(self, name: str, options: VoyageOptions) -> None:
         super().__init__(name, options)
         self.truncation = options.truncation
-
-    async def rerank(self, call: UpstreamCall) -> UpstreamResult:
-        kept = [i for i, doc in enumerate(call.documents) if doc]
-        if len(kept) == len(call.documents):
-            return await super().rerank(call)
-        scores = [EMPTY_SCORE] * len(call.documents)
-        if not kept:
-            return UpstreamResult(scores=scores, tokens=0)
-        sent = dataclasses.replace(call, documents=[call.documents[i] for i in kept])
-        result = await super().rerank(sent)
-        for i, score in zip(kept, result.scores, strict=True):
-            scores[i] = score
-        return dataclasses.replace(result, scores=scores)
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ import httpx
 
 from providers.registry import PROVIDER_TYPES
 from providers.types import UpstreamCall, UpstreamResult
-from tests.clouds import keyed_config
+from tests.clouds import client, keyed_config
 from tests.conftest import TEAM_KEY
 from tests.servers import ServerLoop
 
@@ -66,3 +66,33 @@ def direct(
             await provider.close()
 
     return servers.run(run())
+
+
+def serves_v2_and_v1(
+    gateway: str,
+    model: str,
+    docs: list[str],
+    order: list[int],
+    *,
+    scale: str | None,
+    query: str = QUERY,
+) -> list[float]:
+    """Assert the gateway ranks `docs` for `model` in `order` on `/v2/rerank` (the SDK) and
+    on `/v1/rerank` (with documents returned), on score scale `scale` (None: unknown, no
+    header); return the v2 scores, best first."""
+    v2 = client(gateway).rerank(model=model, query=query, documents=docs, top_n=3)
+    assert [r.index for r in v2.results] == order[:3]
+    body = {"model": model, "query": query, "documents": docs, "top_n": 3, "return_documents": True}
+    resp = post(gateway, body, "/v1/rerank")
+    assert resp.status_code == 200, resp.text
+    assert resp.headers.get("x-rerank-score-scale") == scale
+    results = resp.json()["results"]
+    assert [r["index"] for r in results] == order[:3]
+    assert [r["document"] for r in results] == [{"text": docs[r["index"]]} for r in results]
+    assert [r["relevance_score"] for r in results] == [r.relevance_score for r in v2.results]
+    return [r.relevance_score for r in v2.results]
+
+
+def uncached(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with the score cache off, so every call reaches the upstream."""
+    return {**data, "cache": {"backend": "none"}}

@@ -178,8 +178,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unknown_provider_type_names_the_types() -> None:
     found = problems({**LOOPBACK, "providers": {"a": {"type": "coher"}, "b": {"base_url": "x"}}})
     assert found == [
-        "providers.a.type: must be one of cohere, azure, tei, vllm, infinity, jina, voyage, nim, local, bedrock, oci (got the string 'coher')",
-        "providers.b.type: is required (one of cohere, azure, tei, vllm, infinity, jina, voyage, nim, local, bedrock, oci)",
+        "providers.a.type: must be one of cohere, azure, tei, vllm, infinity, jina, voyage, nim, azure_semantic, pinecone, mixedbread, llamacpp, openai_rerank, local, bedrock, oci, vertex, onnx (got the string 'coher')",
+        "providers.b.type: is required (one of cohere, azure, tei, vllm, infinity, jina, voyage, nim, azure_semantic, pinecone, mixedbread, llamacpp, openai_rerank, local, bedrock, oci, vertex, onnx)",
     ]
 
 

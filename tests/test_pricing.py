@@ -232,3 +232,30 @@ async def test_usage_report_and_table_state_the_unit() -> None:
     header = table(report).splitlines()[1].split()
     v5 = dict(zip(header, lines["v5"], strict=True))
     assert (v5["tokens"], v5["billed_in"], v5["billed"]) == ("900", "tokens", "900")
+
+
+def test_default_price_kinds_of_the_newer_backends() -> None:
+    providers = {
+        "az": {"type": "azure_semantic", "endpoint": "https://x.example", "api_key": "k"},
+        "gcp": {"type": "vertex", "project": "p", "credentials_file": "k.json"},
+        "pc": {"type": "pinecone", "api_key": "k"},
+        "mxb": {"type": "mixedbread", "api_key": "k"},
+        "llama": {"type": "llamacpp", "base_url": "http://llama"},
+        "together": {"type": "openai_rerank", "base_url": "https://t.example", "api_key": "k"},
+    }
+    data = {
+        "auth": {"mode": "none"},
+        "providers": providers,
+        "models": {name: {"deployments": [{"provider": name, "model": "m"}]} for name in providers},
+        "pricing": {"default_usd_per_million_tokens": 0.03, "default_usd_per_1k_units": 1.5},
+    }
+    config = parse_config(data, {})
+    table = PriceTable(config.pricing, Catalog(config).deployments)
+    assert {name: table.price(name, None) for name in providers} == {
+        "az": Price(TOKENS, 0.03),  # billed per token (price UNVERIFIED)
+        "gcp": Price(SEARCH_UNITS, 1.00),  # per query of up to 100 records (UNVERIFIED)
+        "pc": Price(SEARCH_UNITS, 1.5),  # rerank units (price UNVERIFIED)
+        "mxb": Price(TOKENS, 0.03),
+        "llama": Price(FREE),  # self-hosted
+        "together": Price(TOKENS, 0.03),
+    }

@@ -78,6 +78,29 @@ def test_what_each_cohere_shaped_upstream_receives(
             {"compartment_id": "ocid1.compartment.oc1..x", "region": "us-chicago-1"},
             {"input", "documents", "compartmentId", "servingMode", "maxTokensPerDocument"},
         ),
+        (
+            "azure_semantic",
+            {"endpoint": "http://az.invalid", "api_key": "k"},
+            {"query", "documents", "returnDocuments", "model"},
+        ),
+        (
+            "vertex",
+            {"project": "p", "credentials_json": "{}"},
+            {"model", "query", "records", "ignoreRecordDetailsInResponse"},
+        ),
+        ("pinecone", {"api_key": "k"}, {"model", "query", "documents", "return_documents"}),
+        ("mixedbread", {"api_key": "k"}, {"model", "query", "input", "return_input"}),
+        ("llamacpp", {"base_url": "http://llama.invalid"}, {"model", "query", "documents"}),
+        (
+            "openai_rerank",
+            {"base_url": "http://t.invalid", "api_key": "k"},
+            {"model", "query", "documents"},
+        ),
+        (
+            "openai_rerank",
+            {"base_url": "http://d.invalid", "api_key": "k", "shape": "pairwise"},
+            {"queries", "documents"},
+        ),
     ],
 )
 def test_what_the_other_upstreams_receive(

@@ -281,8 +281,39 @@ def test_a_provider_type_without_its_extra_names_the_extra(tmp_path: Path) -> No
         "pip install 'rerank-gateway[oci]' (or [all])"
     ) in out.stderr
     # Serving without that provider does not import it at all.
-    check = "import sys, gateway.app; sys.exit('oci' in sys.modules or 'botocore' in sys.modules)"
+    check = (
+        "import sys, gateway.app; sys.exit(any(m in sys.modules for m in "
+        "('oci', 'botocore', 'onnxruntime', 'tokenizers', 'providers.google_auth')))"
+    )
     assert subprocess.run([sys.executable, "-c", check], cwd=ROOT, timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("settings", "module"),
+    [
+        ({"type": "onnx", "model_dir": "."}, "onnxruntime"),
+        ({"type": "vertex", "project": "p"}, "cryptography"),
+    ],
+)
+def test_the_newer_extras_are_named_too(
+    tmp_path: Path, settings: dict[str, str], module: str
+) -> None:
+    data = gateway_config({"cohere-a": "http://127.0.0.1:1"})
+    data["providers"]["extra"] = settings
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(data))
+    script = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from gateway.cli import main\n"
+        f"sys.exit(main(['check-config', {str(path)!r}]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 1
+    extra = settings["type"]
+    assert f"providers.extra.type: provider type {extra} needs its SDK ({module}" in out.stderr
+    assert f"pip install 'rerank-gateway[{extra}]' (or [all])" in out.stderr
 
 
 def test_usage_reads_no_provider_secret(tmp_path: Path) -> None:
@@ -301,3 +332,63 @@ def test_usage_reads_no_provider_secret(tmp_path: Path) -> None:
         "providers.cohere-a.api_key: environment variable COHERE_KEY_THAT_IS_NOT_SET is not set"
         in out.stderr
     )
+
+
+def test_credential_status_of_the_newer_types(tmp_path: Path) -> None:
+    from gateway.config import parse_config
+    from gateway.startup import credential_status
+    from tests.onnx_model import build_cross_encoder
+
+    providers = {
+        "az-key": {"type": "azure_semantic", "endpoint": "https://x.example", "api_key": "k"},
+        "az-entra": {
+            "type": "azure_semantic",
+            "endpoint": "https://x.example",
+            "auth": "entra",
+            "tenant_id": "t",
+            "client_id": "c",
+            "client_secret": "s",
+        },
+        "gcp-file": {"type": "vertex", "project": "p", "credentials_file": "/k.json"},
+        "gcp-env": {"type": "vertex", "project": "p"},
+        "cross": {"type": "onnx", "model_dir": str(build_cross_encoder(tmp_path))},
+    }
+    data = {
+        "auth": {"mode": "none"},
+        "providers": providers,
+        "models": {name: {"deployments": [{"provider": name, "model": "m"}]} for name in providers},
+    }
+    assert credential_status(parse_config(data, {})) == {
+        "az-key": "azure_semantic: credentials set",
+        "az-entra": "azure_semantic: credentials set",
+        "gcp-file": "vertex: credentials set",
+        "gcp-env": "vertex: ambient (GOOGLE_APPLICATION_CREDENTIALS)",
+        "cross": "onnx: none needed",
+    }
+
+
+def test_oauth_tokens_over_plain_http_are_warned_about_too() -> None:
+    from gateway.config import parse_config
+    from gateway.config.advice import plain_http_warnings
+
+    providers = {
+        "gcp": {"type": "vertex", "project": "p", "base_url": "http://rank.internal"},
+        "az": {
+            "type": "azure_semantic",
+            "endpoint": "http://az.internal",
+            "auth": "entra",
+            "tenant_id": "t",
+            "client_id": "c",
+            "client_secret": "s",
+        },
+    }
+    data = {
+        "auth": {"mode": "none"},
+        "providers": providers,
+        "models": {n: {"deployments": [{"provider": n, "model": "m"}]} for n in providers},
+    }
+    warnings = plain_http_warnings(parse_config(data, {}))
+    assert [w.split(" over ")[0] for w in warnings] == [
+        "providers.gcp sends OAuth access tokens (a service account's)",
+        "providers.az sends Entra ID access tokens",
+    ]

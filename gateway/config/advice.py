@@ -17,8 +17,14 @@ from urllib.parse import urlsplit
 from gateway.config.checks import is_loopback
 from gateway.config.model import Config
 
-# Provider types that sign every request with cloud credentials (no `api_key` needed).
-_SIGNED = {"bedrock": "SigV4-signed requests (AWS credentials)", "oci": "OCI-signed requests"}
+# Provider types that sign every request with cloud credentials or send an OAuth token
+# (no `api_key` needed).
+_SIGNED = {
+    "bedrock": "SigV4-signed requests (AWS credentials)",
+    "oci": "OCI-signed requests",
+    "vertex": "OAuth access tokens (a service account's)",
+    "azure_semantic": "Entra ID access tokens",
+}
 
 
 def scale_warnings(config: Config, workers: int | None = None) -> list[str]:

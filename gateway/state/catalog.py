@@ -9,8 +9,9 @@ from collections.abc import Collection
 from gateway.config import Config, ModelConfig
 from gateway.errors import ApiError
 from gateway.state.facts import known_facts
+from gateway.state.redis_policy import StartupRefused
 from providers.registry import build_provider
-from providers.types import BM25, PLACEHOLDER, Deployment, Provider
+from providers.types import BM25, PLACEHOLDER, Deployment, Provider, ProviderStartError
 
 
 class Catalog:
@@ -120,8 +121,11 @@ class Catalog:
         return self._scales.get(deployment)
 
     async def start(self) -> None:
-        for provider in self.providers.values():
-            await provider.start()
+        for name, provider in self.providers.items():
+            try:
+                await provider.start()
+            except ProviderStartError as exc:  # one clear line and exit 1, not a traceback
+                raise StartupRefused(f"providers.{name}: {exc}") from None
 
     async def close(self) -> None:
         for provider in self.providers.values():

@@ -18,6 +18,9 @@ unknown (None) rather than guessed:
   query and all candidates, so a document's score depends on the others. Context
   131,072 tokens (Jina's model pages).
 - The offline BM25 ranker takes its IDF from the call's own documents: listwise too.
+- Other provider types may state a `score_scale` of their own (Azure's semantic reranker,
+  Vertex AI and Pinecone: `calibrated`; llama.cpp and the in-process ONNX model: `sigmoid`
+  or `logit` by their `score` option).
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ def known_facts(provider: Provider, upstream_model: str) -> ModelFacts:
         return ModelFacts(listwise=True, context_length=_JINA_V3_CONTEXT)
     if provider.batch_relative:  # the offline BM25 ranker
         return ModelFacts(score_scale=BM25, listwise=True)
-    return ModelFacts()
+    # The newer provider types state their scale themselves (docs/providers.md lists them).
+    return ModelFacts(score_scale=getattr(provider, "score_scale", None))
 
 
 def _major(version: str) -> int:

@@ -39,6 +39,8 @@ class FakeJina(StrictFake):
     api_key: str | None = JINA_KEY
     paths: tuple[str, ...] = ("/v1/rerank",)
     listwise: bool = False  # jina-reranker-v3's scores depend on the whole list
+    fields: frozenset[str] = frozenset(FIELDS)
+    models: tuple[str, ...] = MODELS
 
     def error(
         self, status: int, message: str, headers: dict[str, str] | None = None
@@ -46,18 +48,27 @@ class FakeJina(StrictFake):
         return json_response({"detail": message}, status, headers)
 
     def validate(self, body: dict[str, Any]) -> web.Response | None:
-        extra = unknown_fields(body, FIELDS)
+        extra = unknown_fields(body, set(self.fields))
         if extra:
-            return self.error(422, f"Extra inputs are not permitted: {extra[0]}")
-        if body.get("model") not in MODELS:
-            return self.error(422, f"model must be one of {', '.join(MODELS)}")
+            return self.extra_field(extra[0])
+        if body.get("model") not in self.models:
+            return self.unknown_model(body.get("model"))
         if not isinstance(body.get("query"), str) or not strings(body.get("documents")):
             return self.error(422, "query must be a string and documents a list")
         if not body["documents"]:
             return self.error(422, "documents must not be empty")
         return None
 
+    def extra_field(self, name: str) -> web.Response:
+        return self.error(422, f"Extra inputs are not permitted: {name}")
+
+    def unknown_model(self, model: Any) -> web.Response:
+        return self.error(422, f"model must be one of {', '.join(self.models)}")
+
     def answer(self, body: dict[str, Any]) -> web.Response:
+        return json_response(self.payload(body))
+
+    def payload(self, body: dict[str, Any]) -> dict[str, Any]:
         docs = body["documents"]
         scored = ranked(body["query"], docs)
         if self.listwise and body["model"] == "jina-reranker-v3":
@@ -71,9 +82,7 @@ class FakeJina(StrictFake):
             for i, s in scored
         ]
         tokens = token_count(body["query"], *docs)
-        return json_response(
-            {"model": body["model"], "usage": {"total_tokens": tokens}, "results": results}
-        )
+        return {"model": body["model"], "usage": {"total_tokens": tokens}, "results": results}
 
 
 def listwise_scores(query: str, docs: list[str]) -> list[float]:
