@@ -10,12 +10,17 @@ the security context, selectors, Redis, the dashboard, and the image's entrypoin
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import copy
 import functools
 import hashlib
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +33,7 @@ import pytest
 import yaml
 
 from gateway.config import parse_config
+from tests.postgres import execute
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "rerank-gateway"
@@ -259,11 +265,16 @@ def check_service_monitor_shape(doc: dict[str, Any]) -> None:
                 "ConfigMap",
                 "Deployment",
                 "Deployment",
+                "Deployment",
                 "HorizontalPodAutoscaler",
                 "Ingress",
                 "NetworkPolicy",
                 "NetworkPolicy",
+                "NetworkPolicy",
+                "PersistentVolumeClaim",
                 "PodDisruptionBudget",
+                "Secret",
+                "Service",
                 "Service",
                 "Service",
                 "ServiceAccount",
@@ -287,7 +298,10 @@ def test_rendered_objects(chart: helm.Chart, name: str, kinds: list[str]) -> Non
     rendered = render(chart, values_of(name))
     assert sorted(d["kind"] for d in rendered.docs) == kinds
     assert all(d["metadata"]["namespace"] == NAMESPACE for d in rendered.docs)
-    assert "Secret" not in kinds
+    # The only Secret the chart makes is the bundled PostgreSQL's generated password.
+    for secret in rendered.all("Secret"):
+        assert secret["metadata"]["labels"]["app.kubernetes.io/component"] == "postgres"
+        assert set(secret["data"]) == {"password"}
 
 
 def test_unknown_values_key_is_refused(chart: helm.Chart) -> None:
@@ -383,7 +397,7 @@ def test_ipv6_any_address_is_kept(chart: helm.Chart) -> None:
 def test_secrets_are_referenced_never_inlined(chart: helm.Chart) -> None:
     rendered = render(chart, values_of("providers"))
     text = rendered.config_text
-    assert {"COHERE_API_KEY", "PRIVATE_RERANK_API_KEY", "REDIS_PASSWORD"} <= set(
+    assert {"COHERE_API_KEY", "PRIVATE_RERANK_API_KEY", "REDIS_PASSWORD", "LEDGER_PASSWORD"} <= set(
         ENV_REF.findall(text)
     )
     config = rendered.config
@@ -391,10 +405,14 @@ def test_secrets_are_referenced_never_inlined(chart: helm.Chart) -> None:
     assert (
         config["state"]["redis_url"] == "rediss://:${REDIS_PASSWORD}@redis.example.internal:6380/0"
     )
+    assert config["ledger"]["url"] == (
+        "postgresql://rerank:${LEDGER_PASSWORD}@pg.example.internal:5432/rerank?sslmode=require"
+    )
     # The Secret's content reaches only the gateway's environment, never a manifest.
     env = fake_env(text)
     parsed = gateway_parse(config, env)
     assert parsed.providers["cohere"].options.api_key == env["COHERE_API_KEY"]
+    assert f":{env['LEDGER_PASSWORD']}@" in parsed.ledger.url
     everything = "\n".join(rendered.files.values())
     for value in env.values():
         assert value not in everything
@@ -402,7 +420,9 @@ def test_secrets_are_referenced_never_inlined(chart: helm.Chart) -> None:
     env_from = rendered.container["envFrom"]
     assert env_from == [{"secretRef": {"name": "rerank-provider-keys", "optional": False}}]
     assert "rerank-provider-keys" in rendered.notes
-    assert "COHERE_API_KEY, PRIVATE_RERANK_API_KEY, REDIS_PASSWORD" in rendered.notes
+    assert (
+        "LEDGER_PASSWORD, COHERE_API_KEY, PRIVATE_RERANK_API_KEY, REDIS_PASSWORD" in rendered.notes
+    )
 
 
 def test_no_secret_configured_means_no_env_from(chart: helm.Chart) -> None:
@@ -511,6 +531,8 @@ def test_config_checksum_changes_with_config_only(chart: helm.Chart) -> None:
         {"config": {"teams": {"extra": {"key_sha256": ["ab" * 32]}}}},
         {"config": {"server": {"drain_timeout_s": 30}}},
         {"redis": {"url": "redis://redis.example:6379/0"}},
+        {"ledger": {"url": "postgresql://rerank@pg.example:5432/rerank"}},
+        {"ledger": {"enabled": True}},
         {"containerPort": 9090},
     ]
     seen = {base}
@@ -594,7 +616,7 @@ def test_every_container_is_locked_down(chart: helm.Chart, name: str) -> None:
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         assert pod["automountServiceAccountToken"] is False
-        for container in pod["containers"]:
+        for container in pod["containers"] + pod.get("initContainers", []):
             sc = container["securityContext"]
             assert sc["runAsNonRoot"] is True
             assert sc["runAsUser"] != 0
@@ -640,8 +662,11 @@ def test_workload_identity_annotations(chart: helm.Chart) -> None:
 def test_selectors_pick_the_right_pods(chart: helm.Chart, name: str) -> None:
     rendered = render(chart, values_of(name))
     gateway_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
-    redis = [d for d in rendered.all("Deployment") if d["metadata"]["name"].endswith("-redis")]
-    redis_labels = redis[0]["spec"]["template"]["metadata"]["labels"] if redis else None
+    others = [
+        d["spec"]["template"]["metadata"]["labels"]
+        for d in rendered.all("Deployment")
+        if d["metadata"]["name"].endswith(("-redis", "-postgres"))
+    ]
     selectors = [
         rendered.deployment["spec"]["selector"]["matchLabels"],
         rendered.one("Service")["spec"]["selector"],
@@ -656,8 +681,8 @@ def test_selectors_pick_the_right_pods(chart: helm.Chart, name: str) -> None:
         assert policy
     for selector in selectors:
         assert selector and subset(selector, gateway_labels)
-        if redis_labels:
-            assert not subset(selector, redis_labels)
+        for labels in others:
+            assert not subset(selector, labels)
     zones = [c["topologyKey"] for c in rendered.pod_spec["topologySpreadConstraints"]]
     assert zones == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
 
@@ -822,6 +847,429 @@ def test_redis_url_puts_every_shared_backend_on_redis(chart: helm.Chart, url: st
 def test_workers_without_redis_are_warned_about(chart: helm.Chart) -> None:
     notes = render(chart, {"replicaCount": 1, "config": {"server": {"workers": 4}}}).notes
     assert "1 replica(s) x 4 worker(s) without Redis" in notes and "up to\n4x" in notes
+
+
+# --------------------------------------------------------------------------------------
+# The usage ledger (PostgreSQL)
+
+EXTERNAL_LEDGER = "postgresql://rerank:${LEDGER_PASSWORD}@pg.example.internal:6432/rerank"
+EGRESS_ON = {"enabled": True, "egress": {"enabled": True}}
+
+
+def validate(rendered: Rendered) -> None:
+    for doc in rendered.docs:
+        if doc["apiVersion"] != "monitoring.coreos.com/v1":
+            kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def migrate_container(rendered: Rendered) -> dict[str, Any]:
+    (init,) = rendered.pod_spec["initContainers"]
+    return init
+
+
+def egress_ports(rendered: Rendered) -> set[int]:
+    policy = rendered.one("NetworkPolicy", "gateway")["spec"]
+    return {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+
+
+def test_external_ledger_url_fills_the_config(chart: helm.Chart) -> None:
+    values = {"ledger": {"url": EXTERNAL_LEDGER}, "secrets": {"existingSecret": "keys"}}
+    rendered = render(chart, values)
+    validate(rendered)
+    assert rendered.config["ledger"] == {"url": EXTERNAL_LEDGER}
+    env = fake_env(json.dumps(rendered.config))
+    assert set(env) == {"LEDGER_PASSWORD"}
+    parsed = gateway_parse(rendered.config, env)
+    assert parsed.ledger.url == EXTERNAL_LEDGER.replace(
+        "${LEDGER_PASSWORD}", env["LEDGER_PASSWORD"]
+    )
+    assert parsed.ledger.schema == "rerank_ledger"
+    # Nothing bundled, and no password the chart would hand out.
+    assert not [d for d in rendered.docs if d["metadata"]["name"].endswith("-postgres")]
+    assert "PGPASSWORD" not in env_of(rendered.container)
+    assert (
+        "LEDGER_PASSWORD" in rendered.notes
+        and "Usage ledger: PostgreSQL (external)" in rendered.notes
+    )
+    # The settings stay in config.ledger; the URL (and a schema) come from the values.
+    tuned = render(
+        chart,
+        {
+            "ledger": {"url": EXTERNAL_LEDGER, "schema": "finance_ledger"},
+            "config": {"ledger": {"event_retention_months": 25, "flush_interval_s": 1.0}},
+        },
+    )
+    assert tuned.config["ledger"] == {
+        "url": EXTERNAL_LEDGER,
+        "schema": "finance_ledger",
+        "event_retention_months": 25,
+        "flush_interval_s": 1.0,
+    }
+    assert gateway_parse(tuned.config, {"LEDGER_PASSWORD": "x"}).ledger.schema == "finance_ledger"
+    # The whole URL from the Secret, and a URL written in the config, are kept as given.
+    whole = render(chart, {"ledger": {"url": "${LEDGER_URL}"}})
+    assert whole.config["ledger"] == {"url": "${LEDGER_URL}"}
+    assert gateway_parse(whole.config, {"LEDGER_URL": "postgresql://u@h/db"}).ledger.url == (
+        "postgresql://u@h/db"
+    )
+    own = render(chart, {"config": {"ledger": {"url": EXTERNAL_LEDGER}}})
+    assert own.config["ledger"] == {"url": EXTERNAL_LEDGER}
+    assert "ledger" not in render(chart).config
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"ledger": {"url": EXTERNAL_LEDGER, "enabled": True}},
+            r"set either ledger\.url \(external PostgreSQL\) or ledger\.enabled",
+        ),
+        (
+            {"ledger": {"enabled": True}, "config": {"ledger": {"url": EXTERNAL_LEDGER}}},
+            r"config\.ledger\.url is set: leave ledger\.url empty and ledger\.enabled false",
+        ),
+        (
+            {"ledger": {"url": EXTERNAL_LEDGER}, "config": {"ledger": {"url": EXTERNAL_LEDGER}}},
+            r"config\.ledger\.url is set",
+        ),
+        (
+            {"config": {"ledger": {"spill_dir": "/var/spill"}}},
+            r"config\.ledger has no url: set ledger\.url",
+        ),
+        (
+            {
+                "ledger": {"url": EXTERNAL_LEDGER, "schema": "a"},
+                "config": {"ledger": {"schema": "b"}},
+            },
+            r"config\.ledger\.schema \(b\) differs from ledger\.schema \(a\)",
+        ),
+    ],
+)
+def test_ledger_conflicts_are_refused(
+    chart: helm.Chart, values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(helm.HelmRenderError, match=message):
+        render(chart, values)
+
+
+def test_ledger_values_are_checked_by_the_schema(chart: helm.Chart) -> None:
+    for values in (
+        {"ledger": {"url": "mysql://rerank@db/rerank"}},
+        {"ledger": {"schema": "Finance-Ledger"}},
+        {"ledger": {"username": "rerank@corp"}},
+        {"ledger": {"password": FAKE_LIVE_KEY}},
+    ):
+        with pytest.raises(helm.HelmValuesError):
+            render(chart, values)
+
+
+@pytest.mark.parametrize(
+    ("values", "path"),
+    [
+        ({"ledger": {"url": f"postgresql://rerank:{FAKE_LIVE_KEY}@pg:5432/rerank"}}, "ledger.url"),
+        (
+            {"config": {"ledger": {"url": f"postgres://rerank:{FAKE_LIVE_KEY}@pg/rerank"}}},
+            "config.ledger.url",
+        ),
+        (
+            {
+                "ledger": {
+                    "url": f"postgresql://rerank@pg/rerank?sslmode=require&password={FAKE_LIVE_KEY}"
+                }
+            },
+            "ledger.url",
+        ),
+        # Unescaped / and @ in the password, and a ${VAR} with a literal default.
+        ({"ledger": {"url": f"postgresql://rerank:a/{FAKE_LIVE_KEY}@b@pg/rerank"}}, "ledger.url"),
+        (
+            {"ledger": {"url": "postgresql://rerank:${P:-" + FAKE_LIVE_KEY + "}@pg/rerank"}},
+            "ledger.url",
+        ),
+        (
+            {"ledger": {"url": f"postgresql://rerank:{FAKE_LIVE_KEY}@pg-0:5432,pg-1:5432/rerank"}},
+            "ledger.url",
+        ),
+    ],
+)
+def test_literal_password_in_a_ledger_url_is_refused(
+    chart: helm.Chart, values: dict[str, Any], path: str
+) -> None:
+    with pytest.raises(
+        helm.HelmRenderError, match="literal password in a PostgreSQL URL"
+    ) as caught:
+        render(chart, values)
+    assert str(caught.value).count(f"{path} has a literal password")
+    assert FAKE_LIVE_KEY not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://rerank:${LEDGER_PASSWORD}@pg:5432/rerank",
+        "postgresql://${LEDGER_USER}:${LEDGER_PASSWORD}@pg/rerank?sslmode=verify-full",
+        "postgresql://rerank@pg/rerank?password=${LEDGER_PASSWORD}&sslmode=require",
+        "postgresql://rerank@pg/rerank",
+        "postgresql://rerank:@pg/rerank",
+        "postgres://pg-0:5432,pg-1:5433/rerank?target_session_attrs=read-write",
+        "${LEDGER_URL}",
+    ],
+)
+def test_ledger_urls_without_a_literal_password_are_kept(chart: helm.Chart, url: str) -> None:
+    assert render(chart, {"ledger": {"url": url}}).config["ledger"]["url"] == url
+
+
+def test_bundled_postgres(chart: helm.Chart) -> None:
+    rendered = render(chart, {"ledger": {"enabled": True}, "replicaCount": 3})
+    validate(rendered)
+    postgres = rendered.one("Deployment", "postgres")
+    service = rendered.one("Service", "postgres")
+    (secret,) = rendered.all("Secret")
+    pod = postgres["spec"]["template"]
+    (server,) = pod["spec"]["containers"]
+    # The config's URL names the Service, its port, the database and the user the server
+    # creates at its first start; the password is nowhere in the config.
+    server_env = env_of(server)
+    (port,) = service["spec"]["ports"]
+    url = (
+        f"postgresql://{server_env['POSTGRES_USER']}@{service['metadata']['name']}.{NAMESPACE}"
+        f".svc:{port['port']}/{server_env['POSTGRES_DB']}"
+    )
+    assert rendered.config["ledger"] == {"url": url}
+    assert gateway_parse(rendered.config, {}).ledger.url == url
+    assert port_number(server, port["targetPort"]) == port["port"] == 5432
+    assert subset(service["spec"]["selector"], pod["metadata"]["labels"])
+    assert not subset(
+        service["spec"]["selector"], rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    )
+    assert postgres["spec"]["replicas"] == 1 and postgres["spec"]["strategy"] == {
+        "type": "Recreate"
+    }
+    assert server["image"] == "postgres:16-alpine"
+    # One password: the server's, the gateway's and the migration's come from the same key
+    # of the generated Secret.
+    password_ref = {"secretKeyRef": {"name": secret["metadata"]["name"], "key": "password"}}
+    assert server_env["POSTGRES_PASSWORD"] == password_ref
+    assert env_of(rendered.container)["PGPASSWORD"] == password_ref
+    assert env_of(migrate_container(rendered))["PGPASSWORD"] == password_ref
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    assert re.fullmatch(r"[A-Za-z0-9]{32}", password)
+    assert password not in rendered.config_text
+    # Locked down like the Redis pod, its data below the mount point, probes that ask the
+    # server itself.
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsUser"] == server["securityContext"]["runAsUser"] == 70
+    assert spec["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+    assert server_env["PGDATA"].startswith("/var/lib/postgresql/data/")
+    assert {"/var/lib/postgresql/data", "/var/run/postgresql", "/tmp"} == set(mounts)
+    assert server["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert server["lifecycle"]["preStop"]["exec"]["command"][:2] == ["pg_ctl", "stop"]
+    # No persistence asked: an emptyDir, and a warning that says what that means.
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/var/lib/postgresql/data"]]
+    assert not rendered.all("PersistentVolumeClaim")
+    assert (
+        "keeps the ledger on an emptyDir: every usage record dies with its\npod" in rendered.notes
+    )
+    assert "(bundled)" in rendered.notes
+
+
+def test_bundled_postgres_on_a_volume_and_with_your_password(chart: helm.Chart) -> None:
+    values = {
+        "ledger": {
+            "enabled": True,
+            "persistence": {"enabled": True, "size": "20Gi", "storageClass": "fast-ssd"},
+            "auth": {"existingSecret": "ledger-db", "passwordKey": "pg-password"},
+        }
+    }
+    rendered = render(chart, values)
+    validate(rendered)
+    (claim,) = rendered.all("PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    pod = rendered.one("Deployment", "postgres")["spec"]["template"]["spec"]
+    data = next(v for v in pod["volumes"] if v["name"] == "data")
+    assert data == {
+        "name": "data",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]},
+    }
+    assert not rendered.all("Secret")  # the password is yours
+    ref = {"secretKeyRef": {"name": "ledger-db", "key": "pg-password"}}
+    assert env_of(pod["containers"][0])["POSTGRES_PASSWORD"] == ref
+    assert env_of(rendered.container)["PGPASSWORD"] == ref
+    assert "emptyDir" not in rendered.notes and "no backups" in rendered.notes
+
+
+def test_the_migration_runs_before_the_gateway(chart: helm.Chart) -> None:
+    rendered = render(chart, values_of("providers"))
+    init = migrate_container(rendered)
+    gateway = rendered.container
+    # The same image and config as the gateway: the schema it migrates to is the one that
+    # gateway writes.
+    assert init["name"] == "ledger-migrate"
+    assert init["command"] == gateway["command"] == ["rerank-gateway"]
+    assert init["args"] == ["ledger", "migrate", "--config", "/etc/rerank-gateway/config.yaml"]
+    assert init["image"] == gateway["image"]
+    assert init["envFrom"] == gateway["envFrom"] and init["env"] == gateway["env"]
+    config_mount = next(m for m in init["volumeMounts"] if m["name"] == "config")
+    assert config_mount == next(m for m in gateway["volumeMounts"] if m["name"] == "config")
+    assert init["securityContext"] == gateway["securityContext"]
+    assert "ledger migrate" in rendered.notes and "-c ledger-migrate" in rendered.notes
+    # No ledger, nothing to migrate; migrating yourself is said plainly.
+    assert "initContainers" not in render(chart).pod_spec
+    yourself = render(chart, {"ledger": {"url": EXTERNAL_LEDGER, "migrate": {"enabled": False}}})
+    assert "initContainers" not in yourself.pod_spec
+    assert "WARNING: ledger.migrate.enabled is false" in yourself.notes
+
+
+def test_the_migration_command_migrates_a_real_postgres(
+    chart: helm.Chart, own_postgres: Any, tmp_path: Path
+) -> None:
+    """Run what the chart's init container runs, with the environment the pod would have,
+    against a real PostgreSQL that takes passwords only: the bundled URL has none, so the
+    password must arrive as PGPASSWORD. Two replicas start together and both succeed."""
+    rendered = render(chart, {"ledger": {"enabled": True}})
+    init = migrate_container(rendered)
+    server_env = env_of(
+        rendered.one("Deployment", "postgres")["spec"]["template"]["spec"]["containers"][0]
+    )
+    (secret,) = rendered.all("Secret")
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    user, database = server_env["POSTGRES_USER"], server_env["POSTGRES_DB"]
+    # What the image's first start makes: the user (with the password) and its database.
+    asyncio.run(
+        execute(own_postgres.dsn, f"CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{password}'")
+    )
+    asyncio.run(execute(own_postgres.dsn, f"CREATE DATABASE {database} OWNER {user}"))
+    hba = own_postgres.data / "pg_hba.conf"
+    hba.write_text(
+        "host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    )
+    asyncio.run(execute(own_postgres.dsn, "SELECT pg_reload_conf()"))
+    # The rendered config, with the Service's address swapped for this server's.
+    config = rendered.config
+    service_host = f"{rendered.one('Service', 'postgres')['metadata']['name']}.{NAMESPACE}.svc:5432"
+    assert service_host in config["ledger"]["url"]
+    config["ledger"]["url"] = config["ledger"]["url"].replace(
+        service_host, f"127.0.0.1:{own_postgres.port}"
+    )
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    args = [a if a != "/etc/rerank-gateway/config.yaml" else str(config_file) for a in init["args"]]
+    command = [str(Path(sys.executable).parent / init["command"][0]), *args]
+    assert env_of(init)["PGPASSWORD"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+
+    def run(env: dict[str, str]) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    refused = run(base)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 1, err  # no password, no ledger
+    replicas = [run({**base, "PGPASSWORD": password}) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in replicas]
+    assert [p.returncode for p in replicas] == [0, 0], outputs
+    applied = [out for out, _ in outputs if "nothing to apply" not in out]
+    assert len(applied) == 1, outputs  # one migrated, the other found nothing to do
+    status_command = [*command[:2], "status", *command[3:]]
+    status = subprocess.run(
+        status_command,
+        env={**base, "PGPASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr  # the schema is the one the gateway writes
+
+
+@pytest.mark.parametrize(
+    ("url", "ports"),
+    [
+        (EXTERNAL_LEDGER, {6432}),
+        ("postgresql://rerank@pg.example.internal/rerank", {5432}),
+        ("postgres://rerank:${P}@pg-0:5433,pg-1:5434,pg-2/rerank", {5433, 5434, 5432}),
+        ("postgresql://rerank:${P}@[fd00::1]:7432/rerank?sslmode=require", {7432}),
+        ("${LEDGER_URL}", {5432}),
+    ],
+)
+def test_network_policy_lets_the_gateway_reach_an_external_postgres(
+    chart: helm.Chart, url: str, ports: set[int]
+) -> None:
+    rendered = render(chart, {"networkPolicy": EGRESS_ON, "ledger": {"url": url}})
+    validate(rendered)
+    assert egress_ports(rendered) == {53, 443} | ports
+    pinned = {"enabled": True, "egress": {"enabled": True, "postgresPorts": [5432, 6432]}}
+    assert egress_ports(render(chart, {"networkPolicy": pinned, "ledger": {"url": url}})) == {
+        53,
+        443,
+        5432,
+        6432,
+    }
+
+
+def test_network_policy_lets_only_the_gateway_reach_the_bundled_postgres(chart: helm.Chart) -> None:
+    assert egress_ports(render(chart, {"networkPolicy": EGRESS_ON})) == {53, 443}
+    rendered = render(
+        chart, {"networkPolicy": EGRESS_ON, "ledger": {"enabled": True, "port": 5433}}
+    )
+    validate(rendered)
+    postgres_pod = rendered.one("Deployment", "postgres")["spec"]["template"]
+    gateway_labels = rendered.deployment["spec"]["template"]["metadata"]["labels"]
+    (rule,) = [r for r in rendered.one("NetworkPolicy", "gateway")["spec"]["egress"] if r.get("to")]
+    assert subset(rule["to"][0]["podSelector"]["matchLabels"], postgres_pod["metadata"]["labels"])
+    assert rule["ports"] == [{"port": 5433, "protocol": "TCP"}]
+    assert ":5433/" in rendered.config["ledger"]["url"]
+    assert env_of(postgres_pod["spec"]["containers"][0])["PGPORT"] == "5433"
+    inbound = rendered.one("NetworkPolicy", "postgres")["spec"]
+    assert subset(inbound["podSelector"]["matchLabels"], postgres_pod["metadata"]["labels"])
+    (allowed,) = inbound["ingress"]
+    assert subset(allowed["from"][0]["podSelector"]["matchLabels"], gateway_labels)
+    assert port_number(postgres_pod["spec"]["containers"][0], allowed["ports"][0]["port"]) == 5433
+
+
+def test_spill_dir_gets_a_volume(chart: helm.Chart) -> None:
+    spill = "/var/lib/rerank-gateway/ledger-spill"
+    values = {"ledger": {"url": EXTERNAL_LEDGER}, "config": {"ledger": {"spill_dir": spill}}}
+    rendered = render(chart, values)
+    validate(rendered)
+    mount = next(m for m in rendered.container["volumeMounts"] if m["mountPath"] == spill)
+    volume = next(v for v in rendered.pod_spec["volumes"] if v["name"] == mount["name"])
+    assert volume == {"name": mount["name"], "emptyDir": {"sizeLimit": "1Gi"}}
+    assert gateway_parse(rendered.config, {"LEDGER_PASSWORD": "x"}).ledger.spill_dir == spill
+    assert (
+        "survive a restart of the gateway container, not the deletion of its pod" in rendered.notes
+    )
+    shared = render(
+        chart,
+        {
+            **values,
+            "ledger": {
+                "url": EXTERNAL_LEDGER,
+                "spillVolume": {"persistentVolumeClaim": {"claimName": "ledger-spill"}},
+            },
+        },
+    )
+    volume = next(v for v in shared.pod_spec["volumes"] if v["name"] == mount["name"])
+    assert volume["persistentVolumeClaim"] == {"claimName": "ledger-spill"}
+    assert "deletion of its pod" not in shared.notes
+    plain = render(chart, {"ledger": {"url": EXTERNAL_LEDGER}})
+    assert [m["mountPath"] for m in plain.container["volumeMounts"]] == [
+        "/etc/rerank-gateway",
+        "/tmp",
+    ]
+    for bad in ("spill", "/tmp", "/", "/etc/rerank-gateway/spill"):
+        with pytest.raises(helm.HelmRenderError, match=r"config\.ledger\.spill_dir"):
+            render(
+                chart,
+                {"ledger": {"url": EXTERNAL_LEDGER}, "config": {"ledger": {"spill_dir": bad}}},
+            )
 
 
 def test_ingress_with_tls(chart: helm.Chart) -> None:

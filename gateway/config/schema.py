@@ -47,6 +47,12 @@ def chart_values_schema(values_schema: dict[str, Any]) -> dict[str, Any]:
     config = config_schema(ref_template="#/definitions/{model}")
     del config["$schema"]
     definitions = config.pop("$defs", {})
+    # The chart fills ledger.url from its `ledger` values when the config gives none, so a
+    # `config.ledger` holding only settings (spill_dir, retention) is complete there.
+    ledger = definitions["LedgerConfig"]
+    ledger["required"] = [k for k in ledger.get("required", []) if k != "url"]
+    if not ledger["required"]:
+        del ledger["required"]
     config["description"] = CHART_DESCRIPTION
     updated = dict(values_schema)
     updated["properties"] = {**values_schema["properties"], "config": config}

@@ -22,6 +22,19 @@ Names.
 {{- printf "%s-redis" (include "rerank-gateway.fullname" . | trunc 57 | trimSuffix "-") }}
 {{- end }}
 
+{{- define "rerank-gateway.postgresName" -}}
+{{- printf "%s-postgres" (include "rerank-gateway.fullname" . | trunc 54 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The Secret holding the bundled PostgreSQL's password, and its key. */}}
+{{- define "rerank-gateway.postgresSecretName" -}}
+{{- .Values.ledger.auth.existingSecret | default (include "rerank-gateway.postgresName" .) }}
+{{- end }}
+
+{{- define "rerank-gateway.postgresSecretKey" -}}
+{{- ternary .Values.ledger.auth.passwordKey "password" (not (empty .Values.ledger.auth.existingSecret)) }}
+{{- end }}
+
 {{- define "rerank-gateway.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -67,6 +80,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: redis
 {{- end }}
 
+{{- define "rerank-gateway.postgresSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "rerank-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: postgres
+{{- end }}
+
 {{- define "rerank-gateway.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
 {{- if .Values.image.digest }}
@@ -101,6 +120,106 @@ bundled Redis Service. Empty when there is no Redis.
 {{- else if .Values.redis.enabled }}
 {{- printf "redis://%s.%s.svc:%d/0" (include "rerank-gateway.redisName" .) .Release.Namespace (int .Values.redis.port) }}
 {{- end }}
+{{- end }}
+
+{{/*
+The ledger URL the gateway uses: config.ledger.url if given, else ledger.url, else the
+bundled PostgreSQL Service. Empty when there is no ledger. The bundled URL carries no
+password: the gateway gets it as PGPASSWORD (read by asyncpg as libpq does), so a password
+with URL-special characters needs no escaping and never sits in the ConfigMap.
+*/}}
+{{- define "rerank-gateway.ledgerUrl" -}}
+{{- $l := .Values.ledger }}
+{{- $given := ((.Values.config | default dict).ledger | default dict).url }}
+{{- if and $l.enabled $l.url }}
+{{- fail "ledger: set either ledger.url (external PostgreSQL) or ledger.enabled (bundled PostgreSQL), not both" }}
+{{- end }}
+{{- if and $given (or $l.enabled $l.url) }}
+{{- fail "config.ledger.url is set: leave ledger.url empty and ledger.enabled false, or drop config.ledger.url" }}
+{{- end }}
+{{- if $l.url }}
+{{- include "rerank-gateway.checkNoLiteralSecrets" (list $l.url "ledger.url") }}
+{{- end }}
+{{- if $given }}
+{{- $given }}
+{{- else if $l.url }}
+{{- $l.url }}
+{{- else if $l.enabled }}
+{{- printf "postgresql://%s@%s.%s.svc:%d/%s" $l.username (include "rerank-gateway.postgresName" .) .Release.Namespace (int $l.port) $l.database }}
+{{- end }}
+{{- end }}
+
+{{/*
+The PostgreSQL ports the gateway's egress must reach for an external ledger:
+networkPolicy.egress.postgresPorts, else the port of each host in the URL (5432 when a host
+names none, or when the whole URL is a ${VAR}). One port per line.
+*/}}
+{{- define "rerank-gateway.postgresPorts" -}}
+{{- $ports := .Values.networkPolicy.egress.postgresPorts }}
+{{- if not $ports }}
+{{- $url := include "rerank-gateway.ledgerUrl" . }}
+{{- $hosts := regexReplaceAll "^postgres(ql)?://([^@/?]*@)?([^/?]*).*$" $url "${3}" }}
+{{- if not (hasPrefix "postgres" $url) }}{{ $hosts = "" }}{{ end }}
+{{- range (splitList "," $hosts) }}
+{{- $port := regexReplaceAll "^(\\[[^]]*\\]|[^:]*)(:([0-9]+))?$" . "${3}" }}
+{{- $ports = append $ports (int (default "5432" $port)) }}
+{{- end }}
+{{- end }}
+{{- range ($ports | uniq) }}
+{{ int . }}
+{{- end }}
+{{- end }}
+
+{{/*
+The rendered config's ledger.spill_dir, checked: an absolute path the chart can mount a
+volume at (not /, /tmp, or the config's directory). Empty when not set.
+*/}}
+{{- define "rerank-gateway.spillDir" -}}
+{{- $cfg := include "rerank-gateway.configDict" . | fromYaml }}
+{{- $dir := (($cfg.ledger | default dict).spill_dir) | default "" | trimSuffix "/" }}
+{{- $configDir := include "rerank-gateway.configDir" . }}
+{{- if and (hasKey ($cfg.ledger | default dict) "spill_dir") ($cfg.ledger.spill_dir) }}
+{{- if not (hasPrefix "/" $dir) }}
+{{- fail (printf "config.ledger.spill_dir (%q) must be an absolute path: the chart mounts a volume there" $cfg.ledger.spill_dir) }}
+{{- end }}
+{{- if or (has $dir (list "" "/tmp" $configDir)) (hasPrefix (printf "%s/" $configDir) $dir) }}
+{{- fail (printf "config.ledger.spill_dir (%q) must be a directory of its own, not /, /tmp or under %s" $cfg.ledger.spill_dir $configDir) }}
+{{- end }}
+{{- $dir }}
+{{- end }}
+{{- end }}
+
+{{/*
+The environment of the gateway and of its ledger-migrate init container: the existing
+Secret and extraEnvFrom as envFrom, TMPDIR, the bundled PostgreSQL's password, extraEnv.
+*/}}
+{{- define "rerank-gateway.containerEnv" -}}
+{{- if or .Values.secrets.existingSecret .Values.extraEnvFrom }}
+envFrom:
+  {{- with .Values.secrets.existingSecret }}
+  - secretRef:
+      name: {{ . }}
+      optional: {{ $.Values.secrets.optional }}
+  {{- end }}
+  {{- with .Values.extraEnvFrom }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+env:
+  - name: TMPDIR
+    value: /tmp
+  {{- if .Values.ledger.enabled }}
+  # The bundled PostgreSQL's password; the ledger URL names no password, so the
+  # PostgreSQL client takes it from here.
+  - name: PGPASSWORD
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "rerank-gateway.postgresSecretName" . }}
+        key: {{ include "rerank-gateway.postgresSecretKey" . }}
+  {{- end }}
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
 {{- end }}
 
 {{/*
@@ -153,6 +272,19 @@ ${VAR} reference (or empty). Called with (list $value $path).
 {{- else if kindIs "string" $value }}
 {{- if and (regexMatch "^rediss?(\\+sentinel|\\+cluster)?://[^/@:]*:[^/@]+@" $value) (not (regexMatch "^rediss?(\\+sentinel|\\+cluster)?://[^/@:]*:\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}@" $value)) }}
 {{- fail (printf "%s has a literal password in a Redis URL: write it as ${REDIS_PASSWORD} and put REDIS_PASSWORD in the Secret named by secrets.existingSecret" $path) }}
+{{- end }}
+{{- /* A PostgreSQL URL: the password in the user part or in a password= parameter. */}}
+{{- $var := "\\$\\{[A-Za-z_][A-Za-z0-9_]*\\}" }}
+{{- if hasPrefix "postgres" $value }}
+{{- /* user:password is what precedes the last @ before any ?: greedy, so a password
+with an unescaped / or @ is caught too. */}}
+{{- $userinfo := regexReplaceAll "^postgres(ql)?://([^?#]*)@.*$" (regexFind "^postgres(ql)?://[^?#]*@" $value) "${2}" }}
+{{- $password := regexReplaceAll "^[^:]*:?" $userinfo "" }}
+{{- $literalUser := and (contains ":" $userinfo) $password (not (regexMatch (printf "^%s$" $var) $password)) }}
+{{- $literalParam := and (regexMatch "[?&]password=[^&]" $value) (not (regexMatch (printf "[?&]password=%s(&|$)" $var) $value)) }}
+{{- if or $literalUser $literalParam }}
+{{- fail (printf "%s has a literal password in a PostgreSQL URL: write it as ${LEDGER_PASSWORD} and put LEDGER_PASSWORD in the Secret named by secrets.existingSecret" $path) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -209,6 +341,21 @@ The gateway config as a dict: .Values.config with the chart's wiring applied.
 {{- $_ = set $limits "limits_backend" "redis" }}
 {{- end }}
 {{- $_ = set $cfg "limits" $limits }}
+{{- end }}
+{{- $ledgerUrl := include "rerank-gateway.ledgerUrl" . }}
+{{- $ledger := get $cfg "ledger" }}
+{{- if $ledgerUrl }}
+{{- $ledger = $ledger | default dict }}
+{{- $_ = set $ledger "url" $ledgerUrl }}
+{{- with .Values.ledger.schema }}
+{{- if and (hasKey $ledger "schema") (ne (toString $ledger.schema) .) }}
+{{- fail (printf "config.ledger.schema (%v) differs from ledger.schema (%v): set one of them" $ledger.schema .) }}
+{{- end }}
+{{- $_ = set $ledger "schema" . }}
+{{- end }}
+{{- $_ = set $cfg "ledger" $ledger }}
+{{- else if kindIs "map" $ledger }}
+{{- fail "config.ledger has no url: set ledger.url (an external PostgreSQL), ledger.enabled (the bundled one, for trials) or config.ledger.url" }}
 {{- end }}
 {{- include "rerank-gateway.checkNoLiteralSecrets" (list $cfg "config") }}
 {{- toYaml $cfg }}
