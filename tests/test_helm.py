@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from gateway.config import parse_config
+from policies.ledger_schema import LATEST
 from tests.postgres import execute
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -1127,21 +1128,33 @@ def test_the_migration_runs_before_the_gateway(chart: helm.Chart) -> None:
     assert "WARNING: ledger.migrate.enabled is false" in yourself.notes
 
 
+def pod_env(container: dict[str, Any], secrets: list[dict[str, Any]]) -> dict[str, str]:
+    """A container's environment as the kubelet would set it from the rendered Secrets."""
+    data = {s["metadata"]["name"]: s["data"] for s in secrets}
+    env = {}
+    for entry in container["env"]:
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[entry["name"]] = base64.b64decode(data[ref["name"]][ref["key"]]).decode()
+    return env
+
+
 def test_the_migration_command_migrates_a_real_postgres(
     chart: helm.Chart, own_postgres: Any, tmp_path: Path
 ) -> None:
     """Run what the chart's init container runs, with the environment the pod would have,
-    against a real PostgreSQL that takes passwords only: the bundled URL has none, so the
-    password must arrive as PGPASSWORD. Two replicas start together and both succeed."""
+    against a real PostgreSQL that takes passwords only (the bundled URL names none, so the
+    password must reach the client from the environment). Two replicas start together:
+    both succeed, one migrates."""
     rendered = render(chart, {"ledger": {"enabled": True}})
     init = migrate_container(rendered)
-    server_env = env_of(
-        rendered.one("Deployment", "postgres")["spec"]["template"]["spec"]["containers"][0]
-    )
-    (secret,) = rendered.all("Secret")
-    password = base64.b64decode(secret["data"]["password"]).decode()
+    server = rendered.one("Deployment", "postgres")["spec"]["template"]["spec"]["containers"][0]
+    server_env = pod_env(server, rendered.all("Secret"))
     user, database = server_env["POSTGRES_USER"], server_env["POSTGRES_DB"]
-    # What the image's first start makes: the user (with the password) and its database.
+    # What the image's first start makes: the user, with the password, and its database.
+    password = server_env["POSTGRES_PASSWORD"]
     asyncio.run(
         execute(own_postgres.dsn, f"CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{password}'")
     )
@@ -1153,40 +1166,42 @@ def test_the_migration_command_migrates_a_real_postgres(
     asyncio.run(execute(own_postgres.dsn, "SELECT pg_reload_conf()"))
     # The rendered config, with the Service's address swapped for this server's.
     config = rendered.config
-    service_host = f"{rendered.one('Service', 'postgres')['metadata']['name']}.{NAMESPACE}.svc:5432"
+    service = rendered.one("Service", "postgres")
+    service_host = (
+        f"{service['metadata']['name']}.{NAMESPACE}.svc:{service['spec']['ports'][0]['port']}"
+    )
     assert service_host in config["ledger"]["url"]
     config["ledger"]["url"] = config["ledger"]["url"].replace(
         service_host, f"127.0.0.1:{own_postgres.port}"
     )
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    args = [a if a != "/etc/rerank-gateway/config.yaml" else str(config_file) for a in init["args"]]
+    mount = next(m["mountPath"] for m in init["volumeMounts"] if m["name"] == "config")
+    args = [str(config_file) if a == f"{mount}/config.yaml" else a for a in init["args"]]
     command = [str(Path(sys.executable).parent / init["command"][0]), *args]
-    assert env_of(init)["PGPASSWORD"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
     base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    env = {**base, **pod_env(init, rendered.all("Secret")), "TMPDIR": str(tmp_path)}
 
-    def run(env: dict[str, str]) -> subprocess.Popen[str]:
+    def run(env: dict[str, str], *argv: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*command, *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
 
-    refused = run(base)
+    refused, *replicas = [run(base), run(env), run(env)]
     _, err = refused.communicate(timeout=60)
-    assert refused.returncode == 1, err  # no password, no ledger
-    replicas = [run({**base, "PGPASSWORD": password}) for _ in range(2)]
+    assert refused.returncode == 1, err  # without the pod's environment: no password, refused
     outputs = [p.communicate(timeout=60) for p in replicas]
     assert [p.returncode for p in replicas] == [0, 0], outputs
-    applied = [out for out, _ in outputs if "nothing to apply" not in out]
-    assert len(applied) == 1, outputs  # one migrated, the other found nothing to do
-    status_command = [*command[:2], "status", *command[3:]]
-    status = subprocess.run(
-        status_command,
-        env={**base, "PGPASSWORD": password},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    migrated = [out for out, _ in outputs if "nothing to apply" not in out]
+    assert len(migrated) == 1, outputs  # one migrated, the other found nothing to do
+    # The schema is the one this gateway writes (rerank_ledger: the chart set none).
+    version = asyncio.run(
+        execute(
+            f"postgresql://postgres@127.0.0.1:{own_postgres.port}/{database}",
+            "SELECT max(version) FROM rerank_ledger.schema_version",
+        )
     )
-    assert status.returncode == 0, status.stderr  # the schema is the one the gateway writes
+    assert version[0][0] == LATEST
 
 
 @pytest.mark.parametrize(
