@@ -5,7 +5,9 @@ binary), every rendered object is validated against the Kubernetes OpenAPI schem
 in `kubernetes-validate` (offline), and the rendered config.yaml is read by the gateway's
 own validator. The rest checks the wiring a broken chart would get wrong: probe ports vs the
 configured port, secrets only by reference, the config checksum, the drain/grace budget,
-the security context, selectors, Redis, the dashboard, and the image's entrypoint.
+the security context, selectors, Redis, the usage ledger's PostgreSQL (its migration is
+run, as the init container would run it, against a real PostgreSQL), the dashboard, and the
+image's entrypoint.
 """
 
 from __future__ import annotations

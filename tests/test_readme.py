@@ -11,7 +11,8 @@ Rules README.md and every page of docs/ follow (so this test can read them):
 - Config-key tables (first column `key` or `option`, second `default`): every key must be a
   field of the config dataclasses (or of the provider options named by the `**`type`**`
   line above the table), and a default written as a literal must equal the field's default.
-- helm/README.md's values example is rendered with the chart and parsed by the gateway.
+- helm/README.md's values examples (the install's and the ledger's) are rendered with the
+  chart and parsed by the gateway.
 """
 
 from __future__ import annotations
@@ -166,6 +167,17 @@ def test_helm_readme_values_example_renders_a_valid_config() -> None:
     assert set(config.teams) == {"search"}
     assert config.models["rerank-v3.5"].deployments[0].provider == "cohere"
     assert config.state.redis_url is not None and config.cache.backend == "redis"
+
+
+def test_helm_readme_ledger_example_renders_a_ledger() -> None:
+    block = next(b for b in yaml_blocks(HELM_README) if b.text.startswith("ledger:"))
+    values = yaml.safe_load(block.text)
+    with helm.Chart.load(CHART) as chart:
+        rendered = render(chart, values)
+    env = fake_env(rendered.config_text)
+    config = gateway_parse(rendered.config, env)
+    assert config.ledger is not None and env["LEDGER_PASSWORD"] in config.ledger.url
+    assert rendered.pod_spec["initContainers"][0]["name"] == "ledger-migrate"
 
 
 # --------------------------------------------------------------------------------------
