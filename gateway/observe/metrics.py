@@ -308,6 +308,13 @@ class Metrics:
             ["deployment"],
             registry=r,
         )
+        self.sign_ins = Counter(
+            "rerank_admin_sign_ins",
+            "Status-page sign-in attempts by outcome: ok, refused (a wrong key) or "
+            "throttled (too many failures; not checked).",
+            ["outcome"],
+            registry=r,
+        )
         self.budget_alerts = Counter(
             "rerank_budget_alerts",
             "Budget thresholds crossed (once per team, budget, threshold and period).",
