@@ -264,7 +264,8 @@ def login_page(error: str | None = None) -> str:
         '<input type="password" name="key" autocomplete="current-password" '
         'placeholder="admin key" aria-label="admin key" required autofocus>'
         '<button type="submit">Sign in</button></form>'
-        '<p class="muted">The key is kept in an HTTP-only session cookie.</p>'
+        '<p class="muted">Signing in opens a session of a few hours; the browser keeps a session '
+        'cookie, never the key.</p>'
         "</section></main>",
     )
 

@@ -11,8 +11,7 @@ import structlog
 
 from gateway.http.auth import hash_key
 from tests.fakes.cohere import FakeCohere
-from tests.keys.helpers import call, rerank, start_replicas
-from tests.keys.test_access import MANAGER_KEY, with_manager
+from tests.keys.helpers import MANAGER_KEY, call, rerank, start_replicas, with_manager
 from tests.servers import ServerLoop
 
 
