@@ -147,24 +147,39 @@ def percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
-async def p99_under_flood(a: str, b: str, count: int, quiet_s: float) -> dict[str, Any]:
+async def p99_under_flood(
+    a: str, b: str, pids: list[int], count: int, quiet_s: float
+) -> dict[str, Any]:
     samples: list[tuple[float, float]] = []
     stop = asyncio.Event()
     loaders = [asyncio.create_task(load(b, stop, samples)) for _ in range(4)]
+    await asyncio.sleep(1.0)  # warm
+    quiet_cpu, quiet_start = cpu_seconds(pids[1]), time.monotonic()
     await asyncio.sleep(quiet_s)
+    cpu_before = [cpu_seconds(pid) for pid in pids]
     flood_start = time.monotonic()
+    b_quiet_cpu = cpu_before[1] - quiet_cpu
     outcomes = await flood(a, count)
     async with aiohttp.ClientSession() as session:  # until B has caught up with the flood
         _, probe = await post(session, a + "/admin/keys", ADMIN, {"team": "probe"})
         await until_honoured(session, b, probe["key"])
     flood_end = time.monotonic()
+    cpu = [round(cpu_seconds(pid) - was, 2) for pid, was in zip(pids, cpu_before, strict=True)]
     stop.set()
     await asyncio.gather(*loaders)
     quiet = [ms for at, ms in samples if at < flood_start]
     during = [ms for at, ms in samples if flood_start <= at <= flood_end]
+    measured_quiet = sum(1 for at, _ in samples if quiet_start <= at < flood_start)
     return {
         "creations": outcomes,
         "flood_s": round(flood_end - flood_start, 2),
+        "cpu_s_during_flood": {"a": cpu[0], "b": cpu[1]},
+        # B serves the load throughout: its CPU per request served, quiet and during the
+        # flood (the difference is what watching the flood cost it, spread over requests).
+        "b_cpu_ms_per_request": {
+            "quiet": round(1000 * b_quiet_cpu / max(1, measured_quiet), 3),
+            "during_flood": round(1000 * cpu[1] / max(1, len(during)), 3),
+        },
         "quiet": percentiles(quiet),
         "during_flood": percentiles(during),
     }
@@ -183,7 +198,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 a, b = urls
                 time.sleep(2)  # let both settle after start
                 churn = asyncio.run(idle_cpu(a, b, procs[1].pid, args.base))
-                latency = asyncio.run(p99_under_flood(a, b, args.flood, args.quiet_s))
+                pids = [proc.pid for proc in procs]
+                latency = asyncio.run(p99_under_flood(a, b, pids, args.flood, args.quiet_s))
     finally:
         names = list(sync.scan_iter(match=prefix + "*", count=1000))
         if names:

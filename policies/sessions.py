@@ -79,11 +79,16 @@ class Sessions:
     """Open, check and close sessions in a store, by the settings' expiry rules."""
 
     def __init__(
-        self, store: SessionStore, settings: SessionSettings, clock: Callable[[], float] = time.time
+        self,
+        store: SessionStore,
+        settings: SessionSettings,
+        clock: Callable[[], float] = time.time,
+        most: int = MAX_SESSIONS,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.most = most
 
     async def open(self, admin: str) -> str:
         """A new session of `admin`; the token is for the browser only."""
@@ -112,12 +117,12 @@ class Sessions:
 
     async def sweep(self, admin: str, room_for_one: bool = False) -> int:
         """Delete the sessions that ended or belong to another admin key (and the oldest,
-        past MAX_SESSIONS); return how many."""
+        past `most`); return how many."""
         now = self.clock()
         sessions = await self.store.all()
         ended = [d for d, s in sessions.items() if not self._live(s, admin, now)]
         live = sorted((s.created, d) for d, s in sessions.items() if self._live(s, admin, now))
-        excess = len(live) + (1 if room_for_one else 0) - MAX_SESSIONS
+        excess = len(live) + (1 if room_for_one else 0) - self.most
         ended += [d for _, d in live[: max(0, excess)]]
         for digest in ended:
             await self.store.delete(digest)

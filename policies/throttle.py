@@ -34,10 +34,15 @@ class Throttle(Protocol):
 
 class MemoryThrottle:
     def __init__(
-        self, name: str, per_minute: int, clock: Callable[[], float] = time.monotonic
+        self,
+        name: str,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        most_keys: int = MAX_KEYS,
     ) -> None:
         self.gcra = Gcra(name, per_minute)
         self.clock = clock
+        self.most_keys = most_keys
         self._tats: dict[str, int] = {}
 
     async def wait(self, key: str) -> float:
@@ -51,7 +56,7 @@ class MemoryThrottle:
             return verdict.wait_us / US
         self._tats.pop(key, None)  # re-inserted last: the dict's order is the order of use
         self._tats[key] = verdict.tat_us
-        if len(self._tats) > MAX_KEYS:
+        if len(self._tats) > self.most_keys:
             self._forget(now)
         return 0.0
 
@@ -59,5 +64,5 @@ class MemoryThrottle:
         """Drop keys whose bucket is full again (they would start afresh anyway), else
         the least recently used."""
         idle = [k for k, tat in self._tats.items() if tat <= now_us]
-        for key in idle or list(self._tats)[: len(self._tats) - MAX_KEYS]:
+        for key in idle or list(self._tats)[: len(self._tats) - self.most_keys]:
             del self._tats[key]
