@@ -26,7 +26,7 @@ async def test_a_session_ends_idle_at_its_age_at_sign_out_and_with_another_admin
     store = MemorySessionStore()
     sessions = Sessions(store, SETTINGS, clock)
     token = await sessions.open("admin-a")
-    assert list((await store.all())) == [digest_of(token)]  # the digest, never the token
+    assert list(await store.all()) == [digest_of(token)]  # the digest, never the token
     assert await sessions.check(token, "admin-a")
     assert not await sessions.check(token, "admin-b")  # another admin key: ended, deleted
     assert await store.all() == {}
