@@ -34,7 +34,7 @@ def main() -> None:
         records.append(
             KeyRecord(id=key_id, team=f"t{i % TEAMS}", digest=digest_of(key), created=0.0)
         )
-    directory.replace_all(records, "1")
+    directory.replace_all(records, 1)
     loaded = Authenticator(config, directory)
     cases = (
         ("config key, no API keys", Authenticator(config, None), "Bearer team-7"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -17,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
 from gateway.chain.shadow import ShadowRunner, book_for, shadow_quotas
 from gateway.config import Config
-from gateway.errors import ApiError, Scrubber, error_response
+from gateway.errors import ApiError, Scrubber, error_response, retry_after
 from gateway.http import status
 from gateway.http.admin import report_csv, report_format, usage_report
 from gateway.http.auth import Authenticator, bearer_token, hash_key
@@ -40,10 +41,11 @@ from gateway.http.keys import (
 from gateway.http.models import model_page, one_model
 from gateway.http.openapi import admin_spec, public_spec
 from gateway.http.pipeline import Pipeline
-from gateway.observe.metrics import Metrics
+from gateway.observe.metrics import MULTIPROC_ENV, Metrics
 from gateway.observe.tracing import Tracing
 from gateway.state import redis_client
 from gateway.state.accounts import Accounts
+from gateway.state.admin_sessions import SignIn, local_store
 from gateway.state.alerts import BudgetAlerts
 from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
@@ -57,6 +59,7 @@ from policies.api_keys import KeyDirectory
 from policies.cache import ScoreStore
 from policies.ledger_pg import SchemaMismatch
 from policies.redis_keys import RedisKeyStore
+from policies.sessions import SessionStore
 from providers.http import HttpTransport
 
 _READY_TIMEOUT_S = 1.0
@@ -76,6 +79,7 @@ class Gateway:
     accounts: Accounts
     reports: UsageReports
     alerts: BudgetAlerts
+    sign_in: SignIn  # the status page's sessions
     ledger: UsageLedger | None = None
     redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
@@ -113,6 +117,7 @@ class Gateway:
             self.watchers.append(asyncio.create_task(watch))
         if self.keeper is not None:
             await self.keeper.start()
+        await self.sign_in.sweep()  # sessions of another admin key end here
 
     async def close(self) -> None:
         for task in self.watchers:
@@ -145,6 +150,8 @@ class Runtime:
     wall_clock: Callable[[], float] = time.time  # for API key expiry
     span_exporter: Any = None  # tests: where spans go instead of OTLP
     started_at: float = field(default_factory=time.time)  # for the status page's uptime
+    # Status-page sessions without Redis: outlive a reload (a changed admin key ends them).
+    sessions: SessionStore = field(default_factory=lambda: local_store(None))
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -161,9 +168,11 @@ def build_gateway(
     clock: Callable[[], float] | None = None,
     span_exporter: Any = None,
     wall_clock: Callable[[], float] = time.time,
+    sessions: SessionStore | None = None,
 ) -> Gateway:
     """`clock` drives breakers, the retry budget and latency decay; `wall_clock` API key
-    expiry (tests inject fakes); `span_exporter` receives the spans instead of OTLP (tests)."""
+    and session expiry (tests inject fakes); `span_exporter` receives the spans instead of
+    OTLP (tests); `sessions` keeps status-page sessions when there is no Redis."""
     catalog = Catalog(config)
     for name, provider in catalog.providers.items():
         transport = getattr(provider, "transport", None)
@@ -184,6 +193,9 @@ def build_gateway(
         keys = KeyService(config, store, keeper, wall_clock)
     directory: KeyDirectory | None = keeper.directory if keeper is not None else None
     auth = Authenticator(config, directory, wall_clock)
+    sign_in = SignIn.build(
+        config, redis, sessions or local_store(None), auth.check_admin, metrics, wall_clock
+    )
     # Shadow scoring's quality guard, which both kinds of downgrade consult.
     book = book_for(config)
     governance = build_governance(
@@ -232,6 +244,7 @@ def build_gateway(
         accounts,
         governance.reports,
         governance.alerts,
+        sign_in,
         governance.ledger,
         redis,
         cache_store,
@@ -261,9 +274,16 @@ def build_app(
     wall_clock: Callable[[], float] = time.time,
 ) -> web.Application:
     metrics = metrics or Metrics()
-    gateway = build_gateway(config, metrics, clock, span_exporter, wall_clock)
+    # With several workers, their parent made a directory they share: sessions go there.
+    sessions = local_store(os.environ.get(MULTIPROC_ENV))
+    gateway = build_gateway(config, metrics, clock, span_exporter, wall_clock, sessions)
     runtime = Runtime(
-        metrics, gateway, clock=clock, span_exporter=span_exporter, wall_clock=wall_clock
+        metrics,
+        gateway,
+        clock=clock,
+        span_exporter=span_exporter,
+        wall_clock=wall_clock,
+        sessions=sessions,
     )
 
     # Bodies are size-checked by the pipeline, which answers 413 in Cohere's shape.
@@ -331,7 +351,12 @@ async def reload(app: web.Application, config: Config) -> None:
     """
     runtime = app[RUNTIME]
     fresh = build_gateway(
-        config, runtime.metrics, runtime.clock, runtime.span_exporter, runtime.wall_clock
+        config,
+        runtime.metrics,
+        runtime.clock,
+        runtime.span_exporter,
+        runtime.wall_clock,
+        runtime.sessions,
     )
     try:
         await fresh.start()
@@ -499,15 +524,14 @@ _PAGE_HEADERS = {
 }
 
 
-def _is_admin(request: web.Request) -> bool:
-    """The admin key from the header, or from the session cookie the login form set."""
-    auth = current(request).pipeline.auth
+async def _is_admin(request: web.Request) -> bool:
+    """The admin key in the header (scripts), or a live session of the sign-in form."""
+    gateway = current(request)
     header = request.headers.get("Authorization")
-    cookie = request.cookies.get(status.COOKIE)
-    if header is None and cookie:
-        header = f"Bearer {cookie}"
+    if header is None:
+        return await gateway.sign_in.signed_in(request.cookies.get(status.COOKIE))
     try:
-        auth.check_admin(header)
+        gateway.pipeline.auth.check_admin(header)
     except ApiError:
         return False
     return True
@@ -541,7 +565,7 @@ async def status_page(request: web.Request) -> web.Response:
             ApiError(403, "admin routes are disabled: set auth.admin_key_sha256"),
             request_id(request),
         )
-    if not _is_admin(request):
+    if not await _is_admin(request):
         return _html(status.login_page())
     return _html(status.render(await _status_data(request)))
 
@@ -552,23 +576,39 @@ async def status_json(request: web.Request) -> web.Response:
 
 
 async def status_login(request: web.Request) -> web.StreamResponse:
-    """The sign-in form's POST: a good key becomes an HTTP-only, same-site session cookie."""
+    """The sign-in form's POST: a good key opens a session, whose random token becomes an
+    HTTP-only, same-site cookie (Secure unless this is plain HTTP on loopback)."""
     form = await request.post()
     key = form.get("key")
-    given = f"Bearer {key}" if isinstance(key, str) and key else None
+    address = request.remote or "unknown"
     try:
-        current(request).pipeline.auth.check_admin(given)
+        token = await current(request).sign_in.sign_in(
+            key if isinstance(key, str) else None, address
+        )
     except ApiError as exc:
-        return _html(status.login_page(exc.message), exc.status)
+        page = _html(status.login_page(exc.message), exc.status)
+        if exc.retry_after_s is not None:
+            page.headers["Retry-After"] = retry_after(exc.retry_after_s)
+        return page
     response = _see_status()
-    secure = request.secure or request.headers.get("X-Forwarded-Proto") == "https"
     response.set_cookie(
-        status.COOKIE, str(key), path="/admin/", httponly=True, samesite="Strict", secure=secure
+        status.COOKIE,
+        token,
+        path="/admin/",
+        httponly=True,
+        samesite="Strict",
+        secure=status.cookie_secure(request),
     )
     return response
 
 
 async def status_logout(request: web.Request) -> web.StreamResponse:
+    """Ends the session everywhere (the store forgets it), then the browser's copy."""
+    address = request.remote or "unknown"
+    try:
+        await current(request).sign_in.sign_out(request.cookies.get(status.COOKIE), address)
+    except ApiError as exc:
+        return _html(status.login_page(exc.message), exc.status)
     response = _see_status()
     response.del_cookie(status.COOKIE, path="/admin/")
     return response

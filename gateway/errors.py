@@ -121,12 +121,17 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
     body = orjson.dumps({"id": request_id, "message": _encodable(error.message)})
     headers = {"X-Request-Id": request_id}
     if error.retry_after_s is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
+        headers["Retry-After"] = retry_after(error.retry_after_s)
     if error.retry_after_ms is not None:
         headers["retry-after-ms"] = str(error.retry_after_ms)
     return web.Response(
         body=body, status=error.status, content_type="application/json", headers=headers
     )
+
+
+def retry_after(seconds: float) -> str:
+    """A wait as the Retry-After header says it: whole seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 def _encodable(text: str) -> str:

@@ -29,7 +29,7 @@ from gateway.config import Config
 from gateway.errors import ApiError
 from gateway.http.keys import DEFAULT_GRACE_S, parse_time
 from gateway.observe.logs import configure_logging
-from gateway.state.api_keys import Actor, KeyService
+from gateway.state.api_keys import KEEP, Actor, KeyService
 from policies.redis_keys import RedisKeyStore
 
 KEY_ENV = "RERANK_GATEWAY_ADMIN_KEY"
@@ -64,6 +64,12 @@ def add_parser(sub: Any) -> None:
     rotate = actions.add_parser("rotate", help="issue a new key; the old one works a while more")
     rotate.add_argument("id")
     rotate.add_argument("--grace", default=f"{int(DEFAULT_GRACE_S)}", help="e.g. 0, 15m, 1d")
+    new_expiry = rotate.add_mutually_exclusive_group()
+    new_expiry.add_argument("--expires-in", help="the new key's lifetime (default: the old's)")
+    new_expiry.add_argument("--expires-at", help="the new key's expiry, ISO 8601 with a zone")
+    new_expiry.add_argument(
+        "--never-expires", action="store_true", help="the new key never expires (admin only)"
+    )
     for action in (create, listing, revoke, rotate):
         where = action.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", help="the gateway's YAML config: use its state.redis_url")
@@ -110,14 +116,18 @@ async def _via_redis(args: argparse.Namespace, config: Config) -> dict[str, Any]
             )
             return issued.answer(now)
         if args.action == "list":
-            return {"keys": await service.listing(actor, args.team)}
+            return (await service.listing(actor, args.team)).answer()
         if args.action == "revoke":
-            ids = (
-                [args.id] if args.id else [k["id"] for k in await service.listing(actor, args.team)]
-            )
-            revoked = [await service.revoke(actor, key_id) for key_id in ids]
-            return {"revoked": [{"id": r.id, "team": r.team} for r in revoked]}
-        issued, old = await service.rotate(actor, args.id, _duration(args.grace))
+            listing = await service.listing(actor, args.team)
+            ids = [args.id] if args.id else [k["id"] for k in listing.keys]
+            revoked = []
+            for key_id in ids:
+                record = await service.revoke(actor, key_id)
+                revoked.append({"id": key_id, "team": None if record is None else record.team})
+            return {"revoked": revoked}
+        given = None if args.never_expires else _expires(args, now)
+        expiry = KEEP if given is None and not args.never_expires else given  # KEEP: the old's
+        issued, old = await service.rotate(actor, args.id, _duration(args.grace), expiry)
         return {**issued.answer(now), "old_key": old.public(None, now)}
     finally:
         await client.aclose()
@@ -152,7 +162,14 @@ def _via_api(args: argparse.Namespace) -> dict[str, Any]:
         revoked = [_call("DELETE", f"{base}/{urllib.parse.quote(i, safe='')}", key) for i in ids]
         return {"revoked": [{"id": r["id"], "team": r["team"]} for r in revoked]}
     key_id = urllib.parse.quote(args.id, safe="")
-    return _call("POST", f"{base}/{key_id}/rotate", key, {"grace_s": _duration(args.grace)})
+    rotation: dict[str, Any] = {"grace_s": _duration(args.grace)}
+    if args.expires_in:
+        rotation["expires_in_s"] = _duration(args.expires_in)
+    if args.expires_at:
+        rotation["expires_at"] = args.expires_at
+    if args.never_expires:
+        rotation["never_expires"] = True
+    return _call("POST", f"{base}/{key_id}/rotate", key, rotation)
 
 
 def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -205,6 +222,12 @@ def _print(args: argparse.Namespace, answer: dict[str, Any]) -> None:
         return
     if "keys" in answer:
         print(table(answer["keys"]))
+        for bad in answer.get("unreadable", []):
+            print(
+                f"warning: key record {bad['id']!r} is unreadable ({bad['problem']}); no gateway "
+                "honours it: revoke it with `rerank-gateway keys revoke ID`",
+                file=sys.stderr,
+            )
         return
     if "key" in answer:
         print(f"key:     {answer['key']}")
@@ -219,7 +242,7 @@ def _print(args: argparse.Namespace, answer: dict[str, Any]) -> None:
             print(f"warning: {warning}", file=sys.stderr)
         return
     for revoked in answer["revoked"]:
-        print(f"revoked {revoked['id']} (team {revoked['team']})")
+        print(f"revoked {revoked['id']} (team {revoked['team'] or 'unknown'})")
     if not answer["revoked"]:
         print("no API keys to revoke")
 
@@ -228,27 +251,38 @@ def table(keys: list[dict[str, Any]]) -> str:
     head = ["id", "team", "name", "prefix", "scopes", "models", "created", "expires", "last_used"]
     rows = [head]
     for k in keys:
-        expires = _when(k["expires"]) + (" (expired)" if k["expired"] else "")
-        models = ",".join(k["models"]) if k["models"] else "team's"
-        rows.append(
-            [
-                k["id"],
-                k["team"],
-                k["name"] or "-",
-                k["prefix"],
-                ",".join(k["scopes"]),
-                models,
-                _when(k["created"]),
-                expires,
-                _when(k["last_used"]),
-            ]
-        )
+        try:
+            rows.append(_row(k))
+        except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
+            # A gateway of another version may answer other fields: show what is there.
+            rows.append([str(k.get("id", "?")), str(k.get("team", "?")), f"(cannot show: {exc})"])
+            rows[-1] += [""] * (len(head) - 3)
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines if keys else [*lines, "(no API keys)"])
 
 
+def _row(k: dict[str, Any]) -> list[str]:
+    expires = _when(k["expires"]) + (" (expired)" if k["expired"] else "")
+    models = ",".join(k["models"]) if k["models"] else "team's"
+    return [
+        k["id"],
+        k["team"],
+        k["name"] or "-",
+        k["prefix"],
+        ",".join(k["scopes"]),
+        models,
+        _when(k["created"]),
+        expires,
+        _when(k["last_used"]),
+    ]
+
+
 def _when(epoch: float | None) -> str:
+    """A time as a UTC date; one no date can show (past year 9999) as its number."""
     if epoch is None:
         return "never"
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return f"{epoch} (epoch s)"

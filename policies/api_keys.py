@@ -8,14 +8,22 @@ their keys apart), the secret part is never stored anywhere.
 `KeyDirectory` is the in-process snapshot of every record that the hot path reads:
 a request with an API key costs one dict lookup, no Redis round trip. It also notes
 each key's last use, per minute, for a background task to write out (`take_used`).
-The snapshot is refreshed from the shared store by `gateway.state.api_keys`.
+The snapshot is refreshed from the shared store by `gateway.state.api_keys`: whole at
+start, then change by change (`apply`), so a change costs every replica the records it
+touched, not all of them.
+
+A record is read strictly (`KeyRecord.from_json` raises `BadRecord`): one that a bug, an
+old version or a hand edit left malformed is never honoured, and never stops the others
+from loading or a listing from being printed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -26,6 +34,15 @@ MANAGE = "manage"  # may create, rotate and revoke its team's keys and read its 
 SCOPES = (RERANK, MANAGE)
 KEY_PREFIX = "rgk_"
 _USED_RESOLUTION_S = 60  # last use is recorded per minute
+# The longest lifetime a key may be given (and a rotation's grace period): ten years.
+MAX_LIFETIME_S = 10 * 365 * 86_400
+# Times past this (9999-12-31T23:59:59Z) cannot be shown as dates: such a record is bad.
+LATEST_EPOCH = 253_402_300_799.0
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class BadRecord(ValueError):
+    """A stored record that cannot be read as a key; the message says why (never its digest)."""
 
 
 def digest_of(key: str) -> str:
@@ -68,12 +85,25 @@ class KeyRecord:
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> KeyRecord:
-        data: dict[str, Any] = orjson.loads(raw)
-        data["scopes"] = tuple(data.get("scopes") or (RERANK,))
-        if data.get("models") is not None:
-            data["models"] = tuple(data["models"])
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The record, checked field by field; `BadRecord` saying what is wrong."""
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRecord("not JSON") from None
+        if not isinstance(data, dict):
+            raise BadRecord("not a JSON object")
+        return cls(
+            id=_text(data, "id"),
+            team=_text(data, "team"),
+            digest=_digest(data),
+            created=_time(data, "created"),
+            name=_text(data, "name", optional=True),
+            expires=_time(data, "expires", optional=True),
+            scopes=_scopes(data),
+            models=_models(data),
+            created_by=_text(data, "created_by", optional=True) or "",
+            rotated_from=_text(data, "rotated_from", optional=True),
+        )
 
     def public(self, last_used: float | None, now: float) -> dict[str, Any]:
         """The metadata a listing shows (no digest: it is no one's business)."""
@@ -95,29 +125,52 @@ class KeyRecord:
 
 @dataclass
 class KeyDirectory:
-    """Every API key this process honours, by digest; swapped whole on refresh."""
+    """Every API key this process honours, by digest and by id.
+
+    Changed in place, record by record: the event loop runs one task at a time, and no
+    reader holds the dicts across an await, so a reader never sees half a change.
+    """
 
     by_digest: dict[str, KeyRecord] = field(default_factory=dict)
-    version: str | None = None  # the store's version this snapshot was read at
+    version: int | None = None  # the store's version this snapshot is at
+    _ids: dict[str, KeyRecord] = field(default_factory=dict)
     _used: dict[str, int] = field(default_factory=dict)  # key id -> minute last noted
     _pending: set[str] = field(default_factory=set)  # ids used since the last take
 
-    def replace_all(self, records: Iterable[KeyRecord], version: str | None) -> None:
-        self.by_digest = {r.digest: r for r in records}
+    def replace_all(self, records: Iterable[KeyRecord], version: int | None) -> None:
+        self.by_digest, self._ids = {}, {}
+        for record in records:
+            self.put(record)
+        self.version = version
+
+    def apply(self, changes: Mapping[str, KeyRecord | None], version: int) -> None:
+        """The records changed since this snapshot's version (None: deleted)."""
+        for key_id, record in changes.items():
+            if record is None:
+                self.drop(key_id)
+            else:
+                self.put(record)
         self.version = version
 
     def put(self, record: KeyRecord) -> None:
-        """Apply a change made here at once (other replicas learn it on refresh)."""
-        self.by_digest = {**self.by_digest, record.digest: record}
+        """Add or replace a record (a change made here applies at once)."""
+        self.drop(record.id)
+        self.by_digest[record.digest] = record
+        self._ids[record.id] = record
 
     def drop(self, key_id: str) -> None:
-        self.by_digest = {d: r for d, r in self.by_digest.items() if r.id != key_id}
+        old = self._ids.pop(key_id, None)
+        if old is not None and self.by_digest.get(old.digest) is old:
+            del self.by_digest[old.digest]
 
     def find(self, digest: str) -> KeyRecord | None:
         return self.by_digest.get(digest)
 
     def by_id(self, key_id: str) -> KeyRecord | None:
-        return next((r for r in self.by_digest.values() if r.id == key_id), None)
+        return self._ids.get(key_id)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
     def teams(self) -> set[str]:
         return {r.team for r in self.by_digest.values()}
@@ -141,6 +194,15 @@ class KeyDirectory:
         return taken
 
 
+def check_lifetime(what: str, expires: float, now: float) -> None:
+    """ValueError naming `what` when `expires` is not within MAX_LIFETIME_S from now."""
+    if not math.isfinite(expires) or expires - now > MAX_LIFETIME_S:
+        raise ValueError(
+            f"{what} must be at most {MAX_LIFETIME_S} seconds (10 years) from now; "
+            "leave the expiry out for a key that does not expire"
+        )
+
+
 def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
     """The scopes, deduplicated in order; ValueError naming an unknown one."""
     result: list[str] = []
@@ -153,3 +215,49 @@ def check_scopes(scopes: Iterable[str]) -> tuple[str, ...]:
         raise ValueError(f"a key needs at least one scope ({', '.join(SCOPES)})")
     return tuple(result)
 
+
+
+def _text(data: dict[str, Any], name: str, optional: bool = False) -> Any:
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not (value or optional):
+        raise BadRecord(f"{name} is not a string")
+    return value
+
+
+def _digest(data: dict[str, Any]) -> str:
+    value = data.get("digest")
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise BadRecord("digest is not a SHA-256 hex digest")
+    return value
+
+
+def _time(data: dict[str, Any], name: str, optional: bool = False) -> Any:
+    value = data.get(name)
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRecord(f"{name} is not a number of epoch seconds")
+    if not 0 <= value <= LATEST_EPOCH:
+        raise BadRecord(f"{name} is out of range ({value!r}; the latest is 9999-12-31)")
+    return float(value)
+
+
+def _scopes(data: dict[str, Any]) -> tuple[str, ...]:
+    value = data.get("scopes") or [RERANK]
+    if not isinstance(value, list):
+        raise BadRecord("scopes is not a list")
+    try:
+        return check_scopes(value)
+    except (ValueError, TypeError) as exc:
+        raise BadRecord(f"scopes: {exc}") from None
+
+
+def _models(data: dict[str, Any]) -> tuple[str, ...] | None:
+    value = data.get("models")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise BadRecord("models is not a list of strings")
+    return tuple(value)

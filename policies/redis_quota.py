@@ -68,7 +68,7 @@ _REBUILD_LOCK_S = 30.0
 # The time in integer microseconds: Redis's own clock, or ARGV's (tests' fake clocks).
 # Scripts that call TIME then write are replicated by their effects (the default since
 # Redis 5; replicate_commands() asks for it on older servers).
-_NOW_LUA = """
+NOW_LUA = """
 local function now_us(given)
   if given ~= '' then return tonumber(given) end
   if redis.replicate_commands then redis.replicate_commands() end
@@ -84,7 +84,7 @@ end
 #       (1/0), the incarnation to give a counter this creates.
 # Returns {"ok", day incarnation, month incarnation} | {"budget", name, spent} |
 # {"rate", name, wait_us} (the longest wait over the limits that refuse) | {"rebuild", name}.
-RESERVE_LUA = _NOW_LUA + f"""
+RESERVE_LUA = NOW_LUA + f"""
 local now = now_us(ARGV[1])
 local units, cost = tonumber(ARGV[6]), tonumber(ARGV[7])
 local budgets = {{
@@ -151,7 +151,7 @@ return {{'ok', gens[1], gens[2]}}
 #       month used (1/0), event id ('': none), late ttl_s.
 # Same incarnation: move by the delta. A newer one (rebuilt since): add the settled cost.
 # None (lost): keep the settled cost under the event id, for the rebuild.
-ADJUST_LUA = _NOW_LUA + f"""
+ADJUST_LUA = NOW_LUA + f"""
 local interval = tonumber(ARGV[2])
 local units, cost, settled = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if interval > 0 and units ~= 0 then

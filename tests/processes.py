@@ -98,10 +98,15 @@ class GatewayProcess:
 
 @contextlib.contextmanager
 def gateway_processes(
-    config: Path, logs: Path, count: int = 2, env: Mapping[str, str] | None = None
+    config: Path,
+    logs: Path,
+    count: int = 2,
+    env: Mapping[str, str] | None = None,
+    source: Path = ROOT,
 ) -> Iterator[tuple[list[subprocess.Popen[bytes]], list[str]]]:
     """`count` gateway processes serving `config` (replicas sharing its Redis), each
-    healthy before the block and stopped after it; logs go to `logs`/gateway-N.log."""
+    healthy before the block and stopped after it; logs go to `logs`/gateway-N.log.
+    `source`: the checkout whose code they run (a benchmark compares two)."""
     procs: list[subprocess.Popen[bytes]] = []
     urls: list[str] = []
     try:
@@ -112,7 +117,7 @@ def gateway_processes(
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "gateway", *command],
-                        cwd=ROOT,
+                        cwd=source,
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         env=None if env is None else dict(env),

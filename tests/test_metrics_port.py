@@ -7,10 +7,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from gateway.app import build_app, build_metrics_app
 from gateway.config import ConfigError, parse_config
 from gateway.http.auth import hash_key
+from gateway.observe.metrics import MULTIPROC_ENV, Metrics
 from tests.conftest import ADMIN_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
 from tests.processes import GatewayProcess
@@ -87,3 +89,20 @@ def test_the_server_opens_the_metrics_listener_on_loopback(
         assert page.status_code == 200 and "answered by worker pid" in page.text
     finally:
         assert gw.stop() == 0
+
+
+def test_a_workers_metrics_file_still_being_created_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With several workers, a worker that makes its file of a metric type leaves it empty
+    for an instant (prometheus-client opens, then sizes it): a reader then must not fail
+    (the status page and /metrics answered 500)."""
+    written = MmapedDict(str(tmp_path / "counter_4241.db"))
+    key = mmap_key("rerank_admin_sign_ins", "rerank_admin_sign_ins_total", ["outcome"], ["ok"], "")
+    written.write_value(key, 2.0, 0)
+    written.close()
+    (tmp_path / "counter_4242.db").touch()  # another worker's, created, not yet sized
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    metrics = Metrics()
+    assert metrics.samples("rerank_admin_sign_ins_total") == [({"outcome": "ok"}, 2.0)]
+    assert b'rerank_admin_sign_ins_total{outcome="ok"} 2.0' in metrics.exposition()

@@ -2,7 +2,8 @@
 
 Real servers on private loopback ports (tests/redis_topologies.py). For each topology: the
 score cache (a request's keys spread over slots, a partial hit answered right), rate
-limits, budgets and usage through a real gateway, and the `usage` report. Then a budget
+limits, budgets and usage through a real gateway, and the `usage` report; API keys (the
+change log, the per-team cap) and the status page's sessions and sign-in limit. Then a budget
 burst over two gateway processes on the cluster, and a Sentinel failover in the middle of
 a burst: every request answered (200, or 503 where the budget fails closed during the
 switch) and no usage record lost.
@@ -22,6 +23,7 @@ import redis as redis_sync
 import yaml
 from redis.cluster import key_slot
 
+from gateway.app import RUNTIME, build_app
 from gateway.config import parse_config
 from gateway.config.model import StateConfig
 from gateway.observe.metrics import Metrics
@@ -32,9 +34,11 @@ from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config, 
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, post
 from tests.governance.test_replicas import LARGE, SMALL
+from tests.keys.helpers import call, rerank
 from tests.processes import gateway_processes
 from tests.redis_topologies import OwnCluster, OwnSentinel
 from tests.servers import ServerLoop
+from tests.test_admin_sessions import page, sign_in, sign_out, signed_in, token_of
 
 UNIT_MICROS = 2_000  # rerank-v3.5 at $2.00 per 1,000 search units
 
@@ -203,6 +207,34 @@ async def test_gateway_shares_everything_through_each_topology(
     out = capsys.readouterr().out.splitlines()
     line = next(x.split() for x in out if x.startswith("search ") and "cohere-a/" in x)
     assert line[:4] == ["search", "rerank-v3.5", "cohere-a/rerank-v3.5", "2"]
+
+
+async def test_api_keys_and_admin_sessions_through_each_topology(
+    topology: str, servers: ServerLoop
+) -> None:
+    data = shared(servers.serve(FakeCohere().app()), topology)
+    prefix = f"keys{time.time_ns()}:"
+    data["limits"] = {"redis_prefix": prefix}
+    data["auth"].update(
+        api_keys_prefix=prefix, api_keys_per_team=2, sign_in_failures_per_minute_per_address=1
+    )
+    apps = [build_app(parse_config(data, {})) for _ in range(2)]
+    a, b = (servers.serve(app) for app in apps)
+    keeper = apps[1][RUNTIME].gateway.keeper
+    assert keeper is not None
+    issued = [(await call("POST", a + "/admin/keys", body={"team": "ads"}))[1] for _ in range(2)]
+    status, refused = await call("POST", b + "/admin/keys", body={"team": "ads"})
+    assert status == 409 and "auth.api_keys_per_team: 2" in refused["message"]
+    assert (await call("DELETE", a + f"/admin/keys/{issued[0]['id']}"))[0] == 200
+    servers.run(keeper.refresh())  # B catches up from the log (the cluster has no pub/sub)
+    assert [(await rerank(b, k["key"]))[0] for k in issued] == [401, 200]
+    # A session made on A works on B; signing out on B ends it on A.
+    token = token_of((await sign_in(a))[1])
+    assert signed_in(await page(b, token))
+    assert await sign_out(b, token) == 303
+    assert not signed_in(await page(a, token))
+    assert (await sign_in(b, "a-wrong-key"))[0] == 401
+    assert (await sign_in(a, "another-wrong-key"))[0] == 429  # one limit for both
 
 
 # --------------------------------------------------------------------------------------

@@ -96,7 +96,18 @@ class AuthConfig:
     # API keys (POST /admin/keys) live in state.redis_url; each replica re-reads them on
     # a change message and at the latest every api_keys_refresh_s (see docs/teams-and-keys.md).
     api_keys_refresh_s: Annotated[float, Interval(ge=0.1, le=300.0)] = 5.0
+    # Prefix of the API key records in Redis, and of admin sessions and attempt counters.
     api_keys_prefix: str = "rerank:"
+    # Live (unexpired) API keys per team; a creation beyond it gets 409 (docs/security.md).
+    api_keys_per_team: Annotated[int, Interval(ge=1, le=1_000_000)] = 500
+    # Keys a team's managers may create or rotate per minute (the admin and CLI: no limit).
+    api_key_creations_per_minute: Annotated[int, Interval(ge=1, le=100_000)] = 20
+    # Status-page sessions: they end this long after sign-in, or after this long unused.
+    session_max_age_s: Annotated[float, Interval(ge=60.0, le=30 * 86_400.0)] = 8 * 3600.0
+    session_idle_s: Annotated[float, Interval(ge=60.0, le=30 * 86_400.0)] = 3600.0
+    # Failed status-page sign-ins per minute, from one client address and from all.
+    sign_in_failures_per_minute_per_address: Annotated[int, Interval(ge=1, le=100_000)] = 5
+    sign_in_failures_per_minute: Annotated[int, Interval(ge=1, le=1_000_000)] = 30
 
     def __post_init__(self) -> None:
         if self.admin_key_sha256 is not None:

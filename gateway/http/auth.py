@@ -125,7 +125,7 @@ class Authenticator:
             return Actor("manager", team)
         record = self._api_key(digest)
         if record is not None and MANAGE in record.scopes:
-            return Actor("manager", record.team, record.id)
+            return Actor("manager", record.team, record.id, record.expires)
         if self.admin_digest is None:
             raise ApiError(403, "admin routes are disabled: set auth.admin_key_sha256")
         raise ApiError(401, "invalid admin key")

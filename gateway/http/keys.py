@@ -18,12 +18,12 @@ from aiohttp import web
 from multidict import MultiDict
 
 from gateway.errors import ApiError, bad_request
-from gateway.state.api_keys import Actor, KeyService
-from policies.api_keys import RERANK
+from gateway.state.api_keys import KEEP, Actor, KeyService
+from policies.api_keys import MAX_LIFETIME_S, RERANK, check_lifetime
 
 DEFAULT_GRACE_S = 86_400.0  # a rotated key's old key keeps working for a day
 _CREATE_FIELDS = {"team", "name", "expires_at", "expires_in_s", "scopes", "models"}
-_ROTATE_FIELDS = {"grace_s"}
+_ROTATE_FIELDS = {"grace_s", "expires_at", "expires_in_s", "never_expires"}
 
 KeysHandler = Callable[[web.Request, Actor, KeyService], Awaitable[web.StreamResponse]]
 Resolve = Callable[[web.Request], tuple[Actor, KeyService | None]]
@@ -64,22 +64,34 @@ async def create_key(request: web.Request, actor: Actor, service: KeyService) ->
 
 
 async def list_keys(request: web.Request, actor: Actor, service: KeyService) -> web.Response:
-    """`GET /admin/keys?team=`: metadata only (no key, no digest)."""
-    keys = await service.listing(actor, request.query.get("team") or None)
-    return _json({"keys": keys})
+    """`GET /admin/keys?team=`: metadata only (no key, no digest), and the ids of records
+    that cannot be read (for the admin to revoke)."""
+    listing = await service.listing(actor, request.query.get("team") or None)
+    return _json(listing.answer())
 
 
 async def revoke_key(request: web.Request, actor: Actor, service: KeyService) -> web.Response:
     """`DELETE /admin/keys/{id}`: the key is refused by every replica within the refresh bound."""
-    record = await service.revoke(actor, request.match_info["id"])
-    return _json({"id": record.id, "team": record.team, "revoked": True})
+    key_id = request.match_info["id"]
+    record = await service.revoke(actor, key_id)
+    return _json({"id": key_id, "team": None if record is None else record.team, "revoked": True})
 
 
 async def rotate_key(request: web.Request, actor: Actor, service: KeyService) -> web.Response:
-    """`POST /admin/keys/{id}/rotate` {grace_s?}: a new key; the old one works `grace_s` more."""
+    """`POST /admin/keys/{id}/rotate` {grace_s?, expires_at?|expires_in_s?|never_expires?}:
+    a new key with the old one's expiry (unless given); the old one works `grace_s` more."""
     body = await _object(request, _ROTATE_FIELDS, empty_ok=True)
     grace = _number(body, "grace_s", DEFAULT_GRACE_S)
-    issued, old = await service.rotate(actor, request.match_info["id"], grace)
+    if not 0 <= grace <= MAX_LIFETIME_S:
+        raise bad_request(f"grace_s must be 0 to {MAX_LIFETIME_S} seconds (10 years)")
+    never = body.get("never_expires", False)
+    if not isinstance(never, bool):
+        raise bad_request("never_expires must be true or false")
+    given = _expiry(body, service.clock())
+    if never and given is not None:
+        raise bad_request("give never_expires or an expiry, not both")
+    expires = None if never else KEEP if given is None else given
+    issued, old = await service.rotate(actor, request.match_info["id"], grace, expires)
     now = service.clock()
     return _json({**issued.answer(now), "old_key": old.public(None, now)}, status=201)
 
@@ -145,23 +157,34 @@ def _number(body: dict, name: str, default: float) -> float:
 
 
 def _expiry(body: dict, now: float) -> float | None:
+    """`expires_in_s` or `expires_at` as epoch seconds, at most MAX_LIFETIME_S away."""
     if "expires_at" in body and "expires_in_s" in body:
         raise bad_request("give expires_at or expires_in_s, not both")
     if "expires_in_s" in body:
         seconds = _number(body, "expires_in_s", 0.0)
         if seconds <= 0:
             raise bad_request("expires_in_s must be more than 0")
-        return now + seconds
+        return _bounded("expires_in_s", now + seconds, now)
     if "expires_at" in body:
-        return parse_time(_string(body, "expires_at", body["expires_at"]))
+        moment = parse_time(_string(body, "expires_at", body["expires_at"]))
+        return _bounded("expires_at", moment, now)
     return None
+
+
+def _bounded(name: str, expires: float, now: float) -> float:
+    try:
+        check_lifetime(name, expires, now)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    return expires
 
 
 def parse_time(text: str) -> float:
     """ISO 8601 with a zone (`2026-12-31T00:00:00Z`), as epoch seconds."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        moment.timestamp()  # a time near year 1 or 9999 may not convert
+    except (ValueError, OverflowError):
         raise bad_request(
             f"expires_at must be an ISO 8601 time with a zone, like 2026-12-31T00:00:00Z "
             f"(got {text[:40]!r})"

@@ -649,13 +649,16 @@ _ISSUED_KEY = {
     },
     "additionalProperties": False,
 }
+_LIFETIME = "At most 315360000 s (10 years) from now."
+_EXPIRES_AT = {"type": "string", "description": f"ISO 8601 with a zone. {_LIFETIME}"}
+_EXPIRES_IN = {"type": "number", "exclusiveMinimum": 0, "maximum": 315_360_000}
 _CREATE_KEY = {
     "type": "object",
     "properties": {
         "team": {"type": "string", "description": "Required for the admin; a manager's own."},
         "name": {"type": "string"},
-        "expires_at": {"type": "string", "description": "ISO 8601 with a zone."},
-        "expires_in_s": {"type": "number", "exclusiveMinimum": 0},
+        "expires_at": _EXPIRES_AT,
+        "expires_in_s": _EXPIRES_IN,
         "scopes": {"type": "array", "items": {"enum": ["rerank", "manage"]}},
         "models": {"type": "array", "items": {"type": "string"}, "minItems": 1},
     },
@@ -688,6 +691,8 @@ def _key_paths() -> dict[str, Any]:
                 "responses": {
                     "201": _json_answer("The key, shown this once.", "IssuedKey"),
                     "400": _error("Invalid body: the message names the field."),
+                    "409": _error("The team has auth.api_keys_per_team live keys already."),
+                    "429": _error("The team's managers created their keys for this minute."),
                     **_KEY_ERRORS,
                 },
             },
@@ -719,7 +724,9 @@ def _key_paths() -> dict[str, Any]:
                 "responses": {
                     "201": _json_answer("The new key, and the old key's new expiry.", "IssuedKey"),
                     "404": _error("No such key (or another team's, for a manager)."),
-                    "409": _error("The key has already expired."),
+                    "400": _error("Invalid body: the message names the field."),
+                    "409": _error("The key has already expired, or the team is at its cap."),
+                    "429": _error("The team's managers created their keys for this minute."),
                     **_KEY_ERRORS,
                 },
             }
@@ -819,15 +826,40 @@ def admin_spec() -> dict[str, Any]:
                 "IssuedKey": _ISSUED_KEY,
                 "KeyList": {
                     "type": "object",
-                    "required": ["keys"],
+                    "required": ["keys", "unreadable"],
                     "properties": {
-                        "keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}
+                        "keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}},
+                        "unreadable": {
+                            "description": "Records no gateway honours (admin only): revoke them.",
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "problem"],
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "problem": {"type": "string"},
+                                },
+                            },
+                        },
                     },
                 },
                 "CreateKey": _CREATE_KEY,
                 "RotateKey": {
                     "type": "object",
-                    "properties": {"grace_s": {"type": "number", "minimum": 0, "default": 86400}},
+                    "properties": {
+                        "grace_s": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 315_360_000,
+                            "default": 86400,
+                        },
+                        "expires_at": _EXPIRES_AT,
+                        "expires_in_s": _EXPIRES_IN,
+                        "never_expires": {
+                            "type": "boolean",
+                            "description": "Admin only. Default: the old key's expiry.",
+                        },
+                    },
                     "additionalProperties": False,
                 },
                 "TiersReport": _TIERS_REPORT,

@@ -6,9 +6,11 @@ gateway itself (version, uptime, worker, Redis). Server-rendered HTML with inlin
 no script, no build step and nothing fetched from elsewhere; it reloads itself every few
 seconds (`<meta http-equiv="refresh">`). `GET /admin/status.json` has the same data.
 
-Admin only. A browser signs in through a form: the key is kept in a session cookie that
-is HTTP-only and SameSite=Strict (Secure over HTTPS), never in a URL; scripts send
-`Authorization: Bearer <admin key>` instead. Each worker process answers from its own
+Admin only. A browser signs in through a form with the admin key, which opens a
+server-side session (gateway.state.admin_sessions): the cookie holds the session's random
+token, never the key; it is HTTP-only, SameSite=Strict and Secure unless the page is served
+over plain HTTP on a loopback address. Scripts send `Authorization: Bearer <admin key>`
+instead. Each worker process answers from its own
 routing state (breakers are per process) and the shared stores (usage in Redis when
 limits live there; metrics across workers); the page says which worker answered.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import ipaddress
 import os
 import time
 from collections.abc import Mapping
@@ -24,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from gateway.config import Config
 from gateway.observe.metrics import Metrics
@@ -44,9 +48,29 @@ from policies.usage import (
     SEARCH_UNITS,
 )
 
-COOKIE = "rg_admin"
+COOKIE = "rg_session"  # the session's token (until 2026 `rg_admin` held the admin key)
 REFRESH_S = 5
 _REDIS_TIMEOUT_S = 0.5
+
+
+def cookie_secure(request: web.Request) -> bool:
+    """Secure, unless this connection is plain HTTP to a loopback address of the gateway
+    (a browser drops a Secure cookie there). Over TLS, behind a proxy that says it served
+    HTTPS, and on any other address, the cookie is Secure."""
+    if request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https":
+        return True
+    local = request.transport.get_extra_info("sockname") if request.transport else None
+    return not (isinstance(local, tuple) and is_loopback_address(str(local[0])))
+
+
+def is_loopback_address(host: str) -> bool:
+    """127.0.0.0/8, ::1, and IPv4 loopback mapped into IPv6 (a dual-stack listener)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return (mapped or address).is_loopback
 
 
 async def collect(
@@ -240,7 +264,8 @@ def login_page(error: str | None = None) -> str:
         '<input type="password" name="key" autocomplete="current-password" '
         'placeholder="admin key" aria-label="admin key" required autofocus>'
         '<button type="submit">Sign in</button></form>'
-        '<p class="muted">The key is kept in an HTTP-only session cookie.</p>'
+        '<p class="muted">Signing in opens a session of a few hours; the browser keeps a session '
+        'cookie, never the key.</p>'
         "</section></main>",
     )
 

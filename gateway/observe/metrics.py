@@ -6,7 +6,9 @@ reported as "unknown"), deployments from config, kinds and statuses from small s
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -308,6 +310,15 @@ class Metrics:
             ["deployment"],
             registry=r,
         )
+        self.sign_ins = Counter(
+            "rerank_admin_sign_ins",
+            "Status-page sign-in attempts by outcome: ok, refused (a wrong key) or "
+            "throttled (too many failures; not checked).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "refused", "throttled"):  # zeros from the start, and the
+            self.sign_ins.labels(outcome)  # worker's counter file made before any reader
         self.budget_alerts = Counter(
             "rerank_budget_alerts",
             "Budget thresholds crossed (once per team, budget, threshold and period).",
@@ -369,21 +380,43 @@ class Metrics:
     def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
         """(labels, value) of every sample called `name`, across workers when several
         share the metrics directory (for the status page)."""
-        registry = self.registry
-        if os.environ.get(MULTIPROC_ENV):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
         return [
             (dict(sample.labels), float(sample.value))
-            for family in registry.collect()
+            for family in self._registry().collect()
             for sample in family.samples
             if sample.name == name
         ]
 
     def exposition(self) -> bytes:
         """The text for /metrics: this process's registry, or all workers' files."""
-        if os.environ.get(MULTIPROC_ENV):
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return generate_latest(registry)
-        return generate_latest(self.registry)
+        return generate_latest(self._registry())
+
+    def _registry(self) -> CollectorRegistry:
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return self.registry
+        registry = CollectorRegistry()
+        registry.register(_WorkerFiles(directory))
+        return registry
+
+
+class _WorkerFiles:
+    """Every worker's samples (prometheus-client's MultiProcessCollector), but only from
+    files that have been sized: a worker creating its file of a metric type leaves it
+    empty for an instant (open, then truncate), and reading it then fails."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Any]:
+        files = glob.glob(os.path.join(self.directory, "*.db"))
+        return multiprocess.MultiProcessCollector.merge(
+            [f for f in files if _sized(f)], accumulate=True
+        )
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:  # gone since listed (a dead worker's live gauges)
+        return False

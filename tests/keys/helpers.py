@@ -16,11 +16,13 @@ import redis
 
 from gateway.app import RUNTIME, build_app
 from gateway.config import parse_config
+from gateway.http.auth import hash_key
 from gateway.state.api_keys import KeyKeeper
 from tests.conftest import ADMIN_KEY, REDIS_URL, gateway_config
 from tests.servers import ServerLoop
 
 REFRESH_S = 2.0  # auth.api_keys_refresh_s of these replicas: the documented bound
+MANAGER_KEY = "search-manager-key"
 BODY = {"model": "local-bm25", "query": "orbit", "documents": ["rockets reach orbit", "pie"]}
 
 
@@ -31,6 +33,7 @@ class Replicas:
     urls: list[str]
     prefix: str
     redis: redis.Redis
+    data: dict[str, Any]  # the config they serve
 
     def keeper(self, i: int) -> KeyKeeper:
         keeper = self.apps[i][RUNTIME].gateway.keeper
@@ -61,6 +64,13 @@ def keyed_config(upstream: str, prefix: str, **teams: dict[str, Any]) -> dict[st
     return data
 
 
+def with_manager(upstream: str, prefix: str, **search: Any) -> dict[str, Any]:
+    """The keyed config with MANAGER_KEY as a manager key of team search."""
+    return keyed_config(
+        upstream, prefix, search={"manager_key_sha256": [hash_key(MANAGER_KEY)], **search}
+    )
+
+
 def start_replicas(
     servers: ServerLoop,
     data: dict[str, Any],
@@ -73,7 +83,7 @@ def start_replicas(
     extra = {} if wall_clock is None else {"wall_clock": wall_clock}
     apps = [build_app(config, **extra) for _ in range(count)]
     urls = [servers.serve(app) for app in apps]
-    return Replicas(servers, apps, urls, prefix, redis_client)
+    return Replicas(servers, apps, urls, prefix, redis_client, data)
 
 
 async def call(

@@ -10,20 +10,21 @@ from typing import Any
 import pytest
 import redis
 
-from gateway.http.auth import hash_key
 from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.keys.helpers import BODY, Replicas, call, keyed_config, rerank, start_replicas
+from tests.keys.helpers import (
+    BODY,
+    MANAGER_KEY,
+    Replicas,
+    call,
+    keyed_config,
+    rerank,
+    start_replicas,
+    with_manager,
+)
 from tests.servers import ServerLoop
 
-MANAGER_KEY = "search-manager-key"
 V35 = {**BODY, "model": "rerank-v3.5"}
-
-
-def with_manager(upstream: str, prefix: str, **search: Any) -> dict[str, Any]:
-    return keyed_config(
-        upstream, prefix, search={"manager_key_sha256": [hash_key(MANAGER_KEY)], **search}
-    )
 
 
 @pytest.mark.parametrize("via", ["config", "api"])

@@ -51,7 +51,7 @@ async def test_the_cli_manages_keys_in_redis_that_a_gateway_honours(
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(data))
     app = build_app(parse_config(data, {}))
-    gateway = Replicas(servers, [app], [servers.serve(app)], key_prefix, redis_client)
+    gateway = Replicas(servers, [app], [servers.serve(app)], key_prefix, redis_client, data)
     (url,) = gateway.urls
     conf = ("--config", str(path))
 

@@ -11,8 +11,7 @@ import structlog
 
 from gateway.http.auth import hash_key
 from tests.fakes.cohere import FakeCohere
-from tests.keys.helpers import call, rerank, start_replicas
-from tests.keys.test_access import MANAGER_KEY, with_manager
+from tests.keys.helpers import MANAGER_KEY, call, rerank, start_replicas, with_manager
 from tests.servers import ServerLoop
 
 
@@ -27,6 +26,12 @@ def dump_prefix(client: redis.Redis, prefix: str) -> bytes:
                 blob += field + b"=" + value + b"\n"
         elif kind == b"string":
             blob += (client.get(name) or b"") + b"\n"
+        elif kind == b"zset":  # a team's key ids by expiry
+            for member, score in client.zrange(name, 0, -1, withscores=True):
+                blob += member + b"=%r\n" % score
+        elif kind == b"stream":  # the change log: key ids per version
+            for entry_id, fields in client.xrange(name):
+                blob += entry_id + b"".join(k + b"=" + v for k, v in fields.items()) + b"\n"
         else:
             raise AssertionError(f"unexpected {kind!r} at {name!r}")
     return blob
