@@ -84,6 +84,9 @@ async def test_postgres_down_for_30_s_under_load_loses_and_doubles_nothing(
     )
     assert found == (answered, answered)  # every answered request once, none twice
     assert len(fake.calls) == answered
+    print(f"\nledger, PostgreSQL down {OUTAGE_S:.0f} s under load: {answered} answered, "
+          f"{found[0]} events, {found[1]} ids; buffer peak {peak_buffered:.0f} events, "
+          f"oldest {peak_age:.1f} s")  # fmt: skip
     assert peak_buffered > 100 and peak_age > OUTAGE_S / 2  # the buffer rose...
     text = await metrics_text(url)
     assert gauge(text, "rerank_ledger_buffered_events") == 0  # ...and fell
@@ -157,6 +160,7 @@ async def test_sigterm_under_load_writes_every_answered_request(
     assert await asyncio.to_thread(gateway.proc.wait, 30) == 0
     assert (await events(SHARED_DSN, ledger_schema)).get(1) == answered
     assert (await ids_once(SHARED_DSN, ledger_schema))[1] == answered
+    print(f"\nledger, SIGTERM under load: {answered} answered, all {answered} in the ledger")
 
 
 async def test_postgres_down_at_exit_spills_to_a_file_replayed_once(
