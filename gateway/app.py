@@ -20,7 +20,7 @@ from gateway.chain.shadow import ShadowRunner, book_for, shadow_quotas
 from gateway.config import Config
 from gateway.errors import ApiError, Scrubber, error_response, retry_after
 from gateway.http import status
-from gateway.http.admin import report_csv, report_format, usage_report
+from gateway.http.admin import depth_report, report_csv, report_format, usage_report
 from gateway.http.auth import Authenticator, bearer_token, hash_key
 from gateway.http.edge import (
     EDGE_LIMITS,
@@ -50,7 +50,8 @@ from gateway.state.alerts import BudgetAlerts
 from gateway.state.api_keys import Actor, KeyKeeper, KeyService
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
-from gateway.state.governance import build_governance
+from gateway.state.depth import DepthBook, build_depth
+from gateway.state.governance import build_governance, report_teams
 from gateway.state.redis_policy import StartupRefused, check_eviction
 from gateway.state.score_cache import CacheSettings, build_store
 from gateway.state.usage_ledger import UsageLedger
@@ -80,6 +81,7 @@ class Gateway:
     reports: UsageReports
     alerts: BudgetAlerts
     sign_in: SignIn  # the status page's sessions
+    depth: DepthBook
     ledger: UsageLedger | None = None
     redis: redis_client.Client | None = None
     cache_store: ScoreStore | None = None
@@ -118,10 +120,18 @@ class Gateway:
         if self.keeper is not None:
             await self.keeper.start()
         await self.sign_in.sweep()  # sessions of another admin key end here
+        await self.depth.start(self.depth_teams)
+
+    def depth_teams(self) -> list[str]:
+        """Whose depth advice there is: the configured teams (or `anonymous` with auth
+        off), those that only have API keys, and any this process has measured."""
+        api_teams = self.keeper.directory.teams() if self.keeper is not None else set()
+        return sorted({*report_teams(self.config), *api_teams, *self.depth.teams_seen()})
 
     async def close(self) -> None:
         for task in self.watchers:
             task.cancel()
+        await self.depth.close()  # the last counts, while Redis is still open
         if self.keeper is not None:
             await self.keeper.close()
         await self.alerts.close()
@@ -222,6 +232,15 @@ def build_gateway(
         )
     )
     shadow = ShadowRunner(config, layers[SHADOW_ENTRY], accounts.prices, metrics, book)
+    depth = build_depth(
+        config,
+        catalog,
+        deployments,
+        accounts.prices,
+        metrics,
+        redis,
+        labelled_teams=report_teams(config),
+    )
     scorer = layers[LAYERS[0].name]
     tracing = Tracing.build(config.telemetry, exporter=span_exporter)
     pipeline = Pipeline(
@@ -233,6 +252,7 @@ def build_gateway(
         deployments,
         governance.overfetch,
         accounts.prices,
+        depth,
         shadow,
         tracing,
     )
@@ -245,6 +265,7 @@ def build_gateway(
         governance.reports,
         governance.alerts,
         sign_in,
+        depth,
         governance.ledger,
         redis,
         cache_store,
@@ -303,6 +324,7 @@ def build_app(
     app.router.add_get("/openapi.json", _static_json(public_spec()))
     app.router.add_get("/admin/openapi.json", admin_route(_static_json(admin_spec())))
     app.router.add_get("/admin/usage", admin_usage)  # the admin, or a manager for its team
+    app.router.add_get("/admin/depth", admin_depth)  # likewise
     app.router.add_post("/admin/keys", keys_route(_key_actor, create_key))
     app.router.add_get("/admin/keys", keys_route(_key_actor, list_keys))
     app.router.add_delete("/admin/keys/{id}", keys_route(_key_actor, revoke_key))
@@ -437,6 +459,16 @@ async def get_model(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(model), content_type="application/json")
 
 
+async def admin_depth(request: web.Request) -> web.Response:
+    """`GET /admin/depth?team=`: the depth advice per team and model (a manager key: its
+    own team's), after adding this process's latest counts to the store."""
+    gateway = current(request)
+    actor = gateway.pipeline.auth.principal(request.headers.get("Authorization"))
+    query = own_team_query(actor, request.query, "depth advice", "/admin/depth")
+    report = await depth_report(gateway.depth, gateway.depth_teams(), query)
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -555,6 +587,7 @@ async def _status_data(request: web.Request) -> dict[str, Any]:
         runtime.started_at,
         runtime.draining,
         gateway.shadow.report() if gateway.shadow is not None else None,
+        depth=(gateway.depth, gateway.depth_teams()),
     )
 
 

@@ -1,4 +1,4 @@
-"""`rerank-gateway`: serve, check-config, hash-key, usage, keys, ledger."""
+"""`rerank-gateway`: serve, check-config, hash-key, usage, depth, keys, ledger."""
 
 from __future__ import annotations
 
@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
         "--format", choices=("table", "csv", "json"), default="table", help="output format"
     )
     usage.add_argument("--json", action="store_true", help="the same as --format json")
+    depth = sub.add_parser(
+        "depth", help="print the depth advice per team and model (from the shared Redis)"
+    )
+    depth.add_argument("--config", required=True, help="the gateway's YAML config file")
+    depth.add_argument("--team", help="only this team")
+    depth.add_argument("--json", action="store_true", help="print JSON instead of a table")
     from gateway.keys_cli import add_parser
     from gateway.ledger_cli import add_parser as add_ledger_parser
 
@@ -82,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             by=args.by,
             output="json" if args.json else args.format,
         )
+    if args.command == "depth":
+        from gateway.depth_cli import run_depth
+
+        config = _load(args.config)  # with providers: prices and latency priors
+        if config is None:
+            return 1
+        return run_depth(config, args.team, args.json)
     if args.command == "ledger":
         from gateway.ledger_cli import LEDGER_SECTIONS, run_ledger
 

@@ -50,15 +50,22 @@ class BillingRules:
         self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None
     ) -> int:
         """Search units one upstream call with these texts is expected to bill."""
+        return math.ceil(
+            self.billed_documents(query, documents, max_tokens_per_doc) / DOCUMENTS_PER_UNIT
+        )
+
+    def billed_documents(
+        self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None
+    ) -> int:
+        """How many documents a call with these texts counts, chunks counted apart."""
         if not documents:
             return 0
         query_tokens = self.tokens(len(query))
         # The usual case, in one pass in C: when the longest document fits in one chunk
         # with the query, every document does (this runs several times per request).
         if self.tokens(max(map(len, documents))) + query_tokens <= self.chunk_tokens:
-            return math.ceil(len(documents) / DOCUMENTS_PER_UNIT)
-        total = sum(self.chunks(query_tokens, doc, max_tokens_per_doc) for doc in documents)
-        return math.ceil(total / DOCUMENTS_PER_UNIT)
+            return len(documents)
+        return sum(self.chunks(query_tokens, doc, max_tokens_per_doc) for doc in documents)
 
     def estimate_tokens(
         self, query: str, documents: Sequence[str], max_tokens_per_doc: int | None = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gateway.chain.job import Scored, ScoreJob, Scorer
+from gateway.chain.job import Report, Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
 from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
@@ -22,10 +22,16 @@ from providers.local import LocalOptions, LocalProvider
 from providers.types import UpstreamCall
 
 ERROR, PASSTHROUGH, LOCAL = "error", "passthrough", "local"
+DEPLOYMENT_PREFIX = "fallback/"  # the report's deployment when a fallback answered
 _WHAT = {
     PASSTHROUGH: "the documents are returned in their original order with placeholder scores",
     LOCAL: "the documents were ranked by the gateway's offline BM25 ranker instead",
 }
+
+
+def degraded(report: Report) -> bool:
+    """True when a fallback answered (its scores are not the model's verdict)."""
+    return (report.deployment or "").startswith(DEPLOYMENT_PREFIX)
 
 
 class Fallback:
@@ -57,7 +63,7 @@ class Fallback:
             else:
                 call = UpstreamCall("bm25", job.query, job.documents, timeout_s=facts.remaining_s())
                 scores = (await self.local.rerank(call)).scores
-            job.report.deployment = f"fallback/{mode}"
+            job.report.deployment = f"{DEPLOYMENT_PREFIX}{mode}"
             spans = "; no relevant_spans" if job.spans is not None else ""
             job.report.warnings.append(
                 f"{exc.message}; {_WHAT[mode]} (fallback: {mode}){spans}"

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from gateway.chain.fallback import degraded
 from gateway.chain.job import Facts, ScoreJob, Scorer
 from gateway.config import Config, ShadowConfig
 from gateway.errors import ApiError
@@ -138,7 +139,7 @@ class ShadowRunner:
         settings = self.settings.get(facts.alias) if facts.alias else None
         if settings is None or facts.alias is None:
             return None
-        if report.deployment and report.deployment.startswith("fallback/"):
+        if degraded(report):
             return None  # a degraded answer says nothing about the tier
         served_model = report.model or facts.model
         tiers = self.tiers[facts.alias]

@@ -18,6 +18,7 @@ from pydantic_core import core_schema
 
 from policies.breaker import BreakerSettings
 from policies.budget import BudgetConfig
+from policies.depth import DepthSettings, TeamDepth
 from policies.failover import BackoffSettings, HedgeSettings
 from policies.latency import LatencyPrior, LatencySettings
 from policies.ledger_pg import check_schema_name
@@ -161,6 +162,7 @@ class TeamConfig:
     alerts: AlertsConfig | None = None  # budget alerts of this team; else the global ones
     # Its answer when no deployment of a model can (an outage); None: each model's own.
     fallback: FallbackMode | None = None
+    depth: TeamDepth | None = None  # depth advice: advise (default) or enforce (docs/depth.md)
 
     def __post_init__(self) -> None:
         self.key_sha256 = [_check_digest(k, "every key_sha256 entry") for k in self.key_sha256]
@@ -441,3 +443,4 @@ class Config:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     ledger: LedgerConfig | None = None
+    depth: DepthSettings = field(default_factory=DepthSettings)

@@ -1,4 +1,5 @@
-"""Admin reports (served under `/admin/`, behind the admin key or a manager key): usage."""
+"""Admin reports (served under `/admin/`, behind the admin key or a manager key): usage,
+depth advice."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp import web
 
 from gateway.errors import ApiError, bad_request
 from gateway.state.accounts import STORE_RETRY_S
+from gateway.state.depth import DepthBook
 from gateway.state.usage_reports import UsageReports
 from policies.ledger_pg import LedgerUnavailable
 from policies.quota import StoreUnavailable
@@ -46,6 +48,25 @@ async def usage_report(
         where = "usage ledger (PostgreSQL)" if reports.ledger is not None else "usage store (Redis)"
         raise ApiError(
             503, f"the {where} is unreachable; retry shortly", retry_after_s=STORE_RETRY_S
+        ) from None
+
+
+async def depth_report(
+    book: DepthBook, teams: Collection[str], query: Mapping[str, str]
+) -> dict[str, Any]:
+    """`GET /admin/depth?team=`: the depth advice of each team and model with counts."""
+    team = query.get("team")
+    if team:
+        if team not in teams:
+            raise ApiError(404, f"unknown team {team!r}; teams: {', '.join(sorted(teams))}")
+        teams = [team]
+    try:
+        return await book.report(teams, flush=True)
+    except StoreUnavailable:
+        raise ApiError(
+            503,
+            "the depth store (Redis) is unreachable; retry shortly",
+            retry_after_s=STORE_RETRY_S,
         ) from None
 
 

@@ -138,7 +138,7 @@ class Authenticator:
                 403,
                 f"this route needs the admin key; a manager key of team '{actor.team}' may only "
                 f"manage that team's keys (/admin/keys) and read its usage "
-                f"(/admin/usage?team={actor.team})",
+                f"(/admin/usage?team={actor.team}) and depth advice (/admin/depth)",
             )
 
     def _api_key(self, digest: str) -> KeyRecord | None:

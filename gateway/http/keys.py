@@ -96,16 +96,19 @@ async def rotate_key(request: web.Request, actor: Actor, service: KeyService) ->
     return _json({**issued.answer(now), "old_key": old.public(None, now)}, status=201)
 
 
-def own_team_query(actor: Actor, query: Mapping[str, str]) -> Mapping[str, str]:
-    """A manager's usage query: its own team (the default), never another."""
+def own_team_query(
+    actor: Actor, query: Mapping[str, str], what: str = "usage", path: str = "/admin/usage"
+) -> Mapping[str, str]:
+    """A manager's report query (usage, depth advice): its own team (the default), never
+    another."""
     if actor.role != "manager":
         return query
     asked = query.get("team")
     if asked and asked != actor.team:
         raise ApiError(
             403,
-            f"a manager key of team '{actor.team}' may read only that team's usage "
-            f"(/admin/usage?team={actor.team})",
+            f"a manager key of team '{actor.team}' may read only that team's {what} "
+            f"({path}?team={actor.team})",
         )
     own: MultiDict[str] = MultiDict(query)
     own["team"] = actor.team or ""

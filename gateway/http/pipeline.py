@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.chain.fallback import degraded
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
@@ -36,12 +37,16 @@ from gateway.observe.metrics import Metrics, child
 from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
+from gateway.state.depth import DepthBook
 from gateway.state.overfetch import Overfetch
 from gateway.state.usage import Payer
 from policies.admission import FairAdmission, Refusal
+from policies.depth import Plan, complete
 from policies.pricing import PriceTable
+from providers.types import Span
 
 UNKNOWN = "unknown"
+DEPTH_HEADER = "X-Rerank-Depth"
 
 
 @dataclass(slots=True)
@@ -69,6 +74,7 @@ class Pipeline:
         routing: DeploymentState,
         overfetch: Overfetch,
         prices: PriceTable,
+        depth: DepthBook,
         shadow: ShadowRunner | None = None,
         tracing: Tracing | None = None,
     ) -> None:
@@ -80,6 +86,7 @@ class Pipeline:
         self.routing = routing
         self.overfetch = overfetch
         self.prices = prices
+        self.depth = depth  # depth advice: measures every answer, cuts in enforce mode
         self.tracing = tracing  # None: tracing off, no span objects at all
         self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
@@ -184,7 +191,9 @@ class Pipeline:
         enforced = await self.overfetch.apply(payer, outcome.model, parsed.query, parsed.texts)
         if enforced is not None:
             parsed.truncate(enforced.texts, enforced.kept, enforced.warnings)
-        route = self.resolve(request, outcome, parsed, started)
+        depth = self.depth.plan(outcome.team, outcome.model, len(parsed.texts), parsed.top_n)
+        texts = parsed.texts if depth.cut is None else parsed.texts[: depth.cut]
+        route = self.resolve(request, outcome, parsed.query, texts, started)
         backup = route.backup
         if parsed.relevant_spans is not None:  # only models that can return them
             if not self.catalog.spans_capable(route.model):
@@ -202,17 +211,32 @@ class Pipeline:
             key=outcome.key,
             asked=outcome.model,
         )
+        warnings = [*parsed.warnings, *route.warnings]
+        if depth.warning is not None:
+            warnings.append(depth.warning)
         job = ScoreJob(
             facts,
             parsed.query,
-            parsed.texts,
+            texts,
             parsed.max_tokens_per_doc,
-            Report(warnings=[*parsed.warnings, *route.warnings]),
+            Report(warnings),
             priority=parsed.priority,
             spans=parsed.relevant_spans,
         )
         scored = await self.scorer.score(job)
-        response = self._answer(parsed, job, scored, started)
+        scores, order = complete(scored.scores, len(parsed.texts))
+        if not degraded(job.report):  # a fallback's order is not the model's verdict
+            self.depth.record(
+                depth,
+                outcome.team,
+                outcome.model,
+                order,
+                parsed.top_n,
+                parsed.query,
+                parsed.texts,
+                parsed.max_tokens_per_doc,
+            )
+        response = self._answer(parsed, job, scored, scores, order, depth, started)
         shadow = self.shadow.sample(job, scored.scores, parsed.top_n) if self.shadow else None
         if shadow is not None and self.shadow is not None:
             await _send(request, response)  # the caller's answer goes out first
@@ -230,15 +254,20 @@ class Pipeline:
             raise
 
     def resolve(
-        self, request: web.Request, outcome: Outcome, parsed: RerankRequest, started: float
+        self,
+        request: web.Request,
+        outcome: Outcome,
+        query: str,
+        texts: list[str],
+        started: float,
     ) -> Resolution:
         """The concrete model and deadline; a tiered alias picks its tier from the budget."""
         return self.routing.resolve(
             outcome.model,
             outcome.team,
             request.headers.get(BUDGET_HEADER),
-            parsed.query,
-            parsed.texts,
+            query,
+            texts,
             time.perf_counter() - started,
         )
 
@@ -247,8 +276,13 @@ class Pipeline:
         parsed: RerankRequest,
         job: ScoreJob,
         scored: Scored,
+        scores: list[float],
+        order: list[int],
+        depth: Plan,
         started: float,
     ) -> web.Response:
+        """`scores` and `order`: of every document the caller sent (`scored` may be of
+        only the first ones, in depth enforce mode)."""
         facts, report = job.facts, job.report
         billed = self.prices.billed_units(
             report.model or facts.model, report.deployment, scored.usage
@@ -256,11 +290,12 @@ class Pipeline:
         body = render_response(
             parsed,
             facts.request_id,
-            scored.scores,
+            scores,
             billed,
             report.warnings,
-            spans=scored.spans,
+            spans=_every_document(scored.spans, len(scores)),
             upstream=report.upstream,
+            order=order,
         )
         total_ms = (time.perf_counter() - started) * 1000.0
         upstream_ms = report.upstream_s * 1000.0
@@ -284,6 +319,8 @@ class Pipeline:
             headers["X-Rerank-Deployment"] = report.deployment
         if report.cache_status:
             headers["X-Cache"] = report.cache_status
+        if depth.header is not None:
+            headers[DEPTH_HEADER] = depth.header
         return web.Response(body=body, content_type="application/json", headers=headers)
 
     def _record(self, outcome: Outcome, elapsed: float, response: web.StreamResponse) -> None:
@@ -306,6 +343,15 @@ class Pipeline:
             error=outcome.error,
             **({"trace_id": outcome.trace.trace_id} if outcome.trace is not None else {}),
         )
+
+
+def _every_document(
+    spans: list[tuple[Span, ...]] | None, documents: int
+) -> list[tuple[Span, ...]] | None:
+    """Relevant spans of every document: none for those beyond an enforced depth."""
+    if spans is None or len(spans) >= documents:
+        return spans
+    return spans + [()] * (documents - len(spans))
 
 
 async def _send(request: web.Request, response: web.Response) -> None:

@@ -1,10 +1,11 @@
 """The status page, `GET /admin/status`: what a person wants to see at a glance.
 
 Deployments (breaker state, error rate, p50/p90, in flight), each team's spend today
-and this month against its budget, refusals, cache savings, tier choices, and the
-gateway itself (version, uptime, worker, Redis). Server-rendered HTML with inline CSS,
-no script, no build step and nothing fetched from elsewhere; it reloads itself every few
-seconds (`<meta http-equiv="refresh">`). `GET /admin/status.json` has the same data.
+and this month against its budget, refusals, cache savings, tier choices, the depth
+advice per team and model, and the gateway itself (version, uptime, worker, Redis).
+Server-rendered HTML with inline CSS, no script, no build step and nothing fetched from
+elsewhere; it reloads itself every few seconds (`<meta http-equiv="refresh">`).
+`GET /admin/status.json` has the same data.
 
 Admin only. A browser signs in through a form with the admin key, which opens a
 server-side session (gateway.state.admin_sessions): the cookie holds the session's random
@@ -34,6 +35,7 @@ from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import version
 from gateway.state import redis_client
 from gateway.state.deployments import DeploymentState
+from gateway.state.depth import DepthBook
 from gateway.state.usage_reports import UsageReports
 from policies.budget import usd
 from policies.ledger_pg import LedgerUnavailable
@@ -82,9 +84,11 @@ async def collect(
     started: float,
     draining: bool = False,
     shadow: Mapping[str, Any] | None = None,
+    depth: tuple[DepthBook, list[str]] | None = None,
 ) -> dict[str, Any]:
     """Everything the page shows, as plain data (also served as JSON); `shadow` is the
-    shadow evaluation's report (GET /admin/tiers), when an alias is shadowed."""
+    shadow evaluation's report (GET /admin/tiers), when an alias is shadowed; `depth`
+    the depth advice's book and whose advice to show."""
     now = time.time()
     snapshot = routing.snapshot()
     return {
@@ -104,7 +108,20 @@ async def collect(
         "cache": _cache(metrics),
         "tiers": _tiers(metrics),
         "agreement": _agreement(shadow),
+        "depth": await _depth(depth),
     }
+
+
+async def _depth(depth: tuple[DepthBook, list[str]] | None) -> dict[str, Any]:
+    """The depth advice as GET /admin/depth has it (without adding this process's newest
+    counts first: the page reads, it does not write)."""
+    if depth is None:
+        return {"scope": "this process", "rows": []}
+    book, teams = depth
+    try:
+        return await book.report(teams)
+    except (StoreUnavailable, LedgerUnavailable):
+        return {"scope": book.scope, "rows": [], "error": f"depth store ({book.scope}) unreachable"}
 
 
 def _agreement(report: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -334,6 +351,7 @@ def render(data: dict[str, Any]) -> str:
         + _cache_html(data["cache"])
         + _tiers_html(data["tiers"])
         + _agreement_html(data["agreement"])
+        + _depth_html(data["depth"])
         + "</main>",
         refresh=True,
     )
@@ -461,7 +479,7 @@ def _agreement_html(rows: list[dict[str, Any]]) -> str:
 
         cells = "".join(
             f"<tr><td>{_esc(r['alias'])}</td><td>{_esc(r['team'])}</td>"
-            f"<td>{_esc(r['direction'])}</td><td class=\"n\">{_esc(r['samples'])}</td>"
+            f'<td>{_esc(r["direction"])}</td><td class="n">{_esc(r["samples"])}</td>'
             f'<td class="n">{ndcg(r["ndcg_mean"])}</td><td class="n">{ndcg(r["ndcg_p10"])}</td>'
             f"<td>{_esc(r['downgrades'])}</td></tr>"
             for r in rows
@@ -472,3 +490,58 @@ def _agreement_html(rows: list[dict[str, Any]]) -> str:
             f"<tbody>{cells}</tbody></table>"
         )
     return f'<section id="agreement"><h2>Tier agreement (shadow)</h2>{body}</section>'
+
+
+def _depth_html(depth: dict[str, Any]) -> str:
+    """One row per team and model: what it sends, what it needs, how sure, what a cut saves."""
+    rows = depth.get("rows") or []
+    if depth.get("error"):
+        body = f'<p class="error">{_esc(depth["error"])}</p>'
+    elif not rows:
+        body = '<p class="muted">No reranked requests counted yet.</p>'
+    else:
+        body = (
+            "<table><thead><tr><th>Team</th><th>Model</th><th>Mode</th>"
+            "<th>Sends (mean / p90)</th><th>Needs</th><th>Recall at that depth</th>"
+            "<th>Saved per day</th><th>Latency saved (p90)</th><th>Advice</th></tr></thead>"
+            f"<tbody>{''.join(_depth_row(r) for r in rows)}</tbody></table>"
+        )
+    scope = f"{_esc(depth.get('scope'))}, the last {_esc(depth.get('window_hours'))} h"
+    return (
+        f'<section id="depth"><h2>Depth advice <span class="muted">({scope}; '
+        f"docs/depth.md)</span></h2>{body}</section>"
+    )
+
+
+def _depth_row(r: dict[str, Any]) -> str:
+    sends = r["sends"]
+    mean = "—" if sends["mean"] is None else f"{sends['mean']:.0f}"
+    needs = "—" if r["needs"] is None else str(r["needs"]) if r["cuts"] else f"all ({r['needs']})"
+    recall = r.get("recall")
+    recall_text = (
+        "—"
+        if recall is None
+        else f"{recall['recall']:.3f} ({recall['low']:.3f} to {recall['high']:.3f})"
+    )
+    saving = r.get("saving") or {}
+    latency = saving.get("latency_ms_p90")
+    per_day = saving.get("requests_per_day") or 0.0
+    latency_text = (
+        "—"
+        if latency is None
+        else f"{latency:.0f} ms per request ({latency * per_day / 3_600_000:.1f} h a day)"
+    )
+    mode = r["mode"]
+    if r.get("enforced"):
+        mode += f" at {r['enforced']}"
+    elif r.get("reverted"):
+        mode += " (switched back to advise)"
+    return (
+        f'<tr data-team="{html.escape(r["team"])}" data-model="{html.escape(r["model"])}">'
+        f"<td>{_esc(r['team'])}</td><td>{_esc(r['model'])}</td><td>{_esc(mode)}</td>"
+        f'<td class="n">{mean} / {_esc(sends["p90"])}</td>'
+        f'<td class="n needs">{_esc(needs)}</td><td class="n">{_esc(recall_text)}</td>'
+        f'<td class="n">{_usd(saving.get("usd_per_day")) if saving else "—"}</td>'
+        f'<td class="n">{_esc(latency_text)}</td>'
+        f'<td class="advice">{_esc(r["message"])}</td></tr>'
+    )

@@ -286,12 +286,14 @@ def render_response(
     *,
     spans: Sequence[tuple[Span, ...]] | None = None,
     upstream: UpstreamMeta | None = None,
+    order: Sequence[int] | None = None,
 ) -> bytes:
     """Cohere's response: results by descending score (ties by index), top_n applied;
     a document's relevant spans when there are any, and what the upstream said in `meta`
-    (its api_version flags, its token counts)."""
-    # A stable sort keeps equal scores in index order, also with reverse=True.
-    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    (its api_version flags, its token counts). `order`: that ranking, when the caller has
+    it already."""
+    if order is None:  # a stable sort keeps equal scores in index order, also reversed
+        order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     if request.top_n is not None:
         order = order[: request.top_n]
     results: list[dict[str, Any]]

@@ -38,6 +38,9 @@ LEDGER_BUFFER_FULL = "ledger_buffer_full"  # events are being dropped (counted)
 LEDGER_SCHEMA = "ledger_schema_mismatch"  # the ledger's schema is not this gateway's
 BUDGET_REBUILT = "budget_rebuilt"  # a team's budget counter was seeded from the ledger
 BUDGETS_FORGOTTEN = "budget_counters_forgotten"  # Redis failed over or restarted: rebuild
+# A team's depth enforcement switched back to advise: the explored sample's recall at the
+# enforced depth fell below the target (docs/depth.md).
+DEPTH_REVERTED = "depth_enforcement_reverted"
 
 _REPEAT_INTERVAL_S = 30.0
 

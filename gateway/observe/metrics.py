@@ -290,6 +290,39 @@ class Metrics:
             registry=r,
         )
 
+        # Depth advice (gateway.state.depth): fleet-wide figures each worker reads back
+        # from the shared store, for configured teams and models only.
+        depth = ["team", "model"]
+        self.depth_needed = Gauge(
+            "rerank_depth_needed_documents",
+            "The depth advice: how many of its first documents a team needs reranked to keep "
+            "its top-k recall at the target (absent while there is no advice).",
+            depth,
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.depth_sent = Gauge(
+            "rerank_depth_sent_documents",
+            "Documents a team sends per request (mean over the depth window).",
+            depth,
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.depth_enforced = Gauge(
+            "rerank_depth_enforced_documents",
+            "The depth a team in enforce mode is cut to (0: not cut now).",
+            depth,
+            multiprocess_mode="livemax",
+            registry=r,
+        )
+        self.depth_requests = Counter(
+            "rerank_depth_requests",
+            "Requests of teams in depth enforce mode, by action: cut (only the first "
+            "documents reranked) or explore (full depth, to keep measuring).",
+            ["team", "model", "action"],
+            registry=r,
+        )
+
         # Operator events (gateway.observe.events).
         self.operator_events = Counter(
             "rerank_operator_events",
