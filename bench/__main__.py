@@ -20,6 +20,8 @@ Every row has the CPU the measured server process (with its workers) spent per r
 from /proc: on a shared machine it moves much less than requests per second do.
 - soak (`--scenarios soak`, opt-in): a million partial-hit requests (`--soak-requests`)
   with the gateway's RSS read every tenth of the run: does memory settle?
+- depth (`--scenarios depth`, opt-in, in process): what depth advice adds to a request
+  (`bench/depth.py`).
 
 `--quick` shortens every run; `--scenarios` picks groups (closed, openloop, burst, soak).
 """
@@ -48,6 +50,7 @@ import redis
 import uvloop
 
 from bench import procstat, wrk
+from bench.depth import print_depth, run_depth
 from bench.ledger import DEFAULT_DSN as LEDGER_DSN
 from bench.ledger import print_ledger, run_ledger
 from bench.loadgen import LoadResult, run_load
@@ -226,7 +229,7 @@ def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | in
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 GROUPS = ("closed", "openloop", "burst")  # what `make bench` runs
-OPT_IN = ("soak", "ledger")  # long: only when asked for
+OPT_IN = ("soak", "ledger", "depth")  # long, or in process: only when asked for
 DELAY_MS = 150.0
 
 
@@ -267,6 +270,14 @@ def main() -> int:
     groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
     if groups - set(GROUPS + OPT_IN):
         parser.error(f"unknown scenario groups: {sorted(groups - set(GROUPS + OPT_IN))}")
+    if "depth" in groups:  # no gateway process: depth advice's request-path cost
+        depth = run_depth()
+        print_depth(depth)
+        groups.discard("depth")
+        if not groups:
+            Path(args.out).write_text(json.dumps({"depth": depth}, indent=2))
+            print(f"\nwrote {args.out}")
+            return 0
     if "ledger" in groups:  # no gateway process: the ledger's own SQL at size
         ledger = run_ledger(args.ledger_dsn, args.ledger_events)
         print_ledger(ledger)

@@ -14,11 +14,16 @@ from policies.depth import Tally, ranking
 
 
 def graded(
-    rng: random.Random, documents: int, relevant_within: int, relevant: int, tag: str = ""
+    rng: random.Random,
+    documents: int,
+    relevant_within: int,
+    relevant: int,
+    tag: str = "",
+    start: int = 0,
 ) -> list[str]:
-    """`documents` texts whose `relevant` best sit at random among the first
-    `relevant_within` positions (grades 0.5-1.0; the rest 0.0-0.1)."""
-    best = set(rng.sample(range(relevant_within), relevant))
+    """`documents` texts whose `relevant` best sit at random among positions `start` to
+    `relevant_within` - 1 (grades 0.5-1.0; the rest 0.0-0.1)."""
+    best = set(rng.sample(range(start, relevant_within), relevant))
     return [
         f"{tag} doc {i} grade {0.5 + rng.random() / 2 if i in best else rng.random() / 10:.6f}"
         for i in range(documents)

@@ -158,6 +158,9 @@ _HEADERS = {
     "X-Rerank-Score-Scale": "What the scores mean: "
     + ", ".join(SCORE_SCALES)
     + " (the deployment's that answered; absent when not known).",
+    "X-Rerank-Depth": "Only for a team in depth enforce mode: `<reranked>/<sent>` when only "
+    "the first documents were reranked, `<sent>/<sent>; explore` for its explored sample "
+    "(docs/depth.md).",
     "Server-Timing": "`gateway;dur=<ms>, upstream;dur=<ms>`.",
 }
 
@@ -558,6 +561,89 @@ _AGREEMENT = {
     },
     "additionalProperties": False,
 }
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+_DEPTH_POINT = {
+    "type": "object",
+    "required": ["depth", "recall", "low", "high"],
+    "properties": {
+        "depth": {"type": "integer", "minimum": 1},
+        "recall": {"type": "number", "minimum": 0, "maximum": 1},
+        "low": {"type": "number", "minimum": 0, "maximum": 1},
+        "high": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+    "additionalProperties": False,
+}
+_DEPTH_ROW = {
+    "type": "object",
+    "required": [
+        "team", "model", "mode", "enforced", "reverted", "status", "message", "target_recall",
+        "requests", "measured", "explored", "topk_documents", "sends", "needs", "cuts",
+        "recall", "curve", "order_p_value", "saving",
+    ],
+    "properties": {
+        "team": {"type": "string"},
+        "model": {"type": "string"},
+        "mode": {"enum": ["advise", "enforce"]},
+        "enforced": {"type": ["integer", "null"], "description": "The depth cut to now."},
+        "reverted": {"type": "boolean", "description": "Switched back to advise (drift)."},
+        "status": {"enum": ["advice", "no_order_signal", "insufficient_data"]},
+        "message": {"type": "string"},
+        "target_recall": {"type": "number"},
+        "requests": {"type": "integer", "minimum": 0},
+        "measured": {"type": "integer", "minimum": 0},
+        "explored": {"type": "integer", "minimum": 0},
+        "topk_documents": {"type": "integer", "minimum": 0},
+        "sends": {
+            "type": "object",
+            "required": ["mean", "p90", "max"],
+            "properties": {
+                "mean": _NUMBER_OR_NULL,
+                "p90": {"type": ["integer", "null"]},
+                "max": {"type": ["integer", "null"]},
+            },
+            "additionalProperties": False,
+        },
+        "needs": {"type": ["integer", "null"], "description": "The advised depth."},
+        "cuts": {"type": "boolean", "description": "needs is below what the team sends."},
+        "recall": {"oneOf": [_DEPTH_POINT, {"type": "null"}]},
+        "curve": {"type": "array", "items": _DEPTH_POINT},
+        "order_p_value": _NUMBER_OR_NULL,
+        "saving": {
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": [
+                        "unit", "per_request_now", "per_request_advised", "usd_per_day",
+                        "latency_ms_p90", "requests_per_day", "note",
+                    ],
+                    "properties": {
+                        "unit": {"enum": ["search_units", "tokens", "request", "free"]},
+                        "per_request_now": _NUMBER_OR_NULL,
+                        "per_request_advised": _NUMBER_OR_NULL,
+                        "usd_per_day": {"type": "number", "minimum": 0},
+                        "latency_ms_p90": _NUMBER_OR_NULL,
+                        "requests_per_day": {"type": "number", "minimum": 0},
+                        "note": {"type": "string"},
+                    },
+                    "additionalProperties": False,
+                },
+            ]
+        },
+    },
+    "additionalProperties": False,
+}
+_DEPTH_REPORT = {
+    "type": "object",
+    "required": ["scope", "window_hours", "rows"],
+    "properties": {
+        "scope": {"type": "string"},
+        "window_hours": {"type": "number"},
+        "rows": {"type": "array", "items": _DEPTH_ROW},
+    },
+    "additionalProperties": False,
+}
+
 _TIERS_REPORT = {
     "type": "object",
     "required": ["scope", "aliases"],
@@ -780,6 +866,29 @@ def admin_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/admin/depth": {
+                "get": {
+                    "summary": "Depth advice per team and model: how many of its first "
+                    "documents a team needs reranked, how sure, and what a cut saves (a "
+                    "manager key: its own team's; docs/depth.md)",
+                    "parameters": [_query("team", "One team (default: all).")],
+                    "responses": {
+                        "200": {
+                            "description": "One row per team and model with counts in the "
+                            "window.",
+                            "content": {
+                                "application/json": {
+                                    "schema": {"$ref": "#/components/schemas/DepthReport"}
+                                }
+                            },
+                        },
+                        "401": _error("Missing or wrong admin key."),
+                        "403": _error("Another team's advice, for a manager key."),
+                        "404": _error("Unknown team."),
+                        "503": _error("The depth store (Redis) is unreachable."),
+                    },
+                }
+            },
             "/admin/deployments": {
                 "get": {
                     "summary": "Breaker state, recent error rate and latency per deployment",
@@ -863,6 +972,7 @@ def admin_spec() -> dict[str, Any]:
                     "additionalProperties": False,
                 },
                 "TiersReport": _TIERS_REPORT,
+                "DepthReport": _DEPTH_REPORT,
             },
         },
     }

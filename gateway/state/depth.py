@@ -27,7 +27,7 @@ from typing import Any
 from gateway.config import Config
 from gateway.observe import events
 from gateway.observe.logs import ThrottledWarning, log
-from gateway.observe.metrics import Metrics
+from gateway.observe.metrics import Metrics, child
 from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import TIER_QUANTILE, DeploymentState
@@ -128,7 +128,7 @@ class DepthBook:
         plan = enforcer.plan(documents, top_n)
         if plan.header is not None:
             action = "explore" if plan.explored else "cut"
-            self.metrics.depth_requests.labels(team, model, action).inc()
+            child(self.metrics.depth_requests, team, model, action).inc()
         return plan
 
     def record(
