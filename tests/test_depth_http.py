@@ -241,3 +241,9 @@ async def test_the_status_page_has_a_depth_panel(servers: ServerLoop) -> None:
     assert "would bill 1 at depth 75" in panel and "<script" not in page
     status, data = await get(url, "/admin/status.json", ADMIN)
     assert row(data["depth"], "ads")["needs"] == 75
+
+
+async def test_depth_advice_can_be_switched_off(servers: ServerLoop) -> None:
+    url, fake = depth_gateway(servers, depth={"enabled": False})
+    await send(url, random.Random(27), 3, 30, 30)
+    assert len(fake.calls) == 3 and (await advice(url))["rows"] == []

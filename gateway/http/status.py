@@ -255,6 +255,7 @@ form{display:grid;gap:8px;max-width:320px}
 input{font:inherit;padding:6px 8px;border:1px solid #c3c9d3;border-radius:4px}
 button{font:inherit;padding:6px 12px;border:0;border-radius:4px;background:#1d2330;color:#fff}
 .error{color:#9b1c1c}
+td.advice{white-space:normal;min-width:320px}
 """
 
 
@@ -506,7 +507,9 @@ def _depth_html(depth: dict[str, Any]) -> str:
             "<th>Saved per day</th><th>Latency saved (p90)</th><th>Advice</th></tr></thead>"
             f"<tbody>{''.join(_depth_row(r) for r in rows)}</tbody></table>"
         )
-    scope = f"{_esc(depth.get('scope'))}, the last {_esc(depth.get('window_hours'))} h"
+    hours = depth.get("window_hours")
+    window = "" if hours is None else f", the last {hours:g} h"
+    scope = f"{_esc(depth.get('scope'))}{window}"
     return (
         f'<section id="depth"><h2>Depth advice <span class="muted">({scope}; '
         f"docs/depth.md)</span></h2>{body}</section>"

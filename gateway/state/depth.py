@@ -175,14 +175,16 @@ class DepthBook:
     async def _run(self, teams: Callable[[], Iterable[str]]) -> None:
         next_refresh = 0.0
         while True:
-            await self.flush()
-            now = time.monotonic()
-            if now >= next_refresh:
-                next_refresh = now + self.settings.refresh_s
-                try:
+            try:
+                await self.flush()
+                now = time.monotonic()
+                if now >= next_refresh:
+                    next_refresh = now + self.settings.refresh_s
                     await self.refresh(teams())
-                except StoreUnavailable as exc:
-                    self._warn(error=str(exc)[:200], effect="advice and depths not refreshed")
+            except StoreUnavailable as exc:
+                self._warn(error=str(exc)[:200], effect="advice and depths not refreshed")
+            except Exception as exc:  # a background task: report, keep counting
+                log.error("depth_refresh_failed", error=exc.__class__.__name__)
             await asyncio.sleep(self.settings.flush_s)
 
     async def flush(self) -> None:
