@@ -247,3 +247,29 @@ async def test_depth_advice_can_be_switched_off(servers: ServerLoop) -> None:
     url, fake = depth_gateway(servers, depth={"enabled": False})
     await send(url, random.Random(27), 3, 30, 30)
     assert len(fake.calls) == 3 and (await advice(url))["rows"] == []
+
+
+async def test_a_cut_request_with_relevant_spans_has_none_beyond_the_depth(
+    servers: ServerLoop,
+) -> None:
+    fake = FakeCohere(score=grade)
+    data = gateway_config({"cohere-a": servers.serve(fake.app())})
+    v5 = "rerank-v5.0-pro"
+    data["models"][v5] = {"deployments": [{"provider": "cohere-a", "relevant_spans": True}]}
+    data["teams"]["search"]["depth"] = {"mode": "enforce", "explore_share": 0.0}
+    url = start(servers, data)
+    rng = random.Random(28)
+    for i in range(60):
+        texts = graded(rng, 100, 20, 10, tag=f"v5-{i}")
+        assert (await rerank(url, texts, model=v5))[0] == 200
+    status, body = await get(url, "/admin/depth", ADMIN)
+    assert next(r for r in body["rows"] if r["model"] == v5)["enforced"] == 20
+    texts = [f"q {t}" for t in graded(rng, 100, 20, 10, tag="spans")]  # words of the query
+    status, headers, body = await rerank(
+        url, texts, top_n=None, model=v5, relevant_spans={"mode": "enabled"}
+    )
+    assert status == 200 and headers["X-Rerank-Depth"] == "20/100"
+    assert len(fake.calls[-1]["documents"]) == 20
+    assert sorted(r["index"] for r in body["results"]) == list(range(100))
+    with_spans = {r["index"] for r in body["results"] if "relevant_spans" in r}
+    assert with_spans and max(with_spans) < 20
