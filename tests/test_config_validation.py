@@ -190,7 +190,7 @@ def test_unknown_section_and_keys_list_what_is_known() -> None:
         in found
     )
     assert (
-        "sever: unknown section (known sections: alerts, auth, cache, ledger, limits, logging, models, pricing, providers, routing, server, state, teams, telemetry)"
+        "sever: unknown section (known sections: alerts, auth, cache, depth, ledger, limits, logging, models, pricing, providers, routing, server, state, teams, telemetry)"
         in found
     )
 
