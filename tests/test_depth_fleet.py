@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,8 +20,8 @@ import yaml
 from tests.conftest import REDIS_URL, gateway_config
 from tests.depth_traces import grade
 from tests.fakes.cohere import FakeCohere
-from tests.processes import ROOT, gateway_processes
-from tests.servers import ServerLoop
+from tests.processes import ROOT, GatewayProcess, gateway_processes
+from tests.servers import ServerLoop, free_port
 from tests.test_depth_http import advice, row, send
 
 
@@ -97,3 +98,28 @@ def test_the_cli_needs_redis(tmp_path: Path) -> None:
         timeout=60,
     )
     assert out.returncode == 1 and "needs state.redis_url" in out.stderr
+
+
+def test_a_replica_stops_at_once_when_told_to_right_after_start(
+    servers: ServerLoop, redis_prefix: str, tmp_path: Path
+) -> None:
+    # The depth task's first Redis calls run as the process starts; a SIGTERM then must
+    # not wait on them (a cancelled call could swallow the cancellation and hang).
+    data = gateway_config(
+        {"cohere-a": servers.serve(FakeCohere().app())},
+        state={"redis_url": REDIS_URL},
+        limits={"redis_prefix": redis_prefix},
+    )
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for _ in range(5):
+        port = free_port()
+        gateway = GatewayProcess("--config", str(path), "--port", str(port))
+        try:
+            gateway.wait_ready(f"http://127.0.0.1:{port}")
+            gateway.signal(signal.SIGTERM)
+            assert gateway.proc.wait(15) == 0, "".join(gateway.raw)
+        finally:
+            if gateway.proc.poll() is None:  # it hung: leave nothing running
+                gateway.proc.kill()
+                gateway.proc.wait(10)

@@ -56,7 +56,8 @@ from policies.redis_depth import RedisDepthStore
 
 Clock = Callable[[], float]
 MAX_PENDING = 10_000  # folded buckets held while the store is unreachable
-_CLOSE_FLUSH_S = 2.0
+_CLOSE_WAIT_S = 1.0  # longest wait for the background task to stop at shutdown
+_CLOSE_FLUSH_S = 2.0  # and for the last counts to be written
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,7 @@ class DepthBook:
         self._pending: dict[tuple[str, str, int], Counter[str]] = {}
         self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._z = z_score(settings.confidence)
         self._warn = ThrottledWarning("depth_store_unreachable")
         self.events = events.Events(metrics)
@@ -163,18 +165,22 @@ class DepthBook:
             self._task = asyncio.get_running_loop().create_task(self._run(teams))
 
     async def close(self) -> None:
-        """Stop, writing what was counted since the last flush (a bounded wait)."""
+        """Stop, writing what was counted since the last flush. Every wait is bounded: a
+        Redis call cancelled mid-connect can swallow the cancellation, and a shutdown
+        must not hang on it (the loop also ends at its next turn)."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=_CLOSE_WAIT_S)
             self._task = None
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.flush(), _CLOSE_FLUSH_S)
+        last = asyncio.ensure_future(self.flush())
+        done, _ = await asyncio.wait({last}, timeout=_CLOSE_FLUSH_S)
+        if not done:
+            last.cancel()
 
     async def _run(self, teams: Callable[[], Iterable[str]]) -> None:
         next_refresh = 0.0
-        while True:
+        while not self._closing:
             try:
                 await self.flush()
                 now = time.monotonic()
