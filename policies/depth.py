@@ -134,7 +134,8 @@ def ranking(scores: Sequence[float]) -> list[int]:
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What depth does to one request: rerank only the first `cut` documents (None: all),
-    and whether its top k is measured (`explored`: at full depth on purpose)."""
+    and whether its top k is measured (`explored`: at full depth on purpose, in place of
+    a cut at the enforced depth: the sample drift is watched on)."""
 
     cut: int | None = None
     measured: bool = True
@@ -225,7 +226,11 @@ class Enforcer:
         if cut >= documents:
             return MEASURE  # the whole list is within the depth: nothing to cut
         if self.rng() < self.explore_share:
-            return Plan(explored=True, header=f"{documents}/{documents}; explore")
+            # Measured at full depth. It watches for drift when it stands for a request
+            # cut at the enforced depth (a larger top_n was cut at top_n instead).
+            return Plan(
+                explored=cut == self.depth, header=f"{documents}/{documents}; explore"
+            )
         return Plan(
             cut,
             measured=False,

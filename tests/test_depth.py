@@ -217,6 +217,10 @@ def test_enforce_explores_its_share_at_full_depth() -> None:
     assert [p.explored for p in plans] == [True, False, True, False]
     assert [p.cut for p in plans] == [None, 20, None, 20]
     assert plans[0].header == "100/100; explore" and plans[0].measured
+    # A request asking for more than the depth is explored too, but it stands for a cut
+    # at its top_n, not at the depth: it is no sample of the depth's drift.
+    wide = Enforcer("search", "m", 20, explore_share=1.0).plan(100, 30)
+    assert wide.header == "100/100; explore" and wide.measured and not wide.explored
 
 
 def test_results_beyond_the_depth_follow_in_the_callers_order() -> None:

@@ -129,7 +129,7 @@ class DepthBook:
             return MEASURE
         plan = enforcer.plan(documents, top_n)
         if plan.header is not None:
-            action = "explore" if plan.explored else "cut"
+            action = "cut" if plan.cut is not None else "explore"
             child(self.metrics.depth_requests, team, model, action).inc()
         return plan
 
