@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import orjson
 import redis
@@ -270,22 +270,22 @@ def main() -> int:
     groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
     if groups - set(GROUPS + OPT_IN):
         parser.error(f"unknown scenario groups: {sorted(groups - set(GROUPS + OPT_IN))}")
-    if "depth" in groups:  # no gateway process: depth advice's request-path cost
-        depth = run_depth()
-        print_depth(depth)
-        groups.discard("depth")
-        if not groups:
-            Path(args.out).write_text(json.dumps({"depth": depth}, indent=2))
-            print(f"\nwrote {args.out}")
-            return 0
-    if "ledger" in groups:  # no gateway process: the ledger's own SQL at size
-        ledger = run_ledger(args.ledger_dsn, args.ledger_events)
-        print_ledger(ledger)
-        groups.discard("ledger")
-        if not groups:
-            Path(args.out).write_text(json.dumps({"ledger": ledger}, indent=2))
-            print(f"\nwrote {args.out}")
-            return 0
+    # Groups without a gateway process: depth advice's request-path cost, the ledger's
+    # own SQL at size.
+    in_process = {
+        "depth": (run_depth, print_depth),
+        "ledger": (lambda: run_ledger(args.ledger_dsn, args.ledger_events), print_ledger),
+    }
+    results: dict[str, Any] = {}
+    for name, (run, show) in in_process.items():
+        if name in groups:
+            results[name] = run()
+            show(results[name])
+            groups.discard(name)
+    if results and not groups:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(f"\nwrote {args.out}")
+        return 0
     rates = [float(r) for r in args.rates.split(",")]
     concurrencies = (1, 32)
     if args.quick:

@@ -22,17 +22,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORMATS = ("json", "csv")
 
 
+def asked_teams(teams: list[str], query: Mapping[str, str]) -> list[str]:
+    """The report's teams: the one `?team=` names (404 when unknown), else all."""
+    team = query.get("team")
+    if not team:
+        return teams
+    if team not in teams:
+        raise ApiError(404, f"unknown team {team!r}; teams: {', '.join(teams)}")
+    return [team]
+
+
 async def usage_report(
     reports: UsageReports, query: Mapping[str, str], api_teams: Collection[str] = ()
 ) -> dict[str, Any]:
     """`GET /admin/usage?team=&from=YYYY-MM-DD&to=YYYY-MM-DD|month=YYYY-MM&by=team,model`:
     usage and cost per group (the configured teams and those that only have API keys)."""
-    teams = sorted({*reports.teams, *api_teams})
-    team = query.get("team")
-    if team:
-        if team not in teams:
-            raise ApiError(404, f"unknown team {team!r}; teams: {', '.join(teams)}")
-        teams = [team]
+    teams = asked_teams(sorted({*reports.teams, *api_teams}), query)
     try:
         if query.get("month"):
             if query.get("from") or query.get("to"):
@@ -55,13 +60,8 @@ async def depth_report(
     book: DepthBook, teams: Collection[str], query: Mapping[str, str]
 ) -> dict[str, Any]:
     """`GET /admin/depth?team=`: the depth advice of each team and model with counts."""
-    team = query.get("team")
-    if team:
-        if team not in teams:
-            raise ApiError(404, f"unknown team {team!r}; teams: {', '.join(sorted(teams))}")
-        teams = [team]
     try:
-        return await book.report(teams, flush=True)
+        return await book.report(asked_teams(sorted(teams), query), flush=True)
     except StoreUnavailable:
         raise ApiError(
             503,
