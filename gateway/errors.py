@@ -1,6 +1,28 @@
 """Errors as Cohere sends them: a status code and a JSON `{"id", "message"}` body.
 
-`ApiError` is raised anywhere in request handling; the app turns it into a response.
+The exceptions of request handling, and what each becomes (`gateway.http.answers.answer`
+is the one function that turns any of them into a response and a log record):
+
+    Exception
+     ├── ApiError                 an answer for the caller: status, message, Retry-After;
+     │    │                       the access log gets `log_message` (never caller text)
+     │    ├── UpstreamUnavailable no deployment could answer: a model's `fallback` may
+     │    │                       answer instead (503 outage, 504 deadline)
+     │    └── MalformedHttp       aiohttp's parser refused the request (400, 431):
+     │                            logged as `bad_http_request`, never its raw bytes
+     ├── ProviderError            (providers.types) an upstream's failure; it never reaches
+     │                            a caller as it is: `from_provider_error` maps it
+     ├── aiohttp HTTPException    no route (404), method not allowed (405, with Allow),
+     │                            a body past a route's cap (413): Cohere's shape
+     ├── ConnectionError          the caller left while its body was read: 499, no one
+     │                            to answer
+     └── anything else            a gateway bug: 500 naming the request id, logged as
+                                  `internal_error` with its traceback (not its text)
+    BaseException
+     └── Downgrade                (gateway.state.accounts) not an error: a signal from the
+                                  team's account to the downgrade layer, which no
+                                  `except Exception` can swallow by accident
+
 `from_provider_error` decides what a caller sees when the upstream failed: a status
 that does not invite the wrong retry and a message that says what happened upstream,
 scrubbed of credentials by a `Scrubber` (the upstream's text is not ours).
@@ -90,6 +112,30 @@ class UpstreamUnavailable(ApiError):
     model's `fallback` may replace with a degraded answer."""
 
 
+class MalformedHttp(ApiError):
+    """A request aiohttp's parser refused: `reason` is a fixed description (never the raw
+    bytes, which can hold an Authorization header), `cause` the parser error's class."""
+
+    def __init__(self, status: int, message: str, reason: str, cause: str | None) -> None:
+        super().__init__(status, message)
+        self.reason = reason
+        self.cause = cause
+
+
+def client_gone() -> ApiError:
+    """The caller closed the connection before its request arrived whole: not the
+    gateway's failure (no 5xx), and no one to answer. 499 as Nginx logs it."""
+    return ApiError(499, "the client closed the connection before its request body arrived")
+
+
+def internal_error(request_id: str) -> ApiError:
+    """A gateway bug, as the caller sees it: the id that finds it in the logs."""
+    return ApiError(
+        500,
+        f"internal error in the gateway; the operators can find it by request id {request_id}",
+    )
+
+
 def bad_request(message: str) -> ApiError:
     return ApiError(400, f"invalid request: {message}")
 
@@ -119,14 +165,20 @@ def error_response(error: ApiError, request_id: str) -> web.Response:
     X-Request-Id header and in every log line of the request, so the id an SDK shows
     is the one to search the logs for."""
     body = orjson.dumps({"id": request_id, "message": _encodable(error.message)})
-    headers = {"X-Request-Id": request_id}
+    headers = {"X-Request-Id": request_id, **wait_headers(error)}
+    return web.Response(
+        body=body, status=error.status, content_type="application/json", headers=headers
+    )
+
+
+def wait_headers(error: ApiError) -> dict[str, str]:
+    """`Retry-After` (and the Python SDK's `retry-after-ms`) when the error says to wait."""
+    headers = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = retry_after(error.retry_after_s)
     if error.retry_after_ms is not None:
         headers["retry-after-ms"] = str(error.retry_after_ms)
-    return web.Response(
-        body=body, status=error.status, content_type="application/json", headers=headers
-    )
+    return headers
 
 
 def retry_after(seconds: float) -> str:

@@ -27,6 +27,7 @@ from gateway.chain.job import Facts, Report, ScoreJob
 from gateway.chain.order import LAYERS
 from gateway.chain.tier_race import TierRace
 from gateway.config import parse_config
+from gateway.state.accounts import Downgrade
 from gateway.observe.metrics import Metrics
 from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
@@ -144,6 +145,37 @@ async def tiered_gateway(fake_cohere: tuple[FakeCohere, str]) -> AsyncIterator[G
     await gateway.start()
     yield gateway
     await gateway.close()
+
+
+async def test_a_downgrade_is_a_signal_that_no_except_exception_takes_for_an_error(
+    fake_cohere: tuple[FakeCohere, str], tiered_gateway: Gateway
+) -> None:
+    """Was an Exception: a bug guard (`except Exception`) between the team's account and
+    the downgrade layer took it for a failure. It passes such a guard, and what it passes
+    through cleans up: the cache's flight is released and its reservation refunded."""
+    fake = fake_cohere[0]
+    scorer: Any = tiered_gateway.pipeline.scorer
+    while not isinstance(scorer, CacheLayer):  # the layers the signal crosses
+        scorer = scorer.inner
+
+    def job(docs: list[str]) -> ScoreJob:
+        facts = Facts("r-search", "search", PRO, time.monotonic() + 10, alias=ALIAS)
+        return ScoreJob(facts, QUERY, docs)
+
+    await scorer.score(job(SPEND))  # the budget is used up
+    caught: list[BaseException] = []
+    try:
+        await scorer.score(job(DOCS))
+    except Exception as exc:  # what a guard against bugs writes
+        caught.append(exc)
+    except Downgrade as signal:
+        assert signal.model == FAST
+    assert caught == []
+    assert scorer.flights._in_flight == {}  # nothing left for a follower to join
+    assert [c["model"] for c in fake.calls] == [PRO]
+    # The refunded reservation left the budget as it was: still over, still downgraded.
+    with pytest.raises(Downgrade):
+        await scorer.score(job(DOCS))
 
 
 async def test_coalesced_followers_of_a_downgraded_request(

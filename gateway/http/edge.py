@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-import traceback
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -62,8 +61,8 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.config.model import ServerConfig
-from gateway.errors import ApiError, bad_request, error_response
-from gateway.observe.logs import log
+from gateway.errors import ApiError, MalformedHttp, bad_request
+from gateway.http.answers import SMALL_BODY_BYTES, answer, small_body_too_large
 
 REQUEST_ID = web.RequestKey("request_id", str)
 # Set by a handler whose request left the connection unusable (an undecodable body).
@@ -72,9 +71,8 @@ _VALID_ID = re.compile(r"[!-~]{1,128}")  # visible ASCII: safe in a header, a lo
 ACCEPTED_ENCODINGS = ("identity", "gzip", "deflate", "br", "zstd")
 # The routes that take a rerank body (up to server.max_body_bytes, compressed or not).
 RERANK_PATHS = ("/v2/rerank", "/v1/rerank", "/v1/v2/rerank", "/v1/v1/rerank")
-# Every other route (admin JSON, the status page's sign-in form) takes at most this,
-# uncompressed: nothing there needs more, and nothing is decompressed for it.
-SMALL_BODY_BYTES = 64 * 1024
+# Every other route (admin JSON, the status page's sign-in form) takes at most
+# SMALL_BODY_BYTES, uncompressed: nothing there needs more, nothing is decompressed for it.
 
 
 def caller_request_id(request: web.BaseRequest) -> str | None:
@@ -91,12 +89,6 @@ def request_id(request: web.Request) -> str:
     if found is None:
         found = request[REQUEST_ID] = caller_request_id(request) or str(uuid.uuid4())
     return found
-
-
-def client_gone() -> ApiError:
-    """The caller closed the connection before its request arrived whole: not the
-    gateway's failure (no 5xx), and no one to answer. 499 as Nginx logs it."""
-    return ApiError(499, "the client closed the connection before its request body arrived")
 
 
 def _body_timeout(limit_s: float) -> ApiError:
@@ -152,36 +144,19 @@ EDGE_LIMITS = web.AppKey("edge_limits", EdgeLimits)  # read by GatewayRunner
 
 @web.middleware
 async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Assign the request id, bind it to every log line, and turn every error outside the
-    rerank pipeline (which answers its own, for its access log) into a response in
-    Cohere's shape: `ApiError`s of the admin and other routes, routing errors (404, 405)
-    instead of aiohttp's text pages, and gateway bugs."""
+    """Assign the request id, bind it to every log line, and answer every error outside
+    the rerank pipeline (which answers its own, for its access log) in Cohere's shape
+    (`gateway.http.answers`): `ApiError`s of the admin and other routes, routing errors
+    (404, 405) instead of aiohttp's text pages, and gateway bugs."""
     rid = request_id(request)
     with structlog.contextvars.bound_contextvars(request_id=rid):
         try:
             request = guard_body(request)
             response = await handler(request)
-        except ApiError as exc:
-            response = error_response(exc, rid)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            message = {
-                404: f"no route {request.path}; use POST /v2/rerank",
-                413: _small_body_too_large().message,  # read past guard_body's cap
-            }.get(exc.status, exc.reason)
-            response = error_response(ApiError(exc.status, message), rid)
-            if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 says what is
-                response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-        except ConnectionError:  # the caller left while its body was being read
-            response = error_response(client_gone(), rid)
-        except Exception as exc:  # a bug outside the rerank pipeline (which has its own)
-            log.error(
-                "internal_error",
-                error=exc.__class__.__name__,
-                traceback="".join(traceback.format_tb(exc.__traceback__)),
-            )
-            response = error_response(internal_error(rid), rid)
+        except Exception as exc:
+            if isinstance(exc, web.HTTPException) and exc.status < 400:
+                raise  # a redirect is an answer, not an error
+            response = answer(exc, rid, request.path).response
         protocol = request.protocol
         if isinstance(protocol, _EdgeHandler):  # the body's deadline ends with the answer
             protocol.answered()
@@ -212,14 +187,8 @@ def guard_body(request: web.Request) -> web.Request:
             log_message="compressed body on a route that takes none",
         )
     if request.content_length is not None and request.content_length > SMALL_BODY_BYTES:
-        raise _small_body_too_large()
+        raise small_body_too_large()
     return request.clone(client_max_size=SMALL_BODY_BYTES)
-
-
-def _small_body_too_large() -> ApiError:
-    return ApiError(
-        413, f"request body too large: this route takes at most {SMALL_BODY_BYTES} bytes"
-    )
 
 
 def _undecodable_rest(request: web.Request) -> bool:
@@ -235,12 +204,6 @@ def _undecodable_rest(request: web.Request) -> bool:
         return True
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     return not request.content.is_eof() and encoding not in ("", "identity")
-
-
-def internal_error(rid: str) -> ApiError:
-    return ApiError(
-        500, f"internal error in the gateway; the operators can find it by request id {rid}"
-    )
 
 
 # --- aiohttp's own error answers ---------------------------------------------------------
@@ -432,32 +395,25 @@ class _EdgeHandler(RequestHandler):
     ) -> web.StreamResponse:
         rid = caller_request_id(request) if request.headers else None
         rid = rid or str(uuid.uuid4())
-        if status >= 500:
-            error = internal_error(rid) if status == 500 else ApiError(status, "gateway timeout")
-            if exc is not None:
-                tb = "".join(traceback.format_tb(exc.__traceback__))
-                log.error("internal_error", request_id=rid, error=type(exc).__name__, traceback=tb)
-        else:
-            if isinstance(exc, HeadTooLarge):
-                status = 431
-            reason = parser_error_reason(exc)
-            error = (
-                bad_request(f"malformed HTTP request: {reason}")
-                if status == 400
-                else (ApiError(status, reason))
-            )
-            log.warning(
-                "bad_http_request",
-                request_id=rid,
-                status=status,
-                error=type(exc).__name__ if exc else None,
-                reason=reason,
-            )
         if request.writer.output_size > 0:  # as aiohttp: the response was already begun
             raise ConnectionError("the response was already sent; cannot send an error")
-        response = error_response(error, rid)
+        response = answer(_protocol_error(status, exc), rid).response
         response.force_close()  # the parser's state is unknown: aiohttp closes after this
         return response
+
+
+def _protocol_error(status: int, exc: BaseException | None) -> Exception:
+    """What aiohttp's protocol handler reports, as the exception it stands for: a handler's
+    bug (500), a handler past its time (504), or a request the parser refused (4xx)."""
+    if status == 500:
+        return exc if isinstance(exc, Exception) else RuntimeError("a 500 without a cause")
+    if status > 500:
+        return ApiError(status, "gateway timeout")
+    if isinstance(exc, HeadTooLarge):
+        status = 431
+    reason = parser_error_reason(exc)
+    message = bad_request(f"malformed HTTP request: {reason}").message if status == 400 else reason
+    return MalformedHttp(status, message, reason, type(exc).__name__ if exc else None)
 
 
 class _Server(web.Server):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,17 +21,12 @@ from gateway.chain.fallback import degraded
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
-from gateway.errors import ApiError, bad_request, error_response, spans_unsupported
+from gateway.errors import ApiError, bad_request, client_gone, spans_unsupported
+from gateway.http.answers import answer
 from gateway.http.auth import Authenticator, Caller
-from gateway.http.edge import (
-    ACCEPTED_ENCODINGS,
-    CLOSE_CONNECTION,
-    client_gone,
-    internal_error,
-    request_id,
-)
+from gateway.http.edge import ACCEPTED_ENCODINGS, CLOSE_CONNECTION, request_id
 from gateway.http.wire import RerankRequest, parse_body, render_response
-from gateway.observe.logs import access_log, log
+from gateway.observe.logs import access_log
 from gateway.observe.metrics import Metrics, child
 from gateway.observe.tracing import RequestTrace, Tracing
 from gateway.state.catalog import Catalog
@@ -102,19 +96,9 @@ class Pipeline:
         self.in_flight += 1
         try:
             response = await self._serve(request, api_version, outcome, started)
-        except ApiError as exc:
-            outcome.status, outcome.error = exc.status, exc.log_message
-            response = error_response(exc, outcome.request_id)
-        except Exception as exc:  # a gateway bug: still answer in Cohere's shape
-            # Where it failed, not what it said: an exception's text may hold caller data.
-            log.error(
-                "internal_error",
-                request_id=outcome.request_id,
-                error=exc.__class__.__name__,
-                traceback="".join(traceback.format_tb(exc.__traceback__)),
-            )
-            outcome.status, outcome.error = 500, f"internal error ({exc.__class__.__name__})"
-            response = error_response(internal_error(outcome.request_id), outcome.request_id)
+        except Exception as exc:  # the caller's mistake, an upstream's failure, a gateway bug
+            failed = answer(exc, outcome.request_id)
+            outcome.status, outcome.error, response = failed.status, failed.logged, failed.response
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()

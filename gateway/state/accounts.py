@@ -68,8 +68,14 @@ STORE_RETRY_S = 5.0
 _REBUILD_POLL_S = 0.05
 
 
-class Downgrade(Exception):
-    """Over budget: serve the job with the alias's fast tier `model` instead of refusing."""
+class Downgrade(BaseException):
+    """Over budget: serve the job with the alias's fast tier `model` instead of refusing.
+
+    A signal for the downgrade layer, not an error: like asyncio's CancelledError it is a
+    BaseException, so no `except Exception` on its way up (the cache, coalescing, a
+    caller's error answer) takes it for a failure. What it passes cleans up as for any
+    exit: the budget layer refunds in `except BaseException`, a coalescing flight is
+    released for its followers in `except BaseException` and its task's done callback."""
 
     def __init__(self, model: str, limit: str, warning: str) -> None:
         super().__init__(warning)
