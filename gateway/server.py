@@ -27,10 +27,11 @@ from multiprocessing.process import BaseProcess
 
 from aiohttp import web
 
-from gateway.app import RUNTIME, build_app, build_metrics_app, reload
+from gateway.app import build_app, build_metrics_app
 from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.config.advice import plain_http_warnings, scale_warnings
 from gateway.http.edge import GatewayRunner
+from gateway.http.runtime import RUNTIME, reload
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
 from gateway.startup import port_problem, restart_needed, summary, version

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from gateway.app import RUNTIME
 from gateway.http.edge import GatewayRunner
+from gateway.http.runtime import RUNTIME
 
 T = TypeVar("T")
 

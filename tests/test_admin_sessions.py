@@ -21,10 +21,11 @@ import redis
 import structlog
 import yaml
 
-from gateway.app import RUNTIME, build_app, reload
+from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.http import status
 from gateway.http.auth import hash_key
+from gateway.http.runtime import RUNTIME, reload
 from gateway.http.status import is_loopback_address
 from tests.conftest import ADMIN_KEY, REDIS_URL, TEAM_KEY, gateway_config, scratch_prefix
 from tests.fakes.clock import FakeClock

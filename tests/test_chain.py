@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.app import Gateway, build_gateway
+from gateway.app import build_gateway
 from gateway.chain.budget import BudgetLayer
 from gateway.chain.cache import CacheLayer
 from gateway.chain.dispatch import Dispatch
@@ -27,8 +27,9 @@ from gateway.chain.job import Facts, Report, ScoreJob
 from gateway.chain.order import LAYERS
 from gateway.chain.tier_race import TierRace
 from gateway.config import parse_config
-from gateway.state.accounts import Downgrade
+from gateway.http.runtime import Gateway
 from gateway.observe.metrics import Metrics
+from gateway.state.accounts import Downgrade
 from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
 from tests.governance.helpers import governed, post

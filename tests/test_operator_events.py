@@ -9,8 +9,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway.app import RUNTIME, build_app
+from gateway.app import build_app
 from gateway.config import parse_config
+from gateway.http.runtime import RUNTIME
 from tests.conftest import REDIS_URL, gateway_config
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import Faults

@@ -23,9 +23,10 @@ import redis as redis_sync
 import yaml
 from redis.cluster import key_slot
 
-from gateway.app import RUNTIME, build_app
+from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.config.model import StateConfig
+from gateway.http.runtime import RUNTIME
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
 from gateway.state.score_cache import build_store

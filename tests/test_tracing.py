@@ -16,9 +16,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from gateway.app import RUNTIME, build_app
+from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.config.model import TelemetryConfig
+from gateway.http.runtime import RUNTIME
 from gateway.observe.tracing import GRPC, HTTP, TraceSettings, Tracing
 from tests.conftest import ADMIN_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults

@@ -55,13 +55,13 @@ _UNAVAILABLE = frozenset({429, 502, 503, 504})
 class Dispatch:
     def __init__(
         self,
-        routing: DeploymentState,
+        deployments: DeploymentState,
         metrics: Metrics,
         rng: random.Random | None = None,
         billing: BillingRules = DEFAULT_RULES,
         scrub: Scrubber = SCRUB_PATTERNS,
     ) -> None:
-        self.routing = routing
+        self.deployments = deployments
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.billing = billing  # estimates units for upstreams that do not report them
@@ -71,15 +71,15 @@ class Dispatch:
 
     async def score(self, job: ScoreJob) -> Scored:
         facts, report = job.facts, job.report
-        model = self.routing.models[facts.model]
+        model = self.deployments.models[facts.model]
         docs, chars = len(job.documents), len(job.query) + sum(map(len, job.documents))
         deployments = model.deployments
         if job.spans is not None:  # only deployments that can return them are tried
             deployments = [d for d in deployments if d.relevant_spans]
             if not deployments:
                 raise spans_unsupported(facts.model)
-        order = attempt_order(deployments, self.rng, self.routing.usable)
-        if job.replay is not None and self.routing.usable(order[0]):
+        order = attempt_order(deployments, self.rng, self.deployments.usable)
+        if job.replay is not None and self.deployments.usable(order[0]):
             return await self._replay(job, order[0], docs, chars)
         plan = FailoverPlan(
             deployments=order,
@@ -87,13 +87,13 @@ class Dispatch:
             docs=docs,
             chars=chars,
             max_attempts=model.max_attempts,
-            hedge_delay_s=self.routing.hedge_delay_s(model, order[0], docs, chars),
+            hedge_delay_s=self.deployments.hedge_delay_s(model, order[0], docs, chars),
             max_hedges=model.hedge.max_hedges,
         )
         failover = FailoverReport()
         started = time.monotonic()
         try:
-            deployment, result = await self.routing.failover.run(
+            deployment, result = await self.deployments.failover.run(
                 plan, partial(self._call, job), failover
             )
         except Exhausted as exc:
@@ -127,7 +127,7 @@ class Dispatch:
         deployment cannot be called (its breaker is open), `score` calls for real
         instead, so the job fails or fails over as a call would."""
         delay = max(
-            0.0, min(self.routing.typical_s(first, docs, chars), job.facts.remaining_s() / 2)
+            0.0, min(self.deployments.typical_s(first, docs, chars), job.facts.remaining_s() / 2)
         )
         await asyncio.sleep(delay)
         query, documents, limit = job.query, job.documents, job.max_tokens_per_doc
@@ -157,7 +157,7 @@ class Dispatch:
             request_id=job.facts.request_id,
             priority=job.priority,
             relevant_spans=job.spans,
-            listwise=self.routing.models[job.facts.model].listwise,
+            listwise=self.deployments.models[job.facts.model].listwise,
         )
         started = time.perf_counter()
         with tracing.attempt(deployment, call) as traced:  # the attempt's CLIENT span

@@ -1,5 +1,8 @@
-"""Admin reports (served under `/admin/`, behind the admin key or a manager key): usage,
-depth advice."""
+"""The admin API under `/admin/`: usage reports and depth advice (the admin key, or a
+manager key for its own team), deployment health and the tiers' shadow evaluation (the
+admin key); the key routes themselves are `gateway.http.keys`'. Errors are raised as
+`ApiError`s and answered by the edge middleware in Cohere's shape.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,14 @@ import io
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from gateway.errors import ApiError, bad_request
+from gateway.http.keys import own_team_query
+from gateway.http.runtime import current
 from gateway.state.accounts import STORE_RETRY_S
+from gateway.state.api_keys import Actor, KeyService
 from gateway.state.depth import DepthBook
 from gateway.state.usage_reports import UsageReports
 from policies.ledger_pg import LedgerUnavailable
@@ -20,6 +27,58 @@ from policies.usage import month_range, parse_groups, report_range
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORMATS = ("json", "csv")
+
+
+def admin_route(handler: Handler) -> Handler:
+    """Guard an /admin/ handler with the admin key (refusals answered by the edge middleware)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        current(request).auth.check_admin(request.headers.get("Authorization"))
+        return await handler(request)
+
+    return guarded
+
+
+def key_actor(request: web.Request) -> tuple[Actor, KeyService | None]:
+    """The admin or a team manager, and this gateway's key service (the key routes')."""
+    gateway = current(request)
+    return gateway.auth.principal(request.headers.get("Authorization")), gateway.keys
+
+
+async def usage(request: web.Request) -> web.Response:
+    """`GET /admin/usage?team=&from=&to=|month=&by=&format=json|csv`: usage and cost (a
+    manager key: its own team's only)."""
+    gateway = current(request)
+    actor = gateway.auth.principal(request.headers.get("Authorization"))
+    query = own_team_query(actor, request.query)
+    kind = report_format(query)
+    api_teams = gateway.keeper.directory.teams() if gateway.keeper is not None else set()
+    report = await usage_report(gateway.reports, query, api_teams)
+    if kind == "csv":
+        return web.Response(text=report_csv(report), content_type="text/csv")
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
+async def depth(request: web.Request) -> web.Response:
+    """`GET /admin/depth?team=`: the depth advice per team and model (a manager key: its
+    own team's), after adding this process's latest counts to the store."""
+    gateway = current(request)
+    actor = gateway.auth.principal(request.headers.get("Authorization"))
+    query = own_team_query(actor, request.query, "depth advice", "/admin/depth")
+    report = await depth_report(gateway.depth, gateway.depth_teams(), query)
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
+
+
+async def deployments(request: web.Request) -> web.Response:
+    """Breaker state, recent error rate and latency per deployment (admin)."""
+    return web.json_response(current(request).deployments.snapshot())
+
+
+async def tiers(request: web.Request) -> web.Response:
+    """Shadow quality evaluation of the tiered aliases (admin; see docs/tiers.md)."""
+    shadow = current(request).shadow
+    report = shadow.report() if shadow is not None else {"scope": "this process", "aliases": {}}
+    return web.Response(body=orjson.dumps(report), content_type="application/json")
 
 
 def asked_teams(teams: list[str], query: Mapping[str, str]) -> list[str]:

@@ -10,6 +10,7 @@ access-log line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
@@ -65,7 +66,7 @@ class Pipeline:
         auth: Authenticator,
         scorer: Scorer,
         metrics: Metrics,
-        routing: DeploymentState,
+        deployments: DeploymentState,
         overfetch: Overfetch,
         prices: PriceTable,
         depth: DepthBook,
@@ -77,13 +78,14 @@ class Pipeline:
         self.auth = auth
         self.scorer = scorer
         self.metrics = metrics
-        self.routing = routing
+        self.deployments = deployments
         self.overfetch = overfetch
         self.prices = prices
         self.depth = depth  # depth advice: measures every answer, cuts in enforce mode
         self.tracing = tracing  # None: tracing off, no span objects at all
         self.shadow = shadow  # shadow scoring of tiered aliases, after the answer
         self.in_flight = 0  # lets a reload close this pipeline's providers once idle
+        self._idle: asyncio.Event | None = None  # set when the last request is done
         limit = config.server.max_in_flight
         self.admission = FairAdmission(limit) if limit is not None else None
 
@@ -102,12 +104,22 @@ class Pipeline:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
+            if self._idle is not None and not self.in_flight:
+                self._idle.set()
         elapsed = time.perf_counter() - started
         if trace is not None:  # the caller can hand the trace id to the platform team
             response.headers["traceparent"] = trace.traceparent
             trace.finish(outcome.status, response.headers, outcome.error)
         self._record(outcome, elapsed, response)
         return response
+
+    async def idle(self, timeout_s: float) -> None:
+        """Return once no request is in flight here, or after `timeout_s` (a reload waits
+        for this before it closes the old gateway)."""
+        if self.in_flight:
+            self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout_s)
 
     def _shed(self, team: str, refusal: Refusal) -> ApiError:
         """At capacity, or the team at its share of it while others wait: 503 at once."""
@@ -246,7 +258,7 @@ class Pipeline:
         started: float,
     ) -> Resolution:
         """The concrete model and deadline; a tiered alias picks its tier from the budget."""
-        return self.routing.resolve(
+        return self.deployments.resolve(
             outcome.model,
             outcome.team,
             request.headers.get(BUDGET_HEADER),

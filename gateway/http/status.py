@@ -77,7 +77,7 @@ def is_loopback_address(host: str) -> bool:
 
 async def collect(
     config: Config,
-    routing: DeploymentState,
+    deployments: DeploymentState,
     reports: UsageReports | None,
     metrics: Metrics,
     redis: redis_client.Client | None,
@@ -90,7 +90,7 @@ async def collect(
     shadow evaluation's report (GET /admin/tiers), when an alias is shadowed; `depth`
     the depth advice's book and whose advice to show."""
     now = time.time()
-    snapshot = routing.snapshot()
+    snapshot = deployments.snapshot()
     return {
         "gateway": {
             "version": version(),

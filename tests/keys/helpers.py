@@ -14,9 +14,10 @@ from typing import Any
 import aiohttp
 import redis
 
-from gateway.app import RUNTIME, build_app
+from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.http.auth import hash_key
+from gateway.http.runtime import RUNTIME
 from gateway.state.api_keys import KeyKeeper
 from tests.conftest import ADMIN_KEY, REDIS_URL, gateway_config
 from tests.servers import ServerLoop

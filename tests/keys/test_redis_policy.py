@@ -14,8 +14,9 @@ import redis
 import structlog
 import yaml
 
-from gateway.app import RUNTIME, build_app, reload
+from gateway.app import build_app
 from gateway.config import parse_config
+from gateway.http.runtime import RUNTIME, reload
 from gateway.state.redis_policy import StartupRefused
 from tests.conftest import REDIS_URL, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
