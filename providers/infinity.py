@@ -16,10 +16,9 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.answers import parse_ranked, usage_tokens
 from providers.http import HttpResponse, check_endpoint, status_error
 from providers.rerank_http import RerankHttpProvider
-from providers.types import ProviderError, UpstreamCall, UpstreamResult
+from providers.types import ProviderError, UpstreamCall
 
 
 @dataclass
@@ -40,17 +39,10 @@ class InfinityProvider(RerankHttpProvider):
     """The `infinity` provider type."""
 
     type = "infinity"
+    usage_keys = ("prompt_tokens", "total_tokens")
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
         return {"model": call.model, "query": call.query, "documents": list(documents)}
-
-    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
-        scores, usage = parse_ranked(self.name, resp, count)
-        return UpstreamResult(
-            scores=scores,
-            tokens=usage_tokens(usage, "prompt_tokens", "total_tokens"),
-            upstream_request_id=resp.request_id,
-        )
 
     def error(self, resp: HttpResponse) -> ProviderError:
         err = status_error(self.name, resp)

@@ -13,10 +13,9 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.answers import parse_ranked, usage_tokens
-from providers.http import HttpResponse, check_endpoint
+from providers.http import check_endpoint
 from providers.rerank_http import RerankHttpProvider
-from providers.types import UpstreamCall, UpstreamResult
+from providers.types import UpstreamCall
 
 
 @dataclass
@@ -47,11 +46,3 @@ class JinaProvider(RerankHttpProvider):
             "documents": list(documents),
             "return_documents": False,
         }
-
-    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
-        scores, usage = parse_ranked(self.name, resp, count)
-        return UpstreamResult(
-            scores=scores,
-            tokens=usage_tokens(usage, "total_tokens", "prompt_tokens"),
-            upstream_request_id=resp.request_id,
-        )

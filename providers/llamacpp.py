@@ -14,13 +14,13 @@ with tokens from `usage.total_tokens`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.answers import parse_ranked, usage_tokens
 from providers.http import HttpResponse, check_endpoint, status_error
 from providers.nim import sigmoid
 from providers.rerank_http import RerankHttpProvider
@@ -59,14 +59,10 @@ class LlamaCppProvider(RerankHttpProvider):
         return {"model": call.model, "query": call.query, "documents": list(documents)}
 
     def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
-        scores, usage = parse_ranked(self.name, resp, count)
-        if self.squash:
-            scores = [sigmoid(s) for s in scores]
-        return UpstreamResult(
-            scores=scores,
-            tokens=usage_tokens(usage, "total_tokens", "prompt_tokens"),
-            upstream_request_id=resp.request_id,
-        )
+        result = super().parse(resp, count)  # Cohere's shape; its scores are logits
+        if not self.squash:
+            return result
+        return dataclasses.replace(result, scores=[sigmoid(s) for s in result.scores])
 
     def error(self, resp: HttpResponse) -> ProviderError:
         if resp.status == 500 and _TOO_LARGE.encode() in resp.body:

@@ -25,7 +25,7 @@ from urllib.parse import quote
 import msgspec
 from annotated_types import Ge
 
-from providers.answers import decode, parse_ranked, usage_tokens
+from providers.answers import decode
 from providers.http import HttpResponse, check_endpoint, count_or_none, malformed
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
@@ -80,12 +80,13 @@ class OpenAIRerankProvider(RerankHttpProvider):
 
     def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
         if not self.pairwise:
-            scores, usage = parse_ranked(self.name, resp, count)
-            tokens = usage_tokens(usage, "total_tokens", "prompt_tokens")
-        else:
-            answer = decode(self.name, resp, _Pairwise)
-            if len(answer.scores) != count:
-                what = f"{len(answer.scores)} scores for {count} documents"
-                raise malformed(self.name, what, resp)
-            scores, tokens = answer.scores, count_or_none(answer.input_tokens)
-        return UpstreamResult(scores=scores, tokens=tokens, upstream_request_id=resp.request_id)
+            return super().parse(resp, count)  # Cohere's shape
+        answer = decode(self.name, resp, _Pairwise)
+        if len(answer.scores) != count:
+            what = f"{len(answer.scores)} scores for {count} documents"
+            raise malformed(self.name, what, resp)
+        return UpstreamResult(
+            scores=answer.scores,
+            tokens=count_or_none(answer.input_tokens),
+            upstream_request_id=resp.request_id,
+        )

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from providers.answers import parse_ranked, usage_tokens
 from providers.batching import in_batches
 from providers.http import HttpProvider, HttpResponse, status_error
 from providers.types import ProviderError, UpstreamCall, UpstreamResult
@@ -39,10 +40,13 @@ class HttpOptions(Protocol):
 
 
 class RerankHttpProvider(HttpProvider):
-    """Base of the JSON rerankers: subclasses give `type`, `body` and `parse`, and may
-    change `error`, the `url` and the headers a call goes with (`call_headers`)."""
+    """Base of the JSON rerankers: subclasses give `type` and `body`, and may change
+    `parse` (the default reads Cohere's shape), `error`, the `url` and the headers a call
+    goes with (`call_headers`)."""
 
     options: HttpOptions
+    # Where a Cohere-shaped answer's `usage` counts tokens, the first key found wins.
+    usage_keys: tuple[str, ...] = ("total_tokens", "prompt_tokens")
     # Upstreams that refuse empty documents (Voyage, Vertex AI) are not sent them: an
     # empty document scores EMPTY_SCORE, as it has nothing to match.
     skips_empty = False
@@ -85,7 +89,14 @@ class RerankHttpProvider(HttpProvider):
         raise NotImplementedError
 
     def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
-        raise NotImplementedError
+        """Cohere's answer shape (`results` of `index` and `relevance_score`), as Infinity,
+        vLLM and Jina send it; the tokens from `usage` by `usage_keys`."""
+        scores, usage = parse_ranked(self.name, resp, count)
+        return UpstreamResult(
+            scores=scores,
+            tokens=usage_tokens(usage, *self.usage_keys),
+            upstream_request_id=resp.request_id,
+        )
 
     def error(self, resp: HttpResponse) -> ProviderError:
         return status_error(self.name, resp)

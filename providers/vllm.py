@@ -15,10 +15,9 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.answers import parse_ranked, usage_tokens
-from providers.http import HttpResponse, check_endpoint
+from providers.http import check_endpoint
 from providers.rerank_http import RerankHttpProvider
-from providers.types import UpstreamCall, UpstreamResult
+from providers.types import UpstreamCall
 
 GUARDED_PATHS = ("/v1/rerank", "/v2/rerank")
 
@@ -50,6 +49,7 @@ class VllmProvider(RerankHttpProvider):
     """The `vllm` provider type."""
 
     type = "vllm"
+    usage_keys = ("prompt_tokens", "total_tokens")
     options: VllmOptions
 
     def body(self, call: UpstreamCall, documents: Sequence[str]) -> dict[str, Any]:
@@ -63,11 +63,3 @@ class VllmProvider(RerankHttpProvider):
         if call.priority is not None and self.options.forward_priority:
             body["priority"] = call.priority
         return body
-
-    def parse(self, resp: HttpResponse, count: int) -> UpstreamResult:
-        scores, usage = parse_ranked(self.name, resp, count)
-        return UpstreamResult(
-            scores=scores,
-            tokens=usage_tokens(usage, "prompt_tokens", "total_tokens"),
-            upstream_request_id=resp.request_id,
-        )
