@@ -10,25 +10,21 @@ to the deployment name. Azure bills in `meta.billed_units`, which is passed on.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from annotated_types import Ge
-
 from providers.cohere import CohereOptions, CohereProvider
-from providers.http import check_endpoint, check_http_url
+from providers.http import UpstreamOptions, check_endpoint, check_http_url
 from providers.types import UpstreamCall
 
 
 @dataclass
-class AzureOptions:
+class AzureOptions(UpstreamOptions):
     base_url: str
     api_key: str | None = None
     auth_header: Literal["authorization", "api-key"] = "authorization"
     path: str | None = None  # explicit path after base_url; default derived from base_url
     endpoint_url: str | None = None  # replaces base_url's scheme and host (private endpoint)
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["azure"] = "azure"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -22,7 +22,13 @@ import msgspec
 from annotated_types import Ge
 
 from providers.answers import IndexScore, align, decode, usage_tokens
-from providers.http import HttpResponse, bearer_headers, check_http_url, status_error
+from providers.http import (
+    HttpResponse,
+    UpstreamOptions,
+    bearer_headers,
+    check_http_url,
+    status_error,
+)
 from providers.oauth import TokenSource
 from providers.rerank_http import RerankHttpProvider
 from providers.types import CALIBRATED, ProviderError, UpstreamCall, UpstreamResult
@@ -35,7 +41,7 @@ API_VERSION_CODES = frozenset({"MissingApiVersionParameter", "UnsupportedApiVers
 
 
 @dataclass
-class AzureSemanticOptions:
+class AzureSemanticOptions(UpstreamOptions):
     endpoint: str  # the inference account's endpoint, with any path prefix
     auth: Literal["key", "entra"] = "key"
     api_key: str | None = None  # for `key`: sent as Ocp-Apim-Subscription-Key
@@ -51,8 +57,6 @@ class AzureSemanticOptions:
     # Documents per request: the service's cap is not published (UNVERIFIED).
     max_batch_size: Annotated[int, Ge(1)] = 100
     batch_size: Annotated[int, Ge(1)] | None = None  # the service's own internal `batchSize`
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["azure_semantic"] = "azure_semantic"  # the config's `type` key
 
     def __post_init__(self) -> None:

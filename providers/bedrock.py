@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import quote
 
 import orjson
 import yarl
-from annotated_types import Ge
 
 from providers.http import (
     HttpResponse,
     HttpTransport,
+    UpstreamOptions,
     check_http_url,
     load_json,
     scores_from_ranks,
@@ -49,15 +49,13 @@ _RETRYABLE_CODES = frozenset(
 
 
 @dataclass
-class BedrockOptions:
+class BedrockOptions(UpstreamOptions):
     region: str
     api: Literal["invoke", "rerank"] = "invoke"
     endpoint_url: str | None = None  # VPC endpoint or a fake; default from api and region
     profile: str | None = None  # AWS shared-config profile; default: the standard chain
     api_key: str | None = None  # Bedrock API key, sent as Bearer instead of SigV4 (invoke)
     forward_max_tokens_per_doc: bool = False
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["bedrock"] = "bedrock"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

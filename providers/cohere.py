@@ -10,14 +10,14 @@ answer and errors onto the provider contract: the scores, each result's relevant
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
-from annotated_types import Ge
 
 from providers.http import (
     HttpProvider,
     HttpResponse,
+    UpstreamOptions,
     check_endpoint,
     count_or_none,
     load_json,
@@ -33,12 +33,10 @@ MAX_WARNING_CHARS = 1000
 
 
 @dataclass
-class CohereOptions:
+class CohereOptions(UpstreamOptions):
     base_url: str = "https://api.cohere.com"
     api_key: str | None = None
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
     path: str = "/v2/rerank"
-    max_connections: Annotated[int, Ge(1)] = 1024
     # Send the caller's `priority` (Cohere's API takes 0-999); off for a compatible
     # endpoint that refuses the field.
     forward_priority: bool = True

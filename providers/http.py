@@ -13,9 +13,11 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import orjson
+from annotated_types import Ge
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from providers.http1 import (
@@ -49,6 +51,18 @@ _MAX_ERROR_BODY = 4096  # bytes of an upstream error body worth reading
 _MAX_REQUEST_ID = 128  # an upstream's request id, as logged
 _MAX_CODE = 64  # an upstream's error code, as logged and shown
 
+
+
+@dataclass(kw_only=True)
+class UpstreamOptions:
+    """What the options of every upstream that is called over HTTP have: how long one call
+    may take, and how many connections its pool may open (the rest wait for one). Each
+    provider's options class adds its own (endpoint, credentials, batch size) and its
+    `type`, which picks the class in the config. Keyword-only, so a subclass's required
+    fields may follow them."""
+
+    timeout_s: Annotated[float, Ge(0.001)] = 30.0
+    max_connections: Annotated[int, Ge(1)] = 1024
 
 class HttpResponse:
     """Status, headers and the whole body of one upstream answer, and the headers of the

@@ -16,19 +16,17 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.http import HttpResponse, check_endpoint, status_error
+from providers.http import HttpResponse, UpstreamOptions, check_endpoint, status_error
 from providers.rerank_http import RerankHttpProvider
 from providers.types import ProviderError, UpstreamCall
 
 
 @dataclass
-class InfinityOptions:
+class InfinityOptions(UpstreamOptions):
     base_url: str
     api_key: str | None = None  # Infinity's optional --api-key
     path: str = "/rerank"  # with INFINITY_URL_PREFIX, put the prefix in front
     max_batch_size: Annotated[int, Ge(1)] = 2048
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["infinity"] = "infinity"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -13,19 +13,17 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.http import check_endpoint
+from providers.http import UpstreamOptions, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall
 
 
 @dataclass
-class JinaOptions:
+class JinaOptions(UpstreamOptions):
     api_key: str
     base_url: str = "https://api.jina.ai"
     path: str = "/v1/rerank"
     max_batch_size: Annotated[int, Ge(1)] | None = None
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["jina"] = "jina"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.http import HttpResponse, check_endpoint, status_error
+from providers.http import HttpResponse, UpstreamOptions, check_endpoint, status_error
 from providers.nim import sigmoid
 from providers.rerank_http import RerankHttpProvider
 from providers.types import LOGIT, SIGMOID, ProviderError, UpstreamCall, UpstreamResult
@@ -30,14 +30,12 @@ _TOO_LARGE = "too large to process"
 
 
 @dataclass
-class LlamaCppOptions:
+class LlamaCppOptions(UpstreamOptions):
     base_url: str
     api_key: str | None = None  # llama-server's --api-key
     path: str = "/v1/rerank"  # the server also answers /rerank, /reranking, /v1/reranking
     score: Literal["logit", "sigmoid"] = "logit"
     max_batch_size: Annotated[int, Ge(1)] | None = None  # None: never split
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["llamacpp"] = "llamacpp"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

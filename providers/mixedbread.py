@@ -14,22 +14,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Interval
+from annotated_types import Interval
 
 from providers.answers import DataScored, align, decode, usage_tokens
-from providers.http import HttpResponse, check_endpoint
+from providers.http import HttpResponse, UpstreamOptions, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 
 @dataclass
-class MixedbreadOptions:
+class MixedbreadOptions(UpstreamOptions):
     api_key: str
     base_url: str = "https://api.mixedbread.com"
     path: str = "/v1/reranking"
     max_batch_size: Annotated[int, Interval(ge=1, le=1000)] = 1000
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["mixedbread"] = "mixedbread"  # the config's `type` key
 
     def __post_init__(self) -> None:

@@ -18,21 +18,19 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import NimShaped, align, decode
-from providers.http import HttpResponse, check_endpoint
+from providers.http import HttpResponse, UpstreamOptions, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 
 @dataclass
-class NimOptions:
+class NimOptions(UpstreamOptions):
     base_url: str
     api_key: str | None = None  # none for a self-hosted NIM; `nvapi-...` for NVIDIA's hosted one
     path: str = "/v1/ranking"
     score: Literal["sigmoid", "logit"] = "sigmoid"
     truncate: Literal["END", "NONE"] = "END"
     max_batch_size: Annotated[int, Ge(1)] = 512  # NIM's passages per request
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["nim"] = "nim"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

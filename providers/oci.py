@@ -12,17 +12,17 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import oci
 import orjson
-from annotated_types import Ge
 
 from providers.credentials import LazyCredential
 from providers.http import (
     HttpResponse,
     HttpTransport,
+    UpstreamOptions,
     check_http_url,
     load_json,
     scores_from_ranks,
@@ -42,7 +42,7 @@ Auth = Literal["config_file", "api_key", "instance_principal", "resource_princip
 
 
 @dataclass
-class OciOptions:
+class OciOptions(UpstreamOptions):
     compartment_id: str
     region: str | None = None
     endpoint_url: str | None = None  # default: the Generative AI inference host of region
@@ -58,8 +58,6 @@ class OciOptions:
     pass_phrase: str | None = None
     serving_mode: Literal["on_demand", "dedicated"] = "on_demand"
     endpoint_id: str | None = None  # for serving_mode: dedicated
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["oci"] = "oci"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

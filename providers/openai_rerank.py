@@ -26,7 +26,7 @@ import msgspec
 from annotated_types import Ge
 
 from providers.answers import decode
-from providers.http import HttpResponse, check_endpoint, count_or_none, malformed
+from providers.http import HttpResponse, UpstreamOptions, check_endpoint, count_or_none, malformed
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
@@ -34,15 +34,13 @@ PATHS = {"cohere": "/v1/rerank", "pairwise": "/v1/inference/{model}"}
 
 
 @dataclass
-class OpenAIRerankOptions:
+class OpenAIRerankOptions(UpstreamOptions):
     base_url: str  # e.g. https://api.together.xyz, https://api.deepinfra.com
     api_key: str
     shape: Literal["cohere", "pairwise"] = "cohere"
     path: str = ""  # empty: the shape's (PATHS); `{model}` is replaced by the model id
     repeat_query: bool = True  # pairwise: send the query once per document
     max_batch_size: Annotated[int, Ge(1)] | None = None  # None: never split
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["openai_rerank"] = "openai_rerank"  # the config's `type` key
 
     def __post_init__(self) -> None:

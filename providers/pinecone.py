@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge
 
 from providers.answers import DataScored, align, decode, usage_tokens
-from providers.http import HttpResponse, bearer_headers, check_endpoint
+from providers.http import HttpResponse, UpstreamOptions, bearer_headers, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import CALIBRATED, UpstreamCall, UpstreamResult
 
@@ -31,15 +31,13 @@ DEFAULT_CAP = 100
 
 
 @dataclass
-class PineconeOptions:
+class PineconeOptions(UpstreamOptions):
     api_key: str
     api_version: str = API_VERSION  # X-Pinecone-Api-Version
     base_url: str = "https://api.pinecone.io"
     path: str = "/rerank"
     truncate: Literal["END", "NONE"] | None = None  # `parameters.truncate`, for models that take it
     max_batch_size: Annotated[int, Ge(1)] | None = None  # None: the model's own cap
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["pinecone"] = "pinecone"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -18,6 +18,7 @@ from annotated_types import Ge
 
 from providers.http import (
     HttpResponse,
+    UpstreamOptions,
     check_endpoint,
     count_or_none,
     error_detail,
@@ -35,15 +36,13 @@ _BATCH_LIMIT = re.compile(r"maximum allowed batch size (\d+)")
 
 
 @dataclass
-class TeiOptions:
+class TeiOptions(UpstreamOptions):
     base_url: str
     api_key: str | None = None  # TEI's --api-key; sent as a Bearer token
     path: str = "/rerank"
     # TEI's --max-client-batch-size: documents per upstream request.
     max_batch_size: Annotated[int, Ge(1)] = 32
     truncate: bool = False  # ask TEI to cut over-long inputs instead of refusing them
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["tei"] = "tei"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

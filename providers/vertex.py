@@ -31,7 +31,14 @@ from annotated_types import Ge
 from providers.answers import align, decode
 from providers.credentials import LazyCredential
 from providers.google_auth import ServiceAccount, load_service_account, signed_grant
-from providers.http import HttpResponse, check_endpoint, check_http_url, malformed, status_error
+from providers.http import (
+    HttpResponse,
+    UpstreamOptions,
+    check_endpoint,
+    check_http_url,
+    malformed,
+    status_error,
+)
 from providers.oauth import TokenSource
 from providers.rerank_http import RerankHttpProvider
 from providers.types import CALIBRATED, ProviderError, UpstreamCall, UpstreamResult
@@ -40,7 +47,7 @@ RECORDS_PER_QUERY = 100  # what one billed query covers (UNVERIFIED)
 
 
 @dataclass
-class VertexOptions:
+class VertexOptions(UpstreamOptions):
     project: str
     location: str = "global"  # others are UNVERIFIED
     ranking_config: str = "default_ranking_config"
@@ -51,8 +58,6 @@ class VertexOptions:
     base_url: str = "https://discoveryengine.googleapis.com"
     api_version: Literal["v1", "v1beta", "v1alpha"] = "v1"
     max_batch_size: Annotated[int, Ge(1)] = 200  # records per request
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["vertex"] = "vertex"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge
 
-from providers.http import check_endpoint
+from providers.http import UpstreamOptions, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall
 
@@ -23,14 +23,12 @@ GUARDED_PATHS = ("/v1/rerank", "/v2/rerank")
 
 
 @dataclass
-class VllmOptions:
+class VllmOptions(UpstreamOptions):
     base_url: str
     api_key: str | None = None  # vLLM's --api-key / VLLM_API_KEY
     path: str = "/v1/rerank"
     # vLLM batches internally and takes any number of documents: no split by default.
     max_batch_size: Annotated[int, Ge(1)] | None = None
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     # Send the caller's `priority` (lower first, as Cohere's): only for a server started
     # with `--scheduling-policy priority`, since vLLM refuses a non-zero one otherwise.
     forward_priority: bool = False

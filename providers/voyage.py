@@ -12,23 +12,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Interval
+from annotated_types import Interval
 
 from providers.answers import VoyageShaped, align, decode, usage_tokens
-from providers.http import HttpResponse, check_endpoint
+from providers.http import HttpResponse, UpstreamOptions, check_endpoint
 from providers.rerank_http import RerankHttpProvider
 from providers.types import UpstreamCall, UpstreamResult
 
 
 @dataclass
-class VoyageOptions:
+class VoyageOptions(UpstreamOptions):
     api_key: str
     base_url: str = "https://api.voyageai.com"
     path: str = "/v1/rerank"
     truncation: bool = True  # False: Voyage refuses over-long inputs instead of cutting them
     max_batch_size: Annotated[int, Interval(ge=1, le=1000)] = 1000
-    timeout_s: Annotated[float, Ge(0.001)] = 30.0
-    max_connections: Annotated[int, Ge(1)] = 1024
     type: Literal["voyage"] = "voyage"  # the config's `type` key: selects this options class
 
     def __post_init__(self) -> None:
