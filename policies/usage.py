@@ -217,16 +217,17 @@ def _billed(counts: Mapping[str, int]) -> dict[str, Any]:
     return {"unit": kind, "billed_units": 0 if kind == "free" else counts[billed_counter(kind)]}
 
 
+# Money is counted in micro-dollars and reported in dollars, under these names.
+_IN_USD = {COST: "cost_usd", SAVED_COST: "saved_cost_usd", REPLAYED_COST: "replayed_cost_usd"}
+REPORT_FIGURES = tuple(_IN_USD.get(name, name) for name in FIELDS)  # a report row's figures
+
+
 def _figures(counts: Mapping[str, int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in FIELDS:
         value = counts.get(name, 0)
-        if name == COST:
-            out["cost_usd"] = round(usd(value), 6)
-        elif name == SAVED_COST:
-            out["saved_cost_usd"] = round(usd(value), 6)
-        elif name == REPLAYED_COST:
-            out["replayed_cost_usd"] = round(usd(value), 6)
+        if name in _IN_USD:
+            out[_IN_USD[name]] = round(usd(value), 6)
         else:
             out[name] = value
     return out

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import jsonschema
 import pytest
+import redis
 
-from tests.conftest import ADMIN_KEY, TEAM_KEY
+from gateway.errors import ApiError
+from gateway.http.openapi import public_spec
+from gateway.http.wire import parse_request
+from gateway.http.wire_types import MAX_INT32
+from tests.conftest import ADMIN_KEY, TEAM_KEY, scratch_prefix
 from tests.fakes.cohere import FakeCohere, Faults
+from tests.keys.helpers import call, keyed_config, start_replicas
+from tests.servers import ServerLoop
 
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 
@@ -151,3 +159,153 @@ async def test_usage_report_matches_the_admin_schema(gateway_url: str) -> None:
     status, report = await get_json(gateway_url + "/admin/usage?team=search", admin)
     assert status == 200 and report["rows"][0]["requests"] == 1
     validator(doc, "UsageReport").validate(report)
+
+
+# --- the documents allow what the handlers accept, no more and no less ------------------
+#
+# Each body below is checked against its schema and given to the handler; the two must
+# agree. Rules a schema cannot state (an ISO 8601 time, a key's lifetime, a document's
+# `text` field, documents x chunks) are said in the descriptions and tested with their
+# routes (tests/keys, tests/test_schema.py).
+
+RERANK_CHANGES: list[dict[str, Any]] = [
+    {},
+    {"top_n": 0},
+    {"top_n": 1},
+    {"top_n": 3.0},
+    {"top_n": 1.5},
+    {"top_n": "1"},
+    {"top_n": None},
+    {"top_n": MAX_INT32},
+    {"top_n": MAX_INT32 + 1},
+    {"max_tokens_per_doc": 0},
+    {"max_tokens_per_doc": MAX_INT32 + 1},
+    {"priority": -1},
+    {"priority": 0},
+    {"priority": 999},
+    {"priority": 1000},
+    {"max_chunks_per_doc": 0},
+    {"max_chunks_per_doc": 9999},
+    {"max_chunks_per_doc": 10_000},
+    {"query": ""},
+    {"query": "   "},
+    {"query": 5},
+    {"documents": []},
+    {"documents": [5]},
+    {"documents": ["a"] * 10_001},
+    {"documents": [{"text": "a", "id": "x"}]},
+    {"model": ""},
+    {"model": None},
+    {"return_documents": True},
+    {"return_documents": "yes"},
+    {"rank_fields": []},
+    {"rank_fields": ["text"]},
+    {"rank_fields": "text"},
+    {"relevant_spans": {"mode": "enabled"}},
+    {"relevant_spans": {"mode": "disabled", "threshold": 0.5, "max_spans": 3}},
+    {"relevant_spans": {"mode": "on"}},
+    {"relevant_spans": {}},
+    {"relevant_spans": {"mode": "enabled", "threshold": 1.5}},
+    {"relevant_spans": {"mode": "enabled", "max_spans": 0}},
+    {"relevant_spans": {"mode": "enabled", "max_spans": MAX_INT32 + 1}},
+    {"relevant_spans": {"mode": "enabled", "colour": "red"}},
+    {"relevant_spans": "enabled"},
+    {"top_k": 1},
+]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("change", RERANK_CHANGES, ids=lambda c: repr(c)[:60])
+def test_the_rerank_schemas_allow_exactly_the_bodies_the_parser_accepts(
+    version: int, change: dict[str, Any]
+) -> None:
+    """Was: the schemas were written apart from the parser, and said nothing of the upper
+    bounds of top_n, max_tokens_per_doc and max_spans that the parser enforces."""
+    spec = public_spec()
+    body = {"model": "rerank-v3.5", "query": "q", "documents": ["a"], **change}
+    allowed = validator(spec, f"RerankRequestV{version}").is_valid(body)
+    try:
+        parse_request(body, version)
+        accepted = True
+    except ApiError:
+        accepted = False
+    assert allowed == accepted, (version, body)
+
+
+CREATE_BODIES: list[dict[str, Any]] = [
+    {"team": "search"},
+    {"team": "search", "name": "ci", "scopes": ["rerank"], "models": ["rerank-v3.5"]},
+    {"team": "search", "name": None, "expires_in_s": None},
+    {"team": "search", "expires_in_s": 60},
+    {"team": "search", "expires_in_s": 0},
+    {"team": "search", "expires_in_s": "60"},
+    {"team": "search", "expires_in_s": True},
+    {"team": "search", "expires_in_s": 400_000_000},
+    {"team": 5},
+    {"team": "search", "name": 5},
+    {"team": "search", "scopes": ["root"]},
+    {"team": "search", "scopes": "rerank"},
+    {"team": "search", "models": []},
+    {"team": "search", "models": [5]},
+    {"team": "search", "colour": "red"},
+    {"team": "search", "colour": None},
+]
+ROTATE_BODIES: list[dict[str, Any]] = [
+    {},
+    {"grace_s": 0},
+    {"grace_s": 60.5, "expires_in_s": 600},
+    {"grace_s": None, "never_expires": True},
+    {"grace_s": -1},
+    {"grace_s": 315_360_001},
+    {"grace_s": "1h"},
+    {"never_expires": "yes"},
+    {"expires_in_s": -5},
+    {"old": True},
+]
+
+
+@pytest.fixture
+def key_url(
+    servers: ServerLoop, fake_cohere: tuple[FakeCohere, str], redis_client: redis.Redis
+) -> Iterator[str]:
+    """A gateway with API keys, under a Redis prefix of this test's own."""
+    for prefix in scratch_prefix(redis_client, "rg-test-openapi-"):
+        data = keyed_config(fake_cohere[1], prefix)
+        yield start_replicas(servers, data, prefix, redis_client, count=1).urls[0]
+
+
+async def test_the_key_schemas_allow_exactly_the_bodies_the_key_routes_accept(
+    key_url: str,
+) -> None:
+    """The admin document's CreateKey and RotateKey against POST /admin/keys and
+    /admin/keys/{id}/rotate, body by body: 201 where the schema allows, 400 where not."""
+    _, doc = await get_json(key_url + "/admin/openapi.json", {"Authorization": f"Bearer {ADMIN_KEY}"})
+    for body in CREATE_BODIES:
+        status, answer = await call("POST", key_url + "/admin/keys", body=body)
+        assert status in (201, 400), answer
+        assert validator(doc, "CreateKey").is_valid(body) == (status == 201), (body, answer)
+        if status == 201:
+            validator(doc, "IssuedKey").validate(answer)
+    _, key = await call("POST", key_url + "/admin/keys", body={"team": "search"})
+    for body in ROTATE_BODIES:
+        status, answer = await call("POST", key_url + f"/admin/keys/{key['id']}/rotate", body=body)
+        assert status in (201, 400), answer
+        assert validator(doc, "RotateKey").is_valid(body) == (status == 201), (body, answer)
+        if status == 201:
+            validator(doc, "IssuedKey").validate(answer)
+            key = answer  # the next rotation starts from the newest key
+    status, listing = await call("GET", key_url + "/admin/keys?team=search")
+    assert status == 200
+    validator(doc, "KeyList").validate(listing)
+    status, revoked = await call("DELETE", key_url + f"/admin/keys/{key['id']}")
+    assert status == 200
+    validator(doc, "RevokedKey").validate(revoked)
+
+
+async def test_admin_reports_match_the_admin_schema(gateway_url: str) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    _, doc = await get_json(gateway_url + "/admin/openapi.json", admin)
+    for path, schema in (("/admin/deployments", "Deployments"), ("/admin/tiers", "TiersReport")):
+        status, report = await get_json(gateway_url + path, admin)
+        assert status == 200
+        validator(doc, schema).validate(report)

@@ -3,27 +3,37 @@
 The global admin may manage every team's keys; a team's manager key (from the config or
 an API key with the `manage` scope) only its own team's, and may read its own team's usage.
 The logic lives in `gateway.state.api_keys.KeyService` (the CLI calls it too); this module
-reads and checks the JSON bodies and answers. Errors are `ApiError`s, answered in Cohere's
-shape by the app's error middleware.
+reads the JSON bodies, checks them against their types (`gateway.http.admin_types`, the
+ones the OpenAPI document is generated from) with messages that name the field, and
+answers. Errors are `ApiError`s, answered in Cohere's shape by the edge middleware.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
 from multidict import MultiDict
+from pydantic import TypeAdapter, ValidationError
 
 from gateway.errors import ApiError, bad_request
+from gateway.http.admin_types import DEFAULT_GRACE_S, CreateKey, RotateKey
 from gateway.state.api_keys import KEEP, Actor, KeyService
 from policies.api_keys import MAX_LIFETIME_S, RERANK, check_lifetime
 
-DEFAULT_GRACE_S = 86_400.0  # a rotated key's old key keeps working for a day
-_CREATE_FIELDS = {"team", "name", "expires_at", "expires_in_s", "scopes", "models"}
-_ROTATE_FIELDS = {"grace_s", "expires_at", "expires_in_s", "never_expires"}
+Body = TypeVar("Body", CreateKey, RotateKey)
+_CREATE = TypeAdapter(CreateKey)
+_ROTATE = TypeAdapter(RotateKey)
+# What a field's value must be, said as the caller should read it (by pydantic's error type).
+_STRINGS = {"scopes", "models"}
+_NUMBERS = {"grace_s", "expires_in_s"}
+_RANGES = {
+    "grace_s": f"0 to {MAX_LIFETIME_S} seconds (10 years)",
+    "expires_in_s": "more than 0",
+}
 
 KeysHandler = Callable[[web.Request, Actor, KeyService], Awaitable[web.StreamResponse]]
 Resolve = Callable[[web.Request], tuple[Actor, KeyService | None]]
@@ -48,17 +58,17 @@ def keys_route(resolve: Resolve, handler: KeysHandler) -> Callable[..., Any]:
 async def create_key(request: web.Request, actor: Actor, service: KeyService) -> web.Response:
     """`POST /admin/keys` {team, name?, expires_at?|expires_in_s?, scopes?, models?}: 201 with
     the key (shown this once) and its metadata."""
-    body = await _object(request, _CREATE_FIELDS)
+    body = await _object(request, _CREATE)
     team = body.get("team", actor.team)
     if team is None:
         raise bad_request("team is required: the team the key belongs to")
     issued = await service.create(
         actor,
-        _string(body, "team", team),
-        name=_optional_string(body, "name"),
+        team,
+        name=body.get("name"),
         expires=_expiry(body, service.clock()),
-        scopes=_strings(body, "scopes") or (RERANK,),
-        models=_strings(body, "models"),
+        scopes=body.get("scopes") or (RERANK,),
+        models=body.get("models"),
     )
     return _json(issued.answer(service.clock()), status=201)
 
@@ -80,13 +90,10 @@ async def revoke_key(request: web.Request, actor: Actor, service: KeyService) ->
 async def rotate_key(request: web.Request, actor: Actor, service: KeyService) -> web.Response:
     """`POST /admin/keys/{id}/rotate` {grace_s?, expires_at?|expires_in_s?|never_expires?}:
     a new key with the old one's expiry (unless given); the old one works `grace_s` more."""
-    body = await _object(request, _ROTATE_FIELDS, empty_ok=True)
-    grace = _number(body, "grace_s", DEFAULT_GRACE_S)
-    if not 0 <= grace <= MAX_LIFETIME_S:
-        raise bad_request(f"grace_s must be 0 to {MAX_LIFETIME_S} seconds (10 years)")
-    never = body.get("never_expires", False)
-    if not isinstance(never, bool):
-        raise bad_request("never_expires must be true or false")
+    body = await _object(request, _ROTATE, empty_ok=True)
+    grace = body.get("grace_s")
+    grace = DEFAULT_GRACE_S if grace is None else grace
+    never = bool(body.get("never_expires"))
     given = _expiry(body, service.clock())
     if never and given is not None:
         raise bad_request("give never_expires or an expiry, not both")
@@ -115,62 +122,54 @@ def own_team_query(
     return own
 
 
-async def _object(request: web.Request, fields: set[str], empty_ok: bool = False) -> dict:
+async def _object(request: web.Request, kind: TypeAdapter[Body], empty_ok: bool = False) -> Body:
+    """The JSON body checked against its type; null means "not set", so nulls are left out."""
     raw = await request.read()
     if not raw.strip() and empty_ok:
-        return {}
+        return kind.validate_python({})
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise bad_request("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise bad_request("the body must be a JSON object")
-    unknown = sorted(set(body) - fields)
+    try:
+        valid = kind.validate_python(body)
+    except ValidationError as exc:
+        raise bad_request(_problem(exc, kind)) from None
+    for name in [name for name, value in valid.items() if value is None]:
+        del valid[name]  # type: ignore[misc]
+    return valid
+
+
+def _problem(exc: ValidationError, kind: TypeAdapter[Any]) -> str:
+    """The first thing wrong with a body, naming the field (unknown fields first)."""
+    errors = exc.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
     if unknown:
-        raise bad_request(
-            f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(sorted(fields))}"
-        )
-    return {k: v for k, v in body.items() if v is not None}
+        fields = sorted(kind.json_schema()["properties"])
+        return f"unknown field(s) {', '.join(unknown)}; fields: {', '.join(fields)}"
+    name, problem = str(errors[0]["loc"][0]), errors[0]["type"]
+    if name in _STRINGS:
+        return f"{name} must be a list of strings"
+    if name in _NUMBERS:
+        wanted = "a number of seconds" if problem == "float_type" else _RANGES[name]
+        return f"{name} must be {wanted}"
+    if problem == "bool_type":
+        return f"{name} must be true or false"
+    return f"{name} must be a string"
 
 
-def _string(body: dict, name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise bad_request(f"{name} must be a string")
-    return value
-
-
-def _optional_string(body: dict, name: str) -> str | None:
-    return None if name not in body else _string(body, name, body[name])
-
-
-def _strings(body: dict, name: str) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise bad_request(f"{name} must be a list of strings")
-    return value
-
-
-def _number(body: dict, name: str, default: float) -> float:
-    value = body.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise bad_request(f"{name} must be a number of seconds")
-    return float(value)
-
-
-def _expiry(body: dict, now: float) -> float | None:
+def _expiry(body: CreateKey | RotateKey, now: float) -> float | None:
     """`expires_in_s` or `expires_at` as epoch seconds, at most MAX_LIFETIME_S away."""
     if "expires_at" in body and "expires_in_s" in body:
         raise bad_request("give expires_at or expires_in_s, not both")
-    if "expires_in_s" in body:
-        seconds = _number(body, "expires_in_s", 0.0)
-        if seconds <= 0:
-            raise bad_request("expires_in_s must be more than 0")
+    seconds = body.get("expires_in_s")
+    if seconds is not None:
         return _bounded("expires_in_s", now + seconds, now)
-    if "expires_at" in body:
-        moment = parse_time(_string(body, "expires_at", body["expires_at"]))
-        return _bounded("expires_at", moment, now)
+    moment = body.get("expires_at")
+    if moment is not None:
+        return _bounded("expires_at", parse_time(moment), now)
     return None
 
 

@@ -1,18 +1,50 @@
 """OpenAPI 3.1 descriptions of the public routes and, separately, the admin routes.
 
-The schemas say what the gateway really accepts and returns; tests validate real
-responses against them.
+The routes (paths, parameters, status codes) are described here; the schemas of their
+bodies and answers are generated from the types the handlers use: the rerank wire types
+(`gateway.http.wire_types`) and the admin API's (`gateway.http.admin_types`), so a field
+is written once. Tests validate real answers against the documents, and check that the
+bodies the documents allow are the bodies the handlers accept.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from pydantic import TypeAdapter
+
+from gateway.http import admin_types, wire_types
 from gateway.http.models import DEFAULT_PAGE_SIZE, ENDPOINTS, MAX_PAGE_SIZE
-from gateway.http.wire import MAX_DOCUMENTS
 from providers.types import SCORE_SCALES
 
-_NULLABLE_INT = {"type": ["integer", "null"], "minimum": 1}
+_REF = "#/components/schemas/{model}"
+
+
+def schemas(*kinds: Any) -> dict[str, Any]:
+    """The JSON Schemas of `kinds` and of every type they use, by name (`components`)."""
+    found: dict[str, Any] = {}
+    for kind in kinds:
+        schema = TypeAdapter(kind).json_schema(ref_template=_REF)
+        found.update(schema.pop("$defs", {}))
+        found[kind.__name__] = schema
+    return {name: _tidy(schema) for name, schema in found.items()}
+
+
+def _tidy(schema: Any) -> Any:
+    """Without pydantic's titles (the names say it), descriptions on one line."""
+    if isinstance(schema, list):
+        return [_tidy(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    tidy = {}
+    for key, value in schema.items():
+        if key == "title" and isinstance(value, str):
+            continue
+        if key == "description" and isinstance(value, str):
+            value = re.sub(r"\s+", " ", value).strip()
+        tidy[key] = _tidy(value)
+    return tidy
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -21,126 +53,6 @@ def _error(description: str) -> dict[str, Any]:
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
 
-
-def _rerank_request(version: int) -> dict[str, Any]:
-    document = {
-        "oneOf": [
-            {"type": "string"},
-            {
-                "type": "object",
-                "description": "Fields to rank on; `text` unless rank_fields names others.",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
-            },
-        ]
-    }
-    props: dict[str, Any] = {
-        "model": {"type": "string", "minLength": 1}
-        if version == 2
-        else {"type": ["string", "null"]},
-        "query": {"type": "string", "minLength": 1, "pattern": r"\S"},
-        "documents": {"type": "array", "minItems": 1, "maxItems": MAX_DOCUMENTS, "items": document},
-        "top_n": _NULLABLE_INT,
-        "rank_fields": {"type": ["array", "null"], "items": {"type": "string"}, "minItems": 1},
-        "return_documents": {"type": ["boolean", "null"]},
-        "max_chunks_per_doc": _NULLABLE_INT,
-    }
-    if version == 2:
-        props["max_tokens_per_doc"] = _NULLABLE_INT
-        props["priority"] = {"type": ["integer", "null"], "minimum": 0, "maximum": 999}
-        props["relevant_spans"] = {
-            "type": ["object", "null"],
-            "description": "Rerank 5's relevant spans: passed to the deployments that return "
-            "them; 400 naming the model when none of its deployments does.",
-            "required": ["mode"],
-            "properties": {
-                "mode": {"enum": ["enabled", "disabled"]},
-                "threshold": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-                "max_spans": {"type": ["integer", "null"], "minimum": 1},
-            },
-            "additionalProperties": False,
-        }
-    return {
-        "type": "object",
-        "required": ["model", "query", "documents"] if version == 2 else ["query", "documents"],
-        "properties": props,
-        "additionalProperties": False,
-    }
-
-
-_RESPONSE = {
-    "type": "object",
-    "required": ["id", "results", "meta"],
-    "properties": {
-        "id": {"type": "string"},
-        "results": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["index", "relevance_score"],
-                "properties": {
-                    "index": {"type": "integer", "minimum": 0},
-                    "relevance_score": {"type": "number", "minimum": 0, "maximum": 1},
-                    "document": {"type": "object", "description": "With return_documents."},
-                    "relevant_spans": {
-                        "type": "array",
-                        "description": "With relevant_spans enabled: code points "
-                        "[start, end), most relevant first; absent when none were found.",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["start", "end", "score"],
-                            "properties": {
-                                "start": {"type": "integer", "minimum": 0},
-                                "end": {"type": "integer", "minimum": 0},
-                                "score": {"type": "number", "minimum": 0, "maximum": 1},
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                },
-                "additionalProperties": False,
-            },
-        },
-        "meta": {
-            "type": "object",
-            "required": ["api_version", "billed_units"],
-            "properties": {
-                "api_version": {
-                    "type": "object",
-                    "required": ["version"],
-                    "properties": {
-                        "version": {"enum": ["1", "2"]},
-                        "is_deprecated": {"type": "boolean", "description": "The upstream's."},
-                        "is_experimental": {"type": "boolean", "description": "The upstream's."},
-                    },
-                    "additionalProperties": False,
-                },
-                "tokens": {
-                    "type": "object",
-                    "description": "Tokens the upstream calls of this request reported (none "
-                    "on a cache hit).",
-                    "minProperties": 1,
-                    "properties": {
-                        "input_tokens": {"type": "integer", "minimum": 0},
-                        "output_tokens": {"type": "integer", "minimum": 0},
-                    },
-                    "additionalProperties": False,
-                },
-                "billed_units": {
-                    "type": "object",
-                    "description": "What this request cost, in the unit of the deployment that "
-                    "served it: search_units, or input_tokens for token-priced models",
-                    "minProperties": 1,
-                    "properties": {
-                        "search_units": {"type": "integer", "minimum": 0},
-                        "input_tokens": {"type": "integer", "minimum": 1},
-                    },
-                },
-                "warnings": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-    },
-}
 
 _ERROR = {
     "type": "object",
@@ -172,73 +84,6 @@ _BUDGET = {
     "description": "The request's deadline in milliseconds; a tiered alias picks its tier by it.",
     "schema": {"type": "integer", "minimum": 1},
 }
-
-_LATENCY_MS = {"type": ["number", "null"], "minimum": 0}
-_DEPLOYMENTS = {
-    "type": "object",
-    "required": ["deployments", "retry_budget"],
-    "properties": {
-        "deployments": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": [
-                    "models",
-                    "state",
-                    "cooldown_remaining_s",
-                    "calls",
-                    "error_rate",
-                    "in_flight",
-                    "latency_ms",
-                    "latency_samples",
-                    "latency_prior_ms",
-                ],
-                "properties": {
-                    "models": {"type": "array", "items": {"type": "string"}},
-                    "state": {"enum": ["closed", "half_open", "open"]},
-                    "cooldown_remaining_s": {"type": "number", "minimum": 0},
-                    "calls": {"type": "integer", "minimum": 0},
-                    "error_rate": {"type": "number", "minimum": 0, "maximum": 1},
-                    "in_flight": {"type": "integer", "minimum": 0},
-                    "latency_ms": {
-                        "type": "object",
-                        "required": ["p50", "p90", "p99"],
-                        "properties": {"p50": _LATENCY_MS, "p90": _LATENCY_MS, "p99": _LATENCY_MS},
-                        "additionalProperties": False,
-                    },
-                    "latency_samples": {"type": "integer", "minimum": 0},
-                    "latency_prior_ms": {
-                        "type": "object",
-                        "description": "The prior blended with observations while they are "
-                        "few: configured, a model family's default, or the broad default.",
-                        "required": ["source", "base_ms", "per_doc_ms", "per_kchar_ms", "weight"],
-                        "properties": {
-                            "source": {"type": "string"},
-                            "base_ms": {"type": "number", "minimum": 0},
-                            "per_doc_ms": {"type": "number", "minimum": 0},
-                            "per_kchar_ms": {"type": "number", "minimum": 0},
-                            "weight": {"type": "number", "minimum": 0},
-                        },
-                        "additionalProperties": False,
-                    },
-                },
-                "additionalProperties": False,
-            },
-        },
-        "retry_budget": {
-            "type": "object",
-            "required": ["requests", "retries", "available"],
-            "properties": {
-                "requests": {"type": "number", "minimum": 0},
-                "retries": {"type": "number", "minimum": 0},
-                "available": {"type": "number", "minimum": 0},
-            },
-            "additionalProperties": False,
-        },
-    },
-    "additionalProperties": False,
-}
-
 
 def _rerank_operation(version: int) -> dict[str, Any]:
     headers = {
@@ -425,6 +270,10 @@ def _models_paths() -> dict[str, Any]:
     }
 
 
+def _page(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
 def _text(description: str, media: str = "application/json") -> dict[str, Any]:
     return {"description": description, "content": {media: {"schema": {"type": "object"}}}}
 
@@ -464,231 +313,17 @@ def public_spec() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "RerankRequestV2": _rerank_request(2),
-                "RerankRequestV1": _rerank_request(1),
-                "RerankResponse": _RESPONSE,
+                **schemas(
+                    wire_types.RerankRequestV2,
+                    wire_types.RerankRequestV1,
+                    wire_types.RerankResponse,
+                ),
                 "Error": _ERROR,
                 "Model": _MODEL,
                 "ModelList": _MODEL_LIST,
             },
         },
     }
-
-
-_USAGE_FIGURES = {
-    name: {"type": "number" if name.endswith("_usd") else "integer", "minimum": 0}
-    for name in (
-        "requests",
-        "documents",
-        "search_units",
-        "tokens",
-        "cost_usd",
-        "saved_search_units",
-        "saved_tokens",
-        "saved_cost_usd",
-        "cache_hits",
-        "replayed",
-        "replayed_cost_usd",
-        "rejected_limits",
-        "rejected_rate_limit",
-        "rejected_budget",
-        "truncated",
-        "downgraded",
-    )
-}
-
-_USAGE_REPORT = {
-    "type": "object",
-    "required": ["from", "to", "currency", "rows", "totals", "scope", "group_by"],
-    "properties": {
-        "from": {"type": "string", "format": "date"},
-        "to": {"type": "string", "format": "date"},
-        "currency": {"const": "USD"},
-        "scope": {"enum": ["ledger", "all replicas", "this process"]},
-        "group_by": {
-            "type": "array",
-            "items": {"enum": ["team", "key", "model", "deployment"]},
-            "description": "the columns that name each row, in order",
-        },
-        "rows": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "description": "one group: the `group_by` columns, then the figures",
-                "required": [*_USAGE_FIGURES, "unit", "billed_units"],
-                "properties": {
-                    "team": {"type": "string"},
-                    "key": {
-                        "type": ["string", "null"],
-                        "description": "the API key's id, or config:<digest prefix>",
-                    },
-                    "model": {"type": "string"},
-                    "deployment": {"type": ["string", "null"]},
-                    **_USAGE_FIGURES,
-                    "unit": {
-                        "description": "the price kind the row was billed by",
-                        "enum": ["search_units", "tokens", "request", "free", "mixed", None],
-                    },
-                    "billed_units": {"type": ["integer", "null"], "minimum": 0},
-                },
-                "additionalProperties": False,
-            },
-        },
-        "totals": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "properties": _USAGE_FIGURES,
-                "additionalProperties": False,
-            },
-        },
-    },
-}
-
-
-_SHARE = {"type": ["number", "null"], "minimum": -1, "maximum": 1}
-_AGREEMENT = {
-    "type": "object",
-    "required": ["samples", "window", "ndcg_mean", "ndcg_p10", "overlap_mean"],
-    "properties": {
-        "samples": {"type": "integer", "minimum": 0},
-        "window": {"type": "integer", "minimum": 0},
-        "ndcg_mean": _SHARE,
-        "ndcg_p10": _SHARE,
-        "overlap_mean": _SHARE,
-        "rank_correlation_mean": _SHARE,
-        "k_mean": {"type": ["number", "null"], "minimum": 1},
-    },
-    "additionalProperties": False,
-}
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-_DEPTH_POINT = {
-    "type": "object",
-    "required": ["depth", "recall", "low", "high"],
-    "properties": {
-        "depth": {"type": "integer", "minimum": 1},
-        "recall": {"type": "number", "minimum": 0, "maximum": 1},
-        "low": {"type": "number", "minimum": 0, "maximum": 1},
-        "high": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-    "additionalProperties": False,
-}
-_DEPTH_ROW = {
-    "type": "object",
-    "required": [
-        "team", "model", "mode", "enforced", "reverted", "status", "message", "target_recall",
-        "requests", "measured", "explored", "topk_documents", "sends", "needs", "cuts",
-        "recall", "curve", "order_p_value", "saving",
-    ],
-    "properties": {
-        "team": {"type": "string"},
-        "model": {"type": "string"},
-        "mode": {"enum": ["advise", "enforce"]},
-        "enforced": {"type": ["integer", "null"], "description": "The depth cut to now."},
-        "reverted": {"type": "boolean", "description": "Switched back to advise (drift)."},
-        "status": {"enum": ["advice", "no_order_signal", "insufficient_data"]},
-        "message": {"type": "string"},
-        "target_recall": {"type": "number"},
-        "requests": {"type": "integer", "minimum": 0},
-        "measured": {"type": "integer", "minimum": 0},
-        "explored": {"type": "integer", "minimum": 0},
-        "topk_documents": {"type": "integer", "minimum": 0},
-        "sends": {
-            "type": "object",
-            "required": ["mean", "p90", "max"],
-            "properties": {
-                "mean": _NUMBER_OR_NULL,
-                "p90": {"type": ["integer", "null"]},
-                "max": {"type": ["integer", "null"]},
-            },
-            "additionalProperties": False,
-        },
-        "needs": {"type": ["integer", "null"], "description": "The advised depth."},
-        "cuts": {"type": "boolean", "description": "needs is below what the team sends."},
-        "recall": {"oneOf": [_DEPTH_POINT, {"type": "null"}]},
-        "curve": {"type": "array", "items": _DEPTH_POINT},
-        "order_p_value": _NUMBER_OR_NULL,
-        "saving": {
-            "oneOf": [
-                {"type": "null"},
-                {
-                    "type": "object",
-                    "required": [
-                        "unit", "per_request_now", "per_request_advised", "usd_per_day",
-                        "latency_ms_p90", "requests_per_day", "note",
-                    ],
-                    "properties": {
-                        "unit": {"enum": ["search_units", "tokens", "request", "free"]},
-                        "per_request_now": _NUMBER_OR_NULL,
-                        "per_request_advised": _NUMBER_OR_NULL,
-                        "usd_per_day": {"type": "number", "minimum": 0},
-                        "latency_ms_p90": _NUMBER_OR_NULL,
-                        "requests_per_day": {"type": "number", "minimum": 0},
-                        "note": {"type": "string"},
-                    },
-                    "additionalProperties": False,
-                },
-            ]
-        },
-    },
-    "additionalProperties": False,
-}
-_DEPTH_REPORT = {
-    "type": "object",
-    "required": ["scope", "window_hours", "rows"],
-    "properties": {
-        "scope": {"type": "string"},
-        "window_hours": {"type": "number"},
-        "rows": {"type": "array", "items": _DEPTH_ROW},
-    },
-    "additionalProperties": False,
-}
-
-_TIERS_REPORT = {
-    "type": "object",
-    "required": ["scope", "aliases"],
-    "properties": {
-        "scope": {"type": "string"},
-        "aliases": {
-            "type": "object",
-            "additionalProperties": {
-                "type": "object",
-                "required": ["tiers", "shadow", "shadow_calls", "shadow_spend_usd", "teams"],
-                "properties": {
-                    "tiers": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "shadow": {"type": "object"},
-                    "shadow_calls": {
-                        "type": "object",
-                        "additionalProperties": {"type": "integer", "minimum": 0},
-                    },
-                    "shadow_spend_usd": {
-                        "type": "object",
-                        "required": ["today", "total"],
-                        "properties": {
-                            "today": {"type": "number", "minimum": 0},
-                            "total": {"type": "number", "minimum": 0},
-                        },
-                    },
-                    "teams": {
-                        "type": "object",
-                        "additionalProperties": {
-                            "type": "object",
-                            "properties": {
-                                "fast_vs_pro": _AGREEMENT,
-                                "pro_vs_fast": _AGREEMENT,
-                                "fast_quality": _AGREEMENT,
-                                "downgrades": {"enum": ["allowed", "stopped"]},
-                            },
-                            "additionalProperties": False,
-                        },
-                    },
-                },
-                "additionalProperties": False,
-            },
-        },
-    },
-    "additionalProperties": False,
-}
 
 
 def _query(name: str, description: str) -> dict[str, Any]:
@@ -701,55 +336,6 @@ def _query(name: str, description: str) -> dict[str, Any]:
     }
 
 
-_NUMBER_OR_NULL = {"type": ["number", "null"]}
-_STRINGS_OR_NULL = {"type": ["array", "null"], "items": {"type": "string"}}
-_API_KEY: dict[str, Any] = {
-    "type": "object",
-    "description": "An API key's metadata (never the key, never its digest).",
-    "required": ["id", "team", "prefix", "created", "expires", "expired", "scopes"],
-    "properties": {
-        "id": {"type": "string"},
-        "team": {"type": "string"},
-        "name": {"type": ["string", "null"]},
-        "prefix": {"type": "string", "description": "`rgk_<id>`: how the key starts."},
-        "created": {"type": "number", "description": "Epoch seconds."},
-        "expires": _NUMBER_OR_NULL,
-        "expired": {"type": "boolean"},
-        "last_used": {**_NUMBER_OR_NULL, "description": "Epoch seconds, to the minute."},
-        "scopes": {"type": "array", "items": {"enum": ["rerank", "manage"]}},
-        "models": {**_STRINGS_OR_NULL, "description": "Narrows the team's models; null: all."},
-        "created_by": {"type": "string"},
-        "rotated_from": {"type": ["string", "null"]},
-    },
-    "additionalProperties": False,
-}
-_ISSUED_KEY = {
-    "type": "object",
-    "description": "A new key, shown this once, with its metadata.",
-    "required": [*_API_KEY["required"], "key", "warnings"],
-    "properties": {
-        **_API_KEY["properties"],
-        "key": {"type": "string"},
-        "warnings": {"type": "array", "items": {"type": "string"}},
-        "old_key": {"$ref": "#/components/schemas/ApiKey"},
-    },
-    "additionalProperties": False,
-}
-_LIFETIME = "At most 315360000 s (10 years) from now."
-_EXPIRES_AT = {"type": "string", "description": f"ISO 8601 with a zone. {_LIFETIME}"}
-_EXPIRES_IN = {"type": "number", "exclusiveMinimum": 0, "maximum": 315_360_000}
-_CREATE_KEY = {
-    "type": "object",
-    "properties": {
-        "team": {"type": "string", "description": "Required for the admin; a manager's own."},
-        "name": {"type": "string"},
-        "expires_at": _EXPIRES_AT,
-        "expires_in_s": _EXPIRES_IN,
-        "scopes": {"type": "array", "items": {"enum": ["rerank", "manage"]}},
-        "models": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-    },
-    "additionalProperties": False,
-}
 _KEY_ERRORS = {
     "401": _error("Missing or wrong admin or manager key; an expired manager key."),
     "403": _error("A manager key outside its team, or API keys disabled (no state.redis_url)."),
@@ -796,7 +382,7 @@ def _key_paths() -> dict[str, Any]:
                 "summary": "Revoke an API key: refused by every replica within the refresh bound",
                 "parameters": [key_id],
                 "responses": {
-                    "200": _text("{id, team, revoked: true}."),
+                    "200": _json_answer("The key is revoked.", "RevokedKey"),
                     "404": _error("No such key (or another team's, for a manager)."),
                     **_KEY_ERRORS,
                 },
@@ -866,6 +452,26 @@ def admin_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/admin/login": {
+                "post": {
+                    "summary": "The status page's sign-in form: a good admin key opens a session",
+                    "security": [],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/x-www-form-urlencoded": {
+                                "schema": {"$ref": "#/components/schemas/SignInForm"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "303": {"description": "Signed in: a session cookie, to /admin/status."},
+                        "401": _page("A missing or wrong key: the form again, saying so."),
+                        "429": _page("Too many failed sign-ins; Retry-After says when to try."),
+                        "503": _page("The session store (Redis) is unreachable."),
+                    },
+                }
+            },
             "/admin/depth": {
                 "get": {
                     "summary": "Depth advice per team and model: how many of its first "
@@ -873,15 +479,10 @@ def admin_spec() -> dict[str, Any]:
                     "manager key: its own team's; docs/depth.md)",
                     "parameters": [_query("team", "One team (default: all).")],
                     "responses": {
-                        "200": {
-                            "description": "One row per team and model with counts in the "
-                            "window.",
-                            "content": {
-                                "application/json": {
-                                    "schema": {"$ref": "#/components/schemas/DepthReport"}
-                                }
-                            },
-                        },
+                        "200": _json_answer(
+                            "One row per team and model with counts in the window.",
+                            "DepthReport",
+                        ),
                         "401": _error("Missing or wrong admin key."),
                         "403": _error("Another team's advice, for a manager key."),
                         "404": _error("Unknown team."),
@@ -929,50 +530,19 @@ def admin_spec() -> dict[str, Any]:
             "securitySchemes": {"admin": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Error": _ERROR,
-                "UsageReport": _USAGE_REPORT,
-                "Deployments": _DEPLOYMENTS,
-                "ApiKey": _API_KEY,
-                "IssuedKey": _ISSUED_KEY,
-                "KeyList": {
-                    "type": "object",
-                    "required": ["keys", "unreadable"],
-                    "properties": {
-                        "keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}},
-                        "unreadable": {
-                            "description": "Records no gateway honours (admin only): revoke them.",
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["id", "problem"],
-                                "properties": {
-                                    "id": {"type": "string"},
-                                    "problem": {"type": "string"},
-                                },
-                            },
-                        },
-                    },
-                },
-                "CreateKey": _CREATE_KEY,
-                "RotateKey": {
-                    "type": "object",
-                    "properties": {
-                        "grace_s": {
-                            "type": "number",
-                            "minimum": 0,
-                            "maximum": 315_360_000,
-                            "default": 86400,
-                        },
-                        "expires_at": _EXPIRES_AT,
-                        "expires_in_s": _EXPIRES_IN,
-                        "never_expires": {
-                            "type": "boolean",
-                            "description": "Admin only. Default: the old key's expiry.",
-                        },
-                    },
-                    "additionalProperties": False,
-                },
-                "TiersReport": _TIERS_REPORT,
-                "DepthReport": _DEPTH_REPORT,
+                **schemas(
+                    admin_types.UsageReport,
+                    admin_types.Deployments,
+                    admin_types.ApiKey,
+                    admin_types.IssuedKey,
+                    admin_types.KeyList,
+                    admin_types.RevokedKey,
+                    admin_types.CreateKey,
+                    admin_types.RotateKey,
+                    admin_types.TiersReport,
+                    admin_types.DepthReport,
+                    admin_types.SignInForm,
+                ),
             },
         },
     }

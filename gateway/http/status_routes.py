@@ -15,6 +15,7 @@ from aiohttp import web
 
 from gateway.errors import ApiError, wait_headers
 from gateway.http import status
+from gateway.http.admin_types import SignInForm
 from gateway.http.runtime import RUNTIME, current
 
 PAGE_HEADERS = {
@@ -47,11 +48,10 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     HTTP-only, same-site cookie (Secure unless this is plain HTTP on loopback)."""
     form = await request.post()
     key = form.get("key")
+    fields: SignInForm = {"key": key} if isinstance(key, str) else {}  # other fields: ignored
     address = request.remote or "unknown"
     try:
-        token = await current(request).sign_in.sign_in(
-            key if isinstance(key, str) else None, address
-        )
+        token = await current(request).sign_in.sign_in(fields.get("key"), address)
     except ApiError as exc:
         return _refused(exc)
     response = _see_status()

@@ -15,55 +15,38 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
 from gateway.errors import ApiError, bad_request
+from gateway.http.wire_types import (
+    MAX_DOCUMENTS,
+    MAX_INT32,
+    REQUEST_TYPES,
+    BilledUnits,
+    ChunksPerDoc,
+    Count,
+    Meta,
+    Priority,
+    RelevantSpans,
+    Result,
+    Tokens,
+    bounds,
+)
 from providers.types import Span, SpanOptions, UpstreamMeta
 
-MAX_DOCUMENTS = 10_000  # Cohere's hard limit on documents (x chunks) per request
-# Integer fields have an upper bound each, so no value reaches a provider that JSON
-# encoders (orjson: 64-bit) or upstream schemas (int32 in OCI's and Bedrock's) refuse.
-# Cohere documents no maximum for top_n or max_tokens_per_doc: 2**31 - 1 is the largest
-# value every upstream decodes, far above any real document or result count.
-MAX_INT32 = 2**31 - 1
-MAX_PRIORITY = 999  # documented: 0-999
-# documented: documents x max_chunks_per_doc < 10,000, so one document has at most 9,999
-MAX_CHUNKS_PER_DOC = MAX_DOCUMENTS - 1
 # Levels of arrays and objects in a body, the body's own object being the first: an object
 # document (at level 3) may nest 29 more. orjson encodes at most 254 levels, and an echoed
 # document sits one level deeper in the answer than in the request.
 MAX_DEPTH = 32
-_V2_FIELDS = frozenset(
-    {
-        "model",
-        "query",
-        "documents",
-        "top_n",
-        "max_tokens_per_doc",
-        "priority",
-        "relevant_spans",
-        # sent to /v2 by SDKs up to 5.15
-        "return_documents",
-        "rank_fields",
-        "max_chunks_per_doc",
-    }
-)
-_V1_FIELDS = frozenset(
-    {
-        "model",
-        "query",
-        "documents",
-        "top_n",
-        "rank_fields",
-        "return_documents",
-        "max_chunks_per_doc",
-    }
-)
-_FIELDS = {1: _V1_FIELDS, 2: _V2_FIELDS}
-_SPAN_FIELDS = frozenset({"mode", "threshold", "max_spans"})
+# The fields, modes and bounds of the types in gateway.http.wire_types (written there once).
+_FIELDS = {version: frozenset(kind.__annotations__) for version, kind in REQUEST_TYPES.items()}
+_SPAN_FIELDS = frozenset(RelevantSpans.__annotations__)
 _SPAN_MODES = ("enabled", "disabled")
+_COUNT = bounds(Count)
+_CHUNKS = bounds(ChunksPerDoc)
+_PRIORITY = bounds(Priority)
 
 
 @dataclass(slots=True)
@@ -152,7 +135,7 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
         texts = raw_docs  # the common case: plain strings, nothing to extract
     else:
         texts = [_document_text(d, i, rank_fields) for i, d in enumerate(raw_docs)]
-    chunks = _optional_int(body, "max_chunks_per_doc", low=1, high=MAX_CHUNKS_PER_DOC)
+    chunks = _optional_int(body, "max_chunks_per_doc", _CHUNKS)
     if chunks is not None and len(texts) * chunks >= MAX_DOCUMENTS:
         raise bad_request(
             "number of total max chunks (number of documents * max chunks per doc) "
@@ -170,10 +153,10 @@ def parse_request(body: dict[str, Any], api_version: int) -> RerankRequest:
         query=query,
         texts=texts,
         documents=raw_docs,
-        top_n=_optional_int(body, "top_n", low=1, high=MAX_INT32),
-        max_tokens_per_doc=_optional_int(body, "max_tokens_per_doc", low=1, high=MAX_INT32),
+        top_n=_optional_int(body, "top_n", _COUNT),
+        max_tokens_per_doc=_optional_int(body, "max_tokens_per_doc", _COUNT),
         return_documents=bool(return_documents),
-        priority=_optional_int(body, "priority", low=0, high=MAX_PRIORITY),
+        priority=_optional_int(body, "priority", _PRIORITY),
         relevant_spans=spans,
     )
 
@@ -187,7 +170,8 @@ def _optional_str(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _optional_int(body: dict[str, Any], key: str, *, low: int, high: int) -> int | None:
+def _optional_int(body: dict[str, Any], key: str, limits: tuple[int, int]) -> int | None:
+    low, high = limits
     value = body.get(key)
     if value is None:
         return None
@@ -271,7 +255,7 @@ def _relevant_spans(value: Any) -> SpanOptions | None:
     ):
         raise bad_request("relevant_spans.threshold must be a number between 0 and 1")
     name = "relevant_spans.max_spans"
-    max_spans = _optional_int({name: value.get("max_spans")}, name, low=1, high=MAX_INT32)
+    max_spans = _optional_int({name: value.get("max_spans")}, name, _COUNT)
     if mode == "disabled":
         return None
     return SpanOptions(None if threshold is None else float(threshold), max_spans)
@@ -296,7 +280,7 @@ def render_response(
         order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
     if request.top_n is not None:
         order = order[: request.top_n]
-    results: list[dict[str, Any]]
+    results: list[Result]
     if request.return_documents:
         results = [
             {"index": i, "relevance_score": scores[i], "document": _returned(request.documents[i])}
@@ -311,12 +295,12 @@ def render_response(
                 result["relevant_spans"] = [
                     {"start": s.start, "end": s.end, "score": s.score} for s in found
                 ]
-    meta: dict[str, Any] = {
-        "api_version": {"version": str(request.api_version)},
+    meta: Meta = {
+        "api_version": {"version": "2" if request.api_version == 2 else "1"},
         "billed_units": (
             {"search_units": billed_units}
             if isinstance(billed_units, int)
-            else dict(billed_units)
+            else cast(BilledUnits, dict(billed_units))
         ),
     }
     if upstream is not None:
@@ -326,19 +310,16 @@ def render_response(
     return orjson.dumps({"id": response_id, "results": results, "meta": meta})
 
 
-def _upstream_meta(meta: dict[str, Any], upstream: UpstreamMeta) -> None:
+def _upstream_meta(meta: Meta, upstream: UpstreamMeta) -> None:
     if upstream.is_deprecated is not None:
         meta["api_version"]["is_deprecated"] = upstream.is_deprecated
     if upstream.is_experimental is not None:
         meta["api_version"]["is_experimental"] = upstream.is_experimental
-    tokens = {
-        name: count
-        for name, count in (
-            ("input_tokens", upstream.input_tokens),
-            ("output_tokens", upstream.output_tokens),
-        )
-        if count is not None
-    }
+    tokens: Tokens = {}
+    if upstream.input_tokens is not None:
+        tokens["input_tokens"] = upstream.input_tokens
+    if upstream.output_tokens is not None:
+        tokens["output_tokens"] = upstream.output_tokens
     if tokens:
         meta["tokens"] = tokens
 
