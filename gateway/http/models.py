@@ -17,20 +17,21 @@ and per deployment its name, score scale and span support.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import Final
 
 from gateway.errors import ApiError, bad_request
+from gateway.http.wire_types import Model, ModelList
 from gateway.state.catalog import Catalog
 
 ENDPOINTS = ("chat", "embed", "classify", "summarize", "rerank", "rate", "generate")
-RERANK = "rerank"
+RERANK: Final = "rerank"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 1000
 
 
 def model_page(
     catalog: Catalog, visible: Collection[str] | None, query: Mapping[str, str]
-) -> dict[str, Any]:
+) -> ModelList:
     """`GET /v1/models`: one page of the caller's models."""
     size = _page_size(query.get("page_size"))
     start = _page_start(query.get("page_token"))
@@ -47,13 +48,13 @@ def model_page(
     elif default_only:
         names = [m for m in names if m == default]
     page = names[start : start + size]
-    body: dict[str, Any] = {"models": [describe(catalog, m, default) for m in page]}
+    body: ModelList = {"models": [describe(catalog, m, default) for m in page]}
     if start + size < len(names):
         body["next_page_token"] = str(start + size)
     return body
 
 
-def one_model(catalog: Catalog, visible: Collection[str] | None, name: str) -> dict[str, Any]:
+def one_model(catalog: Catalog, visible: Collection[str] | None, name: str) -> Model:
     """`GET /v1/models/{name}`: Cohere's 404 for a model the caller cannot use."""
     if not catalog.knows(name) or (visible is not None and name not in visible):
         raise ApiError(
@@ -65,27 +66,27 @@ def one_model(catalog: Catalog, visible: Collection[str] | None, name: str) -> d
     return describe(catalog, name, catalog.v1_default(visible))
 
 
-def describe(catalog: Catalog, name: str, default: str | None) -> dict[str, Any]:
+def describe(catalog: Catalog, name: str, default: str | None) -> Model:
     models = catalog.concrete(name)
-    entry: dict[str, Any] = {
+    entry: Model = {
         "name": name,
         "endpoints": [RERANK],
         "finetuned": False,
         "default_endpoints": [RERANK] if name == default else [],
         "features": ["relevant_spans"] if any(map(catalog.spans_capable, models)) else [],
+        "score_scale": catalog.score_scale(name),
+        "scoring": "listwise" if any(map(catalog.listwise, models)) else "pointwise",
+        "deployments": [
+            {"name": d.name, "score_scale": d.score_scale, "relevant_spans": d.relevant_spans}
+            for m in models
+            for d in catalog.deployments[m]
+        ],
     }
     lengths = [catalog.context_lengths[m] for m in models]
     if None not in lengths:  # an alias: the shorter of its tiers'
         entry["context_length"] = min(length for length in lengths if length is not None)
-    entry["score_scale"] = catalog.score_scale(name)
-    entry["scoring"] = "listwise" if any(map(catalog.listwise, models)) else "pointwise"
     if name in catalog.tiers:
         entry["tiers"] = dict(catalog.tiers[name])
-    entry["deployments"] = [
-        {"name": d.name, "score_scale": d.score_scale, "relevant_spans": d.relevant_spans}
-        for m in models
-        for d in catalog.deployments[m]
-    ]
     return entry
 
 

@@ -153,62 +153,6 @@ def _rerank_operation(version: int) -> dict[str, Any]:
     }
 
 
-_DEPLOYMENT_FACTS = {
-    "type": "object",
-    "required": ["name", "score_scale", "relevant_spans"],
-    "properties": {
-        "name": {"type": "string"},
-        "score_scale": {"enum": [*SCORE_SCALES, None]},
-        "relevant_spans": {"type": "boolean"},
-    },
-    "additionalProperties": False,
-}
-_MODEL = {
-    "type": "object",
-    "description": "Cohere's GetModelResponse fields, and the gateway's own facts.",
-    "required": [
-        "name",
-        "endpoints",
-        "finetuned",
-        "default_endpoints",
-        "features",
-        "score_scale",
-        "scoring",
-        "deployments",
-    ],
-    "properties": {
-        "name": {"type": "string"},
-        "endpoints": {"type": "array", "items": {"const": "rerank"}},
-        "finetuned": {"type": "boolean"},
-        "context_length": {"type": "integer", "minimum": 1},
-        "default_endpoints": {
-            "type": "array",
-            "description": "[rerank] for the model /v1/rerank uses when a body names none.",
-            "items": {"const": "rerank"},
-        },
-        "features": {"type": "array", "items": {"enum": ["relevant_spans"]}},
-        "score_scale": {
-            "enum": [*SCORE_SCALES, None],
-            "description": "The scale every deployment scores on; null when they differ or "
-            "one is not known.",
-        },
-        "scoring": {"enum": ["pointwise", "listwise"]},
-        "tiers": {"type": "object", "additionalProperties": {"type": "string"}},
-        "deployments": {"type": "array", "items": _DEPLOYMENT_FACTS},
-    },
-    "additionalProperties": False,
-}
-_MODEL_LIST = {
-    "type": "object",
-    "required": ["models"],
-    "properties": {
-        "models": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
-        "next_page_token": {"type": "string"},
-    },
-    "additionalProperties": False,
-}
-
-
 def _models_paths() -> dict[str, Any]:
     def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
         return {
@@ -317,10 +261,9 @@ def public_spec() -> dict[str, Any]:
                     wire_types.RerankRequestV2,
                     wire_types.RerankRequestV1,
                     wire_types.RerankResponse,
+                    wire_types.ModelList,
                 ),
                 "Error": _ERROR,
-                "Model": _MODEL,
-                "ModelList": _MODEL_LIST,
             },
         },
     }

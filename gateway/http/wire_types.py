@@ -1,4 +1,5 @@
-"""Cohere's rerank bodies and answers as types: the one place their fields are written.
+"""Cohere's rerank bodies and answers, and its model discovery's, as types: the one place
+their fields are written.
 
 `gateway.http.wire` parses and renders them by hand (Cohere's exact error texts, no
 per-request validation library on the hot path) and takes from here which fields each
@@ -23,7 +24,9 @@ from typing import (  # pydantic reads these on 3.11
 
 from annotated_types import Interval, MaxLen, MinLen
 from pydantic import ConfigDict, Field, with_config
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict  # pydantic reads only this one on Python 3.11
+
+from providers.types import SCORE_SCALES
 
 MAX_DOCUMENTS = 10_000  # Cohere's hard limit on documents (x chunks) per request
 # Integer fields have an upper bound each, so no value reaches a provider that JSON
@@ -154,3 +157,46 @@ class RerankResponse(TypedDict):
 
 
 REQUEST_TYPES: dict[int, Any] = {1: RerankRequestV1, 2: RerankRequestV2}
+
+
+# --- model discovery (gateway.http.models) ----------------------------------------------
+
+ScoreScale = Literal[SCORE_SCALES] | None  # type: ignore[valid-type]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class DeploymentFacts(TypedDict):
+    name: str
+    score_scale: ScoreScale
+    relevant_spans: bool
+
+
+@with_config(ConfigDict(extra="forbid"))
+class Model(TypedDict):
+    """Cohere's GetModelResponse fields, and the gateway's own facts."""
+
+    name: str
+    endpoints: list[Literal["rerank"]]
+    finetuned: bool
+    context_length: NotRequired[Annotated[int, Field(ge=1)]]
+    default_endpoints: Annotated[
+        list[Literal["rerank"]],
+        Field(description="[rerank] for the model /v1/rerank uses when a body names none."),
+    ]
+    features: list[Literal["relevant_spans"]]
+    score_scale: Annotated[
+        ScoreScale,
+        Field(
+            description="The scale every deployment scores on; null when they differ or one "
+            "is not known."
+        ),
+    ]
+    scoring: Literal["pointwise", "listwise"]
+    tiers: NotRequired[dict[str, str]]
+    deployments: list[DeploymentFacts]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class ModelList(TypedDict):
+    models: list[Model]
+    next_page_token: NotRequired[str]
