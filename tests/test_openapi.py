@@ -305,7 +305,11 @@ async def test_the_key_schemas_allow_exactly_the_bodies_the_key_routes_accept(
 async def test_admin_reports_match_the_admin_schema(gateway_url: str) -> None:
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     _, doc = await get_json(gateway_url + "/admin/openapi.json", admin)
-    for path, schema in (("/admin/deployments", "Deployments"), ("/admin/tiers", "TiersReport")):
+    for path, schema in (
+        ("/admin/deployments", "Deployments"),
+        ("/admin/tiers", "TiersReport"),
+        ("/admin/status.json", "StatusReport"),
+    ):
         status, report = await get_json(gateway_url + path, admin)
         assert status == 200
         validator(doc, schema).validate(report)

@@ -333,3 +333,88 @@ class DepthReport(TypedDict):
     window_hours: float
     rows: list[DepthRow]
 
+
+# --- the status page's data (GET /admin/status.json) -----------------------------------
+
+
+class GatewayStatus(TypedDict):
+    version: str
+    uptime_s: float
+    worker_pid: Annotated[int, Field(description="The worker process that answered.")]
+    workers: int
+    draining: bool
+    redis: Annotated[str, Field(description="ok, not configured, or unreachable (why)")]
+    generated_at: str
+
+
+class DaySpend(TypedDict):
+    day: str
+    usd: float
+
+
+class TeamStatus(TypedDict, total=False):
+    """This month's spend of a team against its budget (or why it is unknown)."""
+
+    error: str
+    spent_today_usd: float
+    spent_month_usd: float
+    budget_day_usd: float | None
+    budget_month_usd: float | None
+    requests_today: int
+    rate_limited_today: int
+    budget_refused_today: int
+    cache_share_month: Annotated[
+        float | None,
+        Field(description="Share of the month's search units the cache answered."),
+    ]
+    saved_month_usd: float
+    daily_usd: list[DaySpend]
+
+
+class CacheStatus(TypedDict):
+    lookups: dict[str, int]
+    hit_rate: float | None
+    saved_usd: float
+
+
+class TierChoice(TypedDict):
+    alias: str
+    tier: str
+    reason: str
+    requests: int
+
+
+class AgreementRow(TypedDict):
+    alias: str
+    team: str
+    direction: str
+    samples: int
+    ndcg_mean: float | None
+    ndcg_p10: float | None
+    downgrades: str
+
+
+@with_config(ConfigDict(extra="forbid"))
+class StatusReport(TypedDict):
+    """What the status page shows, as data (this worker's view; usage as `usage_scope`)."""
+
+    gateway: GatewayStatus
+    deployments: dict[str, DeploymentHealth]
+    retry_budget: RetryBudget
+    teams: dict[str, TeamStatus]
+    usage_scope: str
+    cache: CacheStatus
+    tiers: list[TierChoice]
+    agreement: list[AgreementRow]
+    depth: DepthPanel
+
+
+@with_config(ConfigDict(extra="forbid"))
+class DepthPanel(TypedDict):
+    """The status page's depth advice: the report, or why it is missing."""
+
+    scope: str
+    window_hours: NotRequired[float]
+    rows: list[DepthRow]
+    error: NotRequired[str]
+

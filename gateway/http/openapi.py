@@ -395,6 +395,16 @@ def admin_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/admin/status.json": {
+                "get": {
+                    "summary": "What the status page (/admin/status) shows, as data",
+                    "responses": {
+                        "200": _json_answer("This worker's view.", "StatusReport"),
+                        "401": _error("Missing or wrong admin key."),
+                        "403": _error("Admin routes are disabled."),
+                    },
+                }
+            },
             "/admin/login": {
                 "post": {
                     "summary": "The status page's sign-in form: a good admin key opens a session",
@@ -485,6 +495,7 @@ def admin_spec() -> dict[str, Any]:
                     admin_types.TiersReport,
                     admin_types.DepthReport,
                     admin_types.SignInForm,
+                    admin_types.StatusReport,
                 ),
             },
         },

@@ -25,12 +25,22 @@ import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from gateway.config import Config
+from gateway.http.admin_types import (
+    AgreementRow,
+    CacheStatus,
+    Deployments,
+    DepthPanel,
+    DepthRow,
+    StatusReport,
+    TeamStatus,
+    TierChoice,
+)
 from gateway.observe.metrics import Metrics
 from gateway.observe.tracing import version
 from gateway.state import redis_client
@@ -85,12 +95,12 @@ async def collect(
     draining: bool = False,
     shadow: Mapping[str, Any] | None = None,
     depth: tuple[DepthBook, list[str]] | None = None,
-) -> dict[str, Any]:
+) -> StatusReport:
     """Everything the page shows, as plain data (also served as JSON); `shadow` is the
     shadow evaluation's report (GET /admin/tiers), when an alias is shadowed; `depth`
     the depth advice's book and whose advice to show."""
     now = time.time()
-    snapshot = deployments.snapshot()
+    snapshot = cast(Deployments, deployments.snapshot())  # described in admin_types
     return {
         "gateway": {
             "version": version(),
@@ -112,21 +122,21 @@ async def collect(
     }
 
 
-async def _depth(depth: tuple[DepthBook, list[str]] | None) -> dict[str, Any]:
+async def _depth(depth: tuple[DepthBook, list[str]] | None) -> DepthPanel:
     """The depth advice as GET /admin/depth has it (without adding this process's newest
     counts first: the page reads, it does not write)."""
     if depth is None:
         return {"scope": "this process", "rows": []}
     book, teams = depth
     try:
-        return await book.report(teams)
+        return cast(DepthPanel, await book.report(teams))  # as gateway.state.depth builds it
     except (StoreUnavailable, LedgerUnavailable):
         return {"scope": book.scope, "rows": [], "error": f"depth store ({book.scope}) unreachable"}
 
 
-def _agreement(report: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _agreement(report: Mapping[str, Any] | None) -> list[AgreementRow]:
     """One row per alias, team and direction of the shadow evaluation's windows."""
-    rows = []
+    rows: list[AgreementRow] = []
     for alias, entry in sorted(((report or {}).get("aliases") or {}).items()):
         for team, directions in sorted(entry.get("teams", {}).items()):
             for direction, summary in sorted(directions.items()):
@@ -160,13 +170,13 @@ async def _redis_status(redis: redis_client.Client | None) -> str:
 
 async def _teams(
     config: Config, reports: UsageReports | None, now: float
-) -> dict[str, Any]:
+) -> dict[str, TeamStatus]:
     if reports is None:
         return {}
     today = datetime.fromtimestamp(now, UTC).date()
     first = today.replace(day=1)
     month = [first + timedelta(days=i) for i in range((today - first).days + 1)]
-    teams: dict[str, Any] = {}
+    teams: dict[str, TeamStatus] = {}
     try:
         by_day = await reports.daily_cost(first, today)
     except (StoreUnavailable, LedgerUnavailable):
@@ -200,7 +210,7 @@ async def _teams(
     return teams
 
 
-def _cache(metrics: Metrics) -> dict[str, Any]:
+def _cache(metrics: Metrics) -> CacheStatus:
     lookups = {
         labels["result"]: value for labels, value in metrics.samples("rerank_cache_lookups_total")
     }
@@ -213,8 +223,8 @@ def _cache(metrics: Metrics) -> dict[str, Any]:
     }
 
 
-def _tiers(metrics: Metrics) -> list[dict[str, Any]]:
-    rows = [
+def _tiers(metrics: Metrics) -> list[TierChoice]:
+    rows: list[TierChoice] = [
         {
             "alias": labels["alias"],
             "tier": labels["tier"],
@@ -329,7 +339,7 @@ def _bar(label: str, spent: float, budget: float | None) -> str:
     )
 
 
-def render(data: dict[str, Any]) -> str:
+def render(data: StatusReport) -> str:
     g = data["gateway"]
     header = (
         "<header><h1>Rerank Gateway</h1>"
@@ -444,7 +454,7 @@ def spend_chart(team: str, days: list[dict[str, Any]], budget_day: float | None)
     )
 
 
-def _cache_html(cache: dict[str, Any]) -> str:
+def _cache_html(cache: CacheStatus) -> str:
     lookups = ", ".join(f"{k} {v}" for k, v in cache["lookups"].items()) or "none yet"
     return (
         '<section id="cache"><h2>Score cache</h2>'
@@ -454,7 +464,7 @@ def _cache_html(cache: dict[str, Any]) -> str:
     )
 
 
-def _tiers_html(tiers: list[dict[str, Any]]) -> str:
+def _tiers_html(tiers: list[TierChoice]) -> str:
     if not tiers:
         body = '<p class="muted">No tiered alias has been called yet.</p>'
     else:
@@ -470,7 +480,7 @@ def _tiers_html(tiers: list[dict[str, Any]]) -> str:
     return f'<section id="tiers"><h2>Tier choices</h2>{body}</section>'
 
 
-def _agreement_html(rows: list[dict[str, Any]]) -> str:
+def _agreement_html(rows: list[AgreementRow]) -> str:
     if not rows:
         body = '<p class="muted">No shadow samples yet (see models.&lt;alias&gt;.shadow).</p>'
     else:
@@ -493,7 +503,7 @@ def _agreement_html(rows: list[dict[str, Any]]) -> str:
     return f'<section id="agreement"><h2>Tier agreement (shadow)</h2>{body}</section>'
 
 
-def _depth_html(depth: dict[str, Any]) -> str:
+def _depth_html(depth: DepthPanel) -> str:
     """One row per team and model: what it sends, what it needs, how sure, what a cut saves."""
     rows = depth.get("rows") or []
     if depth.get("error"):
@@ -516,7 +526,7 @@ def _depth_html(depth: dict[str, Any]) -> str:
     )
 
 
-def _depth_row(r: dict[str, Any]) -> str:
+def _depth_row(r: DepthRow) -> str:
     sends = r["sends"]
     mean = "—" if sends["mean"] is None else f"{sends['mean']:.0f}"
     needs = "—" if r["needs"] is None else str(r["needs"]) if r["cuts"] else f"all ({r['needs']})"
@@ -526,7 +536,7 @@ def _depth_row(r: dict[str, Any]) -> str:
         if recall is None
         else f"{recall['recall']:.3f} ({recall['low']:.3f} to {recall['high']:.3f})"
     )
-    saving = r.get("saving") or {}
+    saving: Mapping[str, Any] = r.get("saving") or {}
     latency = saving.get("latency_ms_p90")
     per_day = saving.get("requests_per_day") or 0.0
     latency_text = (
@@ -534,7 +544,7 @@ def _depth_row(r: dict[str, Any]) -> str:
         if latency is None
         else f"{latency:.0f} ms per request ({latency * per_day / 3_600_000:.1f} h a day)"
     )
-    mode = r["mode"]
+    mode: str = r["mode"]
     if r.get("enforced"):
         mode += f" at {r['enforced']}"
     elif r.get("reverted"):

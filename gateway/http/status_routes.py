@@ -8,14 +8,12 @@ The page answers in HTML, so a refused sign-in is the form again with the reason
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from aiohttp import web
 
 from gateway.errors import ApiError, wait_headers
 from gateway.http import status
-from gateway.http.admin_types import SignInForm
+from gateway.http.admin_types import SignInForm, StatusReport
 from gateway.http.runtime import RUNTIME, current
 
 PAGE_HEADERS = {
@@ -91,7 +89,7 @@ async def _is_admin(request: web.Request) -> bool:
     return True
 
 
-async def _data(request: web.Request) -> dict[str, Any]:
+async def _data(request: web.Request) -> StatusReport:
     runtime = request.app[RUNTIME]
     gateway = runtime.gateway
     return await status.collect(
