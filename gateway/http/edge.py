@@ -395,9 +395,9 @@ class _EdgeHandler(RequestHandler):
     ) -> web.StreamResponse:
         rid = caller_request_id(request) if request.headers else None
         rid = rid or str(uuid.uuid4())
+        response = answer(_protocol_error(status, exc), rid).response  # and its log record
         if request.writer.output_size > 0:  # as aiohttp: the response was already begun
             raise ConnectionError("the response was already sent; cannot send an error")
-        response = answer(_protocol_error(status, exc), rid).response
         response.force_close()  # the parser's state is unknown: aiohttp closes after this
         return response
 

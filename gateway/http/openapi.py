@@ -22,13 +22,27 @@ _REF = "#/components/schemas/{model}"
 
 
 def schemas(*kinds: Any) -> dict[str, Any]:
-    """The JSON Schemas of `kinds` and of every type they use, by name (`components`)."""
+    """The JSON Schemas of `kinds` by name (`components`), each whole: the types it uses are
+    written into it, so it validates on its own as well as within the document."""
     found: dict[str, Any] = {}
     for kind in kinds:
         schema = TypeAdapter(kind).json_schema(ref_template=_REF)
-        found.update(schema.pop("$defs", {}))
-        found[kind.__name__] = schema
-    return {name: _tidy(schema) for name, schema in found.items()}
+        uses = schema.pop("$defs", {})
+        found[kind.__name__] = _tidy(_inline(schema, uses))
+    return found
+
+
+def _inline(schema: Any, uses: dict[str, Any]) -> Any:
+    """`schema` with each `$ref` to one of `uses` replaced by that type's schema."""
+    if isinstance(schema, list):
+        return [_inline(item, uses) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_REF.format(model="")):
+        used = uses[ref.rsplit("/", 1)[1]]
+        schema = {**used, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return {key: _inline(value, uses) for key, value in schema.items()}
 
 
 def _tidy(schema: Any) -> Any:
@@ -261,6 +275,7 @@ def public_spec() -> dict[str, Any]:
                     wire_types.RerankRequestV2,
                     wire_types.RerankRequestV1,
                     wire_types.RerankResponse,
+                    wire_types.Model,
                     wire_types.ModelList,
                 ),
                 "Error": _ERROR,
