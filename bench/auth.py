@@ -11,7 +11,7 @@ import timeit
 
 from gateway.config import parse_config
 from gateway.http.auth import Authenticator, hash_key
-from policies.api_keys import KeyDirectory, KeyRecord, digest_of, new_api_key
+from policies.access.api_keys import KeyDirectory, KeyRecord, digest_of, new_api_key
 
 TEAMS = 50
 API_KEYS = 5_000

@@ -19,9 +19,9 @@ from typing import Any
 from bench import procstat
 from gateway.observe.metrics import Metrics
 from gateway.state.depth import DepthBook
-from policies.billing import BillingRules
-from policies.depth import DepthSettings, Enforcer, complete, ranking
-from policies.depth_store import MemoryDepthStore
+from policies.money.billing import BillingRules
+from policies.quality.depth import DepthSettings, Enforcer, complete, ranking
+from policies.quality.depth_store import MemoryDepthStore
 
 DOCUMENTS, TOP_N = 100, 10
 

@@ -37,8 +37,8 @@ import yaml
 
 from bench.procstat import cpu_seconds, load_average
 from gateway.http.auth import hash_key
-from policies.api_keys import KeyRecord, digest_of, new_api_key
-from policies.redis_keys import RedisKeyStore
+from policies.access.api_keys import KeyRecord, digest_of, new_api_key
+from policies.access.redis_keys import RedisKeyStore
 from tests.processes import ROOT, gateway_processes
 
 REDIS_URL = "redis://127.0.0.1:6379/0"

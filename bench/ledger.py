@@ -26,10 +26,10 @@ from gateway.config.model import LedgerConfig
 from gateway.observe.metrics import Metrics
 from gateway.state.usage import Payer, UsageRecorder
 from gateway.state.usage_ledger import UsageLedger
-from policies.billing import BillingRules
-from policies.ledger_pg import Month, PostgresLedger, rollup_select
-from policies.pricing import PriceTable, PricingConfig, Usage
-from policies.usage_events import SERVED, UsageEvent
+from policies.money.billing import BillingRules
+from policies.money.ledger_pg import Month, PostgresLedger, rollup_select
+from policies.money.pricing import PriceTable, PricingConfig, Usage
+from policies.money.usage_events import SERVED, UsageEvent
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 MONTH = Month(2026, 11)

@@ -37,9 +37,9 @@ from gateway.state.deployments import DeploymentState
 from gateway.state.depth import build_depth
 from gateway.state.governance import build_governance, report_teams
 from gateway.state.score_cache import CacheSettings, build_store
-from policies.api_keys import KeyDirectory
-from policies.redis_keys import RedisKeyStore
-from policies.sessions import SessionStore
+from policies.access.api_keys import KeyDirectory
+from policies.access.redis_keys import RedisKeyStore
+from policies.access.sessions import SessionStore
 from providers.http import HttpTransport
 
 _REDIS_CONNECTIONS = 128  # per process

@@ -22,8 +22,8 @@ from gateway.state.catalog import Catalog
 from gateway.state.deployments import DeploymentState
 from gateway.state.depth import build_depth
 from gateway.state.governance import report_teams
-from policies.pricing import PriceTable
-from policies.quota import StoreUnavailable
+from policies.money.pricing import PriceTable
+from policies.money.quota import StoreUnavailable
 
 _TIMEOUT_S = 5.0
 _COLUMNS = ("team", "model", "mode", "requests", "sends", "needs", "recall", "usd/day", "ms")

@@ -30,7 +30,7 @@ from gateway.errors import ApiError
 from gateway.http.keys import DEFAULT_GRACE_S, parse_time
 from gateway.observe.logs import configure_logging
 from gateway.state.api_keys import KEEP, Actor, KeyService
-from policies.redis_keys import RedisKeyStore
+from policies.access.redis_keys import RedisKeyStore
 
 KEY_ENV = "RERANK_GATEWAY_ADMIN_KEY"
 _TIMEOUT_S = 10.0

@@ -15,8 +15,8 @@ import time
 from datetime import UTC, datetime
 
 from gateway.config import Config
-from policies.ledger_pg import LedgerUnavailable, PostgresLedger, SchemaMismatch
-from policies.ledger_schema import LATEST
+from policies.money.ledger_pg import LedgerUnavailable, PostgresLedger, SchemaMismatch
+from policies.money.ledger_schema import LATEST
 
 LEDGER_SECTIONS = ("ledger", "auth", "teams", "state")  # no provider secret is read
 

@@ -21,10 +21,10 @@ from gateway.http.admin import report_csv
 from gateway.state import redis_client
 from gateway.state.governance import report_teams
 from gateway.state.usage_reports import UsageReports
-from policies.ledger_pg import LedgerUnavailable, PostgresLedger
-from policies.quota import StoreUnavailable
-from policies.redis_usage import RedisUsageStore
-from policies.usage import (
+from policies.money.ledger_pg import LedgerUnavailable, PostgresLedger
+from policies.money.quota import StoreUnavailable
+from policies.money.redis_usage import RedisUsageStore
+from policies.money.usage import (
     REJECTED_BUDGET,
     REJECTED_LIMITS,
     REJECTED_RATE,

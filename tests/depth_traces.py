@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from policies.depth import Tally, ranking
+from policies.quality.depth import Tally, ranking
 
 
 def graded(

@@ -1,10 +1,10 @@
-"""Fair admission under server.max_in_flight (policies/admission.py), alone, on a fake
+"""Fair admission under server.max_in_flight (policies/routing/admission.py), alone, on a fake
 clock: a team borrows free slots while nobody else waits, and is held to its share once
 another team is refused."""
 
 from __future__ import annotations
 
-from policies.admission import FairAdmission, Refusal
+from policies.routing.admission import FairAdmission, Refusal
 from tests.fakes.clock import FakeClock
 
 

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from policies.breaker import CLOSED, HALF_OPEN, NOT_A_PROBE, OPEN, BreakerSettings, CircuitBreaker
-from policies.window import SlidingWindow
+from policies.routing.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    NOT_A_PROBE,
+    OPEN,
+    BreakerSettings,
+    CircuitBreaker,
+)
+from policies.routing.window import SlidingWindow
 from tests.fakes.clock import FakeClock
 
 

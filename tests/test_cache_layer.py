@@ -15,8 +15,8 @@ from gateway.chain.job import Facts, Scored, ScoreJob
 from gateway.errors import ApiError
 from gateway.observe.metrics import Metrics
 from gateway.state.score_cache import CacheSettings
-from policies.billing import DEFAULT_RULES
 from policies.cache import MemoryStore
+from policies.money.billing import DEFAULT_RULES
 from tests.fakes.cohere import fake_score
 
 QUERY = "which documents talk about rockets"

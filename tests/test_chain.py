@@ -232,7 +232,7 @@ async def test_a_tier_race_loser_leaves_its_flight_to_the_request_that_joined_it
     """Pro runs late, fast wins the race and pro's job is cancelled; another request that
     joined pro's flight still gets pro's scores from that one call, and both tiers' scores
     land in the cache under their own model."""
-    from policies.tier_choice import TierBackup
+    from policies.routing.tier_choice import TierBackup
 
     fake = fake_cohere[0]
     scorer, metrics = tiered_gateway.pipeline.scorer, tiered_gateway.metrics

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.config import ConfigError, parse_config
-from policies.failover import HedgeSettings
-from policies.latency import LatencyPrior
+from policies.routing.failover import HedgeSettings
+from policies.routing.latency import LatencyPrior
 
 
 def config(**model: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Depth advice as a plain policy (policies/depth.py): the statistics, the advice and its
+"""Depth advice as a plain policy (policies/quality/depth.py): the statistics, the advice and its
 price, the enforcement decision, and the stores (memory; Redis with a scratch prefix)."""
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from policies.billing import BillingRules
-from policies.depth import (
+from policies.money.billing import BillingRules
+from policies.money.pricing import FREE, REQUEST, SEARCH_UNITS, TOKENS, Price
+from policies.money.redis_quota import StoreUnavailable
+from policies.quality.depth import (
     ADVICE,
     INSUFFICIENT,
     LADDER,
@@ -32,10 +34,8 @@ from policies.depth import (
     wilson,
     z_score,
 )
-from policies.depth_store import MemoryDepthStore
-from policies.pricing import FREE, REQUEST, SEARCH_UNITS, TOKENS, Price
-from policies.redis_depth import RedisDepthStore
-from policies.redis_quota import StoreUnavailable
+from policies.quality.depth_store import MemoryDepthStore
+from policies.quality.redis_depth import RedisDepthStore
 from tests.conftest import REDIS_URL, scratch_prefix
 from tests.depth_traces import tally_of
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from policies.breaker import CLOSED, OPEN, BreakerSettings
-from policies.failover import (
+from policies.routing.breaker import CLOSED, OPEN, BreakerSettings
+from policies.routing.failover import (
     BREAKER_OPEN,
     BULKHEAD_FULL,
     HEDGE_LOST,
@@ -26,9 +26,9 @@ from policies.failover import (
     FailoverPlan,
     FailoverReport,
 )
-from policies.health import HealthBook
-from policies.latency import LatencySettings
-from policies.retry_budget import RetryBudget, RetryBudgetSettings
+from policies.routing.health import HealthBook
+from policies.routing.latency import LatencySettings
+from policies.routing.retry_budget import RetryBudget, RetryBudgetSettings
 from providers.local import LocalOptions, LocalProvider
 from providers.types import AUTH, CONNECT, STATUS, TIMEOUT, Deployment, ProviderError
 from tests.fakes.clock import FakeClock

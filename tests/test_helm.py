@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from gateway.config import parse_config
-from policies.ledger_schema import LATEST
+from policies.money.ledger_schema import LATEST
 from tests.postgres import execute
 
 ROOT = Path(__file__).resolve().parent.parent

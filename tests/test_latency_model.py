@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from policies.latency import (
+from policies.routing.latency import (
     BROAD_DEFAULT,
     LatencyModel,
     LatencyPrior,
@@ -15,7 +15,7 @@ from policies.latency import (
     blend,
     size_class,
 )
-from policies.latency_priors import FAMILIES, family_prior
+from policies.routing.latency_priors import FAMILIES, family_prior
 from tests.fakes.clock import FakeClock
 
 

@@ -15,9 +15,9 @@ from gateway.config import ConfigError, parse_config
 from gateway.state.catalog import Catalog
 from gateway.state.score_cache import CacheSettings
 from gateway.usage_cli import table
-from policies.billing import BillingRules
 from policies.model_version import cohere_version
-from policies.pricing import (
+from policies.money.billing import BillingRules
+from policies.money.pricing import (
     FREE,
     REQUEST,
     SEARCH_UNITS,
@@ -28,7 +28,7 @@ from policies.pricing import (
     PricingConfig,
     Usage,
 )
-from policies.usage import MemoryUsageStore, collect
+from policies.money.usage import MemoryUsageStore, collect
 from providers.cohere import CohereOptions, CohereProvider
 from providers.tei import TeiOptions, TeiProvider
 from providers.types import Deployment

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import redis as redis_sync
 
-from policies.billing import BillingRules
+from policies.money.billing import BillingRules
 from tests.clouds import client
 from tests.conftest import (
     ADMIN_KEY,

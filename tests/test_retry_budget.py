@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.retry_budget import RetryBudget, RetryBudgetSettings
+from policies.routing.retry_budget import RetryBudget, RetryBudgetSettings
 from tests.fakes.clock import FakeClock
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from policies.attempt_order import attempt_order
+from policies.routing.attempt_order import attempt_order
 from providers.local import LocalOptions, LocalProvider
 from providers.types import Deployment
 

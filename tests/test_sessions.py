@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policies.sessions import (
+from policies.access.sessions import (
     FileSessionStore,
     MemorySessionStore,
     Session,
@@ -15,7 +15,7 @@ from policies.sessions import (
     SessionSettings,
     digest_of,
 )
-from policies.throttle import MemoryThrottle
+from policies.access.throttle import MemoryThrottle
 from tests.fakes.clock import FakeClock
 
 SETTINGS = SessionSettings(max_age_s=3600, idle_s=600)

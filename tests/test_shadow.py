@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from policies.shadow import (
+from policies.quality.shadow import (
     FAST_VS_PRO,
     PRO_VS_FAST,
     Agreement,

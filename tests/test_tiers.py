@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.tier_choice import (
+from policies.routing.tier_choice import (
     FITS,
     NO_BUDGET,
     NONE_FIT_FASTEST,

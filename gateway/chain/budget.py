@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.state.accounts import Admission, Claim
-from policies.pricing import Usage
+from policies.money.pricing import Usage
 
 
 class Account(Protocol):

@@ -30,9 +30,9 @@ from gateway.observe.events import CREDENTIALS_REFUSED
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics, child
 from gateway.state.deployments import DeploymentState
-from policies.attempt_order import attempt_order
-from policies.billing import DEFAULT_RULES, BillingRules
-from policies.failover import (
+from policies.money.billing import DEFAULT_RULES, BillingRules
+from policies.routing.attempt_order import attempt_order
+from policies.routing.failover import (
     BREAKER_OPEN,
     BULKHEAD_FULL,
     Exhausted,

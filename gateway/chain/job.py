@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from gateway.state.usage import Payer
-from policies.pricing import Usage
-from policies.tier_choice import TierBackup
+from policies.money.pricing import Usage
+from policies.routing.tier_choice import TierBackup
 from providers.types import Span, SpanOptions, UpstreamMeta
 
 

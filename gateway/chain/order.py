@@ -45,8 +45,8 @@ from gateway.state.accounts import Accounts
 from gateway.state.deployments import DeploymentState
 from gateway.state.score_cache import CacheSettings
 from gateway.state.usage import UsageRecorder
-from policies.billing import BillingRules
 from policies.cache import RedisStore, ScoreStore, TieredStore
+from policies.money.billing import BillingRules
 
 
 @dataclass(frozen=True)

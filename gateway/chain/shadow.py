@@ -38,12 +38,12 @@ from gateway.config import Config, ShadowConfig
 from gateway.errors import ApiError
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
-from policies.budget import BudgetConfig
-from policies.pricing import MICROS_PER_USD, PriceTable
-from policies.quota import TeamQuota
-from policies.ratelimit import RateLimitConfig
-from policies.shadow import FAST_VS_PRO, PRO_VS_FAST, GuardSettings, ShadowBook, compare
-from policies.usage import day_of
+from policies.money.budget import BudgetConfig
+from policies.money.pricing import MICROS_PER_USD, PriceTable
+from policies.money.quota import TeamQuota
+from policies.money.ratelimit import RateLimitConfig
+from policies.money.usage import day_of
+from policies.quality.shadow import FAST_VS_PRO, PRO_VS_FAST, GuardSettings, ShadowBook, compare
 
 ACCOUNT_PREFIX = "_shadow/"
 SCORED, SKIPPED_CAP, SKIPPED_RATE, FAILED = "scored", "skipped_cap", "skipped_rate", "failed"

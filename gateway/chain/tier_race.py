@@ -17,9 +17,9 @@ from gateway.chain.job import Scored, ScoreJob, Scorer
 from gateway.errors import UpstreamUnavailable
 from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
-from policies.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
-from policies.first_wins import Race
-from policies.tier_choice import backup_warning
+from policies.routing.failover import HEDGE_FAILED, HEDGE_LOST, HEDGE_WON
+from policies.routing.first_wins import Race
+from policies.routing.tier_choice import backup_warning
 
 PRIMARY, BACKUP = "primary", "backup"
 

@@ -16,16 +16,16 @@ from annotated_types import Ge, Interval
 from pydantic import ConfigDict, Field, GetCoreSchemaHandler, GetPydanticSchema, with_config
 from pydantic_core import core_schema
 
-from policies.breaker import BreakerSettings
-from policies.budget import BudgetConfig
-from policies.depth import DepthSettings, TeamDepth
-from policies.failover import BackoffSettings, HedgeSettings
-from policies.latency import LatencyPrior, LatencySettings
-from policies.ledger_pg import check_schema_name
-from policies.limits import RequestLimits
-from policies.pricing import PricingConfig
-from policies.ratelimit import RateLimitConfig
-from policies.retry_budget import RetryBudgetSettings
+from policies.money.budget import BudgetConfig
+from policies.money.ledger_pg import check_schema_name
+from policies.money.limits import RequestLimits
+from policies.money.pricing import PricingConfig
+from policies.money.ratelimit import RateLimitConfig
+from policies.quality.depth import DepthSettings, TeamDepth
+from policies.routing.breaker import BreakerSettings
+from policies.routing.failover import BackoffSettings, HedgeSettings
+from policies.routing.latency import LatencyPrior, LatencySettings
+from policies.routing.retry_budget import RetryBudgetSettings
 from providers.http import check_http_url
 from providers.registry import installed_types
 
@@ -212,7 +212,7 @@ class ModelConfig:
     cache_family: str | None = None  # models naming the same family share cache entries
     cache_ttl_s: Annotated[float, Ge(1.0)] | None = None  # overrides cache.ttl_s
     limits: RequestLimits | None = None  # over-fetch limits, overriding the global ones
-    # Routing (see policies/failover.py); a tiered alias uses its tiers' settings.
+    # Routing (see policies/routing/failover.py); a tiered alias uses its tiers' settings.
     timeout_s: Annotated[float, Ge(0.01)] | None = None  # deadline; else server.request_timeout_s
     max_attempts: Annotated[int, Interval(ge=1, le=10)] = 3
     fallback: FallbackMode = "error"

@@ -21,9 +21,9 @@ from gateway.state.accounts import STORE_RETRY_S
 from gateway.state.api_keys import Actor, KeyService
 from gateway.state.depth import DepthBook
 from gateway.state.usage_reports import UsageReports
-from policies.ledger_pg import LedgerUnavailable
-from policies.quota import StoreUnavailable
-from policies.usage import month_range, parse_groups, report_range
+from policies.money.ledger_pg import LedgerUnavailable
+from policies.money.quota import StoreUnavailable
+from policies.money.usage import month_range, parse_groups, report_range
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 FORMATS = ("json", "csv")

@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal, NotRequired, Required
 from pydantic import ConfigDict, Field, with_config
 from typing_extensions import TypedDict
 
-from policies.api_keys import MAX_LIFETIME_S, SCOPES
-from policies.usage import GROUPS, REPORT_FIGURES
+from policies.access.api_keys import MAX_LIFETIME_S, SCOPES
+from policies.money.usage import GROUPS, REPORT_FIGURES
 
 _LIFETIME = f"At most {MAX_LIFETIME_S} s (10 years) from now."
 _BODY = ConfigDict(strict=True, extra="forbid")  # "8" is no number; unknown fields refused

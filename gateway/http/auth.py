@@ -16,7 +16,7 @@ from gateway.config import Config
 from gateway.errors import ApiError
 from gateway.state.api_keys import ADMIN, Actor, team_models
 from gateway.state.governance import ANONYMOUS
-from policies.api_keys import MANAGE, RERANK, KeyDirectory, KeyRecord
+from policies.access.api_keys import MANAGE, RERANK, KeyDirectory, KeyRecord
 
 
 def hash_key(key: str) -> str:

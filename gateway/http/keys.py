@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 from gateway.errors import ApiError, bad_request
 from gateway.http.admin_types import DEFAULT_GRACE_S, CreateKey, RotateKey
 from gateway.state.api_keys import KEEP, Actor, KeyService
-from policies.api_keys import MAX_LIFETIME_S, RERANK, check_lifetime
+from policies.access.api_keys import MAX_LIFETIME_S, RERANK, check_lifetime
 
 Body = TypeVar("Body", CreateKey, RotateKey)
 _CREATE = TypeAdapter(CreateKey)

@@ -35,9 +35,9 @@ from gateway.state.deployments import BUDGET_HEADER, DeploymentState, Resolution
 from gateway.state.depth import DepthBook
 from gateway.state.overfetch import Overfetch
 from gateway.state.usage import Payer
-from policies.admission import FairAdmission, Refusal
-from policies.depth import Plan, complete
-from policies.pricing import PriceTable
+from policies.money.pricing import PriceTable
+from policies.quality.depth import Plan, complete
+from policies.routing.admission import FairAdmission, Refusal
 from providers.types import Span
 
 UNKNOWN = "unknown"

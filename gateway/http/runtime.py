@@ -37,7 +37,7 @@ from gateway.state.redis_policy import StartupRefused, check_eviction
 from gateway.state.usage_ledger import UsageLedger
 from gateway.state.usage_reports import UsageReports
 from policies.cache import ScoreStore
-from policies.ledger_pg import SchemaMismatch
+from policies.money.ledger_pg import SchemaMismatch
 
 READY_TIMEOUT_S = 1.0  # a state Redis that takes longer is not ready (and not waited for)
 

@@ -47,10 +47,10 @@ from gateway.state import redis_client
 from gateway.state.deployments import DeploymentState
 from gateway.state.depth import DepthBook
 from gateway.state.usage_reports import UsageReports
-from policies.budget import usd
-from policies.ledger_pg import LedgerUnavailable
-from policies.quota import StoreUnavailable
-from policies.usage import (
+from policies.money.budget import usd
+from policies.money.ledger_pg import LedgerUnavailable
+from policies.money.quota import StoreUnavailable
+from policies.money.usage import (
     COST,
     REJECTED_BUDGET,
     REJECTED_RATE,

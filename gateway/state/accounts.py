@@ -8,7 +8,7 @@ served and records the usage event, `refund` returns it when the upstream call f
 
 Cost is in micro-dollars whatever unit the upstream bills: a reservation prices the
 estimated search units, tokens and one call at the model's dearest deployment
-(`policies.pricing`); the settlement prices what the serving deployment reported, or the
+(`policies.money.pricing`); the settlement prices what the serving deployment reported, or the
 same estimate when it reported nothing.
 
 Over budget, a team whose budget says `on_exhausted: downgrade` and that asked for a
@@ -39,11 +39,11 @@ from gateway.observe.metrics import Metrics
 from gateway.state.alerts import BudgetAlerts
 from gateway.state.budget_rebuild import BudgetRebuilder
 from gateway.state.usage import Payer, UsageRecorder
-from policies.billing import BillingRules
-from policies.budget import usd, windows
-from policies.ledger_pg import LedgerUnavailable
-from policies.pricing import PriceTable, Usage
-from policies.quota import (
+from policies.money.billing import BillingRules
+from policies.money.budget import usd, windows
+from policies.money.ledger_pg import LedgerUnavailable
+from policies.money.pricing import PriceTable, Usage
+from policies.money.quota import (
     BUDGET,
     REBUILD,
     Hold,
@@ -55,9 +55,9 @@ from policies.quota import (
     StoreUnavailable,
     TeamQuota,
 )
-from policies.ratelimit import REQUESTS
-from policies.redis_quota import RedisQuotaStore
-from policies.usage_events import (
+from policies.money.ratelimit import REQUESTS
+from policies.money.redis_quota import RedisQuotaStore
+from policies.money.usage_events import (
     DOWNGRADED_KIND,
     REJECTED_BUDGET_KIND,
     REJECTED_RATE_KIND,

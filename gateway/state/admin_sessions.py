@@ -1,7 +1,7 @@
 """Signing in to the status page: admin sessions, and failed attempts limited, logged and
 counted.
 
-A correct admin key posted to the sign-in form opens a session (`policies.sessions`): the
+A correct admin key posted to the sign-in form opens a session (`policies.access.sessions`): the
 browser gets a random token, the store keeps only its digest. Sessions live in the state
 Redis when there is one, so every replica honours and ends them; otherwise in this
 process or, with several workers, in files the workers share. A session is good only for
@@ -28,10 +28,9 @@ from gateway.errors import ApiError
 from gateway.observe.logs import ThrottledWarning, audit_log
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
-from policies.quota import StoreUnavailable
-from policies.redis_sessions import RedisSessionStore
-from policies.redis_throttle import RedisThrottle
-from policies.sessions import (
+from policies.access.redis_sessions import RedisSessionStore
+from policies.access.redis_throttle import RedisThrottle
+from policies.access.sessions import (
     FileSessionStore,
     MemorySessionStore,
     Sessions,
@@ -39,7 +38,8 @@ from policies.sessions import (
     SessionStore,
     digest_of,
 )
-from policies.throttle import MemoryThrottle, Throttle
+from policies.access.throttle import MemoryThrottle, Throttle
+from policies.money.quota import StoreUnavailable
 
 EVERYONE = "all"  # the key of the limit on failures from every address together
 STORE_RETRY_S = 5.0

@@ -24,9 +24,9 @@ from gateway.observe.events import BUDGET_THRESHOLD, Events, Webhook
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
-from policies.budget import Window, usd
-from policies.quota import QuotaRequest, QuotaStore, StoreUnavailable
-from policies.redis_quota import team_key
+from policies.money.budget import Window, usd
+from policies.money.quota import QuotaRequest, QuotaStore, StoreUnavailable
+from policies.money.redis_quota import team_key
 
 _CLAIM_MARGIN_S = 86_400
 

@@ -35,7 +35,7 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request
 from gateway.observe.logs import ThrottledWarning, audit_log, log
-from policies.api_keys import (
+from policies.access.api_keys import (
     MAX_LIFETIME_S,
     RERANK,
     BadRecord,
@@ -46,10 +46,10 @@ from policies.api_keys import (
     digest_of,
     new_api_key,
 )
-from policies.quota import StoreUnavailable
-from policies.redis_keys import CapReached, RedisKeyStore
-from policies.redis_throttle import RedisThrottle
-from policies.throttle import Throttle
+from policies.access.redis_keys import CapReached, RedisKeyStore
+from policies.access.redis_throttle import RedisThrottle
+from policies.access.throttle import Throttle
+from policies.money.quota import StoreUnavailable
 
 Clock = Callable[[], float]
 T = TypeVar("T")

@@ -3,7 +3,7 @@
 Redis is where budgets are enforced, not where spend is recorded. When a team's counter
 for the current period is gone (FLUSHALL, a restart without persistence, a failover told
 to forget), a ledger-backed gateway does not let the team start again at zero: its next
-reservation is refused with `rebuild` (`policies.redis_quota`), and one replica, under the
+reservation is refused with `rebuild` (`policies.money.redis_quota`), and one replica, under the
 team's `rebuilding` lock, seeds the counter:
 
 1. write its own buffered events, then wait `ledger.rebuild_wait_s` so that every other
@@ -29,9 +29,9 @@ from datetime import date
 from gateway.observe.events import BUDGET_REBUILT, Events
 from gateway.observe.metrics import Metrics
 from gateway.state.usage_ledger import UsageLedger
-from policies.budget import Window
-from policies.quota import MemoryQuotaStore, QuotaStore
-from policies.redis_quota import RedisQuotaStore, new_incarnation
+from policies.money.budget import Window
+from policies.money.quota import MemoryQuotaStore, QuotaStore
+from policies.money.redis_quota import RedisQuotaStore, new_incarnation
 
 Clock = Callable[[], float]
 _LOCK_MARGIN_S = 10.0  # the lock outlives a rebuild that stalls on a slow ledger

@@ -19,13 +19,13 @@ from gateway.errors import bad_request
 from gateway.observe import events, tracing
 from gateway.observe.metrics import Metrics
 from gateway.state.catalog import Catalog
-from policies.breaker import HALF_OPEN, OPEN, STATE_NAMES
-from policies.failover import Failover, HedgeSettings
-from policies.health import HealthBook
-from policies.latency import LatencyPrior, LatencySettings
-from policies.latency_priors import family_prior
-from policies.retry_budget import RetryBudget
-from policies.tier_choice import TierBackup, TierEstimate, TierSelector
+from policies.routing.breaker import HALF_OPEN, OPEN, STATE_NAMES
+from policies.routing.failover import Failover, HedgeSettings
+from policies.routing.health import HealthBook
+from policies.routing.latency import LatencyPrior, LatencySettings
+from policies.routing.latency_priors import family_prior
+from policies.routing.retry_budget import RetryBudget
+from policies.routing.tier_choice import TierBackup, TierEstimate, TierSelector
 from providers.types import Deployment
 
 BUDGET_HEADER = "X-Latency-Budget-Ms"

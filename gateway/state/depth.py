@@ -1,7 +1,7 @@
 """Depth advice at run time: the pipeline's measurement and (opt-in) cut, the counts'
 way to the shared store, and the advice read back for the admin route, the status page,
 `rerank-gateway depth` and the gauges. The statistics and decisions are
-`policies.depth`; this is their wiring.
+`policies.quality.depth`; this is their wiring.
 
 On the request path (`plan`, `record`) nothing is counted and nothing leaves the process:
 a request appends its size and its top-k positions to its team and model's `Tally`. A
@@ -31,8 +31,10 @@ from gateway.observe.metrics import Metrics, child
 from gateway.state import redis_client
 from gateway.state.catalog import Catalog
 from gateway.state.deployments import TIER_QUANTILE, DeploymentState
-from policies.billing import BillingRules
-from policies.depth import (
+from policies.money.billing import BillingRules
+from policies.money.pricing import PriceTable
+from policies.money.quota import StoreUnavailable
+from policies.quality.depth import (
     ADVICE,
     ENFORCE,
     IGNORE,
@@ -49,10 +51,8 @@ from policies.depth import (
     drifted,
     z_score,
 )
-from policies.depth_store import DepthStore, MemoryDepthStore
-from policies.pricing import PriceTable
-from policies.quota import StoreUnavailable
-from policies.redis_depth import RedisDepthStore
+from policies.quality.depth_store import DepthStore, MemoryDepthStore
+from policies.quality.redis_depth import RedisDepthStore
 
 Clock = Callable[[], float]
 MAX_PENDING = 10_000  # folded buckets held while the store is unreachable

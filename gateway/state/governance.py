@@ -32,13 +32,13 @@ from gateway.state.overfetch import Overfetch
 from gateway.state.usage import UsageRecorder
 from gateway.state.usage_ledger import UsageLedger
 from gateway.state.usage_reports import UsageReports
-from policies.limits import LimitPolicy
-from policies.pricing import PriceTable
-from policies.quota import MemoryQuotaStore, QuotaStore, TeamQuota
-from policies.redis_quota import RedisQuotaStore
-from policies.redis_usage import RedisUsageStore
-from policies.usage import MemoryUsageStore, UsageStore
-from policies.usage_buffer import BufferedUsageStore
+from policies.money.limits import LimitPolicy
+from policies.money.pricing import PriceTable
+from policies.money.quota import MemoryQuotaStore, QuotaStore, TeamQuota
+from policies.money.redis_quota import RedisQuotaStore
+from policies.money.redis_usage import RedisUsageStore
+from policies.money.usage import MemoryUsageStore, UsageStore
+from policies.money.usage_buffer import BufferedUsageStore
 
 Clock = Callable[[], float]
 ANONYMOUS = "anonymous"  # the team of every request when auth.mode is none

@@ -1,6 +1,6 @@
 """Over-fetch limits at run time: the pipeline's step between parsing and scoring.
 
-The decision is `policies.limits` (max documents, query and document sizes, body bytes,
+The decision is `policies.money.limits` (max documents, query and document sizes, body bytes,
 per team and model); this applies it to one request, answers 400/413 in Cohere's shape,
 and counts every enforcement in `rerank_overfetch_total` and in the usage report
 (`rejected_limits`, `truncated`).
@@ -11,8 +11,8 @@ from __future__ import annotations
 from gateway.errors import bad_request
 from gateway.observe.metrics import Metrics
 from gateway.state.usage import Payer, UsageRecorder
-from policies.limits import Enforced, LimitExceeded, LimitPolicy
-from policies.usage_events import REJECTED_LIMITS_KIND, TRUNCATED_KIND
+from policies.money.limits import Enforced, LimitExceeded, LimitPolicy
+from policies.money.usage_events import REJECTED_LIMITS_KIND, TRUNCATED_KIND
 
 UNPARSED_MODEL = "unknown"  # the model of a request refused before its body was read
 

@@ -1,7 +1,7 @@
 """Recording usage: one event per billed job, cache saving and counted refusal.
 
 `UsageRecorder` is what the rest of the gateway calls when something is worth a line in
-the usage report. It builds the event (`policies.usage_events`), counts the Prometheus
+the usage report. It builds the event (`policies.money.usage_events`), counts the Prometheus
 series that go with it, and hands the event on: to the durable ledger's buffer when a
 `ledger` is configured (no I/O on the request path), else to the daily counter store
 (Redis shared by replicas, or this process's memory). A store failure never fails the
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics, child
 from gateway.state.usage_ledger import UsageLedger
-from policies.billing import BillingRules
-from policies.pricing import FREE, KINDS, MICROS_PER_USD, PriceTable, Usage
-from policies.quota import StoreUnavailable
-from policies.usage import UsageStore, day_of
-from policies.usage_events import REPLAYED, SAVED, SERVED, UsageEvent, counts_of
+from policies.money.billing import BillingRules
+from policies.money.pricing import FREE, KINDS, MICROS_PER_USD, PriceTable, Usage
+from policies.money.quota import StoreUnavailable
+from policies.money.usage import UsageStore, day_of
+from policies.money.usage_events import REPLAYED, SAVED, SERVED, UsageEvent, counts_of
 
 Clock = Callable[[], float]
 _PRICE_KIND = {kind: number for number, kind in enumerate(KINDS, start=1)}
@@ -58,7 +58,7 @@ class UsageRecorder:
 
     def new_event_id(self) -> bytes | None:
         """The id the next served event will carry, when there is a ledger (a budget
-        settlement names it, see `policies.redis_quota`)."""
+        settlement names it, see `policies.money.redis_quota`)."""
         return self.ledger.new_id() if self.ledger is not None else None
 
     async def served(

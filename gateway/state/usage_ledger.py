@@ -31,8 +31,8 @@ from gateway.config.model import LedgerConfig
 from gateway.observe.events import LEDGER_BUFFER_FULL, LEDGER_SCHEMA, LEDGER_UNREACHABLE, Events
 from gateway.observe.logs import log
 from gateway.observe.metrics import Metrics
-from policies.ledger_pg import LedgerUnavailable, Month, PostgresLedger, SchemaMismatch
-from policies.usage_events import EventBuffer, UsageEvent
+from policies.money.ledger_pg import LedgerUnavailable, Month, PostgresLedger, SchemaMismatch
+from policies.money.usage_events import EventBuffer, UsageEvent
 
 Clock = Callable[[], float]
 _MAX_BACKOFF_S = 5.0

@@ -3,7 +3,7 @@ status page.
 
 With a ledger, reports come from its daily rollups (any period it still holds, grouped by
 team, key, model or deployment); without one, from the daily counters in Redis or in this
-process. Either way a report has the same shape (`policies.usage.build_report`). Nothing
+process. Either way a report has the same shape (`policies.money.usage.build_report`). Nothing
 here writes.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
-from policies.ledger_pg import PostgresLedger
-from policies.usage import (
+from policies.money.ledger_pg import PostgresLedger
+from policies.money.usage import (
     DEFAULT_GROUPS,
     Group,
     UsageStore,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.billing import BillingRules
-from policies.pricing import ModelPrice, PriceTable, PricingConfig, cost_micros
+from policies.money.billing import BillingRules
+from policies.money.pricing import ModelPrice, PriceTable, PricingConfig, cost_micros
 from providers.cohere import CohereOptions, CohereProvider
 from providers.local import LocalOptions, LocalProvider
 from providers.types import Deployment

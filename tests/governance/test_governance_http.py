@@ -11,7 +11,7 @@ import pytest
 import redis as redis_sync
 from aiohttp import web
 
-from policies.billing import BillingRules
+from policies.money.billing import BillingRules
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, governed, metrics_text, post

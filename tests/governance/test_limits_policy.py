@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import LimitsConfig
-from policies.limits import LimitExceeded, LimitPolicy, RequestLimits
+from policies.money.limits import LimitExceeded, LimitPolicy, RequestLimits
 
 
 def policy(

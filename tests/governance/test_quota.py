@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 import pytest
 import redis as redis_sync
 
-from policies.budget import BudgetConfig, windows
-from policies.quota import (
+from policies.money.budget import BudgetConfig, windows
+from policies.money.quota import (
     BUDGET,
     RATE_LIMIT,
     Hold,
@@ -25,8 +25,8 @@ from policies.quota import (
     Refusal,
     TeamQuota,
 )
-from policies.ratelimit import Gcra, RateLimitConfig, retry_seconds, to_us
-from policies.redis_quota import RedisQuotaStore
+from policies.money.ratelimit import Gcra, RateLimitConfig, retry_seconds, to_us
+from policies.money.redis_quota import RedisQuotaStore
 from tests.conftest import spend_in_redis
 from tests.governance.helpers import FakeClock, async_redis
 

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis as redis_sync
 
-from policies.quota import RATE_LIMIT, Hold, MemoryQuotaStore, QuotaStore, Refusal, TeamQuota
-from policies.ratelimit import Gcra, RateLimitConfig
-from policies.redis_quota import RedisQuotaStore
+from policies.money.quota import RATE_LIMIT, Hold, MemoryQuotaStore, QuotaStore, Refusal, TeamQuota
+from policies.money.ratelimit import Gcra, RateLimitConfig
+from policies.money.redis_quota import RedisQuotaStore
 from tests.conftest import OTHER_TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import FakeClock, async_redis, governed, post

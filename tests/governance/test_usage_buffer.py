@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import redis.asyncio as aioredis
 
-from policies.quota import StoreUnavailable
-from policies.redis_usage import RedisUsageStore
-from policies.usage_buffer import BufferedUsageStore
+from policies.money.quota import StoreUnavailable
+from policies.money.redis_usage import RedisUsageStore
+from policies.money.usage_buffer import BufferedUsageStore
 from tests.redis_server import OwnRedis
 
 DAY = "2026-12-01"

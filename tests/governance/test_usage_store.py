@@ -9,8 +9,8 @@ from datetime import date
 import pytest
 import redis as redis_sync
 
-from policies.redis_usage import RedisUsageStore
-from policies.usage import MemoryUsageStore, UsageStore, collect, report_range
+from policies.money.redis_usage import RedisUsageStore
+from policies.money.usage import MemoryUsageStore, UsageStore, collect, report_range
 from tests.governance.helpers import async_redis
 
 
@@ -107,7 +107,7 @@ async def test_memory_buckets_past_retention_are_dropped() -> None:
 def test_day_of_is_the_utc_calendar_day_at_the_boundaries() -> None:
     from datetime import UTC, datetime
 
-    from policies.usage import day_of
+    from policies.money.usage import day_of
 
     for t in (0.0, 86_399.999, 86_400.0, 1_798_761_599.5, 1_798_761_600.0):
         assert day_of(t) == datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policies.api_keys import (
+from policies.access.api_keys import (
     KEY_PREFIX,
     MANAGE,
     RERANK,

@@ -12,8 +12,8 @@ import aiohttp
 import redis
 import redis.asyncio as aioredis
 
-from policies.api_keys import KeyRecord, digest_of, new_api_key
-from policies.redis_keys import MOST_CHANGES, RedisKeyStore
+from policies.access.api_keys import KeyRecord, digest_of, new_api_key
+from policies.access.redis_keys import MOST_CHANGES, RedisKeyStore
 from tests.conftest import ADMIN_KEY, REDIS_URL
 from tests.fakes.clock import FakeClock
 from tests.keys.helpers import MANAGER_KEY, Replicas, call, rerank

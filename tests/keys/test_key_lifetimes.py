@@ -15,7 +15,7 @@ import pytest
 import redis
 import yaml
 
-from policies.api_keys import MAX_LIFETIME_S, digest_of
+from policies.access.api_keys import MAX_LIFETIME_S, digest_of
 from tests.fakes.clock import FakeClock
 from tests.keys.helpers import Replicas, call, rerank
 from tests.keys.test_keys_cli import cli

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from policies.ledger_pg import PostgresLedger
+from policies.money.ledger_pg import PostgresLedger
 from tests.postgres import execute
 
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}

@@ -9,9 +9,9 @@ from datetime import UTC, date, datetime
 import asyncpg
 import pytest
 
-from policies.ledger_pg import LedgerUnavailable, Month, PostgresLedger, SchemaMismatch
-from policies.ledger_schema import LATEST
-from policies.usage_events import (
+from policies.money.ledger_pg import LedgerUnavailable, Month, PostgresLedger, SchemaMismatch
+from policies.money.ledger_schema import LATEST
+from policies.money.usage_events import (
     REJECTED_BUDGET_KIND,
     SAVED,
     SERVED,

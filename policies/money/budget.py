@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge
 
-from policies.pricing import MICROS_PER_USD
+from policies.money.pricing import MICROS_PER_USD
 
 DAY = "usd_per_day"
 MONTH = "usd_per_month"

@@ -18,8 +18,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from policies.quota import StoreUnavailable
-from policies.usage import Slot, UsageStore
+from policies.money.quota import StoreUnavailable
+from policies.money.usage import Slot, UsageStore
 
 _Bucket = tuple[str, str, str, str]  # team, day, model, deployment
 

@@ -17,7 +17,7 @@ from typing import Annotated
 
 from annotated_types import Ge, Interval
 
-from policies.window import SlidingWindow
+from policies.routing.window import SlidingWindow
 
 CLOSED, HALF_OPEN, OPEN = 0, 1, 2
 STATE_NAMES = {CLOSED: "closed", HALF_OPEN: "half_open", OPEN: "open"}

@@ -8,7 +8,7 @@ selection, p95 for hedging).
 
 Learning starts with the first observation. A prediction blends the prior
 `base_ms + per_doc_ms * docs + per_kchar_ms * kchars` (the configured one, a default
-for a known model family from `policies.latency_priors`, or else `BROAD_DEFAULT`) with
+for a known model family from `policies.routing.latency_priors`, or else `BROAD_DEFAULT`) with
 the observed quantile, as a weighted geometric mean: the observations weigh as many as
 they are (decayed, so stale ones count less), the prior as `weight` observations,
 fading linearly to nothing as the observations reach `min_samples`. So three 400 ms
@@ -69,7 +69,7 @@ BROAD_DEFAULT = LatencyPrior(base_ms=250.0, per_doc_ms=1.0, per_kchar_ms=1.0, we
 class LatencySettings:
     half_life_s: Annotated[float, Ge(0.1)] = 60.0
     min_samples: Annotated[int, Ge(1)] = 10
-    # Use the default priors of known model families (policies.latency_priors) for
+    # Use the default priors of known model families (policies.routing.latency_priors) for
     # deployments without a configured latency_prior_ms.
     family_priors: bool = True
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import asyncpg
 
-from policies.ledger_schema import LATEST, MIGRATIONS, ROLLUP_COUNTERS
-from policies.usage_events import UsageEvent
+from policies.money.ledger_schema import LATEST, MIGRATIONS, ROLLUP_COUNTERS
+from policies.money.usage_events import UsageEvent
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 _PARTITION = re.compile(r"^(events|daily)_y(\d{4})m(\d{2})$")

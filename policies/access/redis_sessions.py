@@ -1,4 +1,4 @@
-"""Status-page sessions (policies.sessions) in the state Redis, so a session made on one
+"""Status-page sessions (policies.access.sessions) in the state Redis, so a session made on one
 replica is honoured, and ended, on every replica.
 
 Key: `<prefix>{admin_sessions}`, a hash: sha256(token) -> the session as JSON. One key
@@ -11,8 +11,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from policies.redis_quota import guarded
-from policies.sessions import Session
+from policies.access.sessions import Session
+from policies.money.redis_quota import guarded
 
 # KEYS: the hash. ARGV: digest, session. Writes only if the session is still there.
 TOUCH_LUA = """

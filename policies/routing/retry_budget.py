@@ -13,7 +13,7 @@ from typing import Annotated
 
 from annotated_types import Ge, Interval
 
-from policies.window import SlidingWindow
+from policies.routing.window import SlidingWindow
 
 _REQUESTS, _RETRIES = 0, 1
 

@@ -3,7 +3,7 @@
 A bucket holds integer counters (money in micro-dollars) per (model, deployment);
 events without a deployment (rejections, truncations) use deployment "". Reports sum
 the buckets of a date range. `MemoryUsageStore` is per process; the Redis one
-(`policies.redis_usage`) is shared by replicas and read by `rerank-gateway usage`.
+(`policies.money.redis_usage`) is shared by replicas and read by `rerank-gateway usage`.
 
 Every served request counts its search units and tokens (each the upstream's figure, or
 the gateway's estimate where it gives none) and, in a `billed_<kind>` counter, the figure
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol
 
-from policies.budget import usd
+from policies.money.budget import usd
 
 REQUESTS = "requests"
 DOCUMENTS = "documents"
@@ -60,7 +60,7 @@ FIELDS = (
 GROUPS = ("team", "key", "model", "deployment")  # what a report's rows may be grouped by
 DEFAULT_GROUPS = ("team", "model", "deployment")
 MAX_REPORT_DAYS = 400
-# The figure a request's price billed it by, per price kind (`policies.pricing.KINDS`);
+# The figure a request's price billed it by, per price kind (`policies.money.pricing.KINDS`);
 # a free request counts 1 in `billed_free`.
 BILLED_KINDS = ("search_units", "tokens", "request", "free")
 

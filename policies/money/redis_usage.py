@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from policies.redis_quota import guarded, team_key
-from policies.usage import Slot
+from policies.money.redis_quota import guarded, team_key
+from policies.money.usage import Slot
 
 _SEP = "|"
 # KEYS: the bucket. ARGV: ttl_s, then field, increment pairs. One script run: one round

@@ -1,10 +1,10 @@
-"""Attempts per key limited per minute (policies.throttle) with the state in Redis, so
+"""Attempts per key limited per minute (policies.access.throttle) with the state in Redis, so
 every replica counts against one limit.
 
 Key: `<prefix>{throttle:<name>:<key>}`, the key's TAT in integer microseconds, expiring
 once the bucket is full again. One script run per check: Redis runs it alone, so
 concurrent attempts on several replicas never exceed the limit. The time is Redis's own
-(`TIME`), as for the team rate limits (policies.redis_quota).
+(`TIME`), as for the team rate limits (policies.money.redis_quota).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from policies.ratelimit import US, Gcra
-from policies.redis_quota import NOW_LUA, guarded
+from policies.money.ratelimit import US, Gcra
+from policies.money.redis_quota import NOW_LUA, guarded
 
 # KEYS: the TAT. ARGV: now_us ('': Redis TIME), interval_us, window_us, take (1/0).
 # Returns the wait in microseconds ('0': the attempt fits, and was counted if take).

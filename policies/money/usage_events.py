@@ -2,8 +2,8 @@
 
 Everything the usage reports count is one of these events. A request's path only builds
 one and hands it on: to the durable ledger's buffer (`EventBuffer`, written in batches by
-the gateway, see `policies.ledger_pg`), or, without a ledger, to a counter store
-(`counts_of` turns it into the counters `policies.usage` keeps per day).
+the gateway, see `policies.money.ledger_pg`), or, without a ledger, to a counter store
+(`counts_of` turns it into the counters `policies.money.usage` keeps per day).
 
 An event's id is 16 bytes: 8 random bytes drawn when the process starts and its sequence
 number in the process. It is fixed when the event is buffered, so a batch written twice
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from policies.usage import (
+from policies.money.usage import (
     CACHE_HITS,
     COST,
     DOCUMENTS,
@@ -59,7 +59,7 @@ _FLAG_COUNTERS: Final = {
     TRUNCATED_KIND: TRUNCATED,
     DOWNGRADED_KIND: DOWNGRADED,
 }
-# How a served job was priced (`price_kind`), in `policies.pricing.KINDS` order; 0: none.
+# How a served job was priced (`price_kind`), in `policies.money.pricing.KINDS` order; 0: none.
 PRICE_KINDS: Final = ("", "search_units", "tokens", "request", "free")
 
 

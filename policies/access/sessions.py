@@ -8,7 +8,7 @@ sign-out, and when the admin key changes: a session is good only for the admin k
 made it, and `sweep` deletes those of any other.
 
 Stores: memory (one process), a directory that the workers of one machine share (for
-`--workers N` without Redis), and Redis (`policies.redis_sessions`: every replica).
+`--workers N` without Redis), and Redis (`policies.access.redis_sessions`: every replica).
 Someone who reads a store learns when admins signed in, never a token that works.
 """
 

@@ -11,8 +11,8 @@ import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from policies.breaker import CLOSED, OPEN, BreakerSettings, CircuitBreaker
-from policies.latency import LatencyModel, LatencyPrior, LatencySettings
+from policies.routing.breaker import CLOSED, OPEN, BreakerSettings, CircuitBreaker
+from policies.routing.latency import LatencyModel, LatencyPrior, LatencySettings
 from providers.types import Deployment
 
 

@@ -35,9 +35,9 @@ from typing import Annotated, Generic, TypeVar
 
 from annotated_types import Ge, Interval
 
-from policies.first_wins import Race
-from policies.health import HealthBook
-from policies.retry_budget import RetryBudget
+from policies.routing.first_wins import Race
+from policies.routing.health import HealthBook
+from policies.routing.retry_budget import RetryBudget
 from providers.types import TIMEOUT, Deployment, ProviderError
 
 T = TypeVar("T")

@@ -47,8 +47,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from policies.budget import DAY, MONTH, Window
-from policies.quota import (
+from policies.money.budget import DAY, MONTH, Window
+from policies.money.quota import (
     BUDGET,
     RATE_LIMIT,
     REBUILD,
@@ -58,7 +58,7 @@ from policies.quota import (
     Settlement,
     StoreUnavailable,
 )
-from policies.ratelimit import REQUESTS, SEARCH_UNITS, retry_seconds, to_us
+from policies.money.ratelimit import REQUESTS, SEARCH_UNITS, retry_seconds, to_us
 
 T = TypeVar("T")
 _SETTLE_MARGIN_S = 86_400  # budget keys outlive their period by a day, for late settles

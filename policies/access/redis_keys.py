@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from policies.api_keys import BadRecord, KeyRecord
-from policies.redis_quota import guarded
+from policies.access.api_keys import BadRecord, KeyRecord
+from policies.money.redis_quota import guarded
 
 LOG_LENGTH = 10_000  # log entries kept (approximately: Redis trims whole nodes)
 MOST_CHANGES = 1_000  # a replica further behind than this loads every record instead

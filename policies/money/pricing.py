@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from annotated_types import Ge, Interval
 
-from policies.billing import BillingRules
+from policies.money.billing import BillingRules
 from providers.types import Deployment
 
 MICROS_PER_USD = 1_000_000

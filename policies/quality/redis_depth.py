@@ -1,10 +1,10 @@
 """Depth counters in Redis: every replica's counts merged, so the advice is the fleet's.
 
 Keys (`P` = `depth.redis_prefix`; the hash tag `{team}` keeps a team's keys in one
-Redis Cluster slot, as in `policies.redis_quota`):
+Redis Cluster slot, as in `policies.money.redis_quota`):
 
   P{team}:depth:<model>:<bucket>    hash: the counters of one time bucket (see
-                                    `policies.depth`), `t0` its first write; expires
+                                    `policies.quality.depth`), `t0` its first write; expires
                                     one window after its last write
   P{team}:depth:models              set: the models with counters (expires likewise)
   P{team}:depth:reverted:<model>    enforcement switched back to advise (expires)
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from policies.depth_store import FIRST
-from policies.redis_quota import guarded, team_key
+from policies.money.redis_quota import guarded, team_key
+from policies.quality.depth_store import FIRST
 
 # KEYS: the bucket, the models set. ARGV: ttl_s, model, now, then field, increment pairs.
 ADD_LUA = """

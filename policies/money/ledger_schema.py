@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-# Counter columns of the daily rollups, in table order (the names of `policies.usage`,
+# Counter columns of the daily rollups, in table order (the names of `policies.money.usage`,
 # plus cache document counts, upstream calls and events).
 ROLLUP_COUNTERS: Final = (
     "events",
@@ -56,7 +56,7 @@ CREATE TABLE {s}.names (
     name text NOT NULL UNIQUE
 );
 INSERT INTO {s}.names (id, name) VALUES (0, '');
--- One row per billed job, cache saving or counted refusal (policies.usage_events).
+-- One row per billed job, cache saving or counted refusal (policies.money.usage_events).
 CREATE TABLE {s}.events (
     at timestamptz NOT NULL,
     id uuid NOT NULL,

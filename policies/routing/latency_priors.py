@@ -1,5 +1,5 @@
 """Default latency priors of known reranker families, so a fresh gateway never treats a
-known model as "unknown" (see `policies.latency` for how a prior is blended with what the
+known model as "unknown" (see `policies.routing.latency` for how a prior is blended with what the
 gateway then observes).
 
 Cohere publishes no latency figures for its rerank models (only that the fast models
@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from policies.latency import LatencyPrior
+from policies.routing.latency import LatencyPrior
 
 FAMILY_WEIGHT = 2.0  # observations a family default is worth
 

@@ -5,7 +5,7 @@ request, the limiters and budget windows that apply now). A `QuotaStore` admits 
 refuses it in one atomic step: every limit has room, and then all are charged, or
 nothing is charged. `adjust` later moves the charge to the real figure (or back to
 zero: a refund). Two stores implement this: `MemoryQuotaStore` for one process and
-`policies.redis_quota.RedisQuotaStore` for replicas sharing Redis.
+`policies.money.redis_quota.RedisQuotaStore` for replicas sharing Redis.
 
 Budgets that survive the store: with a durable ledger, a request asks the store to
 refuse with kind `rebuild` (`QuotaRequest.rebuild_missing`) when the team's spend for the
@@ -13,7 +13,7 @@ period is not known (the store lost it, or this process never saw it), instead o
 starting again from zero; the caller then seeds the period from the ledger
 (`MemoryQuotaStore.seed`, `RedisQuotaStore.finish_rebuild`) and asks again. A `Hold`
 names the incarnation of each budget counter the reservation was charged to, so that its
-settlement lands whole in a counter rebuilt meanwhile (see `policies.redis_quota`).
+settlement lands whole in a counter rebuilt meanwhile (see `policies.money.redis_quota`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from policies.budget import BudgetConfig, Window, fits, windows
-from policies.ratelimit import Gcra, RateLimitConfig, limiters, retry_seconds, to_us
+from policies.money.budget import BudgetConfig, Window, fits, windows
+from policies.money.ratelimit import Gcra, RateLimitConfig, limiters, retry_seconds, to_us
 
 RATE_LIMIT = "rate_limit"
 BUDGET = "budget"

@@ -30,8 +30,8 @@ positions look random is told so, not given a depth.
 
 `Enforcer` is the opt-in decision per request: rerank only the first d documents (never
 fewer than top_n), except a random share explored at full depth, whose recall at d is what
-`drifted` watches. Nothing here does I/O; the stores are `policies.depth_store` and
-`policies.redis_depth`, the wiring `gateway.state.depth`.
+`drifted` watches. Nothing here does I/O; the stores are `policies.quality.depth_store` and
+`policies.quality.redis_depth`, the wiring `gateway.state.depth`.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Interval, Lt
 
-from policies.billing import DOCUMENTS_PER_UNIT, BillingRules
-from policies.pricing import FREE, REQUEST, SEARCH_UNITS, TOKENS, Price
+from policies.money.billing import DOCUMENTS_PER_UNIT, BillingRules
+from policies.money.pricing import FREE, REQUEST, SEARCH_UNITS, TOKENS, Price
 
 # Depths at which recall is measured; the last covers every list a request may send.
 LADDER = (10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000, 5000, 10000)

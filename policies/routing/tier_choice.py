@@ -4,7 +4,7 @@ The best tier (pro before fast) whose predicted p90 latency for a request of thi
 over its best available deployment, plus the gateway's own overhead, fits the budget.
 If none fits, the fastest, with a warning. Every tier has a prediction: observations
 blended with a prior (configured, a model family's default, or a broad default; see
-`policies.latency`), so nothing "fits" merely because it was never measured.
+`policies.routing.latency`), so nothing "fits" merely because it was never measured.
 
 A prediction is a guess, so the whole budget is never spent on one: when pro is chosen
 and fast could still finish in time, the choice carries a backup. If pro has not
@@ -13,7 +13,7 @@ overhead minus fast's p90, or 1.5 times that p90 while fast's own prediction is
 uncertain), fast starts too and whichever answers first serves. Armed, the backup
 costs nothing: it is called only when pro is already late.
 
-`downgrade=False` (the shadow quality guard, `policies.shadow`) keeps pro where fast
+`downgrade=False` (the shadow quality guard, `policies.quality.shadow`) keeps pro where fast
 would have been chosen for the budget, still with fast as the backup, so the budget
 holds whenever fast can meet it.
 """

@@ -6,7 +6,7 @@ bucket length); a store forgets buckets older than the window, so reading the wi
 buckets is the sliding window. Each bucket also keeps `t0`, the epoch second of its first
 write (kept, not summed), so a reader knows how long its counts cover. A store also
 remembers which teams' enforcement was switched back to advise, until that expires.
-The shared one is `policies.redis_depth`.
+The shared one is `policies.quality.redis_depth`.
 """
 
 from __future__ import annotations

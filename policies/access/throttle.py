@@ -2,11 +2,11 @@
 
 For the few places where someone may try again and again: signing in to the status
 page (failed attempts, per client address and in all) and issuing API keys (per team).
-Each key's state is one theoretical arrival time, as in `policies.ratelimit.Gcra`, so a
+Each key's state is one theoretical arrival time, as in `policies.money.ratelimit.Gcra`, so a
 key may use a minute's allowance in a burst after a quiet spell, then gets the steady
 rate. `wait` asks without counting; `take` counts one attempt when it fits. This module
 keeps the state in memory, for one process (bounded: idle keys are dropped);
-`policies.redis_throttle` keeps it in Redis, for every replica at once.
+`policies.access.redis_throttle` keeps it in Redis, for every replica at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from policies.ratelimit import US, Gcra, to_us
+from policies.money.ratelimit import US, Gcra, to_us
 
 MAX_KEYS = 10_000  # keys remembered in memory; idle ones go first
 
