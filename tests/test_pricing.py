@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway.cli.usage import table
 from gateway.config import ConfigError, parse_config
 from gateway.state.catalog import Catalog
 from gateway.state.score_cache import CacheSettings
-from gateway.usage_cli import table
 from policies.model_version import cohere_version
 from policies.money.billing import BillingRules
 from policies.money.pricing import (

@@ -24,13 +24,13 @@ import yaml
 from redis.cluster import key_slot
 
 from gateway.app import build_app
+from gateway.cli.usage import run_usage
 from gateway.config import parse_config
 from gateway.config.model import StateConfig
 from gateway.http.runtime import RUNTIME
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
 from gateway.state.score_cache import build_store
-from gateway.usage_cli import run_usage
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.governance.helpers import get, post

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from gateway.startup import version
+from gateway.cli.startup import version
 from tests.conftest import REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
 from tests.processes import ROOT, GatewayProcess
@@ -269,7 +269,7 @@ def test_a_provider_type_without_its_extra_names_the_extra(tmp_path: Path) -> No
     # This interpreter has no OCI SDK: `import oci` fails as in a bare install.
     script = (
         "import sys; sys.modules['oci'] = None\n"
-        "from gateway.cli import main\n"
+        "from gateway.cli.main import main\n"
         f"sys.exit(main(['check-config', {str(path)!r}]))\n"
     )
     out = subprocess.run(
@@ -304,7 +304,7 @@ def test_the_newer_extras_are_named_too(
     path.write_text(yaml.safe_dump(data))
     script = (
         f"import sys; sys.modules[{module!r}] = None\n"
-        "from gateway.cli import main\n"
+        "from gateway.cli.main import main\n"
         f"sys.exit(main(['check-config', {str(path)!r}]))\n"
     )
     out = subprocess.run(
@@ -335,8 +335,8 @@ def test_usage_reads_no_provider_secret(tmp_path: Path) -> None:
 
 
 def test_credential_status_of_the_newer_types(tmp_path: Path) -> None:
+    from gateway.cli.startup import credential_status
     from gateway.config import parse_config
-    from gateway.startup import credential_status
     from tests.onnx_model import build_cross_encoder
 
     providers = {

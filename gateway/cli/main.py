@@ -8,10 +8,10 @@ import os
 import sys
 from collections.abc import Collection
 
+from gateway.cli.startup import version
 from gateway.config import Config, ConfigError, is_loopback, load_or_default
 from gateway.config.advice import plain_http_warnings, scale_warnings
 from gateway.http.auth import hash_key, new_key
-from gateway.startup import version
 
 # What `usage` reads: where the counters and the ledger are, and whose they are.
 USAGE_SECTIONS = ("state", "limits", "teams", "auth", "ledger")
@@ -58,8 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     depth.add_argument("--config", required=True, help="the gateway's YAML config file")
     depth.add_argument("--team", help="only this team")
     depth.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    from gateway.keys_cli import add_parser
-    from gateway.ledger_cli import add_parser as add_ledger_parser
+    from gateway.cli.keys import add_parser
+    from gateway.cli.ledger import add_parser as add_ledger_parser
 
     add_parser(sub)
     add_ledger_parser(sub)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         return _schema() if args.schema else _check(args.path)
     if args.command == "usage":
-        from gateway.usage_cli import run_usage
+        from gateway.cli.usage import run_usage
 
         # Only what the report needs: no provider section, so no upstream secret, is read.
         config = _load(args.config, sections=USAGE_SECTIONS)
@@ -89,21 +89,21 @@ def main(argv: list[str] | None = None) -> int:
             output="json" if args.json else args.format,
         )
     if args.command == "depth":
-        from gateway.depth_cli import run_depth
+        from gateway.cli.depth import run_depth
 
         config = _load(args.config)  # with providers: prices and latency priors
         if config is None:
             return 1
         return run_depth(config, args.team, args.json)
     if args.command == "ledger":
-        from gateway.ledger_cli import LEDGER_SECTIONS, run_ledger
+        from gateway.cli.ledger import LEDGER_SECTIONS, run_ledger
 
         config = _load(args.config, sections=LEDGER_SECTIONS)
         if config is None:
             return 1
         return run_ledger(args, config)
     if args.command == "keys":
-        from gateway.keys_cli import run_keys
+        from gateway.cli.keys import run_keys
 
         config = None
         if args.config:
@@ -173,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from gateway.server import serve
+    from gateway.cli.server import serve
 
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     return serve(args.config, host, port, workers)

@@ -1,7 +1,7 @@
 """Running the app: its lifecycle signals, and N worker processes sharing a port.
 
 Start: the port is checked first (a port in use is a one-line error and exit status 1),
-then one `starting` line sums up what is served (see gateway.startup).
+then one `starting` line sums up what is served (see gateway.cli.startup).
 SIGTERM/SIGINT: report not-ready, stop accepting, finish in-flight requests for up to
 `server.drain_timeout_s`, close upstream sessions and Redis, exit 0.
 SIGHUP: reload the config file; a bad file is logged and the old config keeps serving;
@@ -28,13 +28,13 @@ from multiprocessing.process import BaseProcess
 from aiohttp import web
 
 from gateway.app import build_app, build_metrics_app
+from gateway.cli.startup import port_problem, restart_needed, summary, version
 from gateway.config import Config, ConfigError, load_config, load_or_default
 from gateway.config.advice import plain_http_warnings, scale_warnings
 from gateway.http.edge import GatewayRunner
 from gateway.http.runtime import RUNTIME, reload
 from gateway.observe.logs import configure_logging, log
 from gateway.observe.metrics import MULTIPROC_ENV
-from gateway.startup import port_problem, restart_needed, summary, version
 from gateway.state.redis_policy import StartupRefused
 
 
