@@ -25,7 +25,7 @@ import time
 from redis.asyncio.cluster import RedisCluster
 
 from policies.cache.redis_store import RedisStore
-from tests.redis_topologies import OwnCluster
+from tests.support.redis_topologies import OwnCluster
 
 
 def keys_for(layout: str, request: int, docs: int = 100) -> list[bytes]:

@@ -39,7 +39,7 @@ from bench.procstat import cpu_seconds, load_average
 from gateway.http.auth import hash_key
 from policies.access.api_keys import KeyRecord, digest_of, new_api_key
 from policies.access.redis_keys import RedisKeyStore
-from tests.processes import ROOT, gateway_processes
+from tests.support.processes import ROOT, gateway_processes
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ADMIN, TEAM, MANAGER = "bench-admin-key", "bench-team-key", "bench-manager-key"

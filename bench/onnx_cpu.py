@@ -32,7 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from providers.onnx import OnnxOptions, OnnxProvider
 from providers.types import UpstreamCall
-from tests.onnx_model import build_cross_encoder
+from tests.support.onnx_model import build_cross_encoder
 
 VOCAB_WORDS = 2000
 

@@ -14,9 +14,9 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from gateway.http.auth import hash_key
 from tests.fakes.cohere import FakeCohere
-from tests.postgres import SHARED_DSN, OwnPostgres, check_shared, drop_schema, new_schema
-from tests.redis_server import OwnRedis
-from tests.servers import ServerLoop
+from tests.support.postgres import SHARED_DSN, OwnPostgres, check_shared, drop_schema, new_schema
+from tests.support.redis_server import OwnRedis
+from tests.support.servers import ServerLoop
 
 TEAM_KEY = "team-search-key"
 OTHER_TEAM_KEY = "team-ads-key"

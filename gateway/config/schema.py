@@ -7,7 +7,7 @@ unknown provider, auth safety) are beyond a schema: `check-config` does those.
 
     python -m gateway.config.schema helm/rerank-gateway/values.schema.json
 
-rewrites the chart's schema; tests/test_config_schema.py fails when it is out of date.
+rewrites the chart's schema; tests/gateway/config/test_schema.py fails when it is out of date.
 """
 
 from __future__ import annotations
