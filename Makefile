@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test bench lint redis postgres clean
+.PHONY: serve test test-fast bench lint redis postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ serve: $(STAMP)
 
 test: lint redis postgres
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The unit tests alone, in seconds (marker `unit`, given by directory in tests/conftest.py).
+test-fast: $(STAMP) redis postgres
+	$(BIN)/python -m pytest -m unit -q $(PYTEST_ARGS)
 
 # Style, types and the import contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,35 @@ from tests.fakes.cohere import FakeCohere
 from tests.support.postgres import SHARED_DSN, OwnPostgres, check_shared, drop_schema, new_schema
 from tests.support.redis_server import OwnRedis
 from tests.support.servers import ServerLoop
+
+# The unit tests: plain objects, or a gateway in this process at most (no `serve`
+# process, no waiting on a clock); `make test-fast` runs them alone (`pytest -m unit`).
+UNIT = (
+    "policies/",
+    "gateway/config/",
+    "gateway/chain/test_cache.py",
+    "gateway/chain/test_order.py",
+    "gateway/http/test_edge_aiohttp.py",
+    "gateway/http/test_openapi.py",
+    "gateway/http/test_wire.py",
+    "gateway/observe/test_logs.py",
+    "gateway/state/test_facts_listwise.py",
+    "providers/test_credentials.py",
+    "providers/test_http1.py",
+    "providers/test_local.py",
+    "providers/test_oauth.py",
+    "providers/test_request_fields.py",
+)
+_TESTS = Path(__file__).parent
+_gone = [path for path in UNIT if not (_TESTS / path).exists()]
+assert not _gone, f"tests/conftest.py UNIT names what is not there: {_gone}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.relative_to(_TESTS).as_posix().startswith(UNIT):
+            item.add_marker(pytest.mark.unit)
+
 
 TEAM_KEY = "team-search-key"
 OTHER_TEAM_KEY = "team-ads-key"
