@@ -1,6 +1,6 @@
-"""Fixtures for the API key tests: a Redis key prefix of the test's own (see
-tests/conftest.py, which also has `own_redis`, a private redis-server a test may
-reconfigure)."""
+"""Fixtures of the gateway tests that use API keys: a Redis key prefix of the test's own
+and replicas sharing it (see tests/conftest.py, which also has `own_redis`, a private
+redis-server a test may reconfigure)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import redis
 
 from tests.conftest import scratch_prefix
 from tests.fakes.cohere import FakeCohere
-from tests.support.keys import Replicas, keyed_config, start_replicas, with_manager
+from tests.support.keys import Replicas, replicas_config, start_replicas, with_manager
 from tests.support.servers import ServerLoop
 
 
@@ -39,7 +39,7 @@ def keyed_replicas(
         manager: bool = False,
         auth: Mapping[str, Any] | None = None,
     ) -> Replicas:
-        data = (with_manager if manager else keyed_config)(fake_cohere[1], key_prefix)
+        data = (with_manager if manager else replicas_config)(fake_cohere[1], key_prefix)
         data["auth"].update(auth or {})
         return start_replicas(servers, data, key_prefix, redis_client, count, wall_clock)
 

@@ -38,7 +38,7 @@ class EchoingCohere(FakeCohere):
         return super().error(status, message, headers)
 
 
-async def post(url: str, body: Any, headers: dict[str, str], path: str = "/v2/rerank") -> tuple:
+async def post_raw(url: str, body: Any, headers: dict[str, str], path: str = "/v2/rerank") -> tuple:
     data = body if isinstance(body, bytes) else orjson.dumps(body)
     async with (
         aiohttp.ClientSession() as session,
@@ -68,7 +68,7 @@ async def test_upstream_errors_echoing_the_request_reach_the_caller_but_not_the_
             fake.faults = Faults(status=status)
             # A gateway each, so no breaker opened by the last failures answers instead.
             url = start_gateway(gateway_config({"cohere-a": upstream}))
-            answers.append(await post(url, BODY, bearer(TEAM_KEY)))
+            answers.append(await post_raw(url, BODY, bearer(TEAM_KEY)))
     assert [status for status, _ in answers] == [400, 422, 429, 503, 503]
     for _, raw in answers:  # the caller is told what the upstream said
         assert "secret salary table" in orjson.loads(raw)["message"]
@@ -96,7 +96,7 @@ async def test_refused_cloud_credentials_leak_nothing(
     data["models"]["rerank-v3.5"]["deployments"] = [{"provider": "azure-swc"}]
     url = start_gateway(data)
     with structlog.testing.capture_logs() as logs:
-        status, raw = await post(url, BODY, bearer(TEAM_KEY))
+        status, raw = await post_raw(url, BODY, bearer(TEAM_KEY))
     assert status == 502
     assert "a gateway configuration problem" in orjson.loads(raw)["message"]
     assert [e["event"] for e in logs] == ["upstream_auth_failed", "rerank"]
@@ -130,7 +130,7 @@ async def test_every_caller_mistake_is_logged_without_text_or_keys(
         ),
     ]
     with structlog.testing.capture_logs() as logs:
-        statuses = [(await post(url, body, headers, path))[0] for body, headers, path in cases]
+        statuses = [(await post_raw(url, body, headers, path))[0] for body, headers, path in cases]
     assert statuses == [401, 401, 400, 413, 404, 400, 400, 400, 400, 400]
     assert len([e for e in logs if e["event"] == "rerank"]) == len(cases)
     assert_no_secrets(logs)
@@ -149,8 +149,8 @@ async def test_redis_holds_no_text(
         limits={"limits_backend": "redis", "redis_prefix": cache_prefix + "gov:"},
     )
     url = start_gateway(data)
-    assert (await post(url, BODY, bearer(TEAM_KEY)))[0] == 200
-    assert (await post(url, {**BODY, "documents": DOCS * 60}, bearer(TEAM_KEY)))[0] == 400
+    assert (await post_raw(url, BODY, bearer(TEAM_KEY)))[0] == 200
+    assert (await post_raw(url, {**BODY, "documents": DOCS * 60}, bearer(TEAM_KEY)))[0] == 400
     keys = list(redis_client.scan_iter(match=cache_prefix + "*", count=1000))
     assert keys  # the cache and the usage counters wrote something
     stored = []

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from gateway.config import ConfigError, parse_config
+from tests.conftest import teams_config
 from tests.fakes.azure_semantic import (
     AZURE_KEY,
     CLIENT_ID,
@@ -19,7 +20,7 @@ from tests.fakes.azure_semantic import (
 )
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
 from tests.fakes.strict import token_count
-from tests.support.clouds import expected_order, expected_scores, keyed_config
+from tests.support.clouds import expected_order, expected_scores
 from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
@@ -194,7 +195,7 @@ def test_unknown_model_fails_over_to_cohere_and_back(
             ]
         },
     }
-    gateway = start_gateway(keyed_config({"az": settings(url), "cohere": cohere_settings}, models))
+    gateway = start_gateway(teams_config({"az": settings(url), "cohere": cohere_settings}, models))
     body = {"query": QUERY, "documents": DOCS}
     resp = post(gateway, {"model": "az-first", **body})
     assert resp.status_code == 200, resp.text

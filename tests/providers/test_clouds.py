@@ -15,10 +15,11 @@ from providers.azure import AzureProvider
 from providers.bedrock import BedrockProvider
 from providers.oci import OciProvider
 from providers.registry import build_provider
+from tests.conftest import teams_config
 from tests.fakes.azure import AZURE_KEY, FakeAzure
 from tests.fakes.bedrock import ACCESS_KEY, SECRET_KEY, AwsFaults, FakeBedrock
 from tests.fakes.cohere import Faults
-from tests.support.clouds import DOCS, QUERY, client, expected_order, isolate_aws, keyed_config
+from tests.support.clouds import DOCS, QUERY, client, expected_order, isolate_aws
 from tests.support.servers import ServerLoop
 
 README_CONFIG = """
@@ -86,7 +87,7 @@ def test_bedrock_trouble_fails_over_to_azure(
         f"[default]\naws_access_key_id={ACCESS_KEY}\naws_secret_access_key={SECRET_KEY}\n",
     )
     bedrock, azure = FakeBedrock(faults=faults), FakeAzure()
-    data = keyed_config(
+    data = teams_config(
         {
             "bedrock-use1": {
                 "type": "bedrock",
@@ -132,7 +133,7 @@ def test_refused_credentials_fail_over_to_a_healthy_deployment(
         f"[default]\naws_access_key_id={ACCESS_KEY}\naws_secret_access_key=wrong\n",
     )
     bedrock, azure = FakeBedrock(), FakeAzure(faults=Faults())
-    data = keyed_config(
+    data = teams_config(
         {
             "bedrock-use1": {
                 "type": "bedrock",
@@ -180,7 +181,7 @@ def test_refused_credentials_everywhere_is_502_naming_the_deployment(
         f"[default]\naws_access_key_id={ACCESS_KEY}\naws_secret_access_key=wrong\n",
     )
     bedrock = FakeBedrock()
-    data = keyed_config(
+    data = teams_config(
         {
             "bedrock-use1": {
                 "type": "bedrock",

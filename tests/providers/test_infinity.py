@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.infinity import SERVED_MODEL, FakeInfinity
 from tests.fakes.strict import token_count
 from tests.support.clouds import client, expected_order
-from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post, provider_config
+from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post_sync, provider_config
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:20]
@@ -45,7 +45,7 @@ def test_fastapi_422_detail_is_shown_to_the_caller(
 ) -> None:
     _, url = infinity
     data = provider_config({"inf": settings(url, max_batch_size=10)}, "mxbai", SERVED_MODEL)
-    resp = post(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:10]})
+    resp = post_sync(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:10]})
     assert resp.status_code == 422
     assert (
         "inf answered 422: documents: List should have at least 1 item and at most 8 items"
@@ -58,7 +58,7 @@ def test_a_model_not_deployed_is_a_gateway_problem(
 ) -> None:
     _, url = infinity
     data = provider_config({"inf": settings(url)}, "mxbai", "BAAI/bge-reranker-base")
-    resp = post(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:3]})
+    resp = post_sync(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:3]})
     assert resp.status_code == 502
     assert "Model BAAI/bge-reranker-base not deployed" in resp.json()["message"]
     assert "a gateway configuration problem" in resp.json()["message"]
@@ -79,6 +79,6 @@ def test_missing_key_is_refused(
 ) -> None:
     _, url = infinity
     data = provider_config({"inf": {"type": "infinity", "base_url": url}}, "mxbai", SERVED_MODEL)
-    resp = post(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:3]})
+    resp = post_sync(start_gateway(data), {"model": "mxbai", "query": QUERY, "documents": DOCS[:3]})
     assert resp.status_code == 502
     assert "inf answered 401: Not authenticated" in resp.json()["message"]

@@ -15,7 +15,7 @@ from tests.fakes.jina import JINA_KEY, FakeJina
 from tests.fakes.strict import token_count
 from tests.fakes.voyage import VOYAGE_KEY, FakeVoyage
 from tests.support.clouds import client, expected_order, expected_scores
-from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post, provider_config
+from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post_sync, provider_config
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:10]
@@ -76,14 +76,14 @@ def test_jina_wrong_key_fails_over_and_alone_is_a_502(
     other = FakeJina()
     other_url = servers.serve(other.app())
     providers = {"jina-a": jina_settings(url, "revoked"), "jina-b": jina_settings(other_url)}
-    resp = post(
+    resp = post_sync(
         start_gateway(provider_config(providers, "j", "jina-reranker-v3")),
         {"model": "j", "query": QUERY, "documents": DOCS},
     )
     assert resp.status_code == 200
     assert resp.headers["x-rerank-deployment"] == "jina-b/jina-reranker-v3"
     alone = provider_config({"jina-a": jina_settings(url, "revoked")}, "j", "jina-reranker-v3")
-    resp = post(start_gateway(alone), {"model": "j", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(alone), {"model": "j", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 502
     assert "jina-a answered 401" in resp.json()["message"]
     assert "revoked" not in resp.text
@@ -94,7 +94,7 @@ def test_jina_422_detail_reaches_the_caller(
 ) -> None:
     _, url = jina
     data = provider_config({"jina": jina_settings(url)}, "j", "jina-reranker-v9")
-    resp = post(start_gateway(data), {"model": "j", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(data), {"model": "j", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 422
     assert "jina answered 422: model must be one of jina-reranker-v3" in resp.json()["message"]
 
@@ -126,7 +126,7 @@ def test_voyage_gets_neither_top_n_nor_top_k(
         "top_n": 2,
         "return_documents": True,
     }
-    resp = post(start_gateway(data), body, "/v1/rerank")
+    resp = post_sync(start_gateway(data), body, "/v1/rerank")
     assert resp.status_code == 200, resp.text
     results = resp.json()["results"]
     assert [r["index"] for r in results] == expected_order(QUERY, DOCS)[:2]
@@ -193,14 +193,14 @@ def test_voyage_throttling_fails_over_then_is_a_429(
         "voyage-a": voyage_settings(url),
         "voyage-b": voyage_settings(servers.serve(other.app())),
     }
-    resp = post(
+    resp = post_sync(
         start_gateway(provider_config(providers, "v", "rerank-2.5")),
         {"model": "v", "query": QUERY, "documents": DOCS},
     )
     assert resp.status_code == 200
     assert resp.headers["x-rerank-deployment"] == "voyage-b/rerank-2.5"
     alone = provider_config({"voyage-a": voyage_settings(url)}, "v", "rerank-2.5")
-    resp = post(start_gateway(alone), {"model": "v", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(alone), {"model": "v", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "7"
     assert "voyage-a answered 429: injected failure 429" in resp.json()["message"]

@@ -12,7 +12,7 @@ from providers.nim import sigmoid
 from tests.fakes.cohere import fake_score
 from tests.fakes.nim import SERVED_MODEL, FakeNim, logit_of
 from tests.support.clouds import client, expected_order
-from tests.support.selfhosted import MANY_DOCS, QUERY, post, provider_config
+from tests.support.selfhosted import MANY_DOCS, QUERY, post_sync, provider_config
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:9]
@@ -54,7 +54,7 @@ def test_raw_logits_on_request(nim: tuple[FakeNim, str], start_gateway: Callable
         {"nim": settings(url, score="logit", truncate="NONE")}, "nv", SERVED_MODEL
     )
     body = {"model": "nv", "query": QUERY, "documents": DOCS}
-    results = post(start_gateway(data), body).json()["results"]
+    results = post_sync(start_gateway(data), body).json()["results"]
     assert [r["index"] for r in results] == expected_order(QUERY, DOCS)
     assert [r["relevance_score"] for r in results] == [
         pytest.approx(logit_of(fake_score(QUERY, DOCS[r["index"]]))) for r in results
@@ -98,6 +98,6 @@ def test_wrong_model_is_a_gateway_problem(
 ) -> None:
     _, url = nim
     data = provider_config({"nim": settings(url)}, "nv", "nvidia/other")
-    resp = post(start_gateway(data), {"model": "nv", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(data), {"model": "nv", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 502
     assert "nim answered 404: Model nvidia/other not found" in resp.json()["message"]

@@ -18,7 +18,7 @@ import yaml
 from gateway.config import ConfigError, parse_config
 from providers.onnx import OnnxOptions, OnnxProvider
 from providers.types import TIMEOUT, ProviderError, ProviderStartError, UpstreamCall
-from tests.support.clouds import keyed_config
+from tests.conftest import teams_config
 from tests.support.onnx_model import build_cross_encoder, build_model, expected_logit, pair_tokens
 from tests.support.paths import ROOT
 from tests.support.processes import GatewayProcess
@@ -171,6 +171,6 @@ def test_the_documented_config_serves_and_falls_back(
     match = re.search(r"<!-- onnx-config -->\s*```yaml\n(.*?)```", text, re.S)
     assert match, "docs/providers.md lost its onnx-config block"
     data = yaml.safe_load(match.group(1).replace("/models/ms-marco-minilm-l6", str(model_dir)))
-    gateway = start_gateway(uncached(keyed_config(data["providers"], data["models"])))
+    gateway = start_gateway(uncached(teams_config(data["providers"], data["models"])))
     expected = [sigmoid(expected_logit(QUERY, d)) for d in DOCS]
     serves_v2_and_v1(gateway, "ms-marco-minilm-l6", DOCS, order(expected), scale="sigmoid")

@@ -14,7 +14,7 @@ from tests.fakes.cohere import Faults
 from tests.fakes.strict import token_count
 from tests.fakes.tei import FakeTei
 from tests.support.clouds import client, expected_order, expected_scores
-from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post, provider_config
+from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post_sync, provider_config
 from tests.support.servers import ServerLoop
 
 MODEL = "BAAI/bge-reranker-v2-m3"
@@ -75,12 +75,12 @@ def test_return_documents_and_top_n_on_v1(
     gateway = start_gateway(provider_config({"tei": tei(url)}, "bge", MODEL))
     docs = MANY_DOCS[:40]
     body = {"model": "bge", "query": QUERY, "documents": docs, "top_n": 3, "return_documents": True}
-    resp = post(gateway, body, "/v1/rerank")
+    resp = post_sync(gateway, body, "/v1/rerank")
     assert resp.status_code == 200, resp.text
     results = resp.json()["results"]
     assert [r["index"] for r in results] == expected_order(QUERY, docs)[:3]
     assert [r["document"] for r in results] == [{"text": docs[r["index"]]} for r in results]
-    plain = post(gateway, {**body, "return_documents": False}, "/v1/rerank").json()["results"]
+    plain = post_sync(gateway, {**body, "return_documents": False}, "/v1/rerank").json()["results"]
     assert all("document" not in r for r in plain)
 
 
@@ -123,7 +123,7 @@ def test_errors_map_to_the_caller_status(
     ((fake, url),) = serve(servers)
     fake.faults = Faults(status=status, retry_after="3")
     gateway = start_gateway(provider_config({"tei": tei(url)}, "bge", MODEL))
-    resp = post(gateway, {"model": "bge", "query": QUERY, "documents": MANY_DOCS[:5]})
+    resp = post_sync(gateway, {"model": "bge", "query": QUERY, "documents": MANY_DOCS[:5]})
     assert resp.status_code == caller
     message = resp.json()["message"]
     assert f"tei answered {status} {error_type}: injected failure {status}" in message
@@ -146,7 +146,7 @@ def test_retryable_errors_fail_over_to_the_next_deployment(
     (first, first_url), (second, second_url) = serve(servers, 2)
     first.faults = Faults(status=status)
     data = provider_config({"tei-a": tei(first_url), "tei-b": tei(second_url)}, "bge", MODEL)
-    resp = post(start_gateway(data), {"model": "bge", "query": QUERY, "documents": MANY_DOCS[:5]})
+    resp = post_sync(start_gateway(data), {"model": "bge", "query": QUERY, "documents": MANY_DOCS[:5]})
     if fails_over:
         assert resp.status_code == 200, resp.text
         assert resp.headers["x-rerank-deployment"] == f"tei-b/{MODEL}"
@@ -162,7 +162,7 @@ def test_one_failed_sub_batch_fails_the_attempt_and_nothing_partial_is_kept(
     (first, first_url), (second, second_url) = serve(servers, 2)
     first.poison = MANY_DOCS[70]  # the third slice (64..95) fails on tei-a, every time
     data = provider_config({"tei-a": tei(first_url), "tei-b": tei(second_url)}, "bge", MODEL)
-    resp = post(start_gateway(data), {"model": "bge", "query": QUERY, "documents": MANY_DOCS})
+    resp = post_sync(start_gateway(data), {"model": "bge", "query": QUERY, "documents": MANY_DOCS})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-deployment"] == f"tei-b/{MODEL}"
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, MANY_DOCS)
@@ -176,7 +176,7 @@ def test_a_batch_size_above_the_servers_says_what_to_change(
 ) -> None:
     ((_, url),) = serve(servers)  # TEI's default --max-client-batch-size of 32
     gateway = start_gateway(provider_config({"tei": tei(url, max_batch_size=64)}, "bge", MODEL))
-    resp = post(gateway, {"model": "bge", "query": QUERY, "documents": MANY_DOCS[:40]})
+    resp = post_sync(gateway, {"model": "bge", "query": QUERY, "documents": MANY_DOCS[:40]})
     assert resp.status_code == 422
     assert "batch size 40 > maximum allowed batch size 32" in resp.json()["message"]
     assert "set providers.tei.max_batch_size to at most 32" in resp.json()["message"]

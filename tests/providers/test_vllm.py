@@ -19,7 +19,7 @@ from tests.fakes.strict import token_count
 from tests.fakes.tei import FakeTei
 from tests.fakes.vllm import SERVED_MODEL, FakeVllm
 from tests.support.clouds import client, expected_order, expected_scores
-from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post, provider_config
+from tests.support.selfhosted import MANY_DOCS, QUERY, direct, post_sync, provider_config
 from tests.support.servers import ServerLoop
 
 KEY = "vllm-secret"
@@ -60,8 +60,8 @@ def test_echoed_documents_reach_the_caller_only_when_asked(
     _, url = vllm
     gateway = start_gateway(provider_config({"vllm": settings(url)}, "bge", SERVED_MODEL))
     body = {"model": "bge", "query": QUERY, "documents": DOCS, "top_n": 2}
-    assert all("document" not in r for r in post(gateway, body).json()["results"])
-    asked = post(gateway, {**body, "return_documents": True}, "/v1/rerank").json()["results"]
+    assert all("document" not in r for r in post_sync(gateway, body).json()["results"])
+    asked = post_sync(gateway, {**body, "return_documents": True}, "/v1/rerank").json()["results"]
     assert [r["document"] for r in asked] == [{"text": DOCS[r["index"]]} for r in asked]
 
 
@@ -106,7 +106,7 @@ def test_unknown_model_is_a_gateway_problem_and_fails_over_to_tei(
     tei_url = servers.serve(tei.app())
     providers = {"vllm": settings(url), "tei": {"type": "tei", "base_url": tei_url, "timeout_s": 5}}
     data = provider_config(providers, "bge", "BAAI/bge-reranker-large")  # vLLM serves another
-    resp = post(start_gateway(data), {"model": "bge", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(data), {"model": "bge", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-deployment"] == "tei/BAAI/bge-reranker-large"
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, DOCS)
@@ -128,7 +128,7 @@ def test_openai_shaped_errors(
     fake, url = vllm
     fake.faults = Faults(status=status)
     gateway = start_gateway(provider_config({"vllm": settings(url)}, "bge", SERVED_MODEL))
-    resp = post(gateway, {"model": "bge", "query": QUERY, "documents": DOCS})
+    resp = post_sync(gateway, {"model": "bge", "query": QUERY, "documents": DOCS})
     assert resp.status_code == caller
     kind = "InternalServerError" if status >= 500 else "BadRequestError"
     assert f"vllm answered {status} {kind}: injected failure {status}" in resp.json()["message"]

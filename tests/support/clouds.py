@@ -8,8 +8,7 @@ from typing import Any
 import cohere
 import pytest
 
-from gateway.http.auth import hash_key
-from tests.conftest import ADMIN_KEY, TEAM_KEY
+from tests.conftest import TEAM_KEY, teams_config
 from tests.fakes.cohere import fake_score
 
 QUERY = "What is the capital of the United States?"
@@ -20,20 +19,10 @@ DOCS = [
 ]
 
 
-def keyed_config(providers: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
-    """A gateway config with team keys and the given providers and models."""
-    return {
-        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
-        "teams": {"search": {"key_sha256": [hash_key(TEAM_KEY)]}},
-        "providers": providers,
-        "models": models,
-    }
-
-
 def one_model(
     provider: str, settings: dict[str, Any], model: str, upstream_model: str
 ) -> dict[str, Any]:
-    return keyed_config(
+    return teams_config(
         {provider: settings},
         {model: {"deployments": [{"provider": provider, "model": upstream_model}]}},
     )

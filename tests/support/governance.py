@@ -21,16 +21,6 @@ class FakeClock:
         self.now += seconds
 
 
-async def post(
-    url: str, body: dict[str, Any], key: str, path: str = "/v2/rerank"
-) -> tuple[int, dict[str, str], Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url + path, json=body, headers={"Authorization": f"Bearer {key}"}) as resp,
-    ):
-        return resp.status, dict(resp.headers), await resp.json()
-
-
 async def metrics_text(url: str) -> str:
     async with aiohttp.ClientSession() as session, session.get(url + "/metrics") as resp:
         return await resp.text()
@@ -72,4 +62,14 @@ def governed(
         data.setdefault("state", {})
         data["state"].setdefault("redis_url", REDIS_URL)
         data["limits"].update(limits_backend="redis", redis_prefix=prefix)
+    return data
+
+
+def tiered(upstream: str, **sections: Any) -> dict[str, Any]:
+    """`governed` over one Cohere upstream that serves both tiers of the alias `rerank-4`
+    (pro `rerank-v4.0-pro`, fast `rerank-v4.0-fast`); `sections` as for `governed`."""
+    data = governed({"cohere-a": upstream}, **sections)
+    for model in ("rerank-v4.0-pro", "rerank-v4.0-fast"):
+        data["models"][model] = {"deployments": [{"provider": "cohere-a", "model": model}]}
+    data["models"]["rerank-4"] = {"tiers": {"pro": "rerank-v4.0-pro", "fast": "rerank-v4.0-fast"}}
     return data

@@ -54,7 +54,9 @@ class Replicas:
             self.servers.run(wait)
 
 
-def keyed_config(upstream: str, prefix: str, **teams: dict[str, Any]) -> dict[str, Any]:
+def replicas_config(upstream: str, prefix: str, **teams: dict[str, Any]) -> dict[str, Any]:
+    """The config API key replicas share: keys, counters and usage in the state Redis
+    under `prefix`, the score cache off; `teams` settings on top."""
     data = gateway_config({"cohere-a": upstream}, cache={"backend": "none"})
     data["state"] = {"redis_url": REDIS_URL}
     data["auth"].update(api_keys_prefix=prefix, api_keys_refresh_s=REFRESH_S)
@@ -67,7 +69,7 @@ def keyed_config(upstream: str, prefix: str, **teams: dict[str, Any]) -> dict[st
 
 def with_manager(upstream: str, prefix: str, **search: Any) -> dict[str, Any]:
     """The keyed config with MANAGER_KEY as a manager key of team search."""
-    return keyed_config(
+    return replicas_config(
         upstream, prefix, search={"manager_key_sha256": [hash_key(MANAGER_KEY)], **search}
     )
 

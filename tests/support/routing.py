@@ -12,15 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import build_app
 from gateway.config import parse_config
-from tests.conftest import ADMIN_KEY, TEAM_KEY
+from tests.conftest import ADMIN_KEY
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import FakeCohere
 from tests.support.servers import ServerLoop
 
-AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-DOCS = ["Paris is the capital of France", "bananas are yellow", "the capital city of Spain"]
-BODY: dict[str, Any] = {"model": "rerank-v3.5", "query": "capital", "documents": DOCS}
 
 
 def serve_fakes(servers: ServerLoop, *names: str) -> tuple[dict[str, FakeCohere], dict[str, str]]:
@@ -30,18 +27,6 @@ def serve_fakes(servers: ServerLoop, *names: str) -> tuple[dict[str, FakeCohere]
 
 def start(servers: ServerLoop, data: dict[str, Any], clock: FakeClock | None = None) -> str:
     return servers.serve(build_app(parse_config(data, {}), clock=clock))
-
-
-async def post(
-    url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            url + "/v2/rerank", json=body or BODY, headers={**AUTH, **(headers or {})}
-        ) as resp,
-    ):
-        return resp.status, dict(resp.headers), await resp.json()
 
 
 async def get(url: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:

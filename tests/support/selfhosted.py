@@ -10,8 +10,8 @@ import httpx
 
 from providers.registry import PROVIDER_TYPES
 from providers.types import UpstreamCall, UpstreamResult
-from tests.conftest import TEAM_KEY
-from tests.support.clouds import client, keyed_config
+from tests.conftest import TEAM_KEY, teams_config
+from tests.support.clouds import client
 from tests.support.servers import ServerLoop
 
 QUERY = "capital of France"
@@ -31,10 +31,10 @@ def provider_config(
         {"provider": name, "model": upstream_model, "priority": i}
         for i, name in enumerate(providers)
     ]
-    return keyed_config(dict(providers), {model: {"deployments": deployments, **model_settings}})
+    return teams_config(dict(providers), {model: {"deployments": deployments, **model_settings}})
 
 
-def post(
+def post_sync(
     url: str, body: dict[str, Any], path: str = "/v2/rerank", **headers: str
 ) -> httpx.Response:
     """A raw call to the gateway (bodies the SDK cannot send, headers to read)."""
@@ -83,7 +83,7 @@ def serves_v2_and_v1(
     v2 = client(gateway).rerank(model=model, query=query, documents=docs, top_n=3)
     assert [r.index for r in v2.results] == order[:3]
     body = {"model": model, "query": query, "documents": docs, "top_n": 3, "return_documents": True}
-    resp = post(gateway, body, "/v1/rerank")
+    resp = post_sync(gateway, body, "/v1/rerank")
     assert resp.status_code == 200, resp.text
     assert resp.headers.get("x-rerank-score-scale") == scale
     results = resp.json()["results"]

@@ -14,7 +14,8 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from tests.conftest import OTHER_TEAM_KEY, gateway_config
 from tests.fakes.cohere import Faults
-from tests.support.routing import post, serve_fakes
+from tests.support.calls import post
+from tests.support.routing import serve_fakes
 from tests.support.servers import ServerLoop
 
 DAY_BUDGET, MONTH_BUDGET = 0.01, 0.2

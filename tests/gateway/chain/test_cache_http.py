@@ -18,6 +18,7 @@ import yaml
 
 from tests.conftest import OTHER_TEAM_KEY, REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
+from tests.support.calls import post
 from tests.support.processes import gateway_processes
 from tests.support.redis_server import OwnRedis
 from tests.support.servers import ServerLoop
@@ -32,17 +33,6 @@ def documents(n: int, start: int = 0) -> list[str]:
 
 def body(docs: list[str], **extra: Any) -> dict[str, Any]:
     return {"model": "rerank-v3.5", "query": QUERY, "documents": docs, **extra}
-
-
-async def post(
-    url: str, payload: dict[str, Any], key: str = TEAM_KEY, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    hdrs = {"Authorization": f"Bearer {key}", **(headers or {})}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url + "/v2/rerank", json=payload, headers=hdrs) as resp,
-    ):
-        return resp.status, dict(resp.headers), await resp.json()
 
 
 def ranking(answer: dict[str, Any]) -> list[tuple[int, float]]:

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
-from tests.support.governance import post
+from tests.support.calls import post
 from tests.support.processes import GatewayProcess
 from tests.support.servers import free_port
 

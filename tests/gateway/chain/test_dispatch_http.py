@@ -17,18 +17,8 @@ from gateway.http.auth import hash_key
 from tests.conftest import TEAM_KEY, gateway_config
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import Faults, fake_score
-from tests.support.routing import (
-    ADMIN,
-    BODY,
-    DOCS,
-    deployments,
-    get,
-    metric,
-    post,
-    serve_fakes,
-    start,
-    wait_for,
-)
+from tests.support.calls import BODY, DOCS, post
+from tests.support.routing import ADMIN, deployments, get, metric, serve_fakes, start, wait_for
 from tests.support.servers import ServerLoop
 
 A, B = "a/rerank-v3.5", "b/rerank-v3.5"

@@ -32,7 +32,8 @@ from gateway.observe.metrics import Metrics
 from gateway.state.accounts import Downgrade
 from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults, fake_score
-from tests.support.governance import governed, post
+from tests.support.calls import post
+from tests.support.governance import tiered
 
 PRO, FAST, ALIAS = "rerank-v4.0-pro", "rerank-v4.0-fast", "rerank-4"
 QUERY = "capital cities"
@@ -42,15 +43,8 @@ DOCS = [f"document {i}: Rome is a capital" for i in range(8)]
 
 def tiered_config(upstream: str, cache: dict[str, Any]) -> dict[str, Any]:
     """Team `search` has a daily budget of one pro request, then downgrades; `ads` has none."""
-    data = governed(
-        {"cohere-a": upstream},
-        search={"budget": {"usd_per_day": 0.0025, "on_exhausted": "downgrade"}},
-        cache=cache,
-    )
-    for model in (PRO, FAST):
-        data["models"][model] = {"deployments": [{"provider": "cohere-a", "model": model}]}
-    data["models"][ALIAS] = {"tiers": {"pro": PRO, "fast": FAST}}
-    return data
+    budget = {"usd_per_day": 0.0025, "on_exhausted": "downgrade"}
+    return tiered(upstream, search={"budget": budget}, cache=cache)
 
 
 def test_facts_cannot_be_edited_in_place() -> None:

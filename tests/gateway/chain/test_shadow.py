@@ -21,7 +21,8 @@ import pytest
 from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.routing import ADMIN, get, metric, post, serve_fakes, start, wait_for
+from tests.support.calls import post
+from tests.support.routing import ADMIN, get, metric, serve_fakes, start, wait_for
 from tests.support.servers import ServerLoop
 
 PRO, FAST = "rerank-v4.0-pro", "rerank-v4.0-fast"
@@ -111,7 +112,7 @@ async def test_ndcg_matches_the_hand_computation_and_the_caller_does_not_wait(
     upstreams["pro"].faults = Faults(hold=hold, delay_s=0.3)
     url = start(servers, config(urls))
 
-    status, headers, answer = await post(url, body(), TIGHT)
+    status, headers, answer = await post(url, body(), headers=TIGHT)
     # The answer is here while the shadow call to pro cannot have finished: it is held.
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert not hold.is_set()
@@ -169,7 +170,7 @@ async def test_the_daily_shadow_cap_stops_shadow_calls_exactly(
     upstreams, urls = fakes
     url = start(servers, config(urls, max_usd_per_day=3 * PRO_USD_PER_CALL))
     for i in range(5):  # distinct queries: nothing comes from the cache
-        status, headers, _ = await post(url, body(f"query {i}"), TIGHT)
+        status, headers, _ = await post(url, body(f"query {i}"), headers=TIGHT)
         assert status == 200 and headers["X-Rerank-Model"] == FAST
         await wait_for_shadows(url, i + 1)
     entry = (await tiers(url))["aliases"][ALIAS]
@@ -186,7 +187,7 @@ async def test_the_shadow_rate_limit_is_its_own(servers: ServerLoop, fakes: Fake
     upstreams, urls = fakes
     url = start(servers, config(urls, max_per_minute=1))
     for i in range(3):
-        status, _, _ = await post(url, body(f"query {i}"), TIGHT)
+        status, _, _ = await post(url, body(f"query {i}"), headers=TIGHT)
         assert status == 200  # the team is never limited by its shadow
         await wait_for_shadows(url, i + 1)
     calls = (await tiers(url))["aliases"][ALIAS]["shadow_calls"]
@@ -200,7 +201,7 @@ async def test_the_guard_stops_latency_downgrades_once_agreement_drops_below_min
     upstreams, urls = fakes
     url = start(servers, config(urls, min_ndcg=0.99, min_samples=2))
     for i in range(2):  # two downgrades to fast, each agreeing 0.979 < 0.99
-        _, headers, _ = await post(url, body(f"query {i}"), TIGHT)
+        _, headers, _ = await post(url, body(f"query {i}"), headers=TIGHT)
         assert headers["X-Rerank-Model"] == FAST
         await wait_for_shadows(url, i + 1)
     report = (await tiers(url))["aliases"][ALIAS]["teams"]["search"]
@@ -210,7 +211,7 @@ async def test_the_guard_stops_latency_downgrades_once_agreement_drops_below_min
 
     # pro, still predicted too slow for the budget, is kept; it answers at once now.
     upstreams["pro"].faults = Faults()
-    status, headers, answer = await post(url, body("query 2"), TIGHT)
+    status, headers, answer = await post(url, body("query 2"), headers=TIGHT)
     assert status == 200 and headers["X-Rerank-Model"] == PRO
     (warning,) = answer["meta"]["warnings"]
     assert "downgrades to the fast tier are stopped" in warning and "min_ndcg" in warning
@@ -222,7 +223,7 @@ async def test_the_guard_stops_latency_downgrades_once_agreement_drops_below_min
     # Another team is still downgraded; pro-served samples keep measuring fast.
     other = {**TIGHT, "Authorization": f"Bearer {OTHER_TEAM_KEY}"}
     upstreams["pro"].faults = Faults(delay_s=0.3)
-    _, headers, _ = await post(url, body("query 3"), other)
+    _, headers, _ = await post(url, body("query 3"), headers=other)
     assert headers["X-Rerank-Model"] == FAST
     await wait_for_shadows(url, 4)
     search = (await tiers(url))["aliases"][ALIAS]["teams"]["search"]
@@ -260,11 +261,11 @@ async def test_a_team_rate_of_zero_and_direct_model_requests_are_never_shadowed(
     data["teams"]["ads"]["shadow_sample_rate"] = 0
     url = start(servers, data)
     other = {**TIGHT, "Authorization": f"Bearer {OTHER_TEAM_KEY}"}
-    status, headers, _ = await post(url, body("for ads"), other)
+    status, headers, _ = await post(url, body("for ads"), headers=other)
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     status, _, _ = await post(url, {**body("direct"), "model": FAST})  # not via the alias
     assert status == 200
-    status, _, _ = await post(url, body("for search"), TIGHT)  # rate 1.0: shadowed
+    status, _, _ = await post(url, body("for search"), headers=TIGHT)  # rate 1.0: shadowed
     await wait_for_shadows(url, 1)
     assert len(upstreams["pro"].calls) == 1
     assert upstreams["pro"].calls[0]["query"] == "for search"
@@ -278,7 +279,7 @@ async def test_a_failing_reference_tier_never_reaches_the_caller(
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(status=503)
     url = start(servers, config(urls))
-    status, headers, answer = await post(url, body(), TIGHT)
+    status, headers, answer = await post(url, body(), headers=TIGHT)
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert "warnings" not in answer["meta"]
     await wait_for_shadows(url, 1)

@@ -17,7 +17,8 @@ import pytest
 from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.routing import DOCS, deployments, metric, post, serve_fakes, start
+from tests.support.calls import DOCS, post
+from tests.support.routing import deployments, metric, serve_fakes, start
 from tests.support.servers import ServerLoop
 
 PRO, FAST = "rerank-v4.0-pro", "rerank-v4.0-fast"
@@ -71,7 +72,7 @@ async def test_the_issue_three_calls_each_then_a_tight_budget_is_served_by_fast(
     for model in (PRO, FAST) * 3:
         status, _, _ = await post(url, {**AUTO, "model": model})
         assert status == 200
-    status, headers, body = await post(url, AUTO, budget(150))
+    status, headers, body = await post(url, AUTO, headers=budget(150))
     assert status == 200, body
     assert headers["X-Rerank-Model"] == FAST
     assert "warnings" not in body["meta"]  # chosen outright, not rescued by the backup
@@ -88,7 +89,7 @@ async def test_three_slow_observations_overrule_an_optimistic_prior(
     upstreams, urls = fakes
     url = start(servers, config(urls, pro_prior_ms=100))
 
-    status, headers, body = await post(url, AUTO, budget(150))
+    status, headers, body = await post(url, AUTO, headers=budget(150))
     assert status == 200, body  # pro was chosen on its prior; the backup saved the budget
     assert headers["X-Rerank-Model"] == FAST
     assert body["meta"]["warnings"][0].startswith(f"backup answered: '{PRO}' had not answered")
@@ -98,7 +99,7 @@ async def test_three_slow_observations_overrule_an_optimistic_prior(
         status, _, _ = await post(url, {**AUTO, "model": PRO})
         assert status == 200
 
-    status, headers, body = await post(url, AUTO, budget(150))
+    status, headers, body = await post(url, AUTO, headers=budget(150))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert "warnings" not in body["meta"]
     assert len(upstreams["pro"].calls) == 4  # not tried again: predicted too slow
@@ -119,7 +120,7 @@ async def test_no_observations_and_default_priors_the_backup_answers_in_budget(
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(hang=True)
     url = start(servers, config(urls))
-    status, headers, body = await post(url, AUTO, budget(400))
+    status, headers, body = await post(url, AUTO, headers=budget(400))
     assert status == 200, body
     assert headers["X-Rerank-Model"] == FAST
     assert headers["X-Rerank-Deployment"] == f"fast/{FAST}"
@@ -145,10 +146,10 @@ async def test_when_pro_fails_outright_the_warning_says_so(
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(status=400)  # a 400 is the caller's: not rescued
     url = start(servers, config(urls))
-    status, _, body = await post(url, AUTO, budget(400))
+    status, _, body = await post(url, AUTO, headers=budget(400))
     assert status == 400 and not upstreams["fast"].calls
     upstreams["pro"].faults = Faults(status=503)
-    status, headers, body = await post(url, AUTO, budget(5000))
+    status, headers, body = await post(url, AUTO, headers=budget(5000))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert body["meta"]["warnings"] == [
         f"backup answered: '{PRO}' failed, so the fast tier '{FAST}' of 'rerank-auto' "

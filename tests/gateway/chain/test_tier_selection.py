@@ -13,7 +13,8 @@ import pytest
 from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.routing import DOCS, metric, post, serve_fakes, start
+from tests.support.calls import DOCS, post
+from tests.support.routing import metric, serve_fakes, start
 from tests.support.servers import ServerLoop
 
 PRO, FAST = "rerank-v4.0-pro", "rerank-v4.0-fast"
@@ -80,13 +81,13 @@ async def test_tight_budget_selects_fast_and_loose_selects_pro(
     upstreams, urls = fakes
     url = start(servers, tiered(urls, pro_ms=300, fast_ms=50))
 
-    status, headers, body = await post(url, AUTO, budget(200))
+    status, headers, body = await post(url, AUTO, headers=budget(200))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert headers["X-Rerank-Deployment"] == f"fast/{FAST}"
     assert "warnings" not in body["meta"]
     assert upstreams["fast"].calls[0]["model"] == FAST
 
-    status, headers, _ = await post(url, AUTO, budget(2000))
+    status, headers, _ = await post(url, AUTO, headers=budget(2000))
     assert status == 200 and headers["X-Rerank-Model"] == PRO
     assert (len(upstreams["pro"].calls), len(upstreams["fast"].calls)) == (1, 1)
 
@@ -111,9 +112,9 @@ async def test_team_and_alias_budgets_apply_without_the_header(
     url = start(servers, data)
     _, headers, _ = await post(url, AUTO)  # team "search": 200 ms
     assert headers["X-Rerank-Model"] == FAST
-    _, headers, _ = await post(url, AUTO, {"Authorization": f"Bearer {OTHER_TEAM_KEY}"})
+    _, headers, _ = await post(url, AUTO, headers={"Authorization": f"Bearer {OTHER_TEAM_KEY}"})
     assert headers["X-Rerank-Model"] == PRO  # team "ads" has none: the alias's 5000 ms
-    _, headers, _ = await post(url, AUTO, budget(5000))  # the header beats the team's
+    _, headers, _ = await post(url, AUTO, headers=budget(5000))  # the header beats the team's
     assert headers["X-Rerank-Model"] == PRO
 
 
@@ -175,7 +176,7 @@ async def test_fast_starts_when_pro_runs_late_and_answers_within_the_budget(
     data = tiered(urls, pro_ms=100, fast_ms=200)
     data["cache"] = {"backend": cache}
     url = start(servers, data)
-    status, headers, _ = await post(url, AUTO, budget(1000))
+    status, headers, _ = await post(url, AUTO, headers=budget(1000))
     assert status == 200
     assert headers["X-Rerank-Model"] == FAST and headers["X-Rerank-Deployment"] == f"fast/{FAST}"
     assert (len(upstreams["pro"].calls), len(upstreams["fast"].calls)) == (1, 1)
@@ -188,7 +189,7 @@ async def test_fast_takes_over_at_once_when_pro_fails(servers: ServerLoop, fakes
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(status=503)
     url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
-    status, headers, _ = await post(url, AUTO, budget(30000))
+    status, headers, _ = await post(url, AUTO, headers=budget(30000))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert len(upstreams["pro"].calls) == 3  # pro's own retries first
 
@@ -198,7 +199,7 @@ async def test_pro_answering_in_time_cancels_nothing_and_calls_fast_never(
 ) -> None:
     upstreams, urls = fakes
     url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
-    status, headers, _ = await post(url, AUTO, budget(1000))
+    status, headers, _ = await post(url, AUTO, headers=budget(1000))
     assert status == 200 and headers["X-Rerank-Model"] == PRO
     assert len(upstreams["fast"].calls) == 0
     assert await metric(url, "rerank_hedges_total", model="rerank-auto", outcome="lost") == 0
@@ -207,6 +208,6 @@ async def test_pro_answering_in_time_cancels_nothing_and_calls_fast_never(
 async def test_invalid_budget_on_an_alias_is_400(servers: ServerLoop, fakes: Fakes) -> None:
     upstreams, urls = fakes
     url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
-    status, _, body = await post(url, AUTO, {"X-Latency-Budget-Ms": "fast please"})
+    status, _, body = await post(url, AUTO, headers={"X-Latency-Budget-Ms": "fast please"})
     assert status == 400 and "X-Latency-Budget-Ms" in body["message"]
     assert not upstreams["pro"].calls and not upstreams["fast"].calls

@@ -12,11 +12,12 @@ from typing import Any
 import yaml
 
 from gateway.config import parse_config
+from tests.conftest import teams_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.fakes.tei import FakeTei
-from tests.support.clouds import expected_order, keyed_config
+from tests.support.clouds import expected_order
 from tests.support.paths import ROOT
-from tests.support.selfhosted import MANY_DOCS, QUERY, post
+from tests.support.selfhosted import MANY_DOCS, QUERY, post_sync
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:40]
@@ -47,7 +48,7 @@ def tiered(cohere_url: str, tei_url: str, **team: Any) -> dict[str, Any]:
         },
         "rerank-auto": {"tiers": {"pro": "rerank-v4.0-pro", "fast": "bge-m3"}},
     }
-    data = keyed_config(providers, models)
+    data = teams_config(providers, models)
     data["teams"]["search"].update(team)
     data["cache"] = {"backend": "none"}  # every request reaches the tiers and the budget
     return data
@@ -66,12 +67,12 @@ def test_pro_on_cohere_fast_on_tei_by_latency_budget(
 ) -> None:
     cohere, cohere_url, tei, tei_url = fakes(servers)
     gateway = start_gateway(tiered(cohere_url, tei_url))
-    pro = post(gateway, BODY)
+    pro = post_sync(gateway, BODY)
     assert pro.status_code == 200, pro.text
     assert pro.headers["x-rerank-model"] == "rerank-v4.0-pro"
     assert pro.headers["x-rerank-deployment"] == "cohere/rerank-v4.0-pro"
     assert cohere.calls[-1]["documents"] == DOCS and tei.calls == []
-    fast = post(gateway, BODY, **{"X-Latency-Budget-Ms": "100"})  # pro's 400 ms cannot fit
+    fast = post_sync(gateway, BODY, **{"X-Latency-Budget-Ms": "100"})  # pro's 400 ms cannot fit
     assert fast.status_code == 200, fast.text
     assert fast.headers["x-rerank-model"] == "bge-m3"
     assert fast.headers["x-rerank-deployment"] == f"tei/{BGE}"
@@ -87,16 +88,16 @@ def test_budget_downgrade_lands_on_the_tei_tier(
     cohere, cohere_url, tei, tei_url = fakes(servers)
     budget = {"usd_per_day": 0.0025, "on_exhausted": "downgrade"}  # one Cohere search unit
     gateway = start_gateway(tiered(cohere_url, tei_url, budget=budget))
-    first = post(gateway, BODY)
+    first = post_sync(gateway, BODY)
     assert (first.status_code, first.headers["x-rerank-model"]) == (200, "rerank-v4.0-pro")
-    second = post(gateway, BODY)
+    second = post_sync(gateway, BODY)
     assert second.status_code == 200, second.text
     assert second.headers["x-rerank-model"] == "bge-m3"
     assert second.headers["x-rerank-deployment"] == f"tei/{BGE}"
     assert "served by the fast tier 'bge-m3'" in second.json()["meta"]["warnings"][0]
     assert len(cohere.calls) == 1 and len(tei.calls) == 2
     # The self-hosted tier is free by default, so the spent budget does not stop it.
-    third = post(gateway, BODY)
+    third = post_sync(gateway, BODY)
     assert (third.status_code, third.headers["x-rerank-model"]) == (200, "bge-m3")
 
 
@@ -106,7 +107,7 @@ def test_local_bm25_answers_when_tei_is_down(
     _, cohere_url, tei, tei_url = fakes(servers)
     tei.faults = Faults(status=503)
     gateway = start_gateway(tiered(cohere_url, tei_url))
-    resp = post(gateway, BODY, **{"X-Latency-Budget-Ms": "100"})
+    resp = post_sync(gateway, BODY, **{"X-Latency-Budget-Ms": "100"})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-deployment"] == "fallback/local"
     assert len(resp.json()["results"]) == 5
@@ -129,17 +130,17 @@ def test_the_documented_offline_config_works_against_the_fakes(
     tei = FakeTei()
     data["providers"]["tei"]["base_url"] = servers.serve(tei.app())
     data["auth"] = {"mode": "keys", "admin_key_sha256": "0" * 64}
-    data["teams"] = keyed_config({}, {})["teams"]
+    data["teams"] = teams_config({}, {})["teams"]
     gateway = start_gateway(data)
     body = {"model": "bge-reranker-v2-m3", "query": QUERY, "documents": MANY_DOCS, "top_n": 3}
-    resp = post(gateway, body)
+    resp = post_sync(gateway, body)
     assert resp.status_code == 200, resp.text
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, MANY_DOCS)[:3]
     assert sorted(tei.batch_sizes) == [4, 32, 32, 32]
     tei.faults = Faults(status=503)
-    down = post(gateway, {**body, "query": QUERY + " today"})
+    down = post_sync(gateway, {**body, "query": QUERY + " today"})
     assert (down.status_code, down.headers["x-rerank-deployment"]) == (200, "fallback/local")
-    bm25 = post(gateway, {**body, "model": "local-bm25"})
+    bm25 = post_sync(gateway, {**body, "model": "local-bm25"})
     assert bm25.status_code == 200
 
 

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import aiohttp
 import pytest
 
-from tests.conftest import TEAM_KEY, gateway_config
+from tests.conftest import gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
+from tests.support.calls import post
 from tests.support.servers import ServerLoop, free_port
 
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}
-AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
-
-
-async def post(url: str, body: dict = BODY) -> tuple[int, dict, dict]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(url + "/v2/rerank", json=body, headers=AUTH) as resp,
-    ):
-        return resp.status, resp.headers.copy(), await resp.json()
 
 
 @pytest.mark.parametrize(
@@ -47,7 +38,7 @@ async def test_upstream_failure_maps_to_cohere_error(
     fake, upstream = fake_cohere
     fake.faults = faults
     url = start_gateway(gateway_config({"cohere-a": upstream}))
-    got, headers, body = await post(url)
+    got, headers, body = await post(url, BODY)
     assert got == status
     assert message in body["message"]
     assert set(body) == {"id", "message"}
@@ -61,7 +52,7 @@ async def test_timeout_is_504_within_the_deadline(
     fake.faults = Faults(hang=True)
     data = gateway_config({"cohere-a": upstream})
     data["providers"]["cohere-a"]["timeout_s"] = 0.2
-    got, _, body = await post(start_gateway(data))
+    got, _, body = await post(start_gateway(data), BODY)
     assert got == 504
     assert "did not answer within 0.2 s" in body["message"]
 
@@ -74,7 +65,7 @@ async def test_failover_to_next_deployment_on_retryable_error(
     url = start_gateway(
         gateway_config({"first": servers.serve(first.app()), "second": servers.serve(second.app())})
     )
-    got, headers, body = await post(url)
+    got, headers, body = await post(url, BODY)
     assert got == 200
     assert headers["X-Rerank-Deployment"] == "second/rerank-v3.5"
     assert (len(first.calls), len(second.calls)) == (1, 1)
@@ -90,7 +81,7 @@ async def test_connection_refused_fails_over(
             {"dead": f"http://127.0.0.1:{free_port()}", "healthy": servers.serve(healthy.app())}
         )
     )
-    got, headers, _ = await post(url)
+    got, headers, _ = await post(url, BODY)
     assert got == 200 and headers["X-Rerank-Deployment"] == "healthy/rerank-v3.5"
 
 
@@ -102,7 +93,7 @@ async def test_caller_mistake_upstream_is_not_retried_elsewhere(
     url = start_gateway(
         gateway_config({"first": servers.serve(first.app()), "second": servers.serve(second.app())})
     )
-    got, _, _ = await post(url)
+    got, _, _ = await post(url, BODY)
     assert got == 400
     assert (len(first.calls), len(second.calls)) == (1, 0)
 
@@ -118,6 +109,6 @@ async def test_upstream_omitting_a_score_is_malformed(
     app = web.Application()
     app.router.add_post("/v2/rerank", partial)
     url = start_gateway(gateway_config({"odd": servers.serve(app)}))
-    got, _, body = await post(url)
+    got, _, body = await post(url, BODY)
     assert got == 502
     assert "scores for only 1 of 2 documents" in body["message"]

@@ -18,7 +18,7 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from tests.conftest import ADMIN_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.support.keys import Replicas, call, keyed_config, rerank
+from tests.support.keys import Replicas, call, replicas_config, rerank
 from tests.support.paths import ROOT
 from tests.support.servers import ServerLoop
 
@@ -46,7 +46,7 @@ async def test_the_cli_manages_keys_in_redis_that_a_gateway_honours(
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> None:
-    data = keyed_config(fake_cohere[1], key_prefix)
+    data = replicas_config(fake_cohere[1], key_prefix)
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(data))
     app = build_app(parse_config(data, {}))
@@ -91,7 +91,7 @@ async def test_the_cli_through_the_admin_api(
     key_prefix: str,
     redis_client: redis.Redis,
 ) -> None:
-    url = servers.serve(build_app(parse_config(keyed_config(fake_cohere[1], key_prefix), {})))
+    url = servers.serve(build_app(parse_config(replicas_config(fake_cohere[1], key_prefix), {})))
     admin = {"RERANK_GATEWAY_ADMIN_KEY": ADMIN_KEY}
     created = answer(
         cli("create", "--team", "ads", "--model", "local-bm25", "--json", "--url", url, env=admin)

@@ -17,7 +17,7 @@ from tests.support.keys import (
     MANAGER_KEY,
     Replicas,
     call,
-    keyed_config,
+    replicas_config,
     rerank,
     start_replicas,
     with_manager,
@@ -93,7 +93,7 @@ async def test_a_model_outside_the_teams_list_is_403_naming_only_its_models(
     key_prefix: str,
     redis_client: redis.Redis,
 ) -> None:
-    data = keyed_config(fake_cohere[1], key_prefix, search={"models": ["local-bm25"]})
+    data = replicas_config(fake_cohere[1], key_prefix, search={"models": ["local-bm25"]})
     data["models"]["smart"] = {"tiers": {"pro": "rerank-v3.5", "fast": "local-bm25"}}
     data["teams"]["ads"]["models"] = ["smart"]  # an alias, not the models behind it
     (url,) = start_replicas(servers, data, key_prefix, redis_client, count=1).urls
@@ -140,7 +140,7 @@ async def test_api_keys_share_their_teams_rate_limit_and_usage(
     key_prefix: str,
     redis_client: redis.Redis,
 ) -> None:
-    data = keyed_config(
+    data = replicas_config(
         fake_cohere[1], key_prefix, search={"rate_limit": {"requests_per_minute": 2}}
     )
     data["limits"] = {"limits_backend": "redis", "redis_prefix": key_prefix}
@@ -172,7 +172,7 @@ async def test_key_routes_check_their_bodies_and_need_redis(
     start_gateway: Any,
 ) -> None:
     (url,) = start_replicas(
-        servers, keyed_config(fake_cohere[1], key_prefix), key_prefix, redis_client, count=1
+        servers, replicas_config(fake_cohere[1], key_prefix), key_prefix, redis_client, count=1
     ).urls
     for body, message in (
         ({}, "team is required"),
@@ -190,7 +190,7 @@ async def test_key_routes_check_their_bodies_and_need_redis(
     status, answer = await call("GET", url + "/admin/keys", None)
     assert status == 401 and "no admin key supplied" in answer["message"]
     # Without state.redis_url there are no API keys (the config's keys still work).
-    plain = start_gateway(keyed_config(fake_cohere[1], key_prefix) | {"state": {}})
+    plain = start_gateway(replicas_config(fake_cohere[1], key_prefix) | {"state": {}})
     status, answer = await call("POST", plain + "/admin/keys", body={"team": "search"})
     assert status == 403 and "API keys are disabled" in answer["message"]
 

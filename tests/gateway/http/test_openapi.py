@@ -16,22 +16,13 @@ from gateway.http.wire import parse_request
 from gateway.http.wire_types import MAX_INT32
 from tests.conftest import ADMIN_KEY, TEAM_KEY, scratch_prefix
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.keys import call, keyed_config, start_replicas
+from tests.support.calls import post
+from tests.support.keys import call, replicas_config, start_replicas
 from tests.support.servers import ServerLoop
-
-AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 
 
 async def get_json(url: str, headers: dict | None = None) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s, s.get(url, headers=headers) as resp:
-        return resp.status, await resp.json()
-
-
-async def post(url: str, body: Any, headers: dict | None = None) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(url, json=body, headers=headers or AUTH) as resp,
-    ):
         return resp.status, await resp.json()
 
 
@@ -100,7 +91,7 @@ async def test_accepted_requests_and_their_answers_match_the_schemas(
     spec: dict, gateway_url: str, path: str, body: dict, schema: str
 ) -> None:
     validator(spec, schema).validate(body)
-    status, answer = await post(gateway_url + path, body)
+    status, _, answer = await post(gateway_url, body, path=path)
     assert status == 200
     validator(spec, "RerankResponse").validate(answer)
 
@@ -118,7 +109,7 @@ async def test_rejected_requests_violate_the_schema_and_errors_match(
     spec: dict, gateway_url: str, body: dict, status: int
 ) -> None:
     assert not validator(spec, "RerankRequestV2").is_valid(body)
-    got, answer = await post(gateway_url + "/v2/rerank", body)
+    got, _, answer = await post(gateway_url, body)
     assert got == status
     assert str(status) in spec["paths"]["/v2/rerank"]["post"]["responses"]
     validator(spec, "Error").validate(answer)
@@ -128,11 +119,11 @@ async def test_upstream_and_auth_errors_match_the_error_schema(
     spec: dict, gateway_url: str, fake_cohere: tuple[FakeCohere, str]
 ) -> None:
     body = {"model": "rerank-v3.5", "query": "q", "documents": ["a"]}
-    got, answer = await post(gateway_url + "/v2/rerank", body, {"Authorization": "Bearer nope"})
+    got, _, answer = await post(gateway_url, body, "nope")
     assert got == 401
     validator(spec, "Error").validate(answer)
     fake_cohere[0].faults = Faults(status=503)
-    got, answer = await post(gateway_url + "/v2/rerank", body)
+    got, _, answer = await post(gateway_url, body)
     assert got == 503
     validator(spec, "Error").validate(answer)
 
@@ -153,7 +144,7 @@ async def test_admin_spec_needs_the_admin_key(gateway_url: str) -> None:
 
 async def test_usage_report_matches_the_admin_schema(gateway_url: str) -> None:
     body = {"model": "rerank-v3.5", "query": "q", "documents": ["a", "b"]}
-    assert (await post(gateway_url + "/v2/rerank", body))[0] == 200
+    assert (await post(gateway_url, body))[0] == 200
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
     _, doc = await get_json(gateway_url + "/admin/openapi.json", admin)
     status, report = await get_json(gateway_url + "/admin/usage?team=search", admin)
@@ -270,7 +261,7 @@ def key_url(
 ) -> Iterator[str]:
     """A gateway with API keys, under a Redis prefix of this test's own."""
     for prefix in scratch_prefix(redis_client, "rg-test-openapi-"):
-        data = keyed_config(fake_cohere[1], prefix)
+        data = replicas_config(fake_cohere[1], prefix)
         yield start_replicas(servers, data, prefix, redis_client, count=1).urls[0]
 
 

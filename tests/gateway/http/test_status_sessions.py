@@ -30,7 +30,7 @@ from gateway.http.status import is_loopback_address
 from tests.conftest import ADMIN_KEY, REDIS_URL, TEAM_KEY, gateway_config, scratch_prefix
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import FakeCohere
-from tests.support.keys import Replicas, keyed_config, start_replicas
+from tests.support.keys import Replicas, replicas_config, start_replicas
 from tests.support.processes import GatewayProcess
 from tests.support.servers import ServerLoop, free_port
 
@@ -52,7 +52,7 @@ def replicas(
     """Replicas sharing Redis under the test's prefix: `replicas(count, clock, **auth)`."""
 
     def start(count: int = 2, clock: FakeClock | None = None, **auth: Any) -> Replicas:
-        data = keyed_config(fake_cohere[1], session_prefix)
+        data = replicas_config(fake_cohere[1], session_prefix)
         data["auth"].update(auth)
         return start_replicas(servers, data, session_prefix, redis_client, count, clock)
 

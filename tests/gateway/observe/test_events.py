@@ -15,7 +15,8 @@ from gateway.http.runtime import RUNTIME
 from tests.conftest import REDIS_URL, gateway_config
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import Faults
-from tests.support.routing import metric, post, serve_fakes, start, wait_for
+from tests.support.calls import post
+from tests.support.routing import metric, serve_fakes, start, wait_for
 from tests.support.servers import ServerLoop
 
 A, B = "a/rerank-v3.5", "b/rerank-v3.5"

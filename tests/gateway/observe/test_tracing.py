@@ -25,7 +25,8 @@ from tests.conftest import ADMIN_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.fakes.otlp import FakeCollector
 from tests.gateway.chain.test_tier_selection import AUTO, FAST, PRO, budget, tiered
-from tests.support.routing import DOCS, post, serve_fakes
+from tests.support.calls import DOCS, post
+from tests.support.routing import serve_fakes
 from tests.support.servers import ServerLoop
 
 INBOUND_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -240,7 +241,7 @@ async def test_a_tier_race_has_a_span_per_leg_with_its_own_attempt(servers: Serv
     upstreams, urls = serve_fakes(servers, "pro", "fast")
     upstreams["pro"].faults = Faults(hang=True)
     url, exporter = serve(servers, tiered(urls, pro_ms=100, fast_ms=200))
-    status, headers, _ = await post(url, AUTO, budget(400))
+    status, headers, _ = await post(url, AUTO, headers=budget(400))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     spans = exporter.get_finished_spans()
     (server,) = by_kind(spans, SpanKind.SERVER)
@@ -384,7 +385,7 @@ def test_tei_batches_each_carry_the_attempt_traceparent_and_report_tokens(
     # TEI reads traceparent, so its spans join the gateway's trace as the attempt's children.
     from tests.fakes.tei import FakeTei
     from tests.support.selfhosted import MANY_DOCS, QUERY, provider_config
-    from tests.support.selfhosted import post as raw_post
+    from tests.support.selfhosted import post_sync as raw_post
 
     fake = FakeTei()
     url = servers.serve(fake.app())

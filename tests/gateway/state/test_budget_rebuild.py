@@ -13,7 +13,8 @@ import yaml
 
 from tests.conftest import ADMIN_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.support.governance import get, governed, metrics_text, post
+from tests.support.calls import post
+from tests.support.governance import get, governed, metrics_text
 from tests.support.ledger import BODY, UNIT_MICROS, ledger_section, migrate, wait_for
 from tests.support.postgres import SHARED_DSN
 from tests.support.processes import gateway_processes

@@ -13,6 +13,7 @@ from gateway.http.auth import hash_key
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.gateway.http.test_openapi import validator
+from tests.support.calls import post
 from tests.support.depth_traces import grade, graded, positions
 from tests.support.routing import get, metric, start
 from tests.support.servers import ServerLoop
@@ -39,18 +40,10 @@ def depth_gateway(
 async def rerank(
     url: str, documents: list[str], key: str = TEAM_KEY, top_n: int | None = 10, **extra: Any
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
-    import aiohttp
-
     body: dict[str, Any] = {"model": MODEL, "query": "q", "documents": documents, **extra}
     if top_n is not None:
         body["top_n"] = top_n
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(
-            url + "/v2/rerank", json=body, headers={"Authorization": f"Bearer {key}"}
-        ) as resp,
-    ):
-        return resp.status, dict(resp.headers), await resp.json()
+    return await post(url, body, key)
 
 
 async def send(

@@ -14,7 +14,8 @@ from aiohttp import web
 from policies.money.billing import BillingRules
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.governance import get, governed, metrics_text, post
+from tests.support.calls import post
+from tests.support.governance import get, governed, metrics_text, tiered
 from tests.support.servers import ServerLoop
 
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}
@@ -235,20 +236,12 @@ async def test_estimate_is_billed_when_the_upstream_reports_nothing(
     )
 
 
-def tiered(upstream: str, **team: Any) -> dict[str, Any]:
-    data = governed({"cohere-a": upstream}, search=team)
-    for model in ("rerank-v4.0-pro", "rerank-v4.0-fast"):
-        data["models"][model] = {"deployments": [{"provider": "cohere-a", "model": model}]}
-    data["models"]["rerank-4"] = {"tiers": {"pro": "rerank-v4.0-pro", "fast": "rerank-v4.0-fast"}}
-    return data
-
-
 async def test_budget_downgrade_serves_the_fast_tier(
     fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
 ) -> None:
     fake, upstream = fake_cohere
     url = start_gateway(
-        tiered(upstream, budget={"usd_per_day": 0.0025, "on_exhausted": "downgrade"})
+        tiered(upstream, search={"budget": {"usd_per_day": 0.0025, "on_exhausted": "downgrade"}})
     )
     body = {**BODY, "model": "rerank-4"}
     status, headers, answer = await post(url, body, TEAM_KEY)
@@ -279,7 +272,7 @@ async def test_budget_reject_on_a_tiered_alias(
     fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
 ) -> None:
     _, upstream = fake_cohere
-    url = start_gateway(tiered(upstream, budget={"usd_per_day": 0.0025}))
+    url = start_gateway(tiered(upstream, search={"budget": {"usd_per_day": 0.0025}}))
     body = {**BODY, "model": "rerank-4"}
     assert (await post(url, body, TEAM_KEY))[0] == 200
     assert (await post(url, body, TEAM_KEY))[0] == 402

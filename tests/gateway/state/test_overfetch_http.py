@@ -9,7 +9,8 @@ import aiohttp
 
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
-from tests.support.governance import get, metrics_text, post
+from tests.support.calls import post
+from tests.support.governance import get, metrics_text
 
 DOCS = [f"document number {i} about capitals" for i in range(150)]
 

@@ -32,7 +32,7 @@ from tests.fakes.strict import token_count
 from tests.fakes.tei import FakeTei
 from tests.fakes.vllm import SERVED_MODEL, FakeVllm
 from tests.support.clouds import client
-from tests.support.selfhosted import MANY_DOCS, QUERY, post
+from tests.support.selfhosted import MANY_DOCS, QUERY, post_sync
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:30]
@@ -99,7 +99,7 @@ def held_call(fake: FakeCohere, url: str, body: dict[str, Any]) -> tuple[Callabl
     hold = threading.Event()
     fake.faults = Faults(hold=hold, times=1)
     pool = ThreadPoolExecutor(1)
-    future = pool.submit(post, url, body)
+    future = pool.submit(post_sync, url, body)
     assert fake.faults.arrived.wait(10), "the call never reached the fake"
 
     def release() -> Any:
@@ -150,14 +150,14 @@ def test_without_reported_usage_the_estimate_is_billed(
     url = start_gateway(
         v5(servers.serve(fake.app()), prefix=redis_prefix, budget={"usd_per_day": 1.0})
     )
-    resp = post(url, BODY)
+    resp = post_sync(url, BODY)
     assert resp.status_code == 200, resp.text
     assert resp.json()["meta"]["billed_units"] == {"input_tokens": ESTIMATE}
     assert spent(redis_client, redis_prefix) == micros(ESTIMATE)
     row = usage_rows(url)["rerank-v5.0-pro", "cohere/rerank-v5.0-pro"]
     assert (row["unit"], row["billed_units"]) == ("tokens", ESTIMATE)
     # A search-unit model next to it still bills and reports search units.
-    old = post(url, {**BODY, "model": "rerank-v4.0-pro"})
+    old = post_sync(url, {**BODY, "model": "rerank-v4.0-pro"})
     assert old.json()["meta"]["billed_units"] == {"search_units": 1}
     row = usage_rows(url)["rerank-v4.0-pro", "cohere/rerank-v4.0-pro"]
     assert (row["unit"], row["billed_units"], row["cost_usd"]) == ("search_units", 1, 0.0025)
@@ -171,7 +171,7 @@ def test_self_hosted_vllm_priced_per_token_for_chargeback(
     models = {"bge": {"deployments": [{"provider": "vllm", "model": SERVED_MODEL}]}}
     pricing = {"models": {"bge": {"usd_per_million_tokens": 0.01}}}
     url = start_gateway(config(providers, models, pricing=pricing))
-    resp = post(url, {**BODY, "model": "bge"})
+    resp = post_sync(url, {**BODY, "model": "bge"})
     assert resp.status_code == 200, resp.text
     reported = token_count(QUERY, *DOCS)  # the fake's usage.prompt_tokens
     assert resp.json()["meta"]["billed_units"] == {"input_tokens": reported}
@@ -195,11 +195,11 @@ def test_flat_and_free_prices(servers: ServerLoop, start_gateway: Callable[..., 
             budget={"usd_per_day": 0.008},  # two flat requests
         )
     )
-    answers = [post(url, {**BODY, "model": "flat"}) for _ in range(3)]
+    answers = [post_sync(url, {**BODY, "model": "flat"}) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 402]  # budget refusals are 402
     assert answers[0].json()["meta"]["billed_units"] == {"search_units": 1}
     assert "needs about $0.004" in answers[2].json()["message"]
-    gift = [post(url, {**BODY, "model": "gift"}) for _ in range(2)]  # past the spent budget
+    gift = [post_sync(url, {**BODY, "model": "gift"}) for _ in range(2)]  # past the spent budget
     assert [g.status_code for g in gift] == [200, 200]
     assert gift[0].json()["meta"]["billed_units"] == {"search_units": 0}
     rows = usage_rows(url)
@@ -242,10 +242,10 @@ def test_tiered_v5_pro_on_cohere_downgrades_to_tei_on_budget(
         )
     )
     body = {**BODY, "model": "rerank-auto"}
-    first = post(url, body)
+    first = post_sync(url, body)
     assert (first.status_code, first.headers["x-rerank-model"]) == (200, "rerank-v5.0-pro")
     assert first.json()["meta"]["billed_units"] == {"input_tokens": reported}
-    second = post(url, body)
+    second = post_sync(url, body)
     assert second.status_code == 200, second.text
     assert second.headers["x-rerank-deployment"] == "tei/BAAI/bge-reranker-v2-m3"
     assert second.json()["meta"]["billed_units"] == {"search_units": 0}  # self-hosted: free
@@ -274,7 +274,7 @@ def test_tei_priced_per_token_is_billed_by_its_reported_tokens_after_a_downgrade
             pricing={"models": {"bge-m3": {"usd_per_million_tokens": 0.02}}},
         )
     )
-    resp = post(url, {**BODY, "model": "rerank-auto"})
+    resp = post_sync(url, {**BODY, "model": "rerank-auto"})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-model"] == "bge-m3" and fake.calls == []
     reported = sum(token_count(c["query"], *c["texts"]) for c in tei.calls)
@@ -294,7 +294,7 @@ def test_v4_and_v5_never_share_cache_entries(
         data["models"][model]["cache_family"] = "cohere-pro"  # asked to share: versions differ
     url = start_gateway(data)
     for model in ("rerank-v4.0-pro", "rerank-v5.0-pro", "rerank-v5.0-pro"):
-        resp = post(url, {**BODY, "model": model})
+        resp = post_sync(url, {**BODY, "model": model})
         assert resp.status_code == 200, resp.text
     assert [c["model"] for c in fake.calls] == ["rerank-v4.0-pro", "rerank-v5.0-pro"]
     assert resp.headers["x-cache"] == "hit"

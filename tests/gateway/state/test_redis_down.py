@@ -10,7 +10,8 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.support.governance import get, governed, post
+from tests.support.calls import post
+from tests.support.governance import get, governed
 from tests.support.redis_server import OwnRedis
 
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}

@@ -20,7 +20,7 @@ from gateway.http.runtime import RUNTIME, reload
 from gateway.state.redis_policy import StartupRefused
 from tests.conftest import REDIS_URL, TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.support.keys import BODY, call, keyed_config, rerank
+from tests.support.keys import BODY, call, replicas_config, rerank
 from tests.support.paths import ROOT
 from tests.support.redis_server import OwnRedis
 from tests.support.servers import ServerLoop, free_port
@@ -34,7 +34,7 @@ def evicting(server: OwnRedis) -> None:
 
 
 def config_on(upstream: str, state_url: str, **sections: Any) -> dict[str, Any]:
-    data = keyed_config(upstream, "rg-policy:")
+    data = replicas_config(upstream, "rg-policy:")
     data["state"] = {"redis_url": state_url, **sections.pop("state", {})}
     data["limits"] = {"limits_backend": "memory"}  # nothing left behind in the shared Redis
     data.update(sections)

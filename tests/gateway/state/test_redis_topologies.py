@@ -35,7 +35,8 @@ from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config, 
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.gateway.http.test_status_sessions import page, sign_in, sign_out, signed_in, token_of
 from tests.gateway.state.test_replica_budgets import LARGE, SMALL
-from tests.support.governance import get, post
+from tests.support.calls import post
+from tests.support.governance import get
 from tests.support.keys import call, rerank
 from tests.support.processes import gateway_processes
 from tests.support.redis_topologies import OwnCluster, OwnSentinel

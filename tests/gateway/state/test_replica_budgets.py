@@ -18,7 +18,8 @@ import yaml
 
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.governance import get, governed, post
+from tests.support.calls import post
+from tests.support.governance import get, governed
 from tests.support.paths import ROOT
 from tests.support.processes import gateway_processes
 from tests.support.servers import ServerLoop

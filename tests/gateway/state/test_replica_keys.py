@@ -12,7 +12,7 @@ import structlog
 from tests.conftest import TEAM_KEY
 from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import FakeCohere
-from tests.support.keys import REFRESH_S, Replicas, call, keyed_config, rerank, start_replicas
+from tests.support.keys import REFRESH_S, Replicas, call, replicas_config, rerank, start_replicas
 from tests.support.redis_server import OwnRedis
 from tests.support.servers import ServerLoop
 
@@ -144,7 +144,7 @@ async def test_a_known_key_keeps_working_while_redis_is_down(
     own_redis: OwnRedis,
     redis_client: redis.Redis,
 ) -> None:
-    data = keyed_config(fake_cohere[1], "rg-keys:")
+    data = replicas_config(fake_cohere[1], "rg-keys:")
     data["state"]["redis_url"] = own_redis.url
     pair = start_replicas(servers, data, "rg-keys:", redis.Redis.from_url(own_redis.url), count=1)
     (url,) = pair.urls

@@ -22,7 +22,8 @@ from policies.money.ratelimit import Gcra, RateLimitConfig
 from policies.money.redis_quota import RedisQuotaStore
 from tests.conftest import OTHER_TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.governance import FakeClock, async_redis, governed, post
+from tests.support.calls import post
+from tests.support.governance import FakeClock, async_redis, governed
 from tests.support.redis_server import OwnRedis
 from tests.support.servers import ServerLoop
 

@@ -18,7 +18,8 @@ import yaml
 
 from tests.conftest import TEAM_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.support.governance import governed, metrics_text, post
+from tests.support.calls import post
+from tests.support.governance import governed, metrics_text
 from tests.support.ledger import BODY, events, ledger_section, migrate, wait_for
 from tests.support.paths import ROOT
 from tests.support.postgres import OwnPostgres, execute

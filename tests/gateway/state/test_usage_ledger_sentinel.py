@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import TEAM_KEY, gateway_config, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.governance import post
+from tests.support.calls import post
 from tests.support.ledger import BODY, UNIT_MICROS, ledger_section, migrate, served_events
 from tests.support.postgres import SHARED_DSN
 from tests.support.processes import gateway_processes
