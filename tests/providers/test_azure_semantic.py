@@ -25,7 +25,7 @@ from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
     direct,
-    post,
+    post_sync,
     provider_config,
     serves_v2_and_v1,
     uncached,
@@ -96,7 +96,7 @@ def test_a_refused_entra_client_is_a_gateway_problem_and_not_asked_again(
     fake, url = azure
     gateway = start_gateway(provider_config({"az": entra(url, "wrong")}, "semantic", MODEL))
     for _ in range(2):
-        resp = post(gateway, {"model": "semantic", "query": QUERY, "documents": DOCS})
+        resp = post_sync(gateway, {"model": "semantic", "query": QUERY, "documents": DOCS})
         assert resp.status_code == 502
         message = resp.json()["message"]
         assert (
@@ -127,7 +127,7 @@ def test_more_documents_than_the_cap_are_split_not_refused(
     fake, url = azure
     fake.max_documents = 40  # the real cap is UNVERIFIED: max_batch_size follows it
     data = provider_config({"az": settings(url, max_batch_size=40)}, "semantic", MODEL)
-    resp = post(start_gateway(data), {"model": "semantic", "query": QUERY, "documents": MANY_DOCS})
+    resp = post_sync(start_gateway(data), {"model": "semantic", "query": QUERY, "documents": MANY_DOCS})
     assert resp.status_code == 200, resp.text
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, MANY_DOCS)
     assert sorted(len(c["documents"]) for c in fake.calls) == [20, 40, 40]
@@ -147,7 +147,7 @@ def test_a_wrong_api_version_is_a_gateway_problem(
 ) -> None:
     _, url = azure
     data = provider_config({"az": settings(url, api_version="2099-01-01")}, "semantic", MODEL)
-    resp = post(start_gateway(data), {"model": "semantic", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(data), {"model": "semantic", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 502
     message = resp.json()["message"]
     assert "az answered 400 UnsupportedApiVersionValue" in message
@@ -160,13 +160,13 @@ def test_throttling_passes_retry_after_and_a_wrong_key_is_a_502(
     fake, url = azure
     fake.faults = Faults(status=429, retry_after="4")
     gateway = start_gateway(provider_config({"az": settings(url)}, "semantic", MODEL))
-    resp = post(gateway, {"model": "semantic", "query": QUERY, "documents": DOCS})
+    resp = post_sync(gateway, {"model": "semantic", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "4"
     assert "az answered 429 TooManyRequests: injected failure 429" in resp.json()["message"]
     fake.faults = Faults()
     wrong = start_gateway(provider_config({"az": settings(url, api_key="nope")}, "s", MODEL))
-    resp = post(wrong, {"model": "s", "query": QUERY, "documents": DOCS})
+    resp = post_sync(wrong, {"model": "s", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 502
     assert "Access denied due to invalid subscription key" in resp.json()["message"]
 
@@ -197,11 +197,11 @@ def test_unknown_model_fails_over_to_cohere_and_back(
     }
     gateway = start_gateway(teams_config({"az": settings(url), "cohere": cohere_settings}, models))
     body = {"query": QUERY, "documents": DOCS}
-    resp = post(gateway, {"model": "az-first", **body})
+    resp = post_sync(gateway, {"model": "az-first", **body})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-deployment"] == "cohere/rerank-v3.5"
     cohere.faults = Faults(status=429, retry_after="2")
-    resp = post(gateway, {"model": "cohere-first", **body}, "/v1/rerank")
+    resp = post_sync(gateway, {"model": "cohere-first", **body}, "/v1/rerank")
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-deployment"] == f"az/{MODEL}"
     assert [r["index"] for r in resp.json()["results"]] == expected_order(QUERY, DOCS)

@@ -17,7 +17,7 @@ from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
     direct,
-    post,
+    post_sync,
     provider_config,
     serves_v2_and_v1,
     uncached,
@@ -65,7 +65,7 @@ def test_a_server_without_reranking_is_a_gateway_problem(
     servers: ServerLoop, start_gateway: Callable[..., str]
 ) -> None:
     _, url = serve(servers, reranking=False)
-    resp = post(
+    resp = post_sync(
         start_gateway(provider_config({"llama": settings(url)}, "bge", MODEL)),
         {"model": "bge", "query": QUERY, "documents": DOCS},
     )
@@ -82,7 +82,7 @@ def test_loading_is_retryable_and_fails_over(
     _, loading = serve(servers, loading=True)
     ready, ready_url = serve(servers)
     data = provider_config({"a": settings(loading), "b": settings(ready_url)}, "bge", MODEL)
-    resp = post(start_gateway(data), {"model": "bge", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(data), {"model": "bge", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-rerank-deployment"] == f"b/{MODEL}"
     assert len(ready.calls) == 1
@@ -95,7 +95,7 @@ def test_a_document_over_the_physical_batch_is_not_retried(
     second, other = serve(servers, n_ubatch=20)
     data = provider_config({"a": settings(url), "b": settings(other)}, "bge", MODEL)
     long_doc = " ".join(["word"] * 40)
-    resp = post(start_gateway(data), {"model": "bge", "query": QUERY, "documents": [long_doc]})
+    resp = post_sync(start_gateway(data), {"model": "bge", "query": QUERY, "documents": [long_doc]})
     assert resp.status_code == 502
     message = resp.json()["message"]
     assert "is too large to process" in message

@@ -16,7 +16,7 @@ from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
     direct,
-    post,
+    post_sync,
     provider_config,
     serves_v2_and_v1,
     uncached,
@@ -66,12 +66,12 @@ def test_errors_reach_the_caller_as_their_kind(
     fake, url = mixedbread
     body = {"query": QUERY, "documents": DOCS}
     wrong = start_gateway(provider_config({"mxb": settings(url, api_key="x")}, "m", MODEL))
-    resp = post(wrong, {"model": "m", **body})
+    resp = post_sync(wrong, {"model": "m", **body})
     assert resp.status_code == 502
     assert "mxb answered 401: Invalid API key" in resp.json()["message"]
     fake.faults = Faults(status=503, retry_after="2")
     gateway = start_gateway(provider_config({"mxb": settings(url)}, "m", MODEL))
-    resp = post(gateway, {"model": "m", **body})
+    resp = post_sync(gateway, {"model": "m", **body})
     assert resp.status_code == 503  # an outage: Retry-After 1 (docs/errors.md)
     assert "mxb answered 503: injected failure 503" in resp.json()["message"]
 

@@ -23,7 +23,7 @@ from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
     direct,
-    post,
+    post_sync,
     provider_config,
     serves_v2_and_v1,
     uncached,
@@ -117,15 +117,15 @@ def test_errors_of_both_hosts(
     fake, url = together
     body = {"query": QUERY, "documents": DOCS}
     wrong = start_gateway(provider_config({"t": together_settings(url, api_key="x")}, "m", QWEN))
-    resp = post(wrong, {"model": "m", **body})
+    resp = post_sync(wrong, {"model": "m", **body})
     assert resp.status_code == 502
     assert "t answered 401: Invalid API key provided" in resp.json()["message"]
     fake.faults = Faults(status=429, retry_after="6")
-    resp = post(start_gateway(provider_config({"t": together_settings(url)}, "m", QWEN)), {"model": "m", **body})
+    resp = post_sync(start_gateway(provider_config({"t": together_settings(url)}, "m", QWEN)), {"model": "m", **body})
     assert resp.status_code == 429 and resp.headers["retry-after"] == "6"
     _, di_url = deepinfra
     unknown = start_gateway(provider_config({"di": deepinfra_settings(di_url)}, "m", "Qwen/Nope"))
-    resp = post(unknown, {"model": "m", **body})
+    resp = post_sync(unknown, {"model": "m", **body})
     assert resp.status_code == 502
     assert "di answered 404: Model is not available: Qwen/Nope" in resp.json()["message"]
 

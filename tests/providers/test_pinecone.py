@@ -16,7 +16,7 @@ from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
     direct,
-    post,
+    post_sync,
     provider_config,
     serves_v2_and_v1,
     uncached,
@@ -81,16 +81,16 @@ def test_wrong_key_unknown_model_and_throttling(
     wrong = start_gateway(
         provider_config({"pc": settings(url, api_key="x")}, "m", "bge-reranker-v2-m3")
     )
-    resp = post(wrong, {"model": "m", **body})
+    resp = post_sync(wrong, {"model": "m", **body})
     assert resp.status_code == 502
     assert "pc answered 401 UNAUTHENTICATED: Invalid API Key" in resp.json()["message"]
     unknown = start_gateway(provider_config({"pc": settings(url)}, "m", "no-such-model"))
-    resp = post(unknown, {"model": "m", **body})
+    resp = post_sync(unknown, {"model": "m", **body})
     assert resp.status_code == 502
     assert "pc answered 404 NOT_FOUND" in resp.json()["message"]
     fake.faults = Faults(status=429, retry_after="9")
     ok = start_gateway(provider_config({"pc": settings(url)}, "m", "bge-reranker-v2-m3"))
-    resp = post(ok, {"model": "m", **body})
+    resp = post_sync(ok, {"model": "m", **body})
     assert resp.status_code == 429
     assert resp.headers["retry-after"] == "9"
     assert "pc answered 429 RESOURCE_EXHAUSTED" in resp.json()["message"]

@@ -20,7 +20,7 @@ from tests.support.selfhosted import (
     MANY_DOCS,
     QUERY,
     direct,
-    post,
+    post_sync,
     provider_config,
     serves_v2_and_v1,
     uncached,
@@ -119,7 +119,7 @@ def test_empty_documents_are_not_sent_and_score_zero(
     fake, url = vertex
     gateway = start_gateway(provider_config({"gcp": settings(fake, url, tmp_path)}, "v", MODEL))
     body = {"model": "v", "query": QUERY, "documents": ["", DOCS[3], ""]}
-    resp = post(gateway, body)
+    resp = post_sync(gateway, body)
     assert resp.status_code == 200, resp.text
     scores = {r["index"]: r["relevance_score"] for r in resp.json()["results"]}
     assert scores == {0: 0.0, 1: vertex_score(QUERY, DOCS[3]), 2: 0.0}
@@ -133,7 +133,7 @@ def test_a_key_the_token_endpoint_refuses_is_a_gateway_problem(
     opts = settings(fake, url, tmp_path)
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     Path(str(opts["credentials_file"])).write_text(fake.service_account(url + "/token", other))
-    resp = post(
+    resp = post_sync(
         start_gateway(provider_config({"gcp": opts}, "v", MODEL)),
         {"model": "v", "query": QUERY, "documents": DOCS},
     )
@@ -149,7 +149,7 @@ def test_a_missing_key_file_lets_the_gateway_start_and_fails_the_deployment(
 ) -> None:
     fake, url = vertex
     opts = settings(fake, url, tmp_path, credentials_file=str(tmp_path / "absent.json"))
-    resp = post(
+    resp = post_sync(
         start_gateway(provider_config({"gcp": opts}, "v", MODEL)),
         {"model": "v", "query": QUERY, "documents": DOCS},
     )
@@ -163,7 +163,7 @@ def test_a_token_endpoint_outage_is_retried_then_served(
     fake, url = vertex
     fake.token_failures = 1
     data = provider_config({"gcp": settings(fake, url, tmp_path)}, "v", MODEL, max_attempts=2)
-    resp = post(start_gateway(data), {"model": "v", "query": QUERY, "documents": DOCS})
+    resp = post_sync(start_gateway(data), {"model": "v", "query": QUERY, "documents": DOCS})
     assert resp.status_code == 200, resp.text
     assert len(fake.grants) == 1
 
@@ -183,7 +183,7 @@ def test_google_errors_map_to_the_caller(
     fake, url = vertex
     fake.faults = Faults(status=status, retry_after="5")
     gateway = start_gateway(provider_config({"gcp": settings(fake, url, tmp_path)}, "v", MODEL))
-    resp = post(gateway, {"model": "v", "query": QUERY, "documents": DOCS})
+    resp = post_sync(gateway, {"model": "v", "query": QUERY, "documents": DOCS})
     assert resp.status_code == caller
     assert f"gcp answered {status} {code}: injected failure {status}" in resp.json()["message"]
 
@@ -193,7 +193,7 @@ def test_a_wrong_project_is_a_gateway_problem(
 ) -> None:
     fake, url = vertex
     opts = settings(fake, url, tmp_path, project="someone-elses")
-    resp = post(
+    resp = post_sync(
         start_gateway(provider_config({"gcp": opts}, "v", MODEL)),
         {"model": "v", "query": QUERY, "documents": DOCS},
     )
