@@ -1,4 +1,5 @@
-"""Helpers for the cost-governance tests: a fake clock and small HTTP calls."""
+"""Helpers for the cost-governance tests: governed configs, metrics and GET calls, an
+async Redis client that queues for connections as the gateway's do."""
 
 from __future__ import annotations
 
@@ -8,17 +9,6 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from tests.conftest import REDIS_URL, gateway_config
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def metrics_text(url: str) -> str:

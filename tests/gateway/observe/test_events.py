@@ -189,11 +189,11 @@ async def test_a_dead_webhook_never_delays_a_request(servers: ServerLoop) -> Non
 async def test_a_budget_downgrade_is_an_operator_event(
     fake_cohere: tuple[Any, str], start_gateway: Any
 ) -> None:
-    from tests.gateway.state.test_governance_http import BODY, tiered
+    from tests.gateway.state.test_governance_http import BODY
+    from tests.support.governance import tiered
 
-    url = start_gateway(
-        tiered(fake_cohere[1], budget={"usd_per_day": 0.0025, "on_exhausted": "downgrade"})
-    )
+    budget = {"usd_per_day": 0.0025, "on_exhausted": "downgrade"}
+    url = start_gateway(tiered(fake_cohere[1], search={"budget": budget}))
     with structlog.testing.capture_logs() as logs:
         for _ in range(2):
             assert (await post(url, {**BODY, "model": "rerank-4"}))[0] == 200

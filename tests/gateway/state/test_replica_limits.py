@@ -21,9 +21,10 @@ from policies.money.quota import RATE_LIMIT, Hold, MemoryQuotaStore, QuotaStore,
 from policies.money.ratelimit import Gcra, RateLimitConfig
 from policies.money.redis_quota import RedisQuotaStore
 from tests.conftest import OTHER_TEAM_KEY
+from tests.fakes.clock import FakeClock
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.support.calls import post
-from tests.support.governance import FakeClock, async_redis, governed
+from tests.support.governance import async_redis, governed
 from tests.support.redis_server import OwnRedis
 from tests.support.servers import ServerLoop
 

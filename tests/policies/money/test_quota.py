@@ -28,7 +28,8 @@ from policies.money.quota import (
 from policies.money.ratelimit import Gcra, RateLimitConfig, retry_seconds, to_us
 from policies.money.redis_quota import RedisQuotaStore
 from tests.conftest import spend_in_redis
-from tests.support.governance import FakeClock, async_redis
+from tests.fakes.clock import FakeClock
+from tests.support.governance import async_redis
 
 NOON = datetime(2026, 11, 5, 12, 0, tzinfo=UTC).timestamp()
 MIDNIGHT = datetime(2026, 11, 6, tzinfo=UTC).timestamp()
