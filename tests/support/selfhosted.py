@@ -15,12 +15,42 @@ from tests.support.clouds import client
 from tests.support.servers import ServerLoop
 
 QUERY = "capital of France"
+BGE = "BAAI/bge-reranker-v2-m3"
 # 100 documents; every seventh names the capital, so the order is far from the input's.
 MANY_DOCS = [
     f"Document {i}: "
     + ("Paris is the capital of France." if i % 7 == 3 else f"Notes on topic {i}.")
     for i in range(100)
 ]
+
+
+def cohere_and_tei(
+    cohere_url: str, tei_url: str, pro: str = "rerank-v4.0-pro", offline: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Providers and models of `rerank-auto`: `pro` on Cohere (prior 400 ms), `bge-m3` on
+    TEI (prior 20 ms); with `offline`, the BM25 ranker as bge-m3's fallback."""
+    providers: dict[str, Any] = {
+        "cohere": {
+            "type": "cohere",
+            "base_url": cohere_url,
+            "api_key": "upstream-key",
+            "timeout_s": 5,
+        },
+        "tei": {"type": "tei", "base_url": tei_url, "max_batch_size": 32, "timeout_s": 5},
+    }
+    fast: dict[str, Any] = {
+        "latency_prior_ms": {"base_ms": 20},
+        "deployments": [{"provider": "tei", "model": BGE}],
+    }
+    if offline:
+        providers["offline"] = {"type": "local"}
+        fast["fallback"] = "local"
+    models = {
+        pro: {"latency_prior_ms": {"base_ms": 400}, "deployments": [{"provider": "cohere"}]},
+        "bge-m3": fast,
+        "rerank-auto": {"tiers": {"pro": pro, "fast": "bge-m3"}},
+    }
+    return providers, models
 
 
 def provider_config(

@@ -18,14 +18,22 @@ import aiohttp
 import jsonschema
 import pytest
 
-from gateway.http.auth import hash_key
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
+from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.support.calls import post
-from tests.support.routing import ADMIN, get, metric, serve_fakes, start, wait_for
+from tests.support.routing import (
+    ADMIN,
+    FAST,
+    PRO,
+    get,
+    metric,
+    rerank_auto,
+    serve_fakes,
+    start,
+    wait_for,
+)
 from tests.support.servers import ServerLoop
 
-PRO, FAST = "rerank-v4.0-pro", "rerank-v4.0-fast"
 ALIAS = "rerank-auto"
 DOCS = ["alpha", "beta", "gamma", "delta", "epsilon"]
 PRO_SCORES = dict(zip(DOCS, [0.9, 0.8, 0.7, 0.6, 0.5], strict=True))
@@ -45,32 +53,8 @@ def body(query: str = "which letter", top_n: int | None = 3) -> dict[str, Any]:
 def config(
     urls: dict[str, str], team: dict[str, Any] | None = None, **shadow: Any
 ) -> dict[str, Any]:
-    def model(name: str, provider: str, prior_ms: float) -> dict[str, Any]:
-        return {
-            "deployments": [{"provider": provider, "model": name}],
-            "latency_prior_ms": {"base_ms": prior_ms},
-        }
-
-    return {
-        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
-        "teams": {
-            "search": {"key_sha256": [hash_key(TEAM_KEY)], **(team or {})},
-            "ads": {"key_sha256": [hash_key(OTHER_TEAM_KEY)]},
-        },
-        "providers": {
-            name: {"type": "cohere", "base_url": url, "api_key": "upstream-key"}
-            for name, url in urls.items()
-        },
-        "models": {
-            PRO: model(PRO, "pro", 3000),
-            FAST: model(FAST, "fast", 10),
-            ALIAS: {
-                "tiers": {"pro": PRO, "fast": FAST},
-                "shadow": {"sample_rate": 1.0, "max_usd_per_day": 1.0, **shadow},
-            },
-        },
-        "cache": {"backend": "memory"},
-    }
+    alias = {"shadow": {"sample_rate": 1.0, "max_usd_per_day": 1.0, **shadow}}
+    return rerank_auto(urls, 3000, 10, alias=alias, teams={"search": team or {}}, cache="memory")
 
 
 @pytest.fixture

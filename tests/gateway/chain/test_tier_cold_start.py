@@ -14,37 +14,27 @@ from typing import Any
 
 import pytest
 
-from gateway.http.auth import hash_key
-from tests.conftest import ADMIN_KEY, TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.calls import DOCS, post
-from tests.support.routing import deployments, metric, serve_fakes, start
+from tests.support.calls import post
+from tests.support.routing import (
+    AUTO,
+    FAST,
+    PRO,
+    budget,
+    deployments,
+    metric,
+    rerank_auto,
+    serve_fakes,
+    start,
+)
 from tests.support.servers import ServerLoop
 
-PRO, FAST = "rerank-v4.0-pro", "rerank-v4.0-fast"
-AUTO = {"model": "rerank-auto", "query": "capital", "documents": DOCS}
 Fakes = tuple[dict[str, FakeCohere], dict[str, str]]
 
 
 def config(urls: dict[str, str], pro_prior_ms: float | None = None) -> dict[str, Any]:
     """rerank-auto over PRO and FAST, with no latency priors unless `pro_prior_ms`."""
-    pro: dict[str, Any] = {"deployments": [{"provider": "pro", "model": PRO}]}
-    if pro_prior_ms is not None:
-        pro["latency_prior_ms"] = {"base_ms": pro_prior_ms}
-    return {
-        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
-        "teams": {"search": {"key_sha256": [hash_key(TEAM_KEY)]}},
-        "providers": {
-            name: {"type": "cohere", "base_url": url, "api_key": "upstream-key"}
-            for name, url in urls.items()
-        },
-        "models": {
-            PRO: pro,
-            FAST: {"deployments": [{"provider": "fast", "model": FAST}]},
-            "rerank-auto": {"tiers": {"pro": PRO, "fast": FAST}},
-        },
-        "cache": {"backend": "none"},  # every request must reach the upstreams
-    }
+    return rerank_auto(urls, pro_prior_ms, None)
 
 
 @pytest.fixture
@@ -53,10 +43,6 @@ def fakes(servers: ServerLoop) -> Fakes:
     upstreams["pro"].faults = Faults(delay_s=0.4)
     upstreams["fast"].faults = Faults(delay_s=0.03)
     return upstreams, urls
-
-
-def budget(ms: int) -> dict[str, str]:
-    return {"X-Latency-Budget-Ms": str(ms)}
 
 
 async def backups(url: str) -> float:

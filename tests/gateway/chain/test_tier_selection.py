@@ -6,67 +6,20 @@ are far apart (0 vs 0.4 s) so decisions do not depend on the machine's speed.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from gateway.http.auth import hash_key
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
+from tests.conftest import OTHER_TEAM_KEY
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.calls import DOCS, post
-from tests.support.routing import metric, serve_fakes, start
+from tests.support.calls import post
+from tests.support.routing import AUTO, FAST, PRO, budget, metric, rerank_auto, serve_fakes, start
 from tests.support.servers import ServerLoop
 
-PRO, FAST = "rerank-v4.0-pro", "rerank-v4.0-fast"
 Fakes = tuple[dict[str, FakeCohere], dict[str, str]]
-AUTO = {"model": "rerank-auto", "query": "capital", "documents": DOCS}
-
-
-def tiered(
-    urls: dict[str, str],
-    pro_ms: float,
-    fast_ms: float,
-    *,
-    alias: dict[str, Any] | None = None,
-    teams: dict[str, Any] | None = None,
-    **routing: Any,
-) -> dict[str, Any]:
-    """rerank-auto over PRO (fake "pro") and FAST (fake "fast") with latency priors."""
-
-    def model(name: str, prior_ms: float) -> dict[str, Any]:
-        provider = "pro" if name == PRO else "fast"
-        return {
-            "deployments": [{"provider": provider, "model": name}],
-            "latency_prior_ms": {"base_ms": prior_ms},
-        }
-
-    return {
-        "auth": {"mode": "keys", "admin_key_sha256": hash_key(ADMIN_KEY)},
-        "teams": {
-            "search": {"key_sha256": [hash_key(TEAM_KEY)], **(teams or {}).get("search", {})},
-            "ads": {"key_sha256": [hash_key(OTHER_TEAM_KEY)]},
-        },
-        "providers": {
-            name: {"type": "cohere", "base_url": url, "api_key": "upstream-key"}
-            for name, url in urls.items()
-        },
-        "models": {
-            PRO: model(PRO, pro_ms),
-            FAST: model(FAST, fast_ms),
-            "rerank-auto": {"tiers": {"pro": PRO, "fast": FAST}, **(alias or {})},
-        },
-        "routing": routing,
-        "cache": {"backend": "none"},  # repeated requests must reach the upstreams
-    }
 
 
 @pytest.fixture
 def fakes(servers: ServerLoop) -> Fakes:
     return serve_fakes(servers, "pro", "fast")
-
-
-def budget(ms: int) -> dict[str, str]:
-    return {"X-Latency-Budget-Ms": str(ms)}
 
 
 async def selections(url: str, tier: str, reason: str) -> float:
@@ -79,7 +32,7 @@ async def test_tight_budget_selects_fast_and_loose_selects_pro(
     servers: ServerLoop, fakes: Fakes
 ) -> None:
     upstreams, urls = fakes
-    url = start(servers, tiered(urls, pro_ms=300, fast_ms=50))
+    url = start(servers, rerank_auto(urls, pro_ms=300, fast_ms=50))
 
     status, headers, body = await post(url, AUTO, headers=budget(200))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
@@ -102,7 +55,7 @@ async def test_team_and_alias_budgets_apply_without_the_header(
     servers: ServerLoop, fakes: Fakes
 ) -> None:
     _, urls = fakes
-    data = tiered(
+    data = rerank_auto(
         urls,
         pro_ms=300,
         fast_ms=50,
@@ -123,7 +76,7 @@ async def test_when_no_tier_fits_the_fastest_serves_with_a_warning(
 ) -> None:
     _, urls = fakes
     # The alias's default budget is soft (not a deadline), so the call may take longer.
-    url = start(servers, tiered(urls, pro_ms=300, fast_ms=100, alias={"latency_budget_ms": 20}))
+    url = start(servers, rerank_auto(urls, pro_ms=300, fast_ms=100, alias={"latency_budget_ms": 20}))
     status, headers, body = await post(url, AUTO)
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     (warning,) = body["meta"]["warnings"]
@@ -135,7 +88,7 @@ async def test_latency_model_adapts_when_a_deployment_slows_down(
     servers: ServerLoop, fakes: Fakes
 ) -> None:
     upstreams, urls = fakes
-    data = tiered(
+    data = rerank_auto(
         urls, pro_ms=300, fast_ms=10, alias={"latency_budget_ms": 250}, latency={"min_samples": 2}
     )
     url = start(servers, data)
@@ -173,7 +126,7 @@ async def test_fast_starts_when_pro_runs_late_and_answers_within_the_budget(
     upstreams["pro"].faults = Faults(hang=True)
     # pro is predicted to fit (100 ms); fast (200 ms, a prior: uncertain, so 1.5 times
     # that) must start by 1000 - 5 - 300 ms.
-    data = tiered(urls, pro_ms=100, fast_ms=200)
+    data = rerank_auto(urls, pro_ms=100, fast_ms=200)
     data["cache"] = {"backend": cache}
     url = start(servers, data)
     status, headers, _ = await post(url, AUTO, headers=budget(1000))
@@ -188,7 +141,7 @@ async def test_fast_starts_when_pro_runs_late_and_answers_within_the_budget(
 async def test_fast_takes_over_at_once_when_pro_fails(servers: ServerLoop, fakes: Fakes) -> None:
     upstreams, urls = fakes
     upstreams["pro"].faults = Faults(status=503)
-    url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
+    url = start(servers, rerank_auto(urls, pro_ms=100, fast_ms=200))
     status, headers, _ = await post(url, AUTO, headers=budget(30000))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     assert len(upstreams["pro"].calls) == 3  # pro's own retries first
@@ -198,7 +151,7 @@ async def test_pro_answering_in_time_cancels_nothing_and_calls_fast_never(
     servers: ServerLoop, fakes: Fakes
 ) -> None:
     upstreams, urls = fakes
-    url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
+    url = start(servers, rerank_auto(urls, pro_ms=100, fast_ms=200))
     status, headers, _ = await post(url, AUTO, headers=budget(1000))
     assert status == 200 and headers["X-Rerank-Model"] == PRO
     assert len(upstreams["fast"].calls) == 0
@@ -207,7 +160,7 @@ async def test_pro_answering_in_time_cancels_nothing_and_calls_fast_never(
 
 async def test_invalid_budget_on_an_alias_is_400(servers: ServerLoop, fakes: Fakes) -> None:
     upstreams, urls = fakes
-    url = start(servers, tiered(urls, pro_ms=100, fast_ms=200))
+    url = start(servers, rerank_auto(urls, pro_ms=100, fast_ms=200))
     status, _, body = await post(url, AUTO, headers={"X-Latency-Budget-Ms": "fast please"})
     assert status == 400 and "X-Latency-Budget-Ms" in body["message"]
     assert not upstreams["pro"].calls and not upstreams["fast"].calls

@@ -17,38 +17,15 @@ from tests.fakes.cohere import FakeCohere, Faults
 from tests.fakes.tei import FakeTei
 from tests.support.clouds import expected_order
 from tests.support.paths import ROOT
-from tests.support.selfhosted import MANY_DOCS, QUERY, post_sync
+from tests.support.selfhosted import BGE, MANY_DOCS, QUERY, cohere_and_tei, post_sync
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:40]
-BGE = "BAAI/bge-reranker-v2-m3"
 DOC_FILE = ROOT / "docs" / "providers.md"
 
 
 def tiered(cohere_url: str, tei_url: str, **team: Any) -> dict[str, Any]:
-    providers = {
-        "cohere": {
-            "type": "cohere",
-            "base_url": cohere_url,
-            "api_key": "upstream-key",
-            "timeout_s": 5,
-        },
-        "tei": {"type": "tei", "base_url": tei_url, "max_batch_size": 32, "timeout_s": 5},
-        "offline": {"type": "local"},
-    }
-    models = {
-        "rerank-v4.0-pro": {
-            "latency_prior_ms": {"base_ms": 400},
-            "deployments": [{"provider": "cohere"}],
-        },
-        "bge-m3": {
-            "latency_prior_ms": {"base_ms": 20},
-            "fallback": "local",
-            "deployments": [{"provider": "tei", "model": BGE}],
-        },
-        "rerank-auto": {"tiers": {"pro": "rerank-v4.0-pro", "fast": "bge-m3"}},
-    }
-    data = teams_config(providers, models)
+    data = teams_config(*cohere_and_tei(cohere_url, tei_url, offline=True))
     data["teams"]["search"].update(team)
     data["cache"] = {"backend": "none"}  # every request reaches the tiers and the budget
     return data

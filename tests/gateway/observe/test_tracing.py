@@ -24,9 +24,8 @@ from gateway.observe.tracing import GRPC, HTTP, TraceSettings, Tracing
 from tests.conftest import ADMIN_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.fakes.otlp import FakeCollector
-from tests.gateway.chain.test_tier_selection import AUTO, FAST, PRO, budget, tiered
 from tests.support.calls import DOCS, post
-from tests.support.routing import serve_fakes
+from tests.support.routing import AUTO, FAST, PRO, budget, rerank_auto, serve_fakes
 from tests.support.servers import ServerLoop
 
 INBOUND_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -240,7 +239,7 @@ async def test_failover_makes_two_client_spans_the_first_one_failed(
 async def test_a_tier_race_has_a_span_per_leg_with_its_own_attempt(servers: ServerLoop) -> None:
     upstreams, urls = serve_fakes(servers, "pro", "fast")
     upstreams["pro"].faults = Faults(hang=True)
-    url, exporter = serve(servers, tiered(urls, pro_ms=100, fast_ms=200))
+    url, exporter = serve(servers, rerank_auto(urls, pro_ms=100, fast_ms=200))
     status, headers, _ = await post(url, AUTO, headers=budget(400))
     assert status == 200 and headers["X-Rerank-Model"] == FAST
     spans = exporter.get_finished_spans()

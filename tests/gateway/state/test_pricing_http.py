@@ -32,7 +32,7 @@ from tests.fakes.strict import token_count
 from tests.fakes.tei import FakeTei
 from tests.fakes.vllm import SERVED_MODEL, FakeVllm
 from tests.support.clouds import client
-from tests.support.selfhosted import MANY_DOCS, QUERY, post_sync
+from tests.support.selfhosted import MANY_DOCS, QUERY, cohere_and_tei, post_sync
 from tests.support.servers import ServerLoop
 
 DOCS = MANY_DOCS[:30]
@@ -210,22 +210,7 @@ def test_flat_and_free_prices(servers: ServerLoop, start_gateway: Callable[..., 
 
 
 def tiered(cohere_url: str, tei_url: str, **sections: Any) -> dict[str, Any]:
-    providers = {
-        "cohere": cohere(cohere_url),
-        "tei": {"type": "tei", "base_url": tei_url, "max_batch_size": 32, "timeout_s": 5},
-    }
-    models = {
-        "rerank-v5.0-pro": {
-            "latency_prior_ms": {"base_ms": 400},
-            "deployments": [{"provider": "cohere"}],
-        },
-        "bge-m3": {
-            "latency_prior_ms": {"base_ms": 20},
-            "deployments": [{"provider": "tei", "model": "BAAI/bge-reranker-v2-m3"}],
-        },
-        "rerank-auto": {"tiers": {"pro": "rerank-v5.0-pro", "fast": "bge-m3"}},
-    }
-    return config(providers, models, **sections)
+    return config(*cohere_and_tei(cohere_url, tei_url, pro="rerank-v5.0-pro"), **sections)
 
 
 def test_tiered_v5_pro_on_cohere_downgrades_to_tei_on_budget(
