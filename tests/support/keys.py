@@ -7,6 +7,9 @@ loopback; they share Redis under a key prefix of the test's own.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +23,7 @@ from gateway.http.auth import hash_key
 from gateway.http.runtime import RUNTIME
 from gateway.state.api_keys import KeyKeeper
 from tests.conftest import ADMIN_KEY, REDIS_URL, gateway_config
+from tests.support.paths import ROOT
 from tests.support.servers import ServerLoop
 
 REFRESH_S = 2.0  # auth.api_keys_refresh_s of these replicas: the documented bound
@@ -102,3 +106,14 @@ async def call(
 
 async def rerank(url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     return await call("POST", url + "/v2/rerank", key, body or BODY)
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "keys", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from tests.support.paths import ROOT
 from tests.support.servers import free_port
@@ -144,3 +145,7 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"gateway at {url} did not start:\n{log.read_text()}")
         time.sleep(0.05)
+
+
+def write_config(path: Path, data: dict) -> None:
+    path.write_text(yaml.safe_dump(data))

@@ -8,11 +8,15 @@ spends $0.002.
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
 from typing import Any
+
+import aiohttp
 
 from gateway.app import build_app
 from gateway.config import parse_config
-from tests.conftest import OTHER_TEAM_KEY, gateway_config
+from gateway.http import status
+from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, gateway_config
 from tests.fakes.cohere import Faults
 from tests.support.calls import post
 from tests.support.routing import serve_fakes
@@ -39,3 +43,49 @@ async def busy_gateway(servers: ServerLoop) -> str:
     status, _, _ = await post(url, headers={"Authorization": f"Bearer {OTHER_TEAM_KEY}"})
     assert status == 200
     return url
+
+
+async def sign_in(
+    url: str, key: str = ADMIN_KEY, source: str | None = None, **headers: str
+) -> tuple[int, Any, str]:
+    """POST the sign-in form (from `source`, a local address): status, headers, page."""
+    connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
+    async with (
+        aiohttp.ClientSession(connector=connector) as client,
+        client.post(
+            url + "/admin/login", data={"key": key}, headers=headers, allow_redirects=False
+        ) as resp,
+    ):
+        return resp.status, resp.headers, await resp.text()
+
+
+def token_of(headers: Any) -> str:
+    return SimpleCookie(headers["Set-Cookie"])[status.COOKIE].value
+
+
+async def page(url: str, token: str, path: str = "/admin/status") -> str:
+    """The page a browser holding the session cookie gets (a new connection each time)."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client,
+        client.get(url + path, headers={"Cookie": f"{status.COOKIE}={token}"}) as resp,
+    ):
+        return await resp.text()
+
+
+def signed_in(text: str) -> bool:
+    if 'id="deployments"' in text:
+        return True
+    assert 'action="/admin/login"' in text, text[:300]
+    return False
+
+
+async def sign_out(url: str, token: str) -> int:
+    async with (
+        aiohttp.ClientSession() as client,
+        client.post(
+            url + "/admin/logout",
+            headers={"Cookie": f"{status.COOKIE}={token}"},
+            allow_redirects=False,
+        ) as resp,
+    ):
+        return resp.status

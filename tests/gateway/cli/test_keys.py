@@ -5,9 +5,7 @@ changes within its refresh bound."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +16,8 @@ from gateway.app import build_app
 from gateway.config import parse_config
 from tests.conftest import ADMIN_KEY
 from tests.fakes.cohere import FakeCohere
-from tests.support.keys import Replicas, call, replicas_config, rerank
-from tests.support.paths import ROOT
+from tests.support.keys import Replicas, call, cli, replicas_config, rerank
 from tests.support.servers import ServerLoop
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "keys", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def answer(out: subprocess.CompletedProcess[str]) -> Any:

@@ -8,19 +8,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from tests.conftest import TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.support.processes import GatewayProcess
+from tests.support.processes import GatewayProcess, write_config
 from tests.support.servers import ServerLoop, free_port
 
 AUTH = {"Authorization": f"Bearer {TEAM_KEY}"}
 BODY = {"model": "rerank-v3.5", "query": "capital", "documents": ["Paris is a capital", "bananas"]}
-
-
-def write_config(path: Path, data: dict) -> None:
-    path.write_text(yaml.safe_dump(data))
 
 
 @pytest.fixture

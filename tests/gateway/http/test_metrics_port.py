@@ -15,9 +15,8 @@ from gateway.http.auth import hash_key
 from gateway.observe.metrics import MULTIPROC_ENV, Metrics
 from tests.conftest import ADMIN_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
-from tests.gateway.cli.test_server import write_config
 from tests.support.calls import post
-from tests.support.processes import GatewayProcess
+from tests.support.processes import GatewayProcess, write_config
 from tests.support.routing import ADMIN, get
 from tests.support.servers import ServerLoop, free_port
 

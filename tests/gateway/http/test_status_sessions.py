@@ -33,6 +33,7 @@ from tests.fakes.cohere import FakeCohere
 from tests.support.keys import Replicas, replicas_config, start_replicas
 from tests.support.processes import GatewayProcess
 from tests.support.servers import ServerLoop, free_port
+from tests.support.status import page, sign_in, sign_out, signed_in, token_of
 
 NOW = 1_800_000_000.0
 
@@ -57,52 +58,6 @@ def replicas(
         return start_replicas(servers, data, session_prefix, redis_client, count, clock)
 
     return start
-
-
-async def sign_in(
-    url: str, key: str = ADMIN_KEY, source: str | None = None, **headers: str
-) -> tuple[int, Any, str]:
-    """POST the sign-in form (from `source`, a local address): status, headers, page."""
-    connector = aiohttp.TCPConnector(local_addr=(source, 0)) if source else None
-    async with (
-        aiohttp.ClientSession(connector=connector) as client,
-        client.post(
-            url + "/admin/login", data={"key": key}, headers=headers, allow_redirects=False
-        ) as resp,
-    ):
-        return resp.status, resp.headers, await resp.text()
-
-
-def token_of(headers: Any) -> str:
-    return SimpleCookie(headers["Set-Cookie"])[status.COOKIE].value
-
-
-async def page(url: str, token: str, path: str = "/admin/status") -> str:
-    """The page a browser holding the session cookie gets (a new connection each time)."""
-    async with (
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as client,
-        client.get(url + path, headers={"Cookie": f"{status.COOKIE}={token}"}) as resp,
-    ):
-        return await resp.text()
-
-
-def signed_in(text: str) -> bool:
-    if 'id="deployments"' in text:
-        return True
-    assert 'action="/admin/login"' in text, text[:300]
-    return False
-
-
-async def sign_out(url: str, token: str) -> int:
-    async with (
-        aiohttp.ClientSession() as client,
-        client.post(
-            url + "/admin/logout",
-            headers={"Cookie": f"{status.COOKIE}={token}"},
-            allow_redirects=False,
-        ) as resp,
-    ):
-        return resp.status
 
 
 async def test_the_cookie_is_a_random_session_token_with_safe_attributes(

@@ -19,8 +19,7 @@ import yaml
 
 from tests.conftest import REDIS_URL, gateway_config
 from tests.fakes.cohere import FakeCohere
-from tests.gateway.state.test_depth_http import advice, row, send
-from tests.support.depth_traces import grade
+from tests.support.depth_traces import advice, grade, row, send
 from tests.support.paths import ROOT
 from tests.support.processes import GatewayProcess, gateway_processes
 from tests.support.servers import ServerLoop, free_port

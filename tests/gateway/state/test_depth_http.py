@@ -10,16 +10,13 @@ from typing import Any
 import structlog
 
 from gateway.http.auth import hash_key
-from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config
+from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere, Faults
 from tests.gateway.http.test_openapi import validator
-from tests.support.calls import post
-from tests.support.depth_traces import grade, graded, positions
-from tests.support.routing import get, metric, start
+from tests.support.depth_traces import MODEL, advice, grade, graded, positions, rerank, row, send
+from tests.support.routing import ADMIN, get, metric, start
 from tests.support.servers import ServerLoop
 
-MODEL = "rerank-v3.5"
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 MANAGER_KEY = "ads-manager-key"
 
 
@@ -35,38 +32,6 @@ def depth_gateway(
     if search:
         data["teams"]["search"]["depth"] = search
     return start(servers, data), fake
-
-
-async def rerank(
-    url: str, documents: list[str], key: str = TEAM_KEY, top_n: int | None = 10, **extra: Any
-) -> tuple[int, dict[str, str], dict[str, Any]]:
-    body: dict[str, Any] = {"model": MODEL, "query": "q", "documents": documents, **extra}
-    if top_n is not None:
-        body["top_n"] = top_n
-    return await post(url, body, key)
-
-
-async def send(
-    url: str, rng: random.Random, count: int, documents: int, within: int, **kw: Any
-) -> list[list[str]]:
-    """`count` requests of lists whose top 10 sit in their first `within`; the lists."""
-    sent = []
-    for i in range(count):
-        texts = graded(rng, documents, within, 10, tag=f"r{rng.random()}-{i}")
-        status, _, body = await rerank(url, texts, **kw)
-        assert status == 200, body
-        sent.append(texts)
-    return sent
-
-
-async def advice(url: str, headers: dict[str, str] = ADMIN, query: str = "") -> dict[str, Any]:
-    status, body = await get(url, "/admin/depth" + query, headers)
-    assert status == 200, body
-    return body
-
-
-def row(report: dict[str, Any], team: str) -> dict[str, Any]:
-    return next(r for r in report["rows"] if r["team"] == team and r["model"] == MODEL)
 
 
 async def test_advice_from_live_traffic_cache_hits_included(servers: ServerLoop) -> None:

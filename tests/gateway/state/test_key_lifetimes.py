@@ -17,8 +17,7 @@ import yaml
 
 from policies.access.api_keys import MAX_LIFETIME_S, digest_of
 from tests.fakes.clock import FakeClock
-from tests.gateway.cli.test_keys import cli
-from tests.support.keys import Replicas, call, rerank
+from tests.support.keys import Replicas, call, cli, rerank
 
 NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
 

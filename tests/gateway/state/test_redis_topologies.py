@@ -33,7 +33,6 @@ from gateway.state import redis_client
 from gateway.state.score_cache import build_store
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, gateway_config, spend_in_redis
 from tests.fakes.cohere import FakeCohere, Faults
-from tests.gateway.http.test_status_sessions import page, sign_in, sign_out, signed_in, token_of
 from tests.gateway.state.test_replica_budgets import LARGE, SMALL
 from tests.support.calls import post
 from tests.support.governance import get
@@ -41,6 +40,7 @@ from tests.support.keys import call, rerank
 from tests.support.processes import gateway_processes
 from tests.support.redis_topologies import OwnCluster, OwnSentinel
 from tests.support.servers import ServerLoop
+from tests.support.status import page, sign_in, sign_out, signed_in, token_of
 
 UNIT_MICROS = 2_000  # rerank-v3.5 at $2.00 per 1,000 search units
 
