@@ -18,7 +18,16 @@ from gateway.observe.logs import ThrottledWarning
 from gateway.observe.metrics import Metrics
 from gateway.state import redis_client
 from gateway.state.catalog import Catalog
-from policies.cache import MemoryStore, RedisStore, ScoreStore, TieredStore
+from policies.cache import (
+    Address,
+    MemoryStore,
+    RedisStore,
+    RespConnection,
+    RespStore,
+    ScoreStore,
+    TieredStore,
+)
+from policies.cache.resp import SCHEMES as RESP_SCHEMES
 from policies.model_version import versions
 
 _LOG_INTERVAL_S = 30.0
@@ -117,16 +126,29 @@ def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
         return MemoryStore(cache.max_entries, cache.max_bytes)
     # cache.redis_url: the cache's own Redis (it may evict); else the state Redis.
     state = StateConfig(redis_url=cache.redis_url) if cache.redis_url else config.state
-    # No retries: a failed call is a miss, and retrying would only add latency.
-    client = redis_client.connect(state, timeout_s=cache.redis_timeout_s)
-    assert client is not None  # the config's cross-check requires a Redis URL
-    shared = RedisStore(
-        client,
-        key_prefix=cache.key_prefix,
-        timeout_s=cache.redis_timeout_s,
-        backoff_s=cache.redis_backoff_s,
-        on_error=ErrorReporter(metrics),
-    )
+    where = redis_client.target(state)
+    assert where is not None and state.redis_url  # the config's cross-check requires one
+    shared: RedisStore
+    if where.mode == "single" and state.redis_url.split(":", 1)[0] in RESP_SCHEMES:
+        # One server: the lean store (one pipelined connection, replies decoded in C).
+        shared = RespStore(
+            RespConnection(Address.from_url(state.redis_url), cache.redis_timeout_s),
+            key_prefix=cache.key_prefix,
+            timeout_s=cache.redis_timeout_s,
+            backoff_s=cache.redis_backoff_s,
+            on_error=ErrorReporter(metrics),
+        )
+    else:  # Sentinel, Cluster, TLS: redis-py
+        # No retries: a failed call is a miss, and retrying would only add latency.
+        client = redis_client.connect(state, timeout_s=cache.redis_timeout_s)
+        assert client is not None
+        shared = RedisStore(
+            client,
+            key_prefix=cache.key_prefix,
+            timeout_s=cache.redis_timeout_s,
+            backoff_s=cache.redis_backoff_s,
+            on_error=ErrorReporter(metrics),
+        )
     if cache.backend == "redis":
         return shared
     return TieredStore(MemoryStore(cache.max_entries, cache.max_bytes), shared)

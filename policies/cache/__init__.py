@@ -7,14 +7,18 @@ and write them. Only digests and packed floats are stored, never query or docume
 from policies.cache.keys import KeySpace
 from policies.cache.memory import MemoryStore
 from policies.cache.redis_store import RedisStore
+from policies.cache.resp import Address, RespConnection, RespStore
 from policies.cache.store import ErrorHook, ScoreStore, SharedStore
 from policies.cache.tiered import TieredStore
 
 __all__ = [
+    "Address",
     "ErrorHook",
     "KeySpace",
     "MemoryStore",
     "RedisStore",
+    "RespConnection",
+    "RespStore",
     "ScoreStore",
     "SharedStore",
     "TieredStore",
