@@ -30,6 +30,7 @@ from gateway.state.budget_rebuild import BudgetRebuilder
 from gateway.state.catalog import Catalog
 from gateway.state.overfetch import Overfetch
 from gateway.state.usage import UsageRecorder
+from gateway.state.usage_batch import GroupCommit
 from gateway.state.usage_ledger import UsageLedger
 from gateway.state.usage_reports import UsageReports
 from policies.money.limits import LimitPolicy
@@ -144,5 +145,7 @@ def _stores(
         raise ValueError("limits.limits_backend is redis but no Redis client was given")
     prefix = config.limits.redis_prefix
     # Records that fail during an outage or a Sentinel failover are written later.
-    usage = BufferedUsageStore(RedisUsageStore(redis, prefix, config.limits.usage_retention_days))
+    usage = GroupCommit(
+        BufferedUsageStore(RedisUsageStore(redis, prefix, config.limits.usage_retention_days))
+    )
     return RedisQuotaStore(redis, prefix), usage
