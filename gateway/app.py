@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, build_layers
+from gateway.chain.order import LAYERS, SHADOW_ENTRY, ChainParts, Entries, build_layers
 from gateway.chain.shadow import ShadowRunner, book_for, shadow_quotas
 from gateway.config import Config
 from gateway.errors import Scrubber
@@ -129,6 +129,7 @@ def build_gateway(
         depth,
         shadow,
         tracing,
+        Entries(layers),
     )
     return Gateway(
         config,

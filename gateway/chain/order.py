@@ -24,6 +24,11 @@ Why each layer sits where it does:
 `build_layers` folds `LAYERS` around dispatch; the app's wiring takes the outermost layer
 as the pipeline's scorer and `SHADOW_ENTRY` as shadow scoring's, and nothing else knows
 the order.
+
+`Entries` says where a request's job enters: a job that names no alias (so no tier to
+race or downgrade to) of a (team, model) whose fallback is `error` enters at the cache,
+below three layers that could only pass it on. Decided once per (team, model) and kept,
+so a request pays one dictionary lookup instead of three layers' checks.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from gateway.chain.cache import CacheLayer
 from gateway.chain.coalesce import Fleet
 from gateway.chain.dispatch import Dispatch
 from gateway.chain.downgrade import DowngradeLayer
-from gateway.chain.fallback import Fallback
-from gateway.chain.job import Scorer
+from gateway.chain.fallback import ERROR, Fallback
+from gateway.chain.job import Facts, Scorer
 from gateway.chain.tier_race import TierRace
 from gateway.errors import SCRUB_PATTERNS, Scrubber
 from gateway.observe.metrics import Metrics
@@ -112,3 +117,36 @@ def build_layers(parts: ChainParts) -> dict[str, Scorer]:
         scorer = layer.build(scorer, parts)
         built[layer.name] = scorer
     return built
+
+
+# Where a job that no layer above it can act on enters (see `Entries`).
+DIRECT_ENTRY = "cache"
+
+
+class Entries:
+    """Where each job enters the chain built by `build_layers` (see the module's text).
+
+    What each skipped layer would have done with such a job, so skipping it changes
+    nothing: the fallback answers only when its mode (the team's, else the model's) is
+    not `error`, and that mode is read from the fallback layer itself; the tier race acts
+    only on a job with a tier backup; the downgrade only on a job that names an alias
+    (the team account raises its signal for those only)."""
+
+    def __init__(self, built: dict[str, Scorer]) -> None:
+        self.full = built[LAYERS[0].name]
+        self.direct = built[DIRECT_ENTRY]
+        fallback = built["fallback"]
+        assert isinstance(fallback, Fallback)
+        self._fallback = fallback
+        self._by_pair: dict[tuple[str, str], Scorer] = {}
+
+    def scorer(self, facts: Facts) -> Scorer:
+        if facts.alias is not None or facts.backup is not None:
+            return self.full  # a tier race or a downgrade may act on it
+        pair = (facts.team, facts.model)
+        found = self._by_pair.get(pair)
+        if found is None:  # once per (team, model): teams and models are few
+            fallback = self._fallback
+            mode = fallback.team_modes.get(facts.team) or fallback.modes.get(facts.model, ERROR)
+            found = self._by_pair[pair] = self.full if mode != ERROR else self.direct
+        return found

@@ -37,9 +37,9 @@ an aiohttp upgrade that changes one fails there, by name):
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +87,18 @@ def request_id(request: web.Request) -> str:
     """The id of this request (assigned by `middleware`; a fresh one outside it)."""
     found = request.get(REQUEST_ID)
     if found is None:
-        found = request[REQUEST_ID] = caller_request_id(request) or str(uuid.uuid4())
+        found = request[REQUEST_ID] = caller_request_id(request) or new_uuid()
     return found
+
+
+def new_uuid() -> str:
+    """A random (version 4) UUID as text, as `str(uuid.uuid4())` writes it, for half its
+    cost (no UUID object). Fresh random bytes each call: nothing shared with a fork."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _body_timeout(limit_s: float) -> ApiError:
@@ -394,7 +404,7 @@ class _EdgeHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         rid = caller_request_id(request) if request.headers else None
-        rid = rid or str(uuid.uuid4())
+        rid = rid or new_uuid()
         response = answer(_protocol_error(status, exc), rid).response  # and its log record
         if request.writer.output_size > 0:  # as aiohttp: the response was already begun
             raise ConnectionError("the response was already sent; cannot send an error")

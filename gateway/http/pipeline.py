@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.chain.fallback import degraded
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
+from gateway.chain.order import Entries
 from gateway.chain.shadow import ShadowRunner
 from gateway.config import Config
 from gateway.errors import ApiError, bad_request, client_gone, spans_unsupported
@@ -72,11 +73,13 @@ class Pipeline:
         depth: DepthBook,
         shadow: ShadowRunner | None = None,
         tracing: Tracing | None = None,
+        entries: Entries | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
         self.auth = auth
-        self.scorer = scorer
+        self.scorer = scorer  # the whole chain
+        self.entries = entries  # where each job enters it (None: always at the top)
         self.metrics = metrics
         self.deployments = deployments
         self.overfetch = overfetch
@@ -219,7 +222,8 @@ class Pipeline:
             priority=parsed.priority,
             spans=parsed.relevant_spans,
         )
-        scored = await self.scorer.score(job)
+        scorer = self.entries.scorer(facts) if self.entries is not None else self.scorer
+        scored = await scorer.score(job)
         scores, order = complete(scored.scores, len(parsed.texts))
         if not degraded(job.report):  # a fallback's order is not the model's verdict
             self.depth.record(
