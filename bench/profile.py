@@ -30,6 +30,7 @@ import uvloop
 from bench.__main__ import (
     KEY,
     REDIS_URL,
+    ROOT,
     MissBodies,
     PartialBodies,
     free_port,
@@ -135,6 +136,7 @@ def main() -> int:
         metavar="PATH",
         help="sample with this py-spy binary instead of cProfile (no slow-down of Python calls)",
     )
+    parser.add_argument("--checkout", help="with --py-spy: the gateway of this source tree")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -149,7 +151,12 @@ def main() -> int:
     upstream = start([sys.executable, "-m", "bench.upstream", str(up_port)])
     if args.py_spy:
         serve = [sys.executable, "-m", "gateway", "serve", "--config", f.name]
-        gateway = start([*serve, "--port", str(gw_port)])
+        gateway = subprocess.Popen(
+            [*serve, "--port", str(gw_port)],
+            cwd=args.checkout or ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     else:
         gateway = start(
             [sys.executable, "-m", "bench.profile", "--child", f.name, str(gw_port), out]
