@@ -87,6 +87,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="bench.versus")
     parser.add_argument("--litellm", help="the `litellm` command of LiteLLM's own venv")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--checkout", help="run the gateway of this source tree (another build)")
     args = parser.parse_args()
     litellm = args.litellm or shutil.which("litellm")
     up_port, gw_port, ll_port = free_port(), free_port(), free_port()
@@ -96,8 +97,11 @@ def main() -> int:
     configs.append(f.name)
     procs = {
         "direct": start([sys.executable, "-m", "bench.upstream", str(up_port)]),
-        "gateway": start(
-            [sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", str(gw_port)]
+        "gateway": subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", str(gw_port)],
+            cwd=args.checkout or ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         ),
     }
     urls = {
