@@ -10,19 +10,16 @@ Bedrock reports no usage, so `search_units` is None and the gateway estimates it
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import orjson
 import yarl
 
+from providers.extra_options import BedrockOptions
 from providers.http import (
     HttpResponse,
     HttpTransport,
-    UpstreamOptions,
-    check_http_url,
     load_json,
     scores_from_ranks,
     status_error,
@@ -30,7 +27,6 @@ from providers.http import (
 from providers.sigv4 import AwsSigner
 from providers.types import AUTH, ProviderError, UpstreamCall, UpstreamResult
 
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 # Error codes (x-amzn-ErrorType) whose status alone says the wrong thing.
 _AUTH_CODES = frozenset(
     {
@@ -46,29 +42,6 @@ _AUTH_CODES = frozenset(
 _RETRYABLE_CODES = frozenset(
     {"ServiceQuotaExceededException", "ModelErrorException", "DependencyFailedException"}
 )
-
-
-@dataclass
-class BedrockOptions(UpstreamOptions):
-    region: str
-    api: Literal["invoke", "rerank"] = "invoke"
-    endpoint_url: str | None = None  # VPC endpoint or a fake; default from api and region
-    profile: str | None = None  # AWS shared-config profile; default: the standard chain
-    api_key: str | None = None  # Bedrock API key, sent as Bearer instead of SigV4 (invoke)
-    forward_max_tokens_per_doc: bool = False
-    type: Literal["bedrock"] = "bedrock"  # the config's `type` key: selects this options class
-
-    def __post_init__(self) -> None:
-        if not _REGION.match(self.region):
-            raise ValueError(f"region must be an AWS region like us-east-1 (got {self.region!r})")
-        check_http_url("endpoint_url", self.endpoint_url)
-        if self.api_key is not None and self.api == "rerank":
-            raise ValueError(
-                "api_key (a Bedrock API key) works with api: invoke only; "
-                "the Rerank API needs SigV4 credentials"
-            )
-        if self.api_key is not None and self.profile is not None:
-            raise ValueError("give either api_key or profile, not both")
 
 
 class BedrockProvider:

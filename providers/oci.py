@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import oci
 import orjson
 
 from providers.credentials import LazyCredential
+from providers.extra_options import OciOptions
 from providers.http import (
     HttpResponse,
     HttpTransport,
-    UpstreamOptions,
-    check_http_url,
     load_json,
     scores_from_ranks,
     status_error,
@@ -31,64 +29,12 @@ from providers.http import (
 from providers.types import AUTH, ProviderError, UpstreamCall, UpstreamResult
 
 API_PATH = "/20231130/actions/rerankText"
-_ENDPOINT_TEMPLATE = "https://inference.generativeai.{region}.oci.{secondLevelDomain}"
 _DEDICATED_PREFIX = "ocid1.generativeaiendpoint."
 # 404 NotAuthorizedOrNotFound is how OCI answers a missing IAM policy: our configuration.
 _AUTH_CODES = frozenset({"NotAuthenticated", "NotAuthorizedOrNotFound"})
 # Tenancy limits and quotas are not the caller's fault: try another deployment.
 _RETRYABLE_CODES = frozenset({"LimitExceeded", "QuotaExceeded"})
 
-Auth = Literal["config_file", "api_key", "instance_principal", "resource_principal"]
-
-
-@dataclass
-class OciOptions(UpstreamOptions):
-    compartment_id: str
-    region: str | None = None
-    endpoint_url: str | None = None  # default: the Generative AI inference host of region
-    auth: Auth = "config_file"
-    config_file: str = "~/.oci/config"
-    profile: str = "DEFAULT"
-    # auth: api_key
-    tenancy: str | None = None
-    user: str | None = None
-    fingerprint: str | None = None
-    private_key: str | None = None  # PEM content
-    private_key_file: str | None = None
-    pass_phrase: str | None = None
-    serving_mode: Literal["on_demand", "dedicated"] = "on_demand"
-    endpoint_id: str | None = None  # for serving_mode: dedicated
-    type: Literal["oci"] = "oci"  # the config's `type` key: selects this options class
-
-    def __post_init__(self) -> None:
-        check_http_url("endpoint_url", self.endpoint_url)
-        if self.region is None and self.endpoint_url is None:
-            raise ValueError("needs a region (e.g. us-chicago-1) or an endpoint_url")
-        if not self.compartment_id.startswith("ocid1."):
-            raise ValueError(f"compartment_id must be an OCID (got {self.compartment_id!r})")
-        if self.serving_mode == "dedicated" and not self.endpoint_id:
-            raise ValueError(
-                "serving_mode: dedicated needs endpoint_id (ocid1.generativeaiendpoint...)"
-            )
-        if self.auth == "api_key":
-            missing = [k for k in ("tenancy", "user", "fingerprint") if not getattr(self, k)]
-            if missing:
-                raise ValueError(f"auth: api_key needs {', '.join(missing)}")
-            if (self.private_key is None) == (self.private_key_file is None):
-                raise ValueError(
-                    "auth: api_key needs exactly one of private_key (PEM) or private_key_file"
-                )
-
-    def endpoint(self) -> str:
-        if self.endpoint_url is not None:
-            return self.endpoint_url.rstrip("/")
-        url: str = oci.regions.endpoint_for(
-            "generative_ai_inference",
-            self.region,
-            service_endpoint_template=_ENDPOINT_TEMPLATE,
-            endpoint_service_name="generativeai",
-        )
-        return url
 
 
 class _Signable:

@@ -25,13 +25,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
 
 import numpy as np
 import onnxruntime as ort
-from annotated_types import Ge, Interval
 from tokenizers import Tokenizer
 
+from providers.extra_options import OnnxOptions
 from providers.nim import sigmoid
 from providers.types import (
     LOGIT,
@@ -47,33 +46,6 @@ from providers.types import (
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
 KNOWN_INPUTS = frozenset({*REQUIRED_INPUTS, "token_type_ids"})
 PAD_TOKENS = ("[PAD]", "<pad>")
-
-
-@dataclass
-class OnnxOptions:
-    model_dir: str
-    model_file: str = "model.onnx"  # inside model_dir (e.g. onnx/model_quint8_avx2.onnx)
-    tokenizer_file: str = "tokenizer.json"  # inside model_dir
-    max_length: Annotated[int, Interval(ge=8, le=8192)] = 512  # tokens per (query, document)
-    batch_size: Annotated[int, Ge(1)] = 16  # pairs per model run
-    workers: Annotated[int, Interval(ge=1, le=64)] = 1  # model runs at once
-    intra_op_threads: Annotated[int, Interval(ge=1, le=64)] = 1  # cores one run may use
-    score: Literal["sigmoid", "logit"] = "sigmoid"
-    type: Literal["onnx"] = "onnx"  # the config's `type` key: selects this options class
-
-    def __post_init__(self) -> None:
-        # Read when the config is read, so check-config names a missing file at once; the
-        # model itself is only loaded (and judged) at start.
-        directory = Path(self.model_dir)
-        if not directory.is_dir():
-            raise ValueError(f"model_dir {self.model_dir!r} is not a directory")
-        for option in ("model_file", "tokenizer_file"):
-            path = directory / getattr(self, option)
-            if not path.is_file():
-                raise ValueError(
-                    f"{option}: {str(path)!r} does not exist (export a cross-encoder with "
-                    "optimum-cli export onnx --task text-classification; see docs/providers.md)"
-                )
 
 
 @dataclass(frozen=True)

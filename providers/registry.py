@@ -5,18 +5,24 @@ its options dataclass: the gateway's config loader reads each `providers.<name>`
 the options dataclass whose `type` it names (a union discriminated on `type`).
 
 The types whose SDK is an optional extra (`rerank-gateway[bedrock]`, `[oci]`, `[vertex]`,
-`[onnx]`) are
-imported on first use, so a gateway without them installs and starts light; naming such a
-type without its extra raises `MissingExtra`, which the config loader reports as a problem.
+`[onnx]`) are imported on first use, so a gateway without them installs and starts light;
+naming such a type without its extra raises `MissingExtra`, which the config loader
+reports as a problem. Their options classes are light (`providers.extra_options`): the
+config's schema needs them, but only building a provider of such a type imports its
+module and SDK, so a process serving none of them never loads one (~80 MB of memory).
+Whether an SDK is installed is asked of the import system (`find_spec`), not by
+importing it.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from providers import extra_options
 from providers.azure import AzureOptions, AzureProvider
 from providers.azure_semantic import AzureSemanticOptions, AzureSemanticProvider
 from providers.cohere import CohereOptions, CohereProvider
@@ -44,13 +50,51 @@ class MissingExtra(Exception):
     """A provider type's SDK is not installed; the message names the extra to install."""
 
 
-# type name -> (module, options class, provider class, extra that installs its SDK)
-_LAZY: dict[str, tuple[str, str, str, str]] = {
-    "bedrock": ("providers.bedrock", "BedrockOptions", "BedrockProvider", "bedrock"),
-    "oci": ("providers.oci", "OciOptions", "OciProvider", "oci"),
-    "vertex": ("providers.vertex", "VertexOptions", "VertexProvider", "vertex"),
-    "onnx": ("providers.onnx", "OnnxOptions", "OnnxProvider", "onnx"),
-}
+# type name -> (module, options class, provider class, extra that installs its SDK, the
+# modules that extra installs, in the order the provider's module imports them)
+_LAZY: dict[str, tuple[str, str, str, str, tuple[str, ...]]] = {
+    "bedrock": ("providers.bedrock", "BedrockOptions", "BedrockProvider", "bedrock", ("botocore",)),
+    "oci": ("providers.oci", "OciOptions", "OciProvider", "oci", ("oci",)),
+    "vertex": ("providers.vertex", "VertexOptions", "VertexProvider", "vertex", ("cryptography",)),
+    "onnx": (
+        "providers.onnx", "OnnxOptions", "OnnxProvider", "onnx",
+        ("numpy", "onnxruntime", "tokenizers"),
+    ),
+}  # fmt: skip
+
+
+def _missing(modules: tuple[str, ...]) -> str | None:
+    """The first of `modules` that is not installed, or None."""
+    for name in modules:
+        try:
+            if importlib.util.find_spec(name) is None:
+                return name
+        except (ImportError, ValueError):  # a parent package missing, or a broken entry
+            return name
+    return None
+
+
+def _lazy_build(
+    type_name: str, module_name: str, provider: str, extra: str
+) -> Callable[[str, Any], Provider]:
+    """Builds a provider of a lazy type, importing its module (and SDK) the first time."""
+
+    def build(name: str, options: Any) -> Provider:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise MissingExtra(_missing_text(type_name, exc.name or "a module", extra)) from exc
+        cls: Callable[[str, Any], Provider] = getattr(module, provider)
+        return cls(name, options)
+
+    return build
+
+
+def _missing_text(type_name: str, module: str, extra: str) -> str:
+    return (
+        f"provider type {type_name} needs its SDK ({module} is not "
+        f"installed): pip install 'rerank-gateway[{extra}]' (or [all])"
+    )
 
 
 class _Types(MutableMapping[str, ProviderType]):
@@ -64,15 +108,13 @@ class _Types(MutableMapping[str, ProviderType]):
 
     def __getitem__(self, name: str) -> ProviderType:
         if name not in self._loaded and name in _LAZY:
-            module_name, options, provider, extra = _LAZY[name]
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise MissingExtra(
-                    f"provider type {name} needs its SDK ({exc.name or 'a module'} is not "
-                    f"installed): pip install 'rerank-gateway[{extra}]' (or [all])"
-                ) from exc
-            self._loaded[name] = ProviderType(getattr(module, options), getattr(module, provider))
+            module_name, options, provider, extra, sdk = _LAZY[name]
+            missing = _missing(sdk)
+            if missing is not None:
+                raise MissingExtra(_missing_text(name, missing, extra))
+            self._loaded[name] = ProviderType(
+                getattr(extra_options, options), _lazy_build(name, module_name, provider, extra)
+            )
         return self._loaded[name]
 
     def __setitem__(self, name: str, value: ProviderType) -> None:

@@ -20,22 +20,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-from urllib.parse import quote
+from typing import Any
 
 import msgspec
 import orjson
-from annotated_types import Ge
 
 from providers.answers import align, decode
 from providers.credentials import LazyCredential
+from providers.extra_options import VertexOptions
 from providers.google_auth import ServiceAccount, load_service_account, signed_grant
 from providers.http import (
     HttpResponse,
-    UpstreamOptions,
-    check_endpoint,
-    check_http_url,
     malformed,
     status_error,
 )
@@ -44,42 +39,6 @@ from providers.rerank_http import RerankHttpProvider
 from providers.types import CALIBRATED, ProviderError, UpstreamCall, UpstreamResult
 
 RECORDS_PER_QUERY = 100  # what one billed query covers (UNVERIFIED)
-
-
-@dataclass
-class VertexOptions(UpstreamOptions):
-    project: str
-    location: str = "global"  # others are UNVERIFIED
-    ranking_config: str = "default_ranking_config"
-    credentials_file: str | None = None  # service-account key; else GOOGLE_APPLICATION_CREDENTIALS
-    credentials_json: str | None = None  # the key's content, e.g. "${GOOGLE_SA_KEY_JSON}"
-    token_url: str | None = None  # default: the key's token_uri
-    quota_project: str | None = None  # sent as X-Goog-User-Project when set
-    base_url: str = "https://discoveryengine.googleapis.com"
-    api_version: Literal["v1", "v1beta", "v1alpha"] = "v1"
-    max_batch_size: Annotated[int, Ge(1)] = 200  # records per request
-    type: Literal["vertex"] = "vertex"  # the config's `type` key: selects this options class
-
-    def __post_init__(self) -> None:
-        check_endpoint(self.base_url, None)
-        check_http_url("token_url", self.token_url)
-        for name in ("project", "location", "ranking_config"):
-            value = getattr(self, name)
-            if not value or "/" in value:
-                raise ValueError(f"{name} must be a non-empty name without '/' (got {value!r})")
-        if self.credentials_file and self.credentials_json:
-            raise ValueError("set credentials_file or credentials_json, not both")
-
-    @property
-    def path(self) -> str:
-        return (
-            f"/{self.api_version}/projects/{quote(self.project)}/locations/"
-            f"{quote(self.location)}/rankingConfigs/{quote(self.ranking_config)}:rank"
-        )
-
-    @property
-    def api_key(self) -> None:  # OAuth only: HttpProvider sends no static key
-        return None
 
 
 class _Record(msgspec.Struct):
