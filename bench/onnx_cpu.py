@@ -3,7 +3,7 @@
 No model weights can be downloaded here, so three graphs are built on the spot and run
 through the provider's real code (tokenizer, batching, onnxruntime):
 
-- `tiny`: the test model (tests/onnx_model.py): a token-weight sum, no transformer; what
+- `tiny`: the test model (tests/support/onnx_model.py): a token-weight sum, no transformer; what
   the provider's own overhead costs (tokenizing, padding, the thread hop);
 - `minilm-l6-shaped`: a BERT encoder with ms-marco-MiniLM-L-6-v2's shape (6 layers,
   hidden 384, 12 heads, FFN 1536) and random weights: the same arithmetic per token;

@@ -32,6 +32,7 @@ import httptools
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024  # the body, both as received and once decoded
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers (any 1xx answers before them included)
 MAX_HEADERS = 100  # header lines of one answer, 1xx answers and trailers included
+HEAD_SLICE_BYTES = 16 * 1024  # a head is parsed this much at a time (MAX_HEAD_BYTES checks)
 MAX_FRAMING_BYTES = 1024 * 1024  # chunk-size lines, chunk extensions and trailers
 DNS_TTL_S = 300.0  # how long looked-up addresses are reused (aiohttp's connector: the same)
 HAPPY_EYEBALLS_DELAY_S = 0.25  # RFC 8305's suggestion, and aiohttp's
@@ -135,6 +136,17 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self._received = True
+        # A large read of a head that has not ended is parsed in slices, so its byte bound
+        # is checked as often as for small reads: one read of 100 KB of header lines
+        # would otherwise meet the header count's bound first, or not, by how reads fall.
+        while not self._headers_done and len(data) > HEAD_SLICE_BYTES:
+            self._feed(data[:HEAD_SLICE_BYTES])
+            if self.transport is None:  # failed (or closed) on the way
+                return
+            data = data[HEAD_SLICE_BYTES:]
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         self._wire += len(data)
         try:
             self._parser.feed_data(data)

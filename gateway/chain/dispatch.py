@@ -1,6 +1,6 @@
 """Dispatch, the innermost scorer: call the model's deployments through the failover policy.
 
-The policy (`policies.failover`) decides order, retries, hedges and breakers; this
+The policy (`policies.routing.failover`) decides order, retries, hedges and breakers; this
 module builds the upstream call, records per-call metrics, and turns a failure into
 what the caller sees: the caller's own mistake as such, anything else as
 `UpstreamUnavailable` (which a model's `fallback` may answer instead).

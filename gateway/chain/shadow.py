@@ -1,6 +1,6 @@
 """Shadow scoring of tiered aliases: for a sample of the requests one tier served, score
 the same query and documents by the other tier in the background, and compare the two
-rankings (`policies.shadow`), so the price of a downgrade is measured, not guessed.
+rankings (`policies.quality.shadow`), so the price of a downgrade is measured, not guessed.
 
 A hook the pipeline calls after the answer, not a layer of the chain. A layer hands its
 result to the layer outside it, so work it does after `inner.score` either delays the

@@ -129,9 +129,9 @@ def _figure(name: str) -> Any:
     return Annotated[float if name.endswith("_usd") else int, Field(ge=0)]
 
 
-# The figures are policies.usage's, named as a report names them.
+# The figures are policies.money.usage's, named as a report names them.
 UsageTotals = with_config(ConfigDict(extra="forbid"))(
-    TypedDict(  # type: ignore[misc, operator]  # built from policies.usage's names
+    TypedDict(  # type: ignore[misc, operator]  # built from policies.money.usage's names
         "UsageTotals", {name: _figure(name) for name in REPORT_FIGURES}, total=False
     )
 )

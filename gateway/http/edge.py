@@ -23,8 +23,8 @@ parser error's class and its fixed description, never the raw bytes (which can h
 Authorization header). What cannot change: aiohttp closes the connection after such an
 error, and a request it cannot parse at all has no headers, so no caller id.
 
-Private aiohttp API, used in this module only (tests/test_edge_aiohttp.py pins each, so
-an aiohttp upgrade that changes one fails there, by name):
+Private aiohttp API, used in this module only (tests/gateway/http/test_edge_aiohttp.py
+pins each, so an aiohttp upgrade that changes one fails there, by name):
 - `web.AppRunner._make_server` (overridden), `web.Server._kwargs` and `._loop`: connections
   are served by `_EdgeHandler` instead of aiohttp's `RequestHandler`;
 - `RequestHandler._parser` (from `BaseProtocol`): wrapped by `_Reading`, which sees every

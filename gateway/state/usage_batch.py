@@ -17,7 +17,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from policies.usage import Slot, UsageStore
+from policies.money.usage import Slot, UsageStore
 
 _Bucket = tuple[str, str, str, str]  # team, day, model, deployment
 

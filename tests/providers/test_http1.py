@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import gzip
 import ipaddress
+import socket
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from providers.http import HttpTransport
-from providers.http1 import MAX_HEADERS, MAX_RESPONSE_BYTES
+from providers.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_RESPONSE_BYTES, Connection, ResponseError
 from providers.types import CONNECT, MALFORMED, TIMEOUT, ProviderError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -525,6 +526,25 @@ async def test_an_endless_answer_fails_at_its_bound_not_at_the_deadline(
     error = await failure(client, url, timeout_s=30)
     assert (error.kind, error.retryable) == (MALFORMED, True)
     assert said in error.message
+
+
+async def test_a_head_over_its_byte_bound_fails_on_bytes_however_the_reads_fall() -> None:
+    # 1 KB header lines pass the head's 64 KiB at the 64th line, before the 100-header
+    # bound. Given in one read of 120 lines (as a fast sender's bytes may arrive), the
+    # byte bound still decides, as it does when the lines arrive one read at a time.
+    loop = asyncio.get_running_loop()
+    mine, theirs = socket.socketpair()
+    _, conn = await loop.connect_accepted_socket(lambda: Connection(loop), sock=mine)
+    line = b"X-Pad: " + b"a" * 1017 + b"\r\n"
+    head = b"HTTP/1.1 200 OK\r\n" + line * 120
+    assert len(line) * 64 > MAX_HEAD_BYTES and 120 > MAX_HEADERS
+    exchange = asyncio.ensure_future(conn.exchange(b"", b""))
+    await asyncio.sleep(0)
+    conn.data_received(head)
+    with pytest.raises(ResponseError, match=f"a response head larger than {MAX_HEAD_BYTES} bytes"):
+        await exchange
+    assert conn.transport is None
+    theirs.close()
 
 
 async def test_more_headers_than_the_bound_fail(serve, client: HttpTransport) -> None:

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from gateway.state.usage_batch import GroupCommit
-from policies.quota import StoreUnavailable
-from policies.redis_usage import RedisUsageStore
-from policies.usage import MemoryUsageStore, Slot
-from policies.usage_buffer import BufferedUsageStore
+from policies.money.quota import StoreUnavailable
+from policies.money.redis_usage import RedisUsageStore
+from policies.money.usage import MemoryUsageStore, Slot
+from policies.money.usage_buffer import BufferedUsageStore
 
 DAY = "2026-12-07"
 

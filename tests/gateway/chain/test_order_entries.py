@@ -17,10 +17,10 @@ from gateway.chain.order import Entries
 from gateway.config import parse_config
 from gateway.http.edge import new_uuid
 from gateway.observe.metrics import Metrics
-from policies.tier_choice import TierBackup
+from policies.routing.tier_choice import TierBackup
 from tests.fakes.cohere import FakeCohere
-from tests.governance.helpers import governed
-from tests.servers import free_port
+from tests.support.governance import governed
+from tests.support.servers import free_port
 
 PRO, FAST, ALIAS = "rerank-v4.0-pro", "rerank-v4.0-fast", "rerank-4"
 PLAIN, KEPT = "rerank-v3.5", "rerank-kept"

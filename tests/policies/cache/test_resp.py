@@ -21,7 +21,7 @@ from policies.cache import Address, KeySpace, RedisStore, RespConnection, RespSt
 from policies.cache.memory import MemoryStore
 from policies.cache.resp import decode, mget
 from tests.conftest import REDIS_URL
-from tests.servers import free_port
+from tests.support.servers import free_port
 
 
 class FakeClock:
