@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from providers.http import HttpTransport
-from providers.http1 import MAX_HEAD_BYTES, MAX_HEADERS, MAX_RESPONSE_BYTES, Connection, ResponseError
+from providers.http1 import (
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_RESPONSE_BYTES,
+    Connection,
+    ResponseError,
+)
 from providers.types import CONNECT, MALFORMED, TIMEOUT, ProviderError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -537,7 +543,7 @@ async def test_a_head_over_its_byte_bound_fails_on_bytes_however_the_reads_fall(
     _, conn = await loop.connect_accepted_socket(lambda: Connection(loop), sock=mine)
     line = b"X-Pad: " + b"a" * 1017 + b"\r\n"
     head = b"HTTP/1.1 200 OK\r\n" + line * 120
-    assert len(line) * 64 > MAX_HEAD_BYTES and 120 > MAX_HEADERS
+    assert len(line) * 64 > MAX_HEAD_BYTES and MAX_HEADERS < 120
     exchange = asyncio.ensure_future(conn.exchange(b"", b""))
     await asyncio.sleep(0)
     conn.data_received(head)
