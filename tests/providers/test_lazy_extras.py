@@ -14,8 +14,8 @@ import yaml
 from providers import bedrock, extra_options, oci, onnx, vertex
 from providers.registry import PROVIDER_TYPES, build_provider
 from tests.conftest import gateway_config
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 SDKS = ("oci", "botocore", "numpy", "onnxruntime", "tokenizers", "providers.google_auth")
 
 
