@@ -228,6 +228,17 @@ def row(name: str, concurrency: int, result: LoadResult) -> dict[str, float | in
 
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+
+# The cache section of each single-process row that bench.instructions and bench.profile
+# run (PREFIX: a fresh Redis key prefix per run).
+CACHES = {
+    "gateway": "cache: {backend: none}",
+    "hit-memory": "cache: {backend: memory}",
+    "miss-memory": "cache: {backend: memory}",
+    "partial": "cache: {backend: memory}",
+    "hit-redis": 'cache: {backend: redis, key_prefix: "PREFIX"}\n'
+    f'state: {{redis_url: "{REDIS_URL}"}}',
+}
 GROUPS = ("closed", "openloop", "burst")  # what `make bench` runs
 OPT_IN = ("soak", "ledger", "depth")  # long, or in process: only when asked for
 DELAY_MS = 150.0

@@ -38,8 +38,8 @@ from pathlib import Path
 import aiohttp
 
 from bench.__main__ import (
+    CACHES,
     KEY,
-    REDIS_URL,
     ROOT,
     MissBodies,
     PartialBodies,
@@ -49,15 +49,6 @@ from bench.__main__ import (
     start,
     wait_port,
 )
-
-CACHES = {
-    "gateway": "cache: {backend: none}",
-    "hit-memory": "cache: {backend: memory}",
-    "miss-memory": "cache: {backend: memory}",
-    "partial": "cache: {backend: memory}",
-    "hit-redis": 'cache: {backend: redis, key_prefix: "PREFIX"}\n'
-    f'state: {{redis_url: "{REDIS_URL}"}}',
-}
 
 
 async def send(url: str, bodies: Sequence[bytes], first: int, count: int, concurrency: int) -> int:

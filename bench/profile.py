@@ -28,8 +28,8 @@ from pathlib import Path
 import uvloop
 
 from bench.__main__ import (
+    CACHES,
     KEY,
-    REDIS_URL,
     ROOT,
     MissBodies,
     PartialBodies,
@@ -40,15 +40,6 @@ from bench.__main__ import (
     wait_port,
 )
 from bench.loadgen import run_load
-
-CACHES = {
-    "gateway": "cache: {backend: none}",
-    "hit-memory": "cache: {backend: memory}",
-    "miss-memory": "cache: {backend: memory}",
-    "partial": "cache: {backend: memory}",
-    "hit-redis": 'cache: {backend: redis, key_prefix: "PREFIX"}\n'
-    f'state: {{redis_url: "{REDIS_URL}"}}',
-}
 
 
 def _child(config: str, port: int, out: str) -> None:
