@@ -44,7 +44,7 @@ from bench.loadgen import run_load
 
 def _child(config: str, port: int, out: str) -> None:
     """Run in the profiled process: serve until SIGTERM, then write the profile."""
-    from gateway.server import run_worker
+    from gateway.cli.server import run_worker
 
     profiler = cProfile.Profile()
     profiler.enable()
