@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
 from itertools import repeat
 
 # What one entry costs in CPython (a 16-byte digest key, a (score, expiry) tuple and the
 # OrderedDict slot), measured with tracemalloc; `max_bytes` is converted with it.
 ENTRY_BYTES = 260
+
+
+def _drain(calls: Iterator[object]) -> None:
+    """Run a lazy `map` of calls to the end in C, keeping none of the results."""
+    deque(calls, maxlen=0)
 
 
 class MemoryStore:
@@ -56,14 +61,16 @@ class MemoryStore:
     def put_now(self, keys: Sequence[bytes], scores: Sequence[float], ttl_s: float) -> None:
         expires = self.clock() + ttl_s
         entries = self._entries
-        # Keys stored already move to the end (a new key is inserted last anyway); the
-        # usual batch has none, and the intersection and the update both run in C.
-        for key in entries.keys() & keys:
-            entries.move_to_end(key)
+        before = len(entries)
         entries.update(zip(keys, zip(scores, repeat(expires)), strict=True))
-        pop = entries.popitem
-        for _ in range(len(entries) - self.capacity):
-            pop(last=False)
+        if len(entries) - before < len(keys):
+            # Some keys were stored already (or repeat in the batch): the update left them
+            # where they were, so the batch moves to the end in its order. The usual batch
+            # is all new and pays only the length check.
+            _drain(map(entries.move_to_end, keys))
+        excess = len(entries) - self.capacity
+        if excess > 0:  # the least recently used go first, popped in C
+            _drain(map(entries.popitem, repeat(False, excess)))
 
     async def get_many(self, keys: Sequence[bytes], ttl_s: float) -> list[float | None]:
         return self.get_now(keys)

@@ -103,6 +103,26 @@ async def test_memory_evicts_least_recently_used() -> None:
     assert await store.get_many(k, 60) == [0.1, None, 0.3, 0.4]
 
 
+async def test_memory_a_key_stored_again_becomes_most_recent() -> None:
+    store = MemoryStore(max_entries=3)
+    k = keys_for("a", "b", "c", "d", "e")
+    await store.set_many(k[:3], [0.1, 0.2, 0.3], 60)
+    # "a" again, in a batch with a new key and a repeat: "a" becomes more recent than
+    # "b" and "c", keeping the last score given for it, and the oldest ("b") goes.
+    await store.set_many([k[0], k[3], k[0]], [0.5, 0.4, 0.6], 60)
+    assert len(store) == 3
+    await store.set_many([k[4]], [0.7], 60)  # "c" is now the least recent
+    assert await store.get_many(k, 60) == [0.6, None, None, 0.4, 0.7]
+
+
+async def test_memory_evicts_a_whole_batch_past_capacity() -> None:
+    store = MemoryStore(max_entries=2)
+    k = keys_for("a", "b", "c", "d", "e")
+    await store.set_many(k, [0.1, 0.2, 0.3, 0.4, 0.5], 60)
+    assert len(store) == 2
+    assert await store.get_many(k, 60) == [None, None, None, 0.4, 0.5]
+
+
 async def test_memory_entries_expire_after_their_ttl() -> None:
     clock = FakeClock()
     store = MemoryStore(max_entries=10, clock=clock)
