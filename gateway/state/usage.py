@@ -124,8 +124,8 @@ class UsageRecorder:
         if units <= 0 and tokens <= 0:
             return
         cost = self.prices.charge(model, None, Usage(units, tokens))
-        self.metrics.saved_search_units.labels(payer.team, model).inc(units)
-        self.metrics.saved_usd.labels(payer.team, model).inc(cost / MICROS_PER_USD)
+        child(self.metrics.saved_search_units, payer.team, model).inc(units)
+        child(self.metrics.saved_usd, payer.team, model).inc(cost / MICROS_PER_USD)
         event = UsageEvent(
             self.clock(),
             payer.team,
