@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,8 +84,10 @@ class Flight:
 
     keys: list[bytes]
     job: ScoreJob
-    # Resolves to the scores by key once they are known, or None when the call failed.
-    ready: asyncio.Future[dict[bytes, float] | None]
+    # Resolves to the scores (in the order of `keys`) once they are known, or None when
+    # the call failed. A list, not a map by key: only a request that joined needs that,
+    # and it builds its own (most flights are joined by nobody).
+    ready: asyncio.Future[Sequence[float] | None]
     task: asyncio.Task[Scored] = field(init=False)
     remote: bool = False  # another process fetched the scores (nothing sent from here)
     alone: bool = False  # never waits for another process's call (calls upstream itself)
@@ -150,10 +153,11 @@ class Flights:
             fetched.add(own, own.task.result(), job.report)
         retry: dict[bytes, str] = {}
         for flight, keys in joined.items():
-            scores = flight.ready.result()
-            if scores is None:
+            found = flight.ready.result()
+            if found is None:
                 retry.update((key, wanted[key]) for key in keys)
                 continue
+            scores = dict(zip(flight.keys, found, strict=True))
             fetched.scores.update((key, scores[key]) for key in keys)
             job.report.deployment = job.report.deployment or flight.job.report.deployment
         if retry:
@@ -194,7 +198,9 @@ class Flights:
             self._release(flight)  # followers see None and fetch for themselves
             raise
         if not flight.ready.done():
-            flight.ready.set_result(dict(zip(flight.keys, scored.scores, strict=True)))
+            if len(scored.scores) != len(flight.keys):  # checked as the map by key was
+                raise ValueError(f"{len(scored.scores)} scores for {len(flight.keys)} documents")
+            flight.ready.set_result(scored.scores)
         # Released only once written (by the done callback), so a request arriving
         # meanwhile joins the finished flight instead of missing the cache and sending again.
         if not flight.remote:  # scores fetched elsewhere are in the shared store already
@@ -233,9 +239,7 @@ class Flights:
         # Only this flight ever holds its registered keys, so they go without a check;
         # emptied at once, as a flight is released twice when it fails.
         registered, flight.registered = flight.registered, []
-        pop = self._in_flight.pop
-        for key in registered:
-            pop(key)
+        deque(map(self._in_flight.pop, registered), maxlen=0)  # popped in C
         task = getattr(flight, "task", None)  # unset while the flight is being launched
         if task is not None and task.done():
             self._tasks.discard(task)
