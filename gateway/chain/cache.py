@@ -27,7 +27,7 @@ cost before) and one function call on a miss.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, cast
 
 from gateway.chain.coalesce import Fleet, Flights, Writer
 from gateway.chain.job import Scored, ScoreJob, Scorer
@@ -119,7 +119,8 @@ class CacheLayer:
         misses = found.count(None)
         if not misses:
             await self._record(job, cached=len(keys), upstream=0, sent=())
-            return Scored([s for s in found if s is not None], 0)
+            # No None in it (no misses), and the store's list is this request's own.
+            return Scored(cast(list[float], found), 0)
         write = self._writer(store, ttl_s)
         # Keyed by digest, so a document repeated within the request is sent once. A full
         # miss (the usual case) is mapped in C.
