@@ -50,7 +50,7 @@ from gateway.state.accounts import Accounts
 from gateway.state.deployments import DeploymentState
 from gateway.state.score_cache import CacheSettings
 from gateway.state.usage import UsageRecorder
-from policies.cache import RedisStore, ScoreStore, TieredStore
+from policies.cache import RedisBase, ScoreStore, TieredStore
 from policies.money.billing import BillingRules
 
 
@@ -83,7 +83,7 @@ def _cache(inner: Scorer, parts: ChainParts) -> Scorer:
 def _fleet(parts: ChainParts) -> Fleet | None:
     """Single flight across processes, when the store is shared and it is on."""
     store, settings = parts.cache_store, parts.cache_settings
-    if settings.fleet_wait_s is None or not isinstance(store, (RedisStore, TieredStore)):
+    if settings.fleet_wait_s is None or not isinstance(store, (RedisBase, TieredStore)):
         return None
     return Fleet(store, settings.fleet_wait_s, settings.fleet_poll_s, parts.metrics)
 

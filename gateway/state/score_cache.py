@@ -25,6 +25,7 @@ from policies.cache import (
     RespConnection,
     RespStore,
     ScoreStore,
+    SharedStore,
     TieredStore,
 )
 from policies.cache.resp import SCHEMES as RESP_SCHEMES
@@ -128,7 +129,7 @@ def build_store(config: Config, metrics: Metrics) -> ScoreStore | None:
     state = StateConfig(redis_url=cache.redis_url) if cache.redis_url else config.state
     where = redis_client.target(state)
     assert where is not None and state.redis_url  # the config's cross-check requires one
-    shared: RedisStore
+    shared: SharedStore
     if where.mode == "single" and state.redis_url.split(":", 1)[0] in RESP_SCHEMES:
         # One server: the lean store (one pipelined connection, replies decoded in C).
         shared = RespStore(

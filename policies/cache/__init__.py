@@ -6,7 +6,7 @@ and write them. Only digests and packed floats are stored, never query or docume
 
 from policies.cache.keys import KeySpace
 from policies.cache.memory import MemoryStore
-from policies.cache.redis_store import RedisStore
+from policies.cache.redis_store import RedisBase, RedisStore
 from policies.cache.resp import Address, RespConnection, RespStore
 from policies.cache.store import ErrorHook, ScoreStore, SharedStore
 from policies.cache.tiered import TieredStore
@@ -16,6 +16,7 @@ __all__ = [
     "ErrorHook",
     "KeySpace",
     "MemoryStore",
+    "RedisBase",
     "RedisStore",
     "RespConnection",
     "RespStore",

@@ -35,9 +35,43 @@ _VALUE = struct.Struct("<d")
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
 
-class RedisStore:
+class RedisBase:
+    """What every Redis score store keeps, whatever speaks to Redis for it: the key
+    prefix, the lease keys, and the failure rule of the module's text (a failed call is
+    reported and Redis left alone for `backoff_s`). `RedisStore` speaks through redis-py,
+    `policies.cache.resp.RespStore` over a lean connection of its own; both keep
+    `SharedStore`'s contract."""
+
     backend = "redis"
 
+    def __init__(
+        self,
+        *,
+        key_prefix: str,
+        timeout_s: float,
+        backoff_s: float,
+        on_error: ErrorHook,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.prefix = key_prefix.encode()
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.on_error = on_error
+        self.clock = clock
+        self._resume_at = float("-inf")
+
+    def _lease_key(self, lease: bytes) -> bytes:
+        return self.prefix + b"lease:" + lease
+
+    def _available(self) -> bool:
+        return self.clock() >= self._resume_at
+
+    def _failed(self, exc: BaseException) -> None:
+        self._resume_at = self.clock() + self.backoff_s
+        self.on_error(self.backend, exc)
+
+
+class RedisStore(RedisBase):
     def __init__(
         self,
         client: aioredis.Redis | RedisCluster,
@@ -49,12 +83,13 @@ class RedisStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
-        self.prefix = key_prefix.encode()
-        self.timeout_s = timeout_s
-        self.backoff_s = backoff_s
-        self.on_error = on_error
-        self.clock = clock
-        self._resume_at = float("-inf")
+        super().__init__(
+            key_prefix=key_prefix,
+            timeout_s=timeout_s,
+            backoff_s=backoff_s,
+            on_error=on_error,
+            clock=clock,
+        )
 
     async def get_many(self, keys: Sequence[bytes], ttl_s: float) -> list[float | None]:
         if not keys or not self._available():
@@ -134,18 +169,8 @@ class RedisStore:
         except FAILURES as exc:
             self._failed(exc)
 
-    def _lease_key(self, lease: bytes) -> bytes:
-        return self.prefix + b"lease:" + lease
-
     async def close(self) -> None:
         await self.client.aclose()
-
-    def _available(self) -> bool:
-        return self.clock() >= self._resume_at
-
-    def _failed(self, exc: BaseException) -> None:
-        self._resume_at = self.clock() + self.backoff_s
-        self.on_error(self.backend, exc)
 
 
 async def _mget(client: aioredis.Redis | RedisCluster, keys: list[bytes]) -> list[object]:

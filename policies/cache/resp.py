@@ -33,7 +33,7 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from policies.cache.redis_store import FAILURES, RedisStore, _unpack
+from policies.cache.redis_store import FAILURES, RedisBase, _unpack
 from policies.cache.store import ErrorHook
 
 _DOUBLE = struct.Struct("<d")
@@ -224,7 +224,7 @@ def decode(values: list[object]) -> list[float | None]:
     return [_unpack(v) for v in values]
 
 
-class RespStore(RedisStore):
+class RespStore(RedisBase):
     """`RedisStore`'s contract (reads, writes, fleet leases) on a `RespConnection`."""
 
     def __init__(
@@ -237,15 +237,14 @@ class RespStore(RedisStore):
         on_error: ErrorHook,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        # Not RedisStore.__init__: there is no redis-py client; every method using one is
-        # overridden here.
         self.connection = connection
-        self.prefix = key_prefix.encode()
-        self.timeout_s = timeout_s
-        self.backoff_s = backoff_s
-        self.on_error = on_error
-        self.clock = clock
-        self._resume_at = float("-inf")
+        super().__init__(
+            key_prefix=key_prefix,
+            timeout_s=timeout_s,
+            backoff_s=backoff_s,
+            on_error=on_error,
+            clock=clock,
+        )
 
     async def _call(self, payload: bytes, replies: int = 1) -> list[object] | None:
         """The replies, or None after a failure (reported, and Redis left alone a while)."""

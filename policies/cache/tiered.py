@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from policies.cache.memory import MemoryStore
-from policies.cache.redis_store import RedisStore
+from policies.cache.store import SharedStore
 
 
 class TieredStore:
     backend = "tiered"
 
-    def __init__(self, memory: MemoryStore, redis: RedisStore) -> None:
+    def __init__(self, memory: MemoryStore, redis: SharedStore) -> None:
         self.memory = memory
         self.redis = redis
 
