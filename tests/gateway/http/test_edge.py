@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 
 import aiohttp
@@ -11,6 +12,7 @@ import pytest
 import structlog
 
 from gateway.http.auth import hash_key
+from gateway.http.edge import new_uuid
 from tests.conftest import OTHER_TEAM_KEY, REDIS_URL, TEAM_KEY, gateway_config
 from tests.fakes.cohere import FakeCohere
 from tests.support.servers import free_port
@@ -224,3 +226,13 @@ async def test_a_body_nested_too_deep_is_refused_before_the_upstream_and_unbille
     text = metrics.decode()
     assert 'rerank_requests_total{model="unknown",status="400",team="search"} 1.0' in text
     assert "rerank_search_units_total{" not in text
+
+
+def test_request_ids_are_random_uuids_written_as_uuid4_writes_them() -> None:
+    seen = {new_uuid() for _ in range(20_000)}
+    assert len(seen) == 20_000
+    shape = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+    for text in list(seen)[:500]:
+        assert shape.fullmatch(text)
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
