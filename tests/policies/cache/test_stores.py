@@ -123,6 +123,20 @@ async def test_memory_evicts_a_whole_batch_past_capacity() -> None:
     assert await store.get_many(k, 60) == [None, None, None, 0.4, 0.5]
 
 
+async def test_memory_a_large_store_evicts_its_oldest_sixty_fourth_at_once() -> None:
+    store = MemoryStore(max_entries=128)  # evicts 128 // 64 = 2 more than it must
+    k = keys_for(*(f"doc {i}" for i in range(130)))
+    await store.set_many(k[:128], [float(i) for i in range(128)], 60)
+    assert len(store) == 128  # full, not over: nothing evicted yet
+    assert await store.get_many([k[0]], 60) == [0.0]  # doc 0 is now the most recent
+    await store.set_many([k[128]], [128.0], 60)
+    # One over: the oldest (docs 1, 2, 3) go; doc 0, touched, stays.
+    assert len(store) == 126
+    assert await store.get_many(k[:5], 60) == [0.0, None, None, None, 4.0]
+    await store.set_many([k[129]], [129.0], 60)  # room again: nothing goes
+    assert len(store) == 127
+
+
 async def test_memory_entries_expire_after_their_ttl() -> None:
     clock = FakeClock()
     store = MemoryStore(max_entries=10, clock=clock)
