@@ -18,17 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 from policies.money.ledger_schema import LATEST, MIGRATIONS, ROLLUP_COUNTERS
 from policies.money.usage_events import UsageEvent
+
+if TYPE_CHECKING:  # the driver itself is imported when the first ledger connects
+    import asyncpg
 
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 _PARTITION = re.compile(r"^(events|daily)_y(\d{4})m(\d{2})$")
@@ -37,14 +39,20 @@ GROUPS = ("team", "key", "model", "deployment")  # what a report may group by
 _GROUP_COLUMNS = {"team": "team", "key": "key", "model": "served", "deployment": "deployment"}
 
 
-# What a statement can fail with when PostgreSQL is down, restarting or slow.
-_FAILURES = (
-    OSError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,
-    TimeoutError,
-)
+@functools.cache
+def _failures() -> tuple[type[BaseException], ...]:
+    """What a statement can fail with when PostgreSQL is down, restarting or slow. The
+    driver is imported here, not with the module: a gateway without a ledger never loads
+    it (3 MB of a process at rest)."""
+    import asyncpg
+
+    return (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        TimeoutError,
+    )
 
 
 class LedgerUnavailable(Exception):
@@ -183,6 +191,8 @@ class PostgresLedger:
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._pool is None:
+            import asyncpg  # see `_failures`
+
             with self._failing():
                 self._pool = await asyncpg.create_pool(
                     self.dsn,
@@ -200,7 +210,7 @@ class PostgresLedger:
         by a restart can be left mid-protocol, and the next call starts afresh."""
         try:
             yield
-        except _FAILURES as exc:
+        except _failures() as exc:
             if self._pool is not None:
                 self._pool.terminate()
                 self._pool = None
@@ -216,7 +226,7 @@ class PostgresLedger:
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), self.timeout_s)
-            except _FAILURES:
+            except _failures():
                 pool.terminate()
 
     # ---------------------------------------------------------------- schema
