@@ -312,9 +312,11 @@ class _Reading:
                 self._limits.header_timeout_s, self._head_timed_out
             )
         room = self._limits.max_header_bytes - self._head_bytes
-        if in_head and len(data) > room:
-            # The parser sees no more of a head than the limit: what fits first, and the
-            # rest only if a whole head was in it (the rest is then body or the next head).
+        # A read that holds the head's end within the limit goes to the parser whole (the
+        # usual request: head and body in one read, no copy of the body made here).
+        if in_head and len(data) > room and data.find(b"\r\n\r\n", 0, room) < 0:
+            # Otherwise the parser sees no more of a head than the limit: what fits first,
+            # and the rest only if a whole head was in it (the rest is body or the next head).
             messages, upgraded, tail = self._parser.feed_data(data[:room])
             if not messages:
                 self._refuse_head()

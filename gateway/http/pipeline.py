@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from gateway.chain.fallback import degraded
 from gateway.chain.job import Facts, Report, Scored, ScoreJob, Scorer
@@ -368,8 +368,8 @@ async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit, team)
     try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
+        body = await _read_within(request.content, limit)
+    except _TooLarge:
         raise _too_large(limit, team) from None
     except ConnectionError:  # the caller closed the connection mid-body
         raise client_gone() from None
@@ -381,9 +381,27 @@ async def _read_body(request: web.Request, limit: int, team: str) -> bytes:
         request[CLOSE_CONNECTION] = True
         request.content.feed_eof()
         raise _unreadable(exc) from None
-    if len(body) > limit:  # a team limit below the server's, on a body without Content-Length
-        raise _too_large(limit, team)
     return body
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_within(content: StreamReader, limit: int) -> bytes:
+    """The whole body, refused as soon as it passes `limit` bytes (a chunked body has no
+    Content-Length to check first). What `request.read()` does, without its two copies
+    (a bytearray grown chunk by chunk, then turned into bytes): a body that arrived in one
+    read is the parser's own chunk, handed on as it is."""
+    content.set_read_chunk_size(limit)  # as request.read(): large inflated chunks
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(limit: int, team: str) -> ApiError:

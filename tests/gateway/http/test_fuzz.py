@@ -311,6 +311,23 @@ async def test_chunked_body_over_the_limit_is_a_cohere_413(
     assert "the limit is 2048 bytes" in orjson.loads(raw)["message"]
 
 
+async def test_a_chunked_body_in_many_pieces_is_read_whole(
+    fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str]
+) -> None:
+    url = start_gateway(gateway_config({"cohere-a": fake_cohere[1]}))
+
+    async def chunks():  # each piece its own chunk: the body is their concatenation
+        yield b'{"model": "local-bm25", "query": "doc", "documents": ['
+        for i in range(40):
+            yield b'"doc %d",' % i
+        yield b'"last"]}'
+
+    headers = {"Authorization": f"Bearer {TEAM_KEY}"}
+    status, _, raw = await _post_raw(url + "/v2/rerank", chunks(), headers)
+    assert status == 200
+    assert sorted(r["index"] for r in orjson.loads(raw)["results"]) == list(range(41))
+
+
 @pytest.mark.parametrize("value", ["9" * 5000, "1" * 10])
 async def test_huge_latency_budget_is_a_cohere_400(
     fake_cohere: tuple[FakeCohere, str], start_gateway: Callable[..., str], value: str
