@@ -122,40 +122,49 @@ class VirtualBodies(Sequence[bytes]):
         return self.body(i)
 
 
-class MissBodies(VirtualBodies):
-    """A virtual list of bodies that are all new: the query is salted per body, so no
-    document key repeats (50 documents scored upstream every time)."""
+_MARK = "\u0001mark\u0001"  # where a body's own text goes (never in generated text)
+
+
+class TemplateBodies(VirtualBodies):
+    """Bodies made from one JSON template: body i is the template with a mark of its own,
+    `<salt>-<i>-<k>`, written at each place k. The Python generator makes them with
+    `body(i)`, wrk's Lua script from `pieces` (bench/wrk.py), so both send the same."""
+
+    def __init__(self, template: dict) -> None:
+        self.salt = uuid.uuid4().hex[:8]  # a new instance never repeats an earlier one's
+        self.pieces = orjson.dumps(template).split(orjson.dumps(_MARK)[1:-1])
+
+    def body(self, i: int) -> bytes:
+        out = [self.pieces[0]]
+        for k, piece in enumerate(self.pieces[1:], 1):
+            out.append(b"%s-%d-%d" % (self.salt.encode(), i, k))
+            out.append(piece)
+        return b"".join(out)
+
+
+class MissBodies(TemplateBodies):
+    """All new: the query starts with the body's mark, so no document key repeats (50
+    documents scored upstream every time)."""
 
     def __init__(self) -> None:
         first = orjson.loads(make_bodies(1)[0])
-        self.query = first["query"]
-        self.documents = first["documents"]
-        self.salt = uuid.uuid4().hex[:8]
-        # The body around the query's start, so a new body is one concatenation.
-        marker = "\u0001salt\u0001"
-        whole = orjson.dumps(
-            {"model": "rerank-v3.5", "query": marker + self.query, "documents": self.documents}
+        self.query, self.documents = first["query"], first["documents"]
+        super().__init__(
+            {"model": "rerank-v3.5", "query": f"{_MARK} {self.query}", "documents": self.documents}
         )
-        self._head, _, self._tail = whole.partition(orjson.dumps(marker)[1:-1])
-
-    def body(self, i: int) -> bytes:
-        return b"%s%s-%d %s" % (self._head, self.salt.encode(), i, self._tail)
 
 
-class PartialBodies(VirtualBodies):
-    """A virtual list of bodies: body i has the same 40 documents as every other (cached
-    after warm-up) and 10 documents of its own (sent upstream)."""
+class PartialBodies(TemplateBodies):
+    """The same 40 documents as every other body (cached after warm-up) and 10 documents
+    of its own (sent upstream)."""
 
     def __init__(self, shared: int = 40, fresh: int = 10, doc_chars: int = 800) -> None:
         first = orjson.loads(make_bodies(1, docs=shared + fresh, doc_chars=doc_chars)[0])
         self.query = first["query"]
         self.shared = first["documents"][:shared]
         self.fresh = first["documents"][shared:]
-        self.salt = uuid.uuid4().hex[:8]  # a new instance never repeats an earlier one's
-
-    def body(self, i: int) -> bytes:
-        docs = self.shared + [f"{self.salt}-{i}-{j} {d}" for j, d in enumerate(self.fresh)]
-        return orjson.dumps({"model": "rerank-v3.5", "query": self.query, "documents": docs})
+        docs = self.shared + [f"{_MARK} {d}" for d in self.fresh]
+        super().__init__({"model": "rerank-v3.5", "query": self.query, "documents": docs})
 
 
 def redis_available(url: str) -> bool:
@@ -202,7 +211,11 @@ def load(
 ) -> LoadResult:
     if tool == "wrk":
         before = procstat.cpu_seconds(pid)
-        result = wrk.run_wrk(url, list(bodies), headers, concurrency, seconds)
+        if isinstance(bodies, TemplateBodies):  # every body new, made by wrk's script
+            template = (bodies.pieces, bodies.salt)
+            result = wrk.run_wrk(url, [], headers, concurrency, seconds, template)
+        else:
+            result = wrk.run_wrk(url, list(bodies), headers, concurrency, seconds)
         result.cpu_s = procstat.cpu_seconds(pid) - before
         return result
     uvloop.install()
@@ -303,7 +316,7 @@ def main() -> int:
         args.seconds, concurrencies, rates = min(args.seconds, 2.0), (32,), rates[:1]
     if args.tool == "auto":
         args.tool = "wrk" if wrk.available() else "python"
-    print(f"load generator: {args.tool} (the partial and miss scenarios always use the Python one)")
+    print(f"load generator: {args.tool}")
     conditions = {"load_average_before": [round(x, 2) for x in procstat.load_average()]}
 
     bodies = make_bodies(64)
@@ -439,13 +452,13 @@ def closed(
                     args.tool, urls[name], bodies, headers, concurrency, args.seconds, pids[name]
                 )
                 rows.append(row(name, concurrency, result))
-        # Every partial and miss body is new, so they need the Python generator's virtual list.
+        # Every partial and miss body is new: made from a template by either generator.
         for name, source, many in (
             ("partial", "hit-memory", PartialBodies()),
             ("miss-memory", "miss-memory", MissBodies()),
         ):
             result = load(
-                "python", urls[source], many, headers, concurrency, args.seconds, pids[source]
+                args.tool, urls[source], many, headers, concurrency, args.seconds, pids[source]
             )
             rows.append(row(name, concurrency, result))
 

@@ -33,17 +33,51 @@ end
 """
 
 
+# Every body new (bench's TemplateBodies): the template's pieces, one per line, joined
+# with a mark of the request's own at each gap, `<salt><thread>-<n>-<k>`.
+_TEMPLATE_SCRIPT = r"""
+local pieces = {}
+local salt, n = "", 0
+local threads = 0
+setup = function(thread)
+  thread:set("thread_id", threads)
+  threads = threads + 1
+end
+init = function(args)
+  for line in io.lines(args[1]) do pieces[#pieces + 1] = line end
+  salt = args[2] .. tostring(thread_id)
+end
+request = function()
+  n = n + 1
+  local parts = {pieces[1]}
+  for k = 2, #pieces do
+    parts[#parts + 1] = salt .. "-" .. n .. "-" .. (k - 1)
+    parts[#parts + 1] = pieces[k]
+  end
+  return wrk.format("POST", nil, nil, table.concat(parts))
+end
+""" + _SCRIPT[_SCRIPT.index("done = function"):]
+
+
 def available() -> bool:
     return shutil.which("wrk") is not None
 
 
 def run_wrk(
-    url: str, bodies: list[bytes], headers: dict[str, str], concurrency: int, seconds: float
+    url: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    concurrency: int,
+    seconds: float,
+    template: tuple[list[bytes], str] | None = None,
 ) -> LoadResult:
+    """`bodies` cycled through, or with `template` (pieces, salt) every body new."""
     with tempfile.TemporaryDirectory() as tmp:
         script, data = Path(tmp, "bench.lua"), Path(tmp, "bodies.jsonl")
-        script.write_text(_SCRIPT)
-        data.write_bytes(b"\n".join(bodies) + b"\n")
+        script.write_text(_SCRIPT if template is None else _TEMPLATE_SCRIPT)
+        lines = bodies if template is None else template[0]
+        data.write_bytes(b"\n".join(lines) + b"\n")
+        extra = [] if template is None else [template[1]]
         header_args = [arg for k, v in headers.items() for arg in ("-H", f"{k}: {v}")]
         threads = min(2, concurrency)
         out = subprocess.run(
@@ -60,6 +94,7 @@ def run_wrk(
                 url,
                 "--",
                 str(data),
+                *extra,
             ],
             capture_output=True,
             text=True,
