@@ -2,8 +2,9 @@
 
 Both proxies forward Cohere rerank calls to the same fast fake upstream
 (`bench.upstream`), one process each, and are driven one after the other by the same
-closed-loop generator with the same bodies: every body new (50 documents, ~40 KB), so
-the gateway (memory cache on) misses and forwards each, as LiteLLM does. Reported per
+closed-loop generator (wrk when installed, else the Python one; `--tool`) with the same
+bodies: every body new (50 documents, ~40 KB), so the gateway (memory cache on) misses
+and forwards each, as LiteLLM does. Reported per
 target: req/s and CPU µs per request at concurrency 32, p50 at concurrency 1 and what
 each proxy adds to `direct`'s p50 there, and the gateway's multiples of LiteLLM.
 
@@ -17,7 +18,6 @@ name that venv's `litellm` with `--litellm`. Without it the LiteLLM rows are lef
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import shutil
@@ -27,19 +27,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import uvloop
-
-from bench import procstat
+from bench import procstat, wrk
 from bench.__main__ import (
     KEY,
     ROOT,
     MissBodies,
     free_port,
     gateway_config,
+    load,
     start,
     wait_port,
 )
-from bench.loadgen import run_load
 
 LITELLM_KEY = "sk-bench-master"
 
@@ -60,19 +58,11 @@ general_settings:
 """
 
 
-def drive(url: str, key: str, pid: int, concurrency: int, seconds: float) -> dict[str, Any]:
+def drive(
+    tool: str, url: str, key: str, pid: int, concurrency: int, seconds: float
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-    uvloop.install()
-    result = asyncio.run(
-        run_load(
-            url,
-            MissBodies(),
-            headers,
-            concurrency,
-            seconds,
-            cpu_probe=lambda: procstat.cpu_seconds(pid),
-        )
-    )
+    result = load(tool, url, MissBodies(), headers, concurrency, seconds, pid)
     cpu = result.cpu_s * 1e6 / result.requests if result.cpu_s and result.requests else None
     return {
         "requests": result.requests,
@@ -88,7 +78,13 @@ def main() -> int:
     parser.add_argument("--litellm", help="the `litellm` command of LiteLLM's own venv")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--checkout", help="run the gateway of this source tree (another build)")
+    parser.add_argument(
+        "--tool", choices=("auto", "wrk", "python"), default="auto", help="auto: wrk if installed"
+    )
     args = parser.parse_args()
+    if args.tool == "auto":
+        args.tool = "wrk" if wrk.available() else "python"
+    print(f"load generator: {args.tool}")
     litellm = args.litellm or shutil.which("litellm")
     up_port, gw_port, ll_port = free_port(), free_port(), free_port()
     configs = []
@@ -136,7 +132,7 @@ def main() -> int:
             for name in urls:
                 pid = procs[name].pid
                 rows.setdefault(name, {})[concurrency] = drive(
-                    urls[name], keys[name], pid, concurrency, args.seconds
+                    args.tool, urls[name], keys[name], pid, concurrency, args.seconds
                 )
     finally:
         for proc in procs.values():
@@ -166,7 +162,7 @@ def main() -> int:
             f"{ll[32]['cpu_us'] / g[32]['cpu_us']:.1f}x less CPU per request"
         )
     print(f"load average before {load_before}, after {load_after}")
-    out = {"rows": rows, "load_average": [load_before, load_after]}
+    out = {"tool": args.tool, "rows": rows, "load_average": [load_before, load_after]}
     Path(ROOT / "bench" / "versus.json").write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
