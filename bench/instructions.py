@@ -92,16 +92,20 @@ def measure(
     """`checkout`: run the gateway of that source tree (another build), else this one."""
     up_port, gw_port = free_port(), free_port()
     prefix = f"rg-bench:{uuid.uuid4().hex}:"
-    extra = CACHES[scenario].replace("PREFIX", prefix)
+    extra = CACHES.get(scenario, "").replace("PREFIX", prefix)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(gateway_config(up_port, 1, extra))
     out_dir = tempfile.mkdtemp(prefix="callgrind-")
     upstream = start([sys.executable, "-m", "bench.upstream", str(up_port)])
+    if scenario == "floor":  # aiohttp's server and the upstream client, forwarding only
+        served = ["bench.floor", str(gw_port), f"http://127.0.0.1:{up_port}/v2/rerank"]
+    else:
+        served = ["gateway", "serve", "--config", f.name, "--port", str(gw_port)]
     gateway = subprocess.Popen(
         [
             "valgrind", "--tool=callgrind", "--instr-atstart=no",
             f"--callgrind-out-file={out_dir}/callgrind.out.%p",
-            sys.executable, "-m", "gateway", "serve", "--config", f.name, "--port", str(gw_port),
+            sys.executable, "-m", *served,
         ],
         cwd=checkout or ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
@@ -140,7 +144,11 @@ def measure(
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="bench.instructions")
-    parser.add_argument("--scenarios", default="gateway,hit-memory,miss-memory,hit-redis")
+    parser.add_argument(
+        "--scenarios",
+        default="gateway,hit-memory,miss-memory,hit-redis",
+        help="of " + ", ".join(["floor", *CACHES]) + " (floor: aiohttp's server and our client)",
+    )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=8)
