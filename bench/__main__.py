@@ -196,8 +196,8 @@ logging: {{level: warning}}
 """
 
 
-def start(cmd: list[str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start(cmd: list[str], cwd: str | Path = ROOT) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def load(
@@ -290,6 +290,9 @@ def main() -> int:
         default=None,
         help="server.max_in_flight of the delayed gateway (admission control)",
     )
+    parser.add_argument(
+        "--checkout", help="run the gateways of this source tree (another build), same load"
+    )
     args = parser.parse_args()
     groups = {g.strip() for g in args.scenarios.split(",") if g.strip()}
     if groups - set(GROUPS + OPT_IN):
@@ -381,7 +384,8 @@ def main() -> int:
                 f.name,
                 "--port",
                 str(ports[name]),
-            ]
+            ],
+            cwd=args.checkout or ROOT,
         )
     results: dict = {"rows": [], "openloop": [], "burst": [], "soak": None}
     try:
