@@ -138,7 +138,11 @@ def main() -> int:
         for proc in procs.values():
             proc.terminate()
         for proc in procs.values():
-            proc.wait(30)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:  # LiteLLM may not stop on SIGTERM alone
+                proc.kill()
+                proc.wait(10)
         for path in configs:
             os.unlink(path)
     load_after = procstat.load_average()
