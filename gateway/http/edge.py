@@ -281,6 +281,13 @@ class HeadTooLarge(BadHttpMessage):
 _Parsed = tuple[Sequence[tuple[Any, StreamReader]], bool, bytes]
 
 
+def _holds_head(data: bytes, room: int) -> bool:
+    """Whether a head that starts `data` ends (its first empty line) within `room` bytes.
+    A read that starts with a line break may be blank lines before a request line, which
+    the parser skips: such a read does not count, and is cut at the limit as any other."""
+    return data[:1] not in (b"\r", b"\n") and data.find(b"\r\n\r\n", 0, room) >= 0
+
+
 class _Reading:
     """aiohttp's request parser as its handler feeds it, watched: how many bytes and how
     long the head being received takes, and the deadline of the body that follows.
@@ -314,7 +321,7 @@ class _Reading:
         room = self._limits.max_header_bytes - self._head_bytes
         # A read that holds the head's end within the limit goes to the parser whole (the
         # usual request: head and body in one read, no copy of the body made here).
-        if in_head and len(data) > room and data.find(b"\r\n\r\n", 0, room) < 0:
+        if in_head and len(data) > room and not _holds_head(data, room):
             # Otherwise the parser sees no more of a head than the limit: what fits first,
             # and the rest only if a whole head was in it (the rest is body or the next head).
             messages, upgraded, tail = self._parser.feed_data(data[:room])

@@ -126,6 +126,22 @@ def test_a_head_over_max_header_bytes_is_431_in_cohere_shape(gateway: Gateway) -
     conn.close()
 
 
+def test_a_head_and_body_in_one_read_are_held_to_the_head_limit_alone(gateway: Gateway) -> None:
+    """Head and body in one read go to the parser whole when the head ends within the
+    limit; blank lines before a request line do not let an oversized head through."""
+    documents = [f"document {i} " + "x" * 500 for i in range(40)]  # ~20 KB: over 4096
+    body = orjson.dumps({"model": "local-bm25", "query": "document", "documents": documents})
+    conn = RawConnection(gateway.url, timeout=10)
+    answer = conn.exchange(request_bytes("POST", "/v2/rerank", [SEARCH], body))
+    assert answer.status == 200 and len(answer.json()["results"]) == 40
+    conn.close()
+    pads = [(b"X-Pad-%d" % i, b"a" * 1000) for i in range(8)]
+    conn = RawConnection(gateway.url, timeout=10)
+    head_first = b"\r\n\r\n" + request_bytes("POST", "/v2/rerank", [SEARCH, *pads], BODY)
+    assert conn.exchange(head_first).status == 431
+    conn.close()
+
+
 def test_a_body_that_does_not_arrive_in_time_is_408_and_closes(gateway: Gateway) -> None:
     """Was: a body sent one byte at a time was waited for without end."""
     conn = RawConnection(gateway.url, timeout=10)
