@@ -358,9 +358,7 @@ def main() -> int:
     if "closed" in groups:  # the framework floor: aiohttp's server and our client, nothing else
         floor_port = free_port()
         upstream_url = f"http://127.0.0.1:{up_port}/v2/rerank"
-        procs["floor"] = start(
-            [sys.executable, "-m", "bench.floor", str(floor_port), upstream_url]
-        )
+        procs["floor"] = start([sys.executable, "-m", "bench.floor", str(floor_port), upstream_url])
     if groups & {"openloop", "burst"}:
         procs["direct-150ms"] = start(
             [sys.executable, "-m", "bench.upstream", str(delayed_port), "--delay-ms", str(DELAY_MS)]

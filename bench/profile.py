@@ -97,10 +97,14 @@ def _frame(frame: str, root: str) -> str:
 def show(stats: pstats.Stats, top: int, sort: str) -> None:
     """Own and inclusive µs per request (requests: calls of the pipeline's handler)."""
     table = stats.stats  # type: ignore[attr-defined]
-    requests = sum(  # a plain method, called once per request (a coroutine's resumes count)
-        calls[1] for (path, _, name), calls in table.items()
-        if name == "_record" and path.endswith("gateway/http/pipeline.py")
-    ) or 1
+    requests = (
+        sum(  # a plain method, called once per request (a coroutine's resumes count)
+            calls[1]
+            for (path, _, name), calls in table.items()
+            if name == "_record" and path.endswith("gateway/http/pipeline.py")
+        )
+        or 1
+    )
     total = sum(calls[2] for calls in table.values())
     print(f"{requests} requests, {total * 1e6 / requests:.0f} µs profiled per request")
     print(f"{'own µs':>8} {'incl µs':>8} {'calls':>6}  function")

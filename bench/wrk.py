@@ -56,7 +56,7 @@ request = function()
   end
   return wrk.format("POST", nil, nil, table.concat(parts))
 end
-""" + _SCRIPT[_SCRIPT.index("done = function"):]
+""" + _SCRIPT[_SCRIPT.index("done = function") :]
 
 
 def available() -> bool:
