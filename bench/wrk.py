@@ -10,18 +10,8 @@ from pathlib import Path
 
 from bench.loadgen import LoadResult
 
-# Cycles through the bodies (one JSON per line) and prints a JSON summary at the end.
-_SCRIPT = r"""
-local bodies = {}
-local i = 0
-init = function(args)
-  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
-  i = math.random(#bodies)
-end
-request = function()
-  i = i % #bodies + 1
-  return wrk.format("POST", nil, nil, bodies[i])
-end
+# Prints a JSON summary at the end of a run (both scripts end with it).
+_SUMMARY = r"""
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -32,10 +22,27 @@ done = function(summary, latency, requests)
 end
 """
 
+# Cycles through the bodies (one JSON per line).
+_SCRIPT = (
+    r"""
+local bodies = {}
+local i = 0
+init = function(args)
+  for line in io.lines(args[1]) do bodies[#bodies + 1] = line end
+  i = math.random(#bodies)
+end
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, nil, bodies[i])
+end
+"""
+    + _SUMMARY
+)
 
 # Every body new (bench's TemplateBodies): the template's pieces, one per line, joined
 # with a mark of the request's own at each gap, `<salt><thread>-<n>-<k>`.
-_TEMPLATE_SCRIPT = r"""
+_TEMPLATE_SCRIPT = (
+    r"""
 local pieces = {}
 local salt, n = "", 0
 local threads = 0
@@ -56,7 +63,9 @@ request = function()
   end
   return wrk.format("POST", nil, nil, table.concat(parts))
 end
-""" + _SCRIPT[_SCRIPT.index("done = function") :]
+"""
+    + _SUMMARY
+)
 
 
 def available() -> bool:
