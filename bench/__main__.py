@@ -7,6 +7,8 @@ on loopback, then drives each with the Python load generator. Scenarios:
   (what the gateway itself adds to every request);
 - `floor`: a proxy that only forwards (aiohttp's server, the gateway's upstream client):
   what any gateway on this stack costs before its own logic (`bench/floor.py`);
+- `floor-json`: the same proxy decoding the caller's JSON and writing the upstream's body
+  and Cohere's answer anew: what any gateway that speaks the API itself costs at least;
 - `hit-memory`, `hit-redis`: the same bodies repeated, so after warm-up every request is
   a full cache hit (in-process memory; Redis at 127.0.0.1:6379, skipped if none answers);
 - `partial`: every request shares 40 cached documents and sends 10 new ones upstream;
@@ -355,10 +357,13 @@ def main() -> int:
         gateways["gateway-soak"] = (1, "cache: {backend: memory}", up_port)
     ports = {name: free_port() for name in gateways}
     procs = {"direct": start([sys.executable, "-m", "bench.upstream", str(up_port)])}
-    if "closed" in groups:  # the framework floor: aiohttp's server and our client, nothing else
-        floor_port = free_port()
+    floor_ports = {}
+    if "closed" in groups:  # the framework floors: aiohttp's server and our client (floor.py)
         upstream_url = f"http://127.0.0.1:{up_port}/v2/rerank"
-        procs["floor"] = start([sys.executable, "-m", "bench.floor", str(floor_port), upstream_url])
+        for name, flags in (("floor", []), ("floor-json", ["--json"])):
+            floor_ports[name] = free_port()
+            floor = [sys.executable, "-m", "bench.floor", str(floor_ports[name]), upstream_url]
+            procs[name] = start([*floor, *flags])
     if groups & {"openloop", "burst"}:
         procs["direct-150ms"] = start(
             [sys.executable, "-m", "bench.upstream", str(delayed_port), "--delay-ms", str(DELAY_MS)]
@@ -392,14 +397,13 @@ def main() -> int:
             wait_port(delayed_port, procs["direct-150ms"])
         for name, port in ports.items():
             wait_port(port, procs[name])
-        if "floor" in procs:
-            wait_port(floor_port, procs["floor"])
+        for name, port in floor_ports.items():
+            wait_port(port, procs[name])
         headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
         urls = {"direct": f"http://127.0.0.1:{up_port}/v2/rerank"}
         urls["direct-150ms"] = f"http://127.0.0.1:{delayed_port}/v2/rerank"
-        urls.update({name: f"http://127.0.0.1:{port}/v2/rerank" for name, port in ports.items()})
-        if "floor" in procs:
-            urls["floor"] = f"http://127.0.0.1:{floor_port}/v2/rerank"
+        for name, port in {**ports, **floor_ports}.items():
+            urls[name] = f"http://127.0.0.1:{port}/v2/rerank"
         pids = {name: proc.pid for name, proc in procs.items()}
         if "closed" in groups:
             closed(args, concurrencies, urls, pids, bodies, headers, results["rows"])
@@ -446,7 +450,7 @@ def closed(
     headers: dict[str, str],
     rows: list[dict],
 ) -> None:
-    repeated = ("direct", "floor", "gateway", "gateway-2w", "hit-memory", "hit-redis")
+    repeated = ("direct", "floor", "floor-json", "gateway", "gateway-2w", "hit-memory", "hit-redis")
     for concurrency in concurrencies:
         for name in repeated:
             if name in urls and name in pids:
@@ -529,8 +533,8 @@ def report(results: dict, conditions: dict, args: argparse.Namespace) -> None:
         for name, key in (("gateway", "added_p50_ms_c1"), ("floor", "floor_added_p50_ms_c1")):
             if (name, 1) in by:
                 summary[key] = round(by[name, 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3)
-        names = ("floor", "gateway", "gateway-2w", "hit-memory", "hit-redis", "partial")
-        for name in (*names, "miss-memory"):
+        names = ("floor", "floor-json", "gateway", "gateway-2w", "hit-memory", "hit-redis")
+        for name in (*names, "partial", "miss-memory"):
             if (name, top) in by and direct_rps:
                 summary[f"{name}_vs_direct_throughput_c{top}"] = round(
                     by[name, top]["rps"] / direct_rps, 3

@@ -50,6 +50,8 @@ from bench.__main__ import (
     wait_port,
 )
 
+FLOORS = ("floor", "floor-json")
+
 
 async def send(url: str, bodies: Sequence[bytes], first: int, count: int, concurrency: int) -> int:
     """`count` requests (bodies `first`, `first + 1`, ...), `concurrency` at a time; the
@@ -97,8 +99,9 @@ def measure(
         f.write(gateway_config(up_port, 1, extra))
     out_dir = tempfile.mkdtemp(prefix="callgrind-")
     upstream = start([sys.executable, "-m", "bench.upstream", str(up_port)])
-    if scenario == "floor":  # aiohttp's server and the upstream client, forwarding only
+    if scenario in FLOORS:  # aiohttp's server and the upstream client (bench/floor.py)
         served = ["bench.floor", str(gw_port), f"http://127.0.0.1:{up_port}/v2/rerank"]
+        served += ["--json"] if scenario == "floor-json" else []
     else:
         served = ["gateway", "serve", "--config", f.name, "--port", str(gw_port)]
     gateway = subprocess.Popen(
@@ -147,7 +150,7 @@ def main() -> int:
     parser.add_argument(
         "--scenarios",
         default="gateway,hit-memory,miss-memory,hit-redis",
-        help="of " + ", ".join(["floor", *CACHES]) + " (floor: aiohttp's server and our client)",
+        help="of " + ", ".join([*FLOORS, *CACHES]) + " (floors: bench/floor.py)",
     )
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=64)
