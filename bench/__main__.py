@@ -530,7 +530,11 @@ def report(results: dict, conditions: dict, args: argparse.Namespace) -> None:
         by = {(r["scenario"], r["concurrency"]): r for r in rows}
         top = max(r["concurrency"] for r in rows)
         direct_rps = by["direct", top]["rps"]
-        for name, key in (("gateway", "added_p50_ms_c1"), ("floor", "floor_added_p50_ms_c1")):
+        for name, key in (
+            ("gateway", "added_p50_ms_c1"),
+            ("floor", "floor_added_p50_ms_c1"),
+            ("floor-json", "floor_json_added_p50_ms_c1"),
+        ):
             if (name, 1) in by:
                 summary[key] = round(by[name, 1]["p50_ms"] - by["direct", 1]["p50_ms"], 3)
         names = ("floor", "floor-json", "gateway", "gateway-2w", "hit-memory", "hit-redis")
