@@ -24,6 +24,7 @@ import asyncio
 import struct
 import time
 from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -33,9 +34,10 @@ from policies.cache.store import ErrorHook
 
 _VALUE = struct.Struct("<d")
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+Client = TypeVar("Client")  # what a store speaks to Redis through
 
 
-class RedisBase:
+class RedisBase(Generic[Client]):
     """What every Redis score store keeps, whatever speaks to Redis for it: the key
     prefix, the lease keys, and the failure rule of the module's text (a failed call is
     reported and Redis left alone for `backoff_s`). `RedisStore` speaks through redis-py,
@@ -46,6 +48,7 @@ class RedisBase:
 
     def __init__(
         self,
+        client: Client,
         *,
         key_prefix: str,
         timeout_s: float,
@@ -53,6 +56,7 @@ class RedisBase:
         on_error: ErrorHook,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.client = client
         self.prefix = key_prefix.encode()
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
@@ -71,26 +75,7 @@ class RedisBase:
         self.on_error(self.backend, exc)
 
 
-class RedisStore(RedisBase):
-    def __init__(
-        self,
-        client: aioredis.Redis | RedisCluster,
-        *,
-        key_prefix: str,
-        timeout_s: float,
-        backoff_s: float,
-        on_error: ErrorHook,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.client = client
-        super().__init__(
-            key_prefix=key_prefix,
-            timeout_s=timeout_s,
-            backoff_s=backoff_s,
-            on_error=on_error,
-            clock=clock,
-        )
-
+class RedisStore(RedisBase[aioredis.Redis | RedisCluster]):
     async def get_many(self, keys: Sequence[bytes], ttl_s: float) -> list[float | None]:
         if not keys or not self._available():
             return [None] * len(keys)

@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -34,7 +33,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from policies.cache.redis_store import FAILURES, RedisBase, _unpack
-from policies.cache.store import ErrorHook
 
 _DOUBLE = struct.Struct("<d")
 SCHEMES = ("redis", "unix")  # what this store serves; other URLs stay with redis-py
@@ -224,36 +222,17 @@ def decode(values: list[object]) -> list[float | None]:
     return [_unpack(v) for v in values]
 
 
-class RespStore(RedisBase):
+class RespStore(RedisBase[RespConnection]):
     """`RedisStore`'s contract (reads, writes, fleet leases) on a `RespConnection`."""
-
-    def __init__(
-        self,
-        connection: RespConnection,
-        *,
-        key_prefix: str,
-        timeout_s: float,
-        backoff_s: float,
-        on_error: ErrorHook,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.connection = connection
-        super().__init__(
-            key_prefix=key_prefix,
-            timeout_s=timeout_s,
-            backoff_s=backoff_s,
-            on_error=on_error,
-            clock=clock,
-        )
 
     async def _call(self, payload: bytes, replies: int = 1) -> list[object] | None:
         """The replies, or None after a failure (reported, and Redis left alone a while)."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self.connection.call(payload, replies)
+                return await self.client.call(payload, replies)
         except FAILURES as exc:
             if isinstance(exc, (TimeoutError, OSError, RedisConnectionError)):
-                self.connection.reset()
+                self.client.reset()
             self._failed(exc)
             return None
 
@@ -311,4 +290,4 @@ class RespStore(RedisBase):
             await self._call(pack("DEL", self._lease_key(lease)))
 
     async def close(self) -> None:
-        await self.connection.close()
+        await self.client.close()

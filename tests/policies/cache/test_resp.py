@@ -222,7 +222,7 @@ async def test_a_dropped_connection_is_a_miss_at_most_once_then_reconnects(
     store = resp_store(cache_prefix, errors=errors, clock=clock)
     keys = keys_for("a", "b")
     await store.set_many(keys, [0.1, 0.2], 60)
-    protocol = store.connection._protocol
+    protocol = store.client._protocol
     assert protocol is not None and protocol.transport is not None
     host, port = protocol.transport.get_extra_info("sockname")[:2]
     assert redis_client.client_kill(f"{host}:{port}")
@@ -231,7 +231,7 @@ async def test_a_dropped_connection_is_a_miss_at_most_once_then_reconnects(
     assert len(errors) == (1 if first == [None, None] else 0)
     clock.now += 5
     assert await store.get_many(keys, 60) == [0.1, 0.2]  # on a new connection
-    assert store.connection._protocol is not protocol
+    assert store.client._protocol is not protocol
     await store.close()
 
 
@@ -251,7 +251,7 @@ async def test_a_reply_that_never_completes_times_out_and_drops_the_connection()
     store = resp_store("p:", f"redis://127.0.0.1:{port}/0", errors, timeout_s=0.2)
     assert await store.get_many(keys_for("a", "b"), 60) == [None, None]
     assert len(errors) == 1 and isinstance(errors[0], TimeoutError)
-    assert store.connection._protocol is None  # a timed-out connection is not reused
+    assert store.client._protocol is None  # a timed-out connection is not reused
     await store.close()
     await closing(server)
 
@@ -338,7 +338,6 @@ async def test_a_db_of_its_own_on_the_real_server(redis_client: redis.Redis) -> 
         other.delete(b"rg-test-db:" + key)
         other.close()
     await store.close()
-
 
 
 async def test_the_gateway_takes_the_lean_store_for_one_server_only() -> None:
